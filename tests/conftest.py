@@ -1,0 +1,54 @@
+"""Fixtures shared by the whole suite.
+
+``s3_server`` starts moto's S3 server on 127.0.0.1 (a free port) once per session; ``s3_bucket``
+gives each test a fresh bucket and the ``storage_options`` to reach it with s3fs.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """The endpoint URL of a moto S3 server on loopback."""
+    moto_server = pytest.importorskip("moto.server")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A fresh bucket: ``("s3://<bucket>", storage_options)`` for fsspec/s3fs."""
+    boto3 = pytest.importorskip("boto3")
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=name)
+    options: dict[str, Any] = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": s3_server, "region_name": "us-east-1"},
+    }
+    try:
+        yield f"s3://{name}", options
+    finally:
+        client.close()

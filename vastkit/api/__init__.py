@@ -1,0 +1,30 @@
+"""The typed Vast.ai REST API client: models, the query language, the transport and the client.
+
+This layer knows the Vast API and nothing else: no profiles, budgets or jobs.
+"""
+
+from __future__ import annotations
+
+from vastkit.api.models import (
+    Charge,
+    ChargeItem,
+    CreatedInstance,
+    CreateInstanceRequest,
+    Instance,
+    InstanceState,
+    Offer,
+    PortBinding,
+    User,
+)
+
+__all__ = [
+    "Charge",
+    "ChargeItem",
+    "CreateInstanceRequest",
+    "CreatedInstance",
+    "Instance",
+    "InstanceState",
+    "Offer",
+    "PortBinding",
+    "User",
+]
