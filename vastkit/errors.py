@@ -19,6 +19,7 @@ The tree::
     │   └── ResponseValidationError     the answer did not have the documented shape
     ├── NoOfferError                    no offer satisfies a profile (carries the explanation)
     ├── ProvisioningError               an instance could not be brought up
+    ├── DestroyFailedError              destroy was not confirmed in time: it may still bill
     ├── BudgetExceededError             a budget or a duration cap forbids the spend
     ├── CheckpointError                 a checkpoint could not be written, found or read
     │   └── CheckpointCorruptError      a checkpoint failed verification
@@ -50,6 +51,7 @@ __all__ = [
     "CheckpointCorruptError",
     "CheckpointError",
     "ConfigError",
+    "DestroyFailedError",
     "GoneError",
     "JobError",
     "LedgerError",
@@ -172,7 +174,7 @@ class APIStatusError(APIError):
 
     @property
     def new_contract(self) -> int | None:
-        """The instance id an error body still carries (a too-low bid creates a stopped instance)."""
+        """The instance id an error body still carries (a too-low bid creates a stopped one)."""
         if isinstance(self.body, Mapping):
             value = self.body.get("new_contract")
             if isinstance(value, int) and not isinstance(value, bool):
@@ -271,6 +273,18 @@ class ProvisioningError(VastkitError):
     def __init__(self, message: str, *, attempts: list[Any] | None = None) -> None:
         super().__init__(message)
         self.attempts = list(attempts or [])
+
+
+class DestroyFailedError(VastkitError):
+    """Destroy was not confirmed in the time allowed: the instance may still be billing.
+
+    Attributes:
+        instance_id: The instance that may still exist.
+    """
+
+    def __init__(self, message: str, *, instance_id: int) -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
 
 
 class BudgetExceededError(VastkitError):

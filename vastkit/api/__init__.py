@@ -5,6 +5,7 @@ This layer knows the Vast API and nothing else: no profiles, budgets or jobs.
 
 from __future__ import annotations
 
+from vastkit.api.client import Client
 from vastkit.api.models import (
     Charge,
     ChargeItem,
@@ -16,15 +17,20 @@ from vastkit.api.models import (
     PortBinding,
     User,
 )
+from vastkit.api.query import OfferQuery, parse_order, parse_query
 
 __all__ = [
     "Charge",
     "ChargeItem",
+    "Client",
     "CreateInstanceRequest",
     "CreatedInstance",
     "Instance",
     "InstanceState",
     "Offer",
+    "OfferQuery",
     "PortBinding",
     "User",
+    "parse_order",
+    "parse_query",
 ]

@@ -1,0 +1,103 @@
+"""The self-destroy backstop's decisions and its call, in virtual time."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from vastkit.clock import ManualClock
+from vastkit.rundir import OrchestratorBeat, ResultStatus
+from vastkit.worker._runtime import LivenessWatch, backstop_reason, destroy_self
+
+
+def test_deadline_and_silence_decisions() -> None:
+    assert backstop_reason(now=100, deadline=None, silent_for=10, timeout=None) is None
+    assert backstop_reason(now=100, deadline=101, silent_for=59, timeout=60) is None
+    status, reason = backstop_reason(now=100, deadline=None, silent_for=60, timeout=60) or (
+        None,
+        "",
+    )
+    assert status is ResultStatus.ABANDONED
+    assert reason == "no sign of the orchestrator for 60 s (backstop timeout 60 s)"
+    status, reason = backstop_reason(now=130, deadline=100, silent_for=90, timeout=60) or (None, "")
+    assert status is ResultStatus.TIMED_OUT  # the deadline wins
+    assert reason == "the job's max-duration deadline passed 30 s ago"
+
+
+def test_liveness_counts_changes_on_the_workers_clock_not_the_orchestrators() -> None:
+    clock = ManualClock()
+    watch = LivenessWatch(clock.now())
+    clock.advance(50)
+    watch.observe(None, clock.now())  # nothing written yet: silence counts from the start
+    assert watch.silent_for(clock.now()) == 50
+    # The orchestrator's clock is an hour behind: irrelevant, a change is a sign of life.
+    watch.observe(OrchestratorBeat(time=clock.now() - 3600, seq=1), clock.now())
+    assert watch.silent_for(clock.now()) == 0
+    clock.advance(30)
+    watch.observe(OrchestratorBeat(time=clock.now() - 3600 - 30, seq=1), clock.now())
+    assert watch.silent_for(clock.now()) == 30  # the same object again is no sign of life
+    watch.observe(OrchestratorBeat(time=clock.now() - 3600, seq=2), clock.now())
+    assert watch.silent_for(clock.now()) == 0
+
+
+def test_destroy_self_uses_the_container_key_and_never_logs_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[httpx.Request] = []
+    answers = iter([httpx.Response(500), httpx.Response(200, json={"success": True})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return next(answers)
+
+    clock = ManualClock()
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        caplog.set_level(logging.DEBUG, logger="vastkit")
+        ok = destroy_self(
+            base_url="https://console.example/",
+            environ={"CONTAINER_ID": "31337", "CONTAINER_API_KEY": "s3cr3t-container-key"},
+            clock=clock,
+            http=http,
+        )
+    assert ok
+    assert [(r.method, str(r.url)) for r in seen] == [
+        ("DELETE", "https://console.example/api/v0/instances/31337/")
+    ] * 2
+    assert seen[0].headers["Authorization"] == "Bearer s3cr3t-container-key"
+    assert clock.slept == [2.0]
+    assert "s3cr3t" not in caplog.text
+    assert "answered HTTP 500" in caplog.text
+
+
+def test_destroy_self_treats_404_as_done_and_reports_missing_variables(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(404))) as http:
+        assert destroy_self(
+            base_url="http://x",
+            environ={"CONTAINER_ID": "1", "CONTAINER_API_KEY": "k"},
+            clock=ManualClock(),
+            http=http,
+        )
+    caplog.set_level(logging.ERROR, logger="vastkit")
+    assert not destroy_self(base_url="http://x", environ={"CONTAINER_ID": "1"}, clock=ManualClock())
+    assert "CONTAINER_API_KEY not set" in caplog.text
+
+
+def test_destroy_self_gives_up_after_its_tries(caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("no route", request=request)
+
+    clock = ManualClock()
+    with httpx.Client(transport=httpx.MockTransport(refuse)) as http:
+        assert not destroy_self(
+            base_url="http://x",
+            environ={"CONTAINER_ID": "9", "CONTAINER_API_KEY": "k"},
+            clock=clock,
+            http=http,
+            tries=3,
+        )
+    assert clock.slept == [2.0, 4.0]
+    assert "could not destroy instance 9: it keeps costing money" in caplog.text

@@ -1,0 +1,57 @@
+"""The Worker class driven in-process with a virtual clock and a memory:// run directory."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from typing import Any
+
+import pytest
+
+from vastkit.clock import ManualClock
+from vastkit.rundir import JobSpec, ResultStatus, RunDir
+from vastkit.worker._runtime import Worker
+
+
+def memory_url() -> str:
+    return f"memory://worker-{uuid.uuid4().hex[:8]}/run1"
+
+
+def test_store_errors_reading_the_job_are_retried(
+    tools: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = memory_url()
+    RunDir(url).write_job(JobSpec(run_id="run1", command=("true",), attempt=tools.fast_settings()))
+    clock = ManualClock()
+    echo = io.BytesIO()
+    worker = Worker(url, 1, clock=clock, echo=echo, environ={"PATH": "/usr/bin:/bin"})
+    real = worker.rundir.read_job
+    failures = iter([ConnectionError("reset"), TimeoutError("slow")])
+
+    def flaky() -> JobSpec | None:
+        for exc in failures:
+            raise exc
+        return real()
+
+    monkeypatch.setattr(worker.rundir, "read_job", flaky)
+    assert worker.run() == 0
+    assert clock.slept[:2] == [1.0, 2.0]
+    result = RunDir(url).read_result()
+    assert result is not None
+    assert result.status is ResultStatus.SUCCEEDED
+    assert b"ended: succeeded" in echo.getvalue()
+
+
+def test_a_command_that_cannot_start_fails_the_job(tools: Any) -> None:
+    url = memory_url()
+    RunDir(url).write_job(
+        JobSpec(run_id="run1", command=("/nonexistent/binary",), attempt=tools.fast_settings())
+    )
+    worker = Worker(url, 1, clock=ManualClock(), echo=io.BytesIO(), environ={})
+    assert worker.run() == 1
+    result = RunDir(url).read_result()
+    assert result is not None
+    assert (result.status, result.exit_code) == (ResultStatus.FAILED, 127)
+    assert result.reason is not None
+    assert "could not start the command" in result.reason
+    assert "could not start the command" in RunDir(url).read_log(1).decode()

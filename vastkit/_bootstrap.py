@@ -1,0 +1,107 @@
+"""The onstart script that turns a fresh Vast container into a vastkit worker.
+
+Vast runs the instance's ``onstart`` text when the container starts. Ours is short: it exports
+the run's variables, installs vastkit only when the image does not already have the right
+version (the ready image from ``docker/Dockerfile`` has it), and execs
+``python -m vastkit.worker``, so a SIGTERM sent to the onstart process reaches the worker.
+
+Vast refuses an ``onstart`` (with ``args``) longer than 4,096 characters, and its docs warn at
+4,048; :func:`build_onstart` keeps under :data:`ONSTART_LIMIT` or raises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from vastkit._version import __version__
+from vastkit.errors import JobError
+
+__all__ = ["ONSTART_LIMIT", "build_onstart"]
+
+ONSTART_LIMIT = 4048
+"""The most characters an onstart script may have (Vast's documented limit, the stricter one)."""
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def build_onstart(
+    *,
+    run_url: str,
+    attempt: int,
+    env: Mapping[str, str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    version: str = __version__,
+    requirement: str | None = None,
+    python: str | None = None,
+    workdir: str | None = None,
+    limit: int = ONSTART_LIMIT,
+) -> str:
+    """Build the onstart script for one attempt.
+
+    Args:
+        run_url: The run directory URL.
+        attempt: The attempt number.
+        env: Variables to export before the worker starts (storage credentials, for instance).
+        storage_options: fsspec options, passed as ``VASTKIT_STORAGE_OPTIONS`` JSON.
+        version: The vastkit version the worker must run; an image with another installs it.
+        requirement: What pip installs when the version is missing (default
+            ``vastkit[s3]==<version>``; a wheel URL or a path also work).
+        python: The interpreter (default: ``python3``, else ``python``, from ``PATH``).
+        workdir: Where the worker runs the command (``--workdir``).
+        limit: The most characters allowed.
+
+    Returns:
+        The script text.
+
+    Raises:
+        ValueError: An environment variable name is not a valid shell name, or ``attempt`` is
+            negative.
+        JobError: The script would be longer than ``limit`` (the message gives the length, never
+            the values, which may be credentials).
+    """
+    if attempt < 0:
+        raise ValueError(f"attempt must be >= 0, not {attempt}")
+    if not run_url:
+        raise ValueError("run_url is required")
+    exports: dict[str, str] = {"VASTKIT_RUN_URL": run_url, "VASTKIT_ATTEMPT": str(attempt)}
+    if storage_options:
+        exports["VASTKIT_STORAGE_OPTIONS"] = json.dumps(
+            dict(storage_options), separators=(",", ":")
+        )
+    for name, value in (env or {}).items():
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid environment variable name")
+        exports[name] = str(value)
+    requirement = requirement or f"vastkit[s3]=={version}"
+    check = (
+        "import sys,vastkit.worker,vastkit as v;sys.exit(v.__version__!="
+        + json.dumps(version)
+        + ")"
+    )
+    lines = ["#!/bin/bash", "# vastkit worker bootstrap"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
+    if python:
+        lines.append(f"PY={shlex.quote(python)}")
+    else:
+        lines.append("PY=$(command -v python3 || command -v python)")
+    lines.append(
+        f'"$PY" -c {shlex.quote(check)} 2>/dev/null || PIP_BREAK_SYSTEM_PACKAGES=1 '
+        f'"$PY" -m pip install -q --no-cache-dir {shlex.quote(requirement)} || '
+        '{ echo "vastkit bootstrap: could not install vastkit" >&2; exit 1; }'
+    )
+    worker = 'exec "$PY" -m vastkit.worker'
+    if workdir:
+        worker += f" --workdir {shlex.quote(workdir)}"
+    lines.append(worker)
+    script = "\n".join(lines) + "\n"
+    if len(script) > limit:
+        raise JobError(
+            f"the onstart script would be {len(script)} characters; Vast accepts at most "
+            f"{limit}. Pass long values (credentials, storage options) through the "
+            "instance's environment instead"
+        )
+    return script

@@ -1,0 +1,515 @@
+"""Talking HTTP to Vast: auth, pacing, retries, error mapping, redaction and request counts.
+
+* The API key is sent only as ``Authorization: Bearer``; it never appears in a URL, a log line,
+  a repr or an exception message (every message built here passes through :meth:`_redact`).
+* Each endpoint is paced to its documented minimum interval between requests (reference
+  section 9.2), so a busy caller stays under Vast's limits even though Vast sends no
+  ``Retry-After``. Pacing is shared between threads: each request reserves the next free slot.
+* Idempotent calls are retried with jittered exponential backoff on 429, 502, 503, 504 and on
+  connection errors; ``Retry-After`` (seconds or an HTTP date) is honoured up to a cap. A call
+  marked non-idempotent (creating an instance) is retried only when the connection failed before
+  the request was sent.
+* The daily ``search_quota_exceeded`` 429 is raised at once as
+  :class:`~vastkit.errors.SearchQuotaExceededError` with ``resets_at``.
+* All waiting goes through the injected clock.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+import httpx
+
+from vastkit._version import __version__
+from vastkit.clock import Clock
+from vastkit.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    GoneError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseValidationError,
+    SearchQuotaExceededError,
+    ServerError,
+)
+
+__all__ = ["MIN_INTERVALS", "RetryPolicy", "Transport", "TransportStats"]
+
+logger = logging.getLogger("vastkit.api")
+
+MIN_INTERVALS: Final[Mapping[str, float]] = {
+    "search_offers": 6.0,  # "10 requests per minute per IP"
+    "create_instance": 4.5,
+    "list_instances": 1.0,
+    "show_instance": 2.0,
+    "manage_instance": 1.0,  # stop, start, label
+    "destroy_instance": 3.0,
+    "change_bid": 5.5,
+    "request_logs": 1.5,  # undocumented; paced like "execute"
+    "current_user": 1.0,  # undocumented; paced like the other account endpoints
+    "charges": 1.0,
+}
+"""Seconds between two requests to the same endpoint, from the documented thresholds."""
+
+RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How failed requests are retried.
+
+    Attributes:
+        max_retries: Retries after the first attempt (0 = never retry).
+        initial_delay: Backoff before the first retry, in seconds.
+        multiplier: Backoff growth per retry.
+        max_delay: The largest backoff, in seconds.
+        max_retry_after: The longest ``Retry-After`` honoured; a longer one is not retried
+            (the :class:`~vastkit.errors.RateLimitError` carries it).
+    """
+
+    max_retries: int = 3
+    initial_delay: float = 0.5
+    multiplier: float = 2.0
+    max_delay: float = 30.0
+    max_retry_after: float = 60.0
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """The jittered delay before retry number ``retry`` (0-based): 50-100 % of the step."""
+        step = min(self.max_delay, self.initial_delay * self.multiplier**retry)
+        return step * (0.5 + rng.random() / 2)
+
+
+class TransportStats:
+    """Requests sent per endpoint, and what came back. Thread-safe.
+
+    Attributes:
+        requests: Requests sent (every attempt counts) per endpoint name.
+        rate_limited: 429 answers per endpoint name.
+        retries: Retries per endpoint name.
+        waited: Seconds spent pacing and backing off, per endpoint name.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[str, int] = {}
+        self.rate_limited: dict[str, int] = {}
+        self.retries: dict[str, int] = {}
+        self.waited: dict[str, float] = {}
+
+    def _add(self, table: dict[str, Any], endpoint: str, amount: float = 1) -> None:
+        with self._lock:
+            table[endpoint] = table.get(endpoint, 0) + amount
+
+    @property
+    def total_requests(self) -> int:
+        """All requests sent."""
+        with self._lock:
+            return sum(self.requests.values())
+
+    @property
+    def total_rate_limited(self) -> int:
+        """All 429 answers seen."""
+        with self._lock:
+            return sum(self.rate_limited.values())
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """A copy of every table, for reports and benchmarks."""
+        with self._lock:
+            return {
+                "requests": dict(self.requests),
+                "rate_limited": dict(self.rate_limited),
+                "retries": dict(self.retries),
+                "waited": dict(self.waited),
+            }
+
+    def reset(self) -> None:
+        """Zero every count."""
+        with self._lock:
+            self.requests.clear()
+            self.rate_limited.clear()
+            self.retries.clear()
+            self.waited.clear()
+
+    def __repr__(self) -> str:
+        return (
+            f"TransportStats(requests={self.total_requests}, "
+            f"rate_limited={self.total_rate_limited})"
+        )
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta seconds or an HTTP date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_tz(text)
+    if parsed is None:
+        return None
+    return max(0.0, float(email.utils.mktime_tz(parsed)) - now)
+
+
+def _next_utc_midnight(now: float) -> float:
+    day = 86400.0
+    return (now // day + 1) * day
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def _decode_body(response: httpx.Response) -> Any:
+    """The body as JSON when it is JSON, else the text (possibly empty)."""
+    content = response.content
+    if not content.strip():
+        return ""
+    try:
+        return json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return response.text
+
+
+def _summarise_text(text: str, content_type: str) -> str:
+    stripped = text.strip()
+    if "html" in content_type.lower() or stripped.startswith("<"):
+        title = _TITLE.search(stripped)
+        if title:
+            return " ".join(title.group(1).split())
+        return " ".join(_TAGS.sub(" ", stripped).split())[:200] or "an HTML page"
+    return stripped[:500]
+
+
+_STATUS_CLASSES: Final[Mapping[int, type[APIStatusError]]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    410: GoneError,
+    429: RateLimitError,
+}
+
+
+class Transport:
+    """Sends requests to the Vast API. Used by :class:`vastkit.api.Client`; not public.
+
+    Args:
+        api_key: The key, sent only as a Bearer header.
+        base_url: The server, e.g. ``https://console.vast.ai``.
+        http_client: The ``httpx.Client`` to send with.
+        clock: Where every wait goes.
+        timeout: Per-request timeout in seconds (None: no timeout).
+        retry: The retry policy.
+        min_intervals: Per-endpoint pacing; :data:`MIN_INTERVALS` by default.
+        rng: The random source for jitter (inject a seeded one for reproducible tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        http_client: httpx.Client,
+        clock: Clock,
+        timeout: float | None,
+        retry: RetryPolicy,
+        min_intervals: Mapping[str, float] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.http = http_client
+        self.clock = clock
+        self.timeout = timeout
+        self.retry = retry
+        self.min_intervals = dict(MIN_INTERVALS if min_intervals is None else min_intervals)
+        self._rng = rng or random.Random()
+        self._slots: dict[str, float] = {}
+        self._slots_lock = threading.Lock()
+        self.stats = TransportStats()
+        self.user_agent = f"vastkit/{__version__}"
+
+    def __repr__(self) -> str:
+        return f"Transport(base_url={self.base_url!r})"
+
+    # -- redaction ----------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        if self._api_key and self._api_key in text:
+            return text.replace(self._api_key, "[redacted]")
+        return text
+
+    # -- pacing -------------------------------------------------------------------------------
+
+    def _pace(self, endpoint: str) -> None:
+        interval = self.min_intervals.get(endpoint, 0.0)
+        with self._slots_lock:
+            now = self.clock.now()
+            slot = max(now, self._slots.get(endpoint, now))
+            self._slots[endpoint] = slot + interval
+        wait = slot - now
+        if wait > 0:
+            logger.debug("pacing %s: waiting %.2fs", endpoint, wait)
+            self.stats._add(self.stats.waited, endpoint, wait)
+            self.clock.sleep(wait)
+
+    def _push_back(self, endpoint: str, delay: float) -> None:
+        """After a 429, keep every caller of ``endpoint`` away for ``delay`` seconds."""
+        with self._slots_lock:
+            now = self.clock.now()
+            self._slots[endpoint] = max(self._slots.get(endpoint, now), now + delay)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        """The absolute URL of an API path (``/api/v0/...``)."""
+        return f"{self.base_url}{path}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        params: Mapping[str, str | int | float] | None = None,
+        json_body: Any = None,
+        idempotent: bool = True,
+    ) -> Any:
+        """Send one API call and return its decoded JSON body.
+
+        Args:
+            method: ``GET``, ``POST``, ``PUT`` or ``DELETE``.
+            path: The API path, ``/api/v0/...``.
+            endpoint: The name used for pacing and counting (a key of :data:`MIN_INTERVALS`).
+            params: Query parameters (already encoded to strings where Vast wants JSON).
+            json_body: The JSON body; ``{}`` is sent for non-GET calls without one.
+            idempotent: False for calls that must not be repeated once they may have reached
+                the server (creating an instance).
+
+        Returns:
+            The decoded JSON body.
+
+        Raises:
+            APIStatusError: An error status (the subclass for its family), after retries.
+            APIConnectionError: No answer, after retries.
+            ResponseValidationError: A success status whose body is not JSON.
+        """
+        if json_body is None and method != "GET":
+            json_body = {}
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Accept": "application/json",
+            "User-Agent": self.user_agent,
+        }
+        request = self.http.build_request(
+            method,
+            self.url(path),
+            params=dict(params) if params else None,
+            json=json_body,
+            headers=headers,
+            timeout=self.timeout,
+        )
+        retries = 0
+        while True:
+            self._pace(endpoint)
+            self.stats._add(self.stats.requests, endpoint)
+            started = self.clock.now()
+            try:
+                response = self.http.send(request)
+            except httpx.TransportError as exc:
+                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                error = self._connection_error(exc, request, method, path)
+                if retries < self.retry.max_retries and (idempotent or not sent):
+                    delay = self.retry.backoff(retries, self._rng)
+                    logger.warning(
+                        "%s %s failed (%s); retry %d in %.2fs",
+                        method,
+                        path,
+                        type(exc).__name__,
+                        retries + 1,
+                        delay,
+                    )
+                    retries += 1
+                    self._wait_retry(endpoint, delay)
+                    continue
+                raise error from exc
+            logger.debug(
+                "%s %s -> %d (attempt %d, %.2fs)",
+                method,
+                path,
+                response.status_code,
+                retries + 1,
+                self.clock.now() - started,
+            )
+            if response.status_code < 400:
+                return self._success_body(response, method, path)
+            error_obj = self._status_error(response, method, path)
+            if response.status_code == 429:
+                self.stats._add(self.stats.rate_limited, endpoint)
+            if isinstance(error_obj, SearchQuotaExceededError):
+                raise error_obj
+            if response.status_code in RETRY_STATUSES and idempotent:
+                status_delay = self._retry_delay(response, retries, endpoint)
+                if status_delay is not None and retries < self.retry.max_retries:
+                    logger.warning(
+                        "%s %s -> %d; retry %d in %.2fs",
+                        method,
+                        path,
+                        response.status_code,
+                        retries + 1,
+                        status_delay,
+                    )
+                    retries += 1
+                    if response.status_code == 429:
+                        self._push_back(endpoint, status_delay)
+                    self._wait_retry(endpoint, status_delay)
+                    continue
+            raise error_obj
+
+    def get_plain(self, url: str, *, endpoint: str) -> httpx.Response:
+        """GET a URL outside the API (a log ``result_url``), without the Authorization header.
+
+        Raises:
+            APIConnectionError: No answer.
+        """
+        self.stats._add(self.stats.requests, endpoint)
+        request = self.http.build_request(
+            "GET", url, headers={"User-Agent": self.user_agent}, timeout=self.timeout
+        )
+        request.headers.pop("Authorization", None)
+        try:
+            return self.http.send(request)
+        except httpx.TransportError as exc:
+            raise self._connection_error(exc, request, "GET", httpx.URL(url).path) from exc
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _wait_retry(self, endpoint: str, delay: float) -> None:
+        self.stats._add(self.stats.retries, endpoint)
+        self.stats._add(self.stats.waited, endpoint, delay)
+        self.clock.sleep(delay)
+
+    def _retry_delay(self, response: httpx.Response, retries: int, endpoint: str) -> float | None:
+        """Seconds before retrying, or None when the server asked for more than the cap."""
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), self.clock.now())
+        if retry_after is not None:
+            if retry_after > self.retry.max_retry_after:
+                return None
+            return retry_after + self._rng.random() * 0.1
+        delay = self.retry.backoff(retries, self._rng)
+        if response.status_code == 429:
+            delay = max(delay, self.min_intervals.get(endpoint, 0.0))
+        return delay
+
+    def _connection_error(
+        self, exc: httpx.TransportError, request: httpx.Request, method: str, path: str
+    ) -> APIConnectionError:
+        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+        detail = self._redact(str(exc)) or type(exc).__name__
+        message = f"{method} {path} {kind}: {detail}"
+        if isinstance(exc, httpx.TimeoutException):
+            return APITimeoutError(message, request=request)
+        return APIConnectionError(message, request=request)
+
+    def _success_body(self, response: httpx.Response, method: str, path: str) -> Any:
+        try:
+            return response.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            text = self._redact(
+                _summarise_text(response.text, response.headers.get("content-type", ""))
+            )
+            raise ResponseValidationError(
+                f"{method} {path} answered {response.status_code} with a body that is not JSON",
+                errors=[f"not JSON ({text[:100]!r}) @ $"],
+                body=self._redact(response.text),
+                request=response.request,
+            ) from exc
+
+    def _status_error(self, response: httpx.Response, method: str, path: str) -> APIStatusError:
+        """Map an error response (any documented body shape) to its exception."""
+        status = response.status_code
+        body = _decode_body(response)
+        error: str | None = None
+        msg: str | None = None
+        if isinstance(body, Mapping):
+            raw_error = body.get("error")
+            if isinstance(raw_error, str) and raw_error:
+                error = raw_error
+            for key in ("msg", "message", "detail"):
+                value = body.get(key)
+                if value:
+                    msg = value if isinstance(value, str) else json.dumps(value)
+                    break
+        elif isinstance(body, str) and body:
+            msg = _summarise_text(body, response.headers.get("content-type", ""))
+        elif body not in ("", None):
+            msg = json.dumps(body)[:500]
+        if msg is not None:
+            msg = self._redact(msg)
+        if isinstance(body, str):
+            body = self._redact(body)
+
+        cls: type[APIStatusError]
+        lowered = (msg or "").lower()
+        if status == 404 and (
+            error == "auth_error" or "invalid user key" in lowered or "session expired" in lowered
+        ):
+            cls = AuthenticationError
+        elif status >= 500:
+            cls = ServerError
+        else:
+            cls = _STATUS_CLASSES.get(status, APIStatusError)
+
+        reason = response.reason_phrase or ""
+        parts = [f"{method} {path} -> {status}{' ' + reason if reason else ''}"]
+        if error:
+            parts.append(error)
+        parts.append(msg or "(no detail message supplied)")
+        message = ": ".join(parts)
+
+        if status == 429 and error == "search_quota_exceeded":
+            reset_header = response.headers.get("X-RateLimit-Reset")
+            try:
+                resets_at = float(reset_header) if reset_header else None
+            except ValueError:
+                resets_at = None
+            if resets_at is None:
+                resets_at = _next_utc_midnight(self.clock.now())
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(resets_at))
+            return SearchQuotaExceededError(
+                f"{message}. Resets at {stamp} UTC.",
+                response=response,
+                body=body,
+                error=error,
+                msg=msg,
+                resets_at=resets_at,
+            )
+        if cls is RateLimitError:
+            return RateLimitError(
+                message,
+                response=response,
+                body=body,
+                error=error,
+                msg=msg,
+                retry_after=parse_retry_after(
+                    response.headers.get("Retry-After"), self.clock.now()
+                ),
+            )
+        return cls(message, response=response, body=body, error=error, msg=msg)

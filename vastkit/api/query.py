@@ -1,0 +1,533 @@
+"""Offer search queries: the official CLI's query language and a typed builder.
+
+Vast searches offers with a JSON *query object*: one key per column holding ``{operator: value}``
+(several operators may share a column), plus a few top-level options (``order``, ``type``,
+``limit``, ``allocated_storage``)::
+
+    {"num_gpus": {"gte": 2}, "gpu_name": {"in": ["RTX 4090"]},
+     "order": [["dph_total", "asc"]], "type": "on-demand"}
+
+:func:`parse_query` turns the official CLI's human query language (``"gpu_name=RTX_4090
+num_gpus>=2 dph<1.5"``) into that object exactly as ``vastai`` 1.9.1 does, quirks included;
+:func:`parse_order` does the same for the ``-o`` order string. :class:`OfferQuery` is an immutable
+typed builder for the same object that round-trips with the wire dict.
+
+Values in an :class:`OfferQuery` are in wire units (RAM in MB, durations in seconds); only the
+text language converts units (``gpu_ram>=24`` is 24,000 MB).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final, Literal, TypeAlias
+
+import attrs
+
+__all__ = [
+    "CLI_DEFAULT_FILTERS",
+    "DEFAULT_FILTERS",
+    "FIELD_ALIASES",
+    "FIELD_MULTIPLIERS",
+    "KNOWN_FIELDS",
+    "OPERATORS",
+    "OfferQuery",
+    "Operator",
+    "normalize_rental_type",
+    "parse_order",
+    "parse_query",
+]
+
+Operator: TypeAlias = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "notin"]
+"""A comparison operator of the query object."""
+
+OPERATORS: Final[frozenset[str]] = frozenset({"eq", "neq", "gt", "gte", "lt", "lte", "in", "notin"})
+"""Every operator the query object accepts."""
+
+_LIST_OPERATORS: Final = frozenset({"in", "notin"})
+
+_OP_NAMES: Final[Mapping[str, str]] = {
+    ">=": "gte",
+    ">": "gt",
+    "gt": "gt",
+    "gte": "gte",
+    "<=": "lte",
+    "<": "lt",
+    "lt": "lt",
+    "lte": "lte",
+    "!=": "neq",
+    "==": "eq",
+    "=": "eq",
+    "eq": "eq",
+    "neq": "neq",
+    "noteq": "neq",
+    "not eq": "neq",
+    "notin": "notin",
+    "not in": "notin",
+    "nin": "notin",
+    "in": "in",
+}
+
+FIELD_ALIASES: Final[Mapping[str, str]] = {
+    "cuda_vers": "cuda_max_good",
+    "display_active": "gpu_display_active",
+    "dlperf_usd": "dlperf_per_dphtotal",
+    "dph": "dph_total",
+    "flops_usd": "flops_per_dphtotal",
+}
+"""Names the CLI renames before sending (``dph`` is ``dph_total``)."""
+
+FIELD_MULTIPLIERS: Final[Mapping[str, float]] = {
+    "cpu_ram": 1000.0,
+    "gpu_ram": 1000.0,
+    "gpu_total_ram": 1000.0,
+    "duration": 24.0 * 60.0 * 60.0,
+}
+"""Unit conversions of the text language: GB to MB for RAM, days to seconds for ``duration``."""
+
+KNOWN_FIELDS: Final[frozenset[str]] = frozenset(
+    {
+        "bw_nvlink", "compute_cap", "cpu_arch", "cpu_cores", "cpu_cores_effective", "cpu_ghz",
+        "cpu_ram", "cuda_max_good", "datacenter", "direct_port_count", "driver_version",
+        "disk_bw", "disk_space", "dlperf", "dlperf_per_dphtotal", "dph_total", "duration",
+        "external", "flops_per_dphtotal", "gpu_arch", "gpu_display_active", "gpu_frac",
+        "gpu_mem_bw", "gpu_name", "gpu_ram", "gpu_total_ram", "gpu_max_power", "gpu_max_temp",
+        "has_avx", "host_id", "id", "inet_down", "inet_down_cost", "inet_up", "inet_up_cost",
+        "machine_id", "min_bid", "mobo_name", "num_gpus", "pci_gen", "pcie_bw", "reliability",
+        "rentable", "rented", "storage_cost", "static_ip", "total_flops", "ubuntu_version",
+        "verification", "verified", "vms_enabled", "geolocation", "cluster_id",
+    }
+)  # fmt: skip
+"""The columns the official CLI recognises (others are sent anyway, as the CLI does)."""
+
+CLI_DEFAULT_FILTERS: Final[Mapping[str, Mapping[str, Any]]] = {
+    "verified": {"eq": True},
+    "external": {"eq": False},
+    "rentable": {"eq": True},
+}
+"""What ``vastai search offers`` seeds before parsing a query string."""
+
+DEFAULT_FILTERS: Final[Mapping[str, Mapping[str, Any]]] = {
+    "verified": {"eq": True},
+    "external": {"eq": False},
+    "rentable": {"eq": True},
+    "rented": {"eq": False},
+}
+"""What the official SDK adds to a dict query (and :meth:`OfferQuery.with_defaults` adds)."""
+
+_TOKEN = re.compile(
+    r"([a-zA-Z0-9_]+)( *[=><!]+| +(?:[lg]te?|nin|neq|eq|not ?eq|not ?in|in) )?( *)"
+    r"(\[[^\]]+\]|\"[^\"]+\"|[^ ]+)?( *)"
+)
+_WILDCARDS: Final = frozenset({"?", "*", "any"})
+
+
+def _numeric_version(text: str) -> int:
+    """``"535.86.05"`` -> ``535086005`` (each part zero-padded to three digits)."""
+    parts = text.split(".")
+    if not all(part.isdigit() for part in parts):
+        raise ValueError(f"driver_version {text!r} is not a dotted number like 535.86.05")
+    return int("".join(part.zfill(3) for part in parts))
+
+
+def parse_query(text: str | Sequence[str], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Parse the official CLI's query language into a query object.
+
+    The grammar and its quirks follow ``vastai`` 1.9.1 exactly: space-separated ``field op value``
+    comparisons; operators ``= == != > >= < <= eq neq noteq "not eq" gt gte lt lte in notin
+    "not in" nin``; lists ``[a,b]``; ``_`` in a value becomes a space (so ``RTX_4090`` is
+    ``"RTX 4090"``, and a value that really contains ``_`` cannot be written); surrounding
+    double quotes are stripped; ``true``/``false``/``null``/``None`` become JSON literals;
+    other values stay strings (the server coerces numbers); ``cpu_ram``, ``gpu_ram`` and
+    ``gpu_total_ram`` are GB (sent as float MB) and ``duration`` days (sent as float seconds); a
+    dotted ``driver_version`` becomes an int (``535.86.05`` -> ``535086005``); aliases
+    (``dph``, ``cuda_vers``, ...) are renamed; ``field=any`` (or ``?``, ``*``) deletes the field,
+    including a default; a repeated field merges its operators.
+
+    Args:
+        text: The query, e.g. ``"gpu_name=RTX_4090 num_gpus>=1 dph<1.5"``. A list of words is
+            joined with spaces, as the CLI does with its arguments.
+        base: Filters to seed before parsing (copied, never modified); pass
+            :data:`CLI_DEFAULT_FILTERS` to get what ``vastai search offers`` sends.
+
+    Returns:
+        A new query object (filters only; no ``order``/``type``/``limit``).
+
+    Raises:
+        ValueError: The text does not parse: unconsumed text, an unknown operator, a blank
+            value, a wildcard with an operator other than ``=``, or a non-numeric value for a
+            field with a unit conversion.
+    """
+    if not isinstance(text, str):
+        text = " ".join(text)
+    result: dict[str, Any] = {k: dict(v) for k, v in (base or {}).items()}
+    text = text.strip()
+    matches = _TOKEN.findall(text)
+    joined = "".join("".join(groups) for groups in matches)
+    if joined != text:
+        raise ValueError(
+            f"Unconsumed text in query {text!r} (parsed only {joined!r}). "
+            "Did you forget to quote a value with spaces?"
+        )
+    for raw_field, raw_op, _, raw_value, _ in matches:
+        value: Any = raw_value.strip(",[]")
+        op = raw_op.strip()
+        op_name = _OP_NAMES.get(op)
+        field = FIELD_ALIASES.get(raw_field, raw_field)
+        if op_name is None:
+            raise ValueError(f"Unknown operator {op!r} for field {raw_field!r} in query {text!r}")
+        if field == "driver_version" and isinstance(value, str) and "." in value:
+            value = _numeric_version(value)
+        if op_name in _LIST_OPERATORS and isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if value in ("", []):
+            raise ValueError(f"Value cannot be blank for field {raw_field!r} in query {text!r}")
+        if isinstance(value, str) and value in _WILDCARDS:
+            if op_name != "eq":
+                raise ValueError(
+                    f"Wildcard {value!r} only makes sense with '=' (field {raw_field!r})"
+                )
+            result.pop(field, None)
+            continue
+        if isinstance(value, str):
+            value = value.replace("_", " ").strip('"')
+        elif isinstance(value, list):
+            value = [item.replace("_", " ").strip('"') for item in value]
+        if field in FIELD_MULTIPLIERS:
+            try:
+                value = float(value) * FIELD_MULTIPLIERS[field]
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{raw_field} needs a number (in {'days' if field == 'duration' else 'GB'}),"
+                    f" got {raw_value!r}"
+                ) from None
+        elif value in ("true", "True"):
+            value = True
+        elif value in ("false", "False"):
+            value = False
+        elif value in ("None", "null"):
+            value = None
+        result.setdefault(field, {})[op_name] = value
+    return result
+
+
+def parse_order(text: str) -> list[list[str]]:
+    """Parse the CLI's order string (``-o``) into the query object's ``order`` list.
+
+    Comma-separated column names; a leading or trailing ``-`` sorts descending, ``+`` ascending,
+    no sign ascending; aliases apply (``"dph+"`` gives ``[["dph_total", "asc"]]``).
+
+    Args:
+        text: e.g. ``"score-"`` or ``"num_gpus-,dph_total"``.
+
+    Returns:
+        A list of ``[column, "asc" | "desc"]`` pairs.
+
+    Raises:
+        ValueError: A part names no column.
+    """
+    order: list[list[str]] = []
+    for part in text.split(","):
+        name = part.strip()
+        if not name:
+            continue
+        direction = "asc"
+        column = name
+        if name.strip("-") != name:
+            direction = "desc"
+            column = name.strip("-")
+        if name.strip("+") != name:
+            direction = "asc"
+            column = name.strip("+")
+        if not column:
+            raise ValueError(f"order part {part!r} names no column")
+        order.append([FIELD_ALIASES.get(column, column), direction])
+    return order
+
+
+# --- the typed builder ------------------------------------------------------------------------
+
+
+class _FrozenMap(tuple):  # type: ignore[type-arg]
+    """A JSON object inside a frozen value: a tuple of ``(key, value)`` pairs."""
+
+    __slots__ = ()
+
+
+def _freeze(value: Any) -> Any:
+    """Make a JSON value hashable: lists become tuples, objects :class:`_FrozenMap`."""
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, Mapping):
+        return _FrozenMap((str(k), _freeze(v)) for k, v in value.items())
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Undo :func:`_freeze`."""
+    if isinstance(value, _FrozenMap):
+        return {k: _thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
+    return value
+
+
+_RENTAL_TYPES: Final[Mapping[str, str]] = {
+    "on-demand": "on-demand",
+    "ondemand": "on-demand",
+    "interruptible": "bid",
+    "bid": "bid",
+    "reserved": "reserved",
+}
+
+
+def normalize_rental_type(value: str) -> str:
+    """Map a rental type to the search's ``type`` value.
+
+    Args:
+        value: ``on-demand`` (or ``ondemand``), ``interruptible`` (or ``bid``), ``reserved``.
+
+    Returns:
+        ``"on-demand"``, ``"bid"`` or ``"reserved"``.
+
+    Raises:
+        ValueError: Any other value.
+    """
+    try:
+        return _RENTAL_TYPES[value.strip().lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown rental type {value!r}; use on-demand, interruptible (bid) or reserved"
+        ) from None
+
+
+_OPTION_KEYS: Final = ("order", "type", "limit", "allocated_storage")
+
+Filter: TypeAlias = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+@attrs.frozen(kw_only=True)
+class OfferQuery:
+    """An immutable offer query that builds the wire query object.
+
+    Every method returns a new query::
+
+        q = (
+            OfferQuery()
+            .where("num_gpus", "gte", 2)
+            .where("gpu_name", "in", ["RTX 4090", "RTX 3090"])
+            .where("dph_total", "lte", 1.5)
+            .order_by("dph_total")
+            .with_limit(100)
+        )
+        q.to_dict()
+        # {"num_gpus": {"gte": 2}, "gpu_name": {"in": ["RTX 4090", "RTX 3090"]},
+        #  "dph_total": {"lte": 1.5}, "order": [["dph_total", "asc"]], "limit": 100}
+
+    Columns and values are Vast's wire names and units (``gpu_ram`` in MB, ``dph_total`` in $/h):
+    this is the query object, not the text language. Nothing is added behind your back: call
+    :meth:`with_defaults` for the official SDK's default filters.
+    """
+
+    filters: tuple[Filter, ...] = ()
+    """``(column, ((operator, value), ...))`` in insertion order; list values as tuples."""
+    order: tuple[tuple[str, str], ...] | None = None
+    """``(column, "asc" | "desc")`` pairs, or None to leave the server default (score desc)."""
+    type: str | None = None
+    """``"on-demand"``, ``"bid"`` or ``"reserved"``; None leaves it to the caller."""
+    limit: int | None = None
+    """Most offers to return; None leaves the server default."""
+    allocated_storage: float | None = None
+    """GB of disk used to price ``dph_total`` (and a ``disk_space >=`` filter server-side)."""
+    extra: tuple[tuple[str, Any], ...] = ()
+    """Other top-level keys of the wire object (``disable_bundling``, ...), kept verbatim."""
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def conditions(self) -> Iterator[tuple[str, str, Any]]:
+        """Yield every ``(column, operator, value)`` condition, lists as Python lists."""
+        for column, ops in self.filters:
+            for op, value in ops:
+                yield column, op, _thaw(value)
+
+    def get(self, column: str) -> dict[str, Any]:
+        """Return the ``{operator: value}`` conditions on ``column`` (empty when none)."""
+        for name, ops in self.filters:
+            if name == column:
+                return {op: _thaw(value) for op, value in ops}
+        return {}
+
+    def __contains__(self, column: object) -> bool:
+        return any(name == column for name, _ in self.filters)
+
+    # -- building ------------------------------------------------------------------------------
+
+    def where(self, column: str, op: Operator | str, value: Any) -> OfferQuery:
+        """Add (or replace) the condition ``column op value``.
+
+        Args:
+            column: The offer column, e.g. ``"num_gpus"``.
+            op: One of :data:`OPERATORS`.
+            value: A JSON value; a list (or tuple) for ``in``/``notin``.
+
+        Returns:
+            A new query. Another operator on the same column is kept (``gte`` and ``lte`` make a
+            range); the same operator is replaced.
+
+        Raises:
+            ValueError: Unknown operator or empty column.
+            TypeError: ``in``/``notin`` without a list.
+        """
+        if not column:
+            raise ValueError("column must not be empty")
+        if op not in OPERATORS:
+            raise ValueError(f"unknown operator {op!r}; use one of {sorted(OPERATORS)}")
+        if op in _LIST_OPERATORS and (
+            isinstance(value, str | bytes) or not isinstance(value, Iterable)
+        ):
+            raise TypeError(f"{op!r} needs a list of values, got {value!r}")
+        if op in _LIST_OPERATORS:
+            value = list(value)
+        frozen = _freeze(value)
+        filters = list(self.filters)
+        for index, (name, ops) in enumerate(filters):
+            if name == column:
+                merged = [(o, v) for o, v in ops if o != op]
+                merged.append((op, frozen))
+                filters[index] = (name, tuple(merged))
+                break
+        else:
+            filters.append((column, ((op, frozen),)))
+        return attrs.evolve(self, filters=tuple(filters))
+
+    def without(self, column: str) -> OfferQuery:
+        """Return a query with every condition on ``column`` removed (the text ``column=any``)."""
+        return attrs.evolve(self, filters=tuple(item for item in self.filters if item[0] != column))
+
+    def order_by(self, *keys: str | tuple[str, str]) -> OfferQuery:
+        """Set the sort order (replacing any earlier one).
+
+        Args:
+            *keys: Column names with the CLI's sign convention (``"dph_total"`` ascending,
+                ``"score-"`` or ``"-score"`` descending), or ``(column, "asc" | "desc")`` pairs.
+
+        Returns:
+            A new query.
+
+        Raises:
+            ValueError: A direction other than asc/desc.
+        """
+        pairs: list[tuple[str, str]] = []
+        for key in keys:
+            if isinstance(key, str):
+                pairs.extend((column, direction) for column, direction in parse_order(key))
+            else:
+                column, direction = key
+                if direction not in ("asc", "desc"):
+                    raise ValueError(f"order direction must be asc or desc, got {direction!r}")
+                pairs.append((column, direction))
+        return attrs.evolve(self, order=tuple(pairs))
+
+    def with_type(self, rental_type: str | None) -> OfferQuery:
+        """Return a query priced for ``rental_type``: on-demand, interruptible/bid, reserved."""
+        return attrs.evolve(
+            self, type=None if rental_type is None else normalize_rental_type(rental_type)
+        )
+
+    def with_limit(self, limit: int | None) -> OfferQuery:
+        """Return a query that asks for at most ``limit`` offers."""
+        if limit is not None and limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        return attrs.evolve(self, limit=limit)
+
+    def with_storage(self, gb: float | None) -> OfferQuery:
+        """Return a query that prices ``dph_total`` with ``gb`` GB of disk."""
+        if gb is not None and gb < 0:
+            raise ValueError(f"allocated storage must not be negative, got {gb}")
+        return attrs.evolve(self, allocated_storage=gb)
+
+    def with_defaults(self, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> OfferQuery:
+        """Add the default filters where this query does not already constrain the column.
+
+        Args:
+            defaults: The filters to add; default :data:`DEFAULT_FILTERS` (verified, not
+                external, rentable, not already rented), the official SDK's defaults.
+
+        Returns:
+            A new query; the defaults come first, as the SDK sends them.
+        """
+        query = OfferQuery()
+        for column, ops in (DEFAULT_FILTERS if defaults is None else defaults).items():
+            if column not in self:
+                for op, value in ops.items():
+                    query = query.where(column, op, value)
+        return attrs.evolve(self, filters=query.filters + self.filters)
+
+    # -- wire format ---------------------------------------------------------------------------
+
+    @classmethod
+    def parse(cls, text: str, base: Mapping[str, Any] | None = None) -> OfferQuery:
+        """Build a query from the CLI's text language (see :func:`parse_query`)."""
+        return cls.from_dict(parse_query(text, base))
+
+    @classmethod
+    def from_dict(cls, wire: Mapping[str, Any]) -> OfferQuery:
+        """Build a query from a wire query object.
+
+        A key whose value is an object is a column filter; ``order``, ``type``, ``limit`` and
+        ``allocated_storage`` are the options; any other key is kept in :attr:`extra`.
+
+        Raises:
+            ValueError: A filter uses an unknown operator (or ``in`` without a list), or
+                ``order`` is malformed.
+        """
+        query = cls()
+        options: dict[str, Any] = {}
+        extra: list[tuple[str, Any]] = []
+        for key, value in wire.items():
+            if key in _OPTION_KEYS:
+                options[key] = value
+            elif isinstance(value, Mapping):
+                if not value:
+                    query = attrs.evolve(query, filters=(*query.filters, (key, ())))
+                for op, operand in value.items():
+                    try:
+                        query = query.where(key, op, operand)
+                    except TypeError as exc:
+                        raise ValueError(f"filter {key!r}: {exc}") from None
+            else:
+                extra.append((key, _freeze(value)))
+        order = options.get("order")
+        pairs: tuple[tuple[str, str], ...] | None = None
+        if order is not None:
+            try:
+                pairs = tuple((str(col), str(direction)) for col, direction in order)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"order must be a list of [column, direction], got {order!r}"
+                ) from None
+        return attrs.evolve(
+            query,
+            order=pairs,
+            type=options.get("type"),
+            limit=options.get("limit"),
+            allocated_storage=options.get("allocated_storage"),
+            extra=tuple(extra),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the wire query object (a new dict of JSON values)."""
+        wire: dict[str, Any] = {
+            column: {op: _thaw(value) for op, value in ops} for column, ops in self.filters
+        }
+        if self.order is not None:
+            wire["order"] = [[column, direction] for column, direction in self.order]
+        if self.type is not None:
+            wire["type"] = self.type
+        if self.limit is not None:
+            wire["limit"] = self.limit
+        if self.allocated_storage is not None:
+            wire["allocated_storage"] = self.allocated_storage
+        for key, value in self.extra:
+            wire[key] = _thaw(value)
+        return wire

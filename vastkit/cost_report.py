@@ -1,0 +1,312 @@
+"""What was spent, grouped the way you ask, from the ledger; optionally checked against Vast.
+
+:func:`cost_report` reads the ledger's cost samples and groups them by project, team, job (run
+id), GPU or UTC day. The :class:`CostReport` renders as a rich table, CSV, JSON, or a PNG chart of
+spend over time (needs matplotlib: ``pip install 'vastkit[plot]'``). Given Vast's own charges
+(``GET /api/v0/charges/`` as :class:`~vastkit.api.models.Charge` values), each row also shows what
+Vast billed and the difference.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+from rich.table import Table
+
+from vastkit.api.models import Charge
+from vastkit.ledger import Ledger
+
+__all__ = ["GROUPINGS", "CostReport", "CostRow", "cost_report"]
+
+GroupBy = Literal["project", "team", "job", "gpu", "day"]
+GROUPINGS: tuple[str, ...] = ("project", "team", "job", "gpu", "day")
+"""The ways :func:`cost_report` can group."""
+NONE_KEY = "(none)"
+"""The group of runs without a project (or team)."""
+NOT_IN_LEDGER = "(not in ledger)"
+"""The group of Vast charges for instances the ledger does not know."""
+
+
+def _day(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, tz=dt.UTC).strftime("%Y-%m-%d")
+
+
+@attrs.frozen(kw_only=True)
+class CostRow:
+    """One group of a cost report.
+
+    Attributes:
+        key: The group (a project, team, run id, ``"1x RTX 4090"`` or ``"2026-01-01"``).
+        cost_usd: What the ledger recorded.
+        runs: Distinct runs in the group.
+        attempts: Distinct attempts (instances) in the group.
+        vast_usd: What Vast charged for the same instances, when charges were given.
+        difference_usd: ``vast_usd - cost_usd``, when charges were given.
+    """
+
+    key: str
+    cost_usd: float
+    runs: int = 0
+    attempts: int = 0
+    vast_usd: float | None = None
+    difference_usd: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CostReport:
+    """The result of :func:`cost_report`.
+
+    Attributes:
+        by: The grouping.
+        since: Start of the window (Unix seconds), if any.
+        until: End of the window, if any.
+        rows: One row per group, most expensive first (by day: in date order).
+        daily: ``(day, group, dollars)`` triples, for the chart.
+    """
+
+    by: str
+    since: float | None
+    until: float | None
+    rows: tuple[CostRow, ...]
+    daily: tuple[tuple[str, str, float], ...] = ()
+
+    @property
+    def total_usd(self) -> float:
+        """The ledger's total over all rows."""
+        return sum(row.cost_usd for row in self.rows)
+
+    @property
+    def compared(self) -> bool:
+        """Whether Vast charges were given."""
+        return any(row.vast_usd is not None for row in self.rows)
+
+    def _columns(self) -> list[str]:
+        columns = [self.by, "cost_usd", "runs", "attempts"]
+        if self.compared:
+            columns += ["vast_usd", "difference_usd"]
+        return columns
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """The rows as dicts (the JSON and CSV shape)."""
+        records = []
+        for row in self.rows:
+            record: dict[str, Any] = {
+                self.by: row.key,
+                "cost_usd": round(row.cost_usd, 6),
+                "runs": row.runs,
+                "attempts": row.attempts,
+            }
+            if self.compared:
+                record["vast_usd"] = None if row.vast_usd is None else round(row.vast_usd, 6)
+                record["difference_usd"] = (
+                    None if row.difference_usd is None else round(row.difference_usd, 6)
+                )
+            records.append(record)
+        return records
+
+    def to_csv(self) -> str:
+        """The report as CSV text with a header row."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self._columns(), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.to_records())
+        return buffer.getvalue()
+
+    def to_json(self) -> str:
+        """The report as JSON: ``{"by", "since", "until", "total_usd", "rows": [...]}``."""
+        return json.dumps(
+            {
+                "by": self.by,
+                "since": self.since,
+                "until": self.until,
+                "total_usd": round(self.total_usd, 6),
+                "rows": self.to_records(),
+            },
+            indent=2,
+        )
+
+    def to_table(self) -> Table:
+        """The report as a :class:`rich.table.Table` (print it with a rich console)."""
+        window = " to ".join(_day(t) if t is not None else "..." for t in (self.since, self.until))
+        title = f"Spend by {self.by}" + (f" ({window})" if self.since or self.until else "")
+        table = Table(title=title)
+        table.add_column(self.by)
+        table.add_column("cost $", justify="right")
+        table.add_column("runs", justify="right")
+        table.add_column("attempts", justify="right")
+        if self.compared:
+            table.add_column("Vast $", justify="right")
+            table.add_column("difference $", justify="right")
+        for row in self.rows:
+            cells = [row.key, f"{row.cost_usd:.2f}", str(row.runs), str(row.attempts)]
+            if self.compared:
+                cells.append("-" if row.vast_usd is None else f"{row.vast_usd:.2f}")
+                cells.append("-" if row.difference_usd is None else f"{row.difference_usd:+.2f}")
+            table.add_row(*cells)
+        cells = ["total", f"{self.total_usd:.2f}", "", ""]
+        if self.compared:
+            vast = sum(row.vast_usd or 0.0 for row in self.rows)
+            cells += [f"{vast:.2f}", f"{vast - self.total_usd:+.2f}"]
+        table.add_section()
+        table.add_row(*cells)
+        return table
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        console = Console(width=100, record=True, file=io.StringIO(), color_system=None)
+        console.print(self.to_table())
+        return console.export_text()
+
+    def to_png(self, path: str | os.PathLike[str]) -> Path:
+        """Draw cumulative spend over time per group (one line per group) into a PNG file.
+
+        Args:
+            path: Where to write the PNG.
+
+        Returns:
+            The path written.
+
+        Raises:
+            ImportError: matplotlib is not installed (``pip install 'vastkit[plot]'``).
+        """
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError as exc:
+            raise ImportError(
+                "the cost chart needs matplotlib: pip install 'vastkit[plot]'"
+            ) from exc
+        days = sorted({day for day, _, _ in self.daily})
+        per_group: dict[str, dict[str, float]] = defaultdict(dict)
+        for day, group, cost in self.daily:
+            per_group[group][day] = per_group[group].get(day, 0.0) + cost
+        figure = Figure(figsize=(8, 4.5), dpi=100)
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot()
+        x = [dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.UTC) for day in days]
+        for group in sorted(per_group):
+            running = 0.0
+            ys = []
+            for day in days:
+                running += per_group[group].get(day, 0.0)
+                ys.append(running)
+            axes.plot(x, ys, marker="o", label=group)
+        axes.set_title(f"Cumulative spend by {self.by} (USD)")
+        axes.set_ylabel("USD")
+        axes.grid(True, alpha=0.3)
+        if per_group:
+            axes.legend(loc="upper left", fontsize="small")
+        figure.autofmt_xdate()
+        target = Path(path)
+        figure.savefig(target, format="png")
+        return target
+
+
+def _group_key(by: str, row: Mapping[str, Any]) -> str:
+    if by == "project":
+        return str(row["project"] or NONE_KEY)
+    if by == "team":
+        return str(row["team"] or NONE_KEY)
+    if by == "job":
+        return str(row["run_id"])
+    if by == "gpu":
+        name = row["gpu_name"] or "unknown GPU"
+        return f"{row['num_gpus']}x {name}" if row["num_gpus"] else str(name)
+    return _day(float(row["at"]))
+
+
+def cost_report(
+    ledger: Ledger,
+    by: GroupBy | str = "project",
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    charges: Iterable[Charge] | None = None,
+) -> CostReport:
+    """Group the ledger's spend in ``[since, until)``.
+
+    Args:
+        ledger: The ledger.
+        by: ``project``, ``team``, ``job`` (run id), ``gpu`` (``"1x RTX 4090"``) or ``day`` (UTC).
+        since: Start of the window (Unix seconds); None for the beginning.
+        until: End of the window; None for now.
+        charges: Vast's charges for the same window (``GET /api/v0/charges/``); each is matched
+            to the ledger's attempts by instance id. Charges for instances the ledger does not
+            know form a row of their own, ``(not in ledger)``.
+
+    Returns:
+        The report.
+
+    Raises:
+        ValueError: An unknown ``by``.
+    """
+    if by not in GROUPINGS:
+        raise ValueError(f"cannot group a cost report by {by!r}; use one of {', '.join(GROUPINGS)}")
+    samples = ledger.cost_rows(since=since, until=until)
+    cost: dict[str, float] = defaultdict(float)
+    runs: dict[str, set[str]] = defaultdict(set)
+    attempts: dict[str, set[int]] = defaultdict(set)
+    daily: dict[tuple[str, str], float] = defaultdict(float)
+    for sample in samples:
+        key = _group_key(by, sample)
+        cost[key] += sample["cost_usd"]
+        runs[key].add(sample["run_id"])
+        attempts[key].add(sample["attempt_id"])
+        daily[(_day(sample["at"]), key)] += sample["cost_usd"]
+    vast: dict[str, float] | None = None
+    if charges is not None:
+        vast = defaultdict(float)
+        for charge in charges:
+            key = NOT_IN_LEDGER
+            instance = charge.instance_id
+            known = ledger.attempts(instance_id=instance) if instance is not None else []
+            if known:
+                run = ledger.get_run(known[0].run_id)
+                when = charge.start if charge.start is not None else charge.end
+                key = _group_key(
+                    by,
+                    {
+                        "project": run.project if run else None,
+                        "team": run.team if run else None,
+                        "run_id": known[0].run_id,
+                        "gpu_name": known[0].gpu_name,
+                        "num_gpus": known[0].num_gpus,
+                        "at": when if when is not None else 0.0,
+                    },
+                )
+            vast[key] += charge.amount
+            cost.setdefault(key, 0.0)
+    rows = []
+    for key, total in cost.items():
+        vast_usd = None if vast is None else vast.get(key, 0.0)
+        rows.append(
+            CostRow(
+                key=key,
+                cost_usd=total,
+                runs=len(runs[key]),
+                attempts=len(attempts[key]),
+                vast_usd=vast_usd,
+                difference_usd=None if vast_usd is None else vast_usd - total,
+            )
+        )
+    if by == "day":
+        rows.sort(key=lambda row: row.key)
+    else:
+        rows.sort(key=lambda row: (-row.cost_usd, row.key))
+    return CostReport(
+        by=by,
+        since=since,
+        until=until,
+        rows=tuple(rows),
+        daily=tuple((day, key, value) for (day, key), value in sorted(daily.items())),
+    )

@@ -1,0 +1,822 @@
+"""The run directory: the only channel between the orchestrator and a worker.
+
+Workers often have no public IP and the orchestrator may sit behind NAT, so neither calls the
+other: both read and write objects under ``<store_url>/<run_id>/`` in an fsspec store (S3, GCS,
+MinIO, a local folder)::
+
+    <store_url>/<run_id>/
+    ├── job.json                         orchestrator: the JobSpec (command, env, settings)
+    ├── code.tar.gz                      orchestrator: optional bundle of the working directory
+    ├── orchestrator.json                orchestrator: liveness, refreshed every poll
+    ├── cancel.json                      orchestrator: a request to stop the job for good
+    ├── attempts/<n>/heartbeat.json      worker, every few seconds: time, phase, step, checkpoint
+    ├── attempts/<n>/log/<00000000>      worker: stdout+stderr in ordered chunks
+    ├── attempts/<n>/metrics/<00000000>.jsonl   worker: metric records, one object per chunk
+    ├── attempts/<n>/result.json         worker, last for the attempt: how the attempt ended
+    ├── checkpoints/step-<n>/...         the CheckpointManager (vastkit.checkpoint)
+    └── result.json                      worker, last of all: the job's terminal result
+
+Every object is written whole before it becomes visible (:meth:`RunDir.write_bytes`): on object
+stores a single PUT is atomic; on a local folder the bytes go to a hidden temporary name that is
+then renamed. Nothing is ever appended to, so the layout works on stores without append.
+
+Readers tolerate objects that do not exist yet (they return ``None``); an object that exists but
+cannot be decoded raises :class:`~vastkit.errors.JobError` naming the object.
+
+``result.json`` at the top ends the job. It is written only for the terminal statuses
+(:data:`TERMINAL_STATUSES`: succeeded, failed, cancelled, timed_out). An attempt that was
+preempted (SIGTERM from outside) or abandoned (the worker's backstop fired because the
+orchestrator went silent) writes only ``attempts/<n>/result.json``, so the orchestrator can tell
+"this machine went away" from "the job is over".
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import gzip
+import io
+import json
+import logging
+import os
+import posixpath
+import tarfile
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+import fsspec
+
+from vastkit._version import __version__
+from vastkit.clock import Clock, SystemClock
+from vastkit.errors import JobError
+
+__all__ = [
+    "DEFAULT_BUNDLE_EXCLUDES",
+    "JOB_SPEC_VERSION",
+    "TERMINAL_STATUSES",
+    "AttemptResult",
+    "AttemptSettings",
+    "CancelRequest",
+    "CheckpointSettings",
+    "Heartbeat",
+    "JobSpec",
+    "MetricRecord",
+    "OrchestratorBeat",
+    "Phase",
+    "ResultStatus",
+    "RunDir",
+    "make_bundle",
+    "unpack_bundle",
+]
+
+logger = logging.getLogger("vastkit.rundir")
+
+JOB_SPEC_VERSION = 1
+"""The version of the ``job.json`` format this vastkit writes and the newest it reads."""
+
+DEFAULT_BUNDLE_EXCLUDES: tuple[str, ...] = (
+    ".git",
+    ".hg",
+    ".svn",
+    "__pycache__",
+    "*.pyc",
+    ".venv",
+    "venv",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".ipynb_checkpoints",
+    "node_modules",
+    ".DS_Store",
+)
+"""Names left out of a code bundle (matched against every path component, fnmatch style)."""
+
+DEFAULT_BUNDLE_MAX_BYTES = 200 * 1024 * 1024
+"""The largest working directory :func:`make_bundle` packs (uncompressed bytes)."""
+
+_CHUNK_DIGITS = 8
+
+
+# --------------------------------------------------------------------------------------------
+# Values
+
+
+class Phase(enum.StrEnum):
+    """Where a worker is in an attempt, as its heartbeat says."""
+
+    STARTING = "starting"
+    """Reading the job, unpacking the code, starting the command."""
+    RUNNING = "running"
+    """The command runs."""
+    STOPPING = "stopping"
+    """The command was asked to stop (SIGTERM) and has its grace period to save."""
+    FINISHED = "finished"
+    """The command ended and the attempt's result is written."""
+
+
+class ResultStatus(enum.StrEnum):
+    """How an attempt (and possibly the job) ended."""
+
+    SUCCEEDED = "succeeded"
+    """The command exited 0. Terminal."""
+    FAILED = "failed"
+    """The command exited non-zero on its own. Terminal (the orchestrator may still retry when
+    the job allows restarts on errors)."""
+    CANCELLED = "cancelled"
+    """The orchestrator asked the job to stop (``cancel.json``). Terminal."""
+    TIMED_OUT = "timed_out"
+    """The job's max-duration deadline passed. Terminal."""
+    PREEMPTED = "preempted"
+    """The worker got SIGTERM from outside (the instance was stopped, outbid or is going away).
+    Not terminal: the orchestrator relaunches and the next attempt resumes from a checkpoint."""
+    ABANDONED = "abandoned"
+    """The orchestrator went silent past the backstop timeout; the worker stopped the command
+    and destroyed its own instance. Not terminal."""
+
+
+TERMINAL_STATUSES: frozenset[ResultStatus] = frozenset(
+    {ResultStatus.SUCCEEDED, ResultStatus.FAILED, ResultStatus.CANCELLED, ResultStatus.TIMED_OUT}
+)
+"""Statuses that end the job; only these are written to the top-level ``result.json``."""
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointSettings:
+    """How the worker's :class:`~vastkit.checkpoint.CheckpointManager` is set up."""
+
+    url_suffix: str = ""
+    """Where the :class:`~vastkit.checkpoint.CheckpointManager` is rooted, relative to the run
+    directory (``""``: the run directory itself, so checkpoints land in ``<run>/checkpoints/``)."""
+    every_steps: int | None = None
+    """Save every this many steps (``None``: not by steps)."""
+    every_seconds: float | None = None
+    """Save at most this often, in seconds (``None``: not by time)."""
+    keep_last: int = 3
+    """How many of the newest committed checkpoints pruning keeps."""
+    keep_best: int | None = None
+    """How many best checkpoints (by ``best_metric``) pruning also keeps."""
+    best_metric: str | None = None
+    """The metric that ranks checkpoints for ``keep_best``."""
+    best_mode: str = "min"
+    """``"min"`` or ``"max"``: which end of ``best_metric`` is best."""
+    async_save: bool = True
+    """Upload in the background after copying the state to CPU."""
+
+
+@attrs.frozen(kw_only=True)
+class AttemptSettings:
+    """Timings and limits the worker applies to each attempt."""
+
+    heartbeat_interval: float = 10.0
+    """Seconds between heartbeats (and between checks of the cancel and liveness objects)."""
+    grace_period: float = 30.0
+    """Seconds the command gets to save and exit after SIGTERM before it is killed."""
+    deadline: float | None = None
+    """The job's max-duration deadline, an absolute time in Unix seconds (``None``: none)."""
+    orchestrator_timeout: float | None = 900.0
+    """Seconds without a sign of life in ``orchestrator.json`` after which the worker stops the
+    command and destroys its own instance (``None``: never)."""
+    api_base_url: str = "https://console.vast.ai"
+    """Vast's API base URL, for the self-destroy call."""
+    log_flush_seconds: float = 5.0
+    """Upload buffered output at least this often."""
+    log_flush_bytes: int = 256 * 1024
+    """Upload buffered output as soon as this many bytes are waiting."""
+
+
+@attrs.frozen(kw_only=True)
+class JobSpec:
+    """What a worker runs: the content of ``job.json``."""
+
+    run_id: str
+    """The run's id (the last component of the run directory URL)."""
+    command: tuple[str, ...] | str
+    """The command: an argv tuple run directly, or a string run by ``/bin/sh -c``."""
+    env: dict[str, str] = attrs.field(factory=dict)
+    """Extra environment variables for the command."""
+    checkpoint: CheckpointSettings = attrs.field(factory=CheckpointSettings)
+    """Checkpoint settings."""
+    attempt: AttemptSettings = attrs.field(factory=AttemptSettings)
+    """Per-attempt timings and limits."""
+    has_code_bundle: bool = False
+    """Whether ``code.tar.gz`` holds the working directory to run in."""
+    name: str | None = None
+    """The job's human name."""
+    created_at: float | None = None
+    """When the orchestrator wrote the spec (Unix seconds)."""
+    vastkit_version: str = __version__
+    """The vastkit version that wrote the spec."""
+    version: int = JOB_SPEC_VERSION
+    """The format version of ``job.json``."""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.run_id:
+            raise ValueError("JobSpec.run_id must not be empty")
+        if isinstance(self.command, str):
+            if not self.command.strip():
+                raise ValueError("JobSpec.command must not be empty")
+        elif not self.command:
+            raise ValueError("JobSpec.command must not be empty")
+
+
+@attrs.frozen(kw_only=True)
+class Heartbeat:
+    """A worker's sign of life: ``attempts/<n>/heartbeat.json``."""
+
+    attempt: int
+    """The attempt number."""
+    time: float
+    """When it was written (the worker's clock, Unix seconds)."""
+    phase: Phase
+    """Where the attempt is."""
+    step: int | None = None
+    """The latest training step the command reported."""
+    checkpoint_step: int | None = None
+    """The step of the latest checkpoint the command reported as committed."""
+    pid: int | None = None
+    """The worker's process id."""
+    child_pid: int | None = None
+    """The command's process id, once it runs."""
+    host: str | None = None
+    """The worker's host name."""
+    message: str | None = None
+    """A short note (why the worker is stopping, for instance)."""
+
+
+@attrs.frozen(kw_only=True)
+class AttemptResult:
+    """How an attempt ended: ``attempts/<n>/result.json``, and ``result.json`` when terminal."""
+
+    attempt: int
+    """The attempt number."""
+    status: ResultStatus
+    """How it ended."""
+    exit_code: int | None
+    """The command's exit code (negative: killed by that signal; ``None``: never started)."""
+    ended_at: float
+    """When it ended (Unix seconds)."""
+    metrics: dict[str, float] = attrs.field(factory=dict)
+    """The last value of every metric the command logged."""
+    step: int | None = None
+    """The last step the command reported."""
+    checkpoint_step: int | None = None
+    """The latest checkpoint the command reported as committed."""
+    reason: str | None = None
+    """Why it ended that way, in words."""
+
+    @property
+    def terminal(self) -> bool:
+        """Whether this result ends the job."""
+        return self.status in TERMINAL_STATUSES
+
+
+@attrs.frozen(kw_only=True)
+class MetricRecord:
+    """One call of ``log_metrics``: a step, a time and named values."""
+
+    step: int
+    """The training step."""
+    time: float
+    """When it was logged (Unix seconds)."""
+    values: dict[str, float]
+    """The metric values."""
+
+
+@attrs.frozen(kw_only=True)
+class OrchestratorBeat:
+    """The orchestrator's sign of life: ``orchestrator.json``, refreshed every poll.
+
+    The worker never compares ``time`` with its own clock (the two machines' clocks may
+    disagree): any change of the object since the last look counts as a sign of life.
+    """
+
+    time: float
+    """When it was written (the orchestrator's clock)."""
+    seq: int = 0
+    """A counter increased with every refresh."""
+    pid: int | None = None
+    """The orchestrator's process id."""
+    host: str | None = None
+    """The orchestrator's host name."""
+
+
+@attrs.frozen(kw_only=True)
+class CancelRequest:
+    """A request to stop the job for good: ``cancel.json``."""
+
+    time: float
+    """When it was requested (Unix seconds)."""
+    reason: str | None = None
+    """Why."""
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=False)
+
+    def structure_command(value: Any, _: Any) -> tuple[str, ...] | str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ValueError(f"command must be a string or a list of strings, not {value!r}")
+
+    conv.register_structure_hook(tuple[str, ...] | str, structure_command)
+    return conv
+
+
+_converter = _make_converter()
+_T = TypeVar("_T")
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(_converter.unstructure(value), indent=1, sort_keys=True).encode() + b"\n"
+
+
+def _decode(data: bytes, cls: type[_T], where: str) -> _T:
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise JobError(f"{where} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise JobError(f"{where} should hold a JSON object, not {type(raw).__name__}")
+    try:
+        return _converter.structure(raw, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        detail = exc
+        if isinstance(exc, cattrs.BaseValidationError):
+            detail = "; ".join(cattrs.transform_error(exc, path="$"))  # type: ignore[assignment]
+        raise JobError(f"{where} does not hold a valid {cls.__name__}: {detail}") from exc
+
+
+def _chunk_name(index: int) -> str:
+    if index < 0:
+        raise ValueError(f"chunk index must be >= 0, not {index}")
+    return f"{index:0{_CHUNK_DIGITS}d}"
+
+
+def _check_attempt(attempt: int) -> int:
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+        raise ValueError(f"attempt must be an int >= 0, not {attempt!r}")
+    return attempt
+
+
+# --------------------------------------------------------------------------------------------
+# The run directory
+
+
+class RunDir:
+    """The run directory of one run, over any fsspec store.
+
+    Args:
+        url: The run directory, ``<store_url>/<run_id>`` (``s3://bucket/runs/abc``,
+            ``file:///data/runs/abc``, a plain local path, ``memory://runs/abc``).
+        storage_options: Options for the fsspec filesystem (credentials, endpoint).
+        clock: The clock used by :meth:`follow_log` and for times the run directory stamps.
+
+    Raises:
+        ValueError: ``url`` is empty.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        if not url:
+            raise ValueError("a run directory URL is required")
+        self.url = url.rstrip("/")
+        self.storage_options: dict[str, Any] = dict(storage_options or {})
+        self.clock: Clock = clock or SystemClock()
+        fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        self.fs: fsspec.AbstractFileSystem = fs
+        self._root: str = root.rstrip("/")
+        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+        self._local = "file" in protocols or "local" in protocols
+
+    def __repr__(self) -> str:
+        return f"RunDir({self.url!r})"
+
+    @property
+    def run_id(self) -> str:
+        """The last component of the URL."""
+        return posixpath.basename(self._root)
+
+    def url_of(self, *parts: str) -> str:
+        """The URL of an object in the run directory (``url_of("attempts", "1")``)."""
+        return "/".join([self.url, *parts])
+
+    def checkpoint_url(self, spec: JobSpec | None = None) -> str:
+        """The URL to give :class:`~vastkit.checkpoint.CheckpointManager` for this run.
+
+        The manager writes under ``<this URL>/checkpoints/``; with the default settings that is
+        the run directory, so checkpoints land in ``<run>/checkpoints/``.
+        """
+        suffix = (spec.checkpoint.url_suffix if spec is not None else "").strip("/")
+        return self.url_of(suffix) if suffix else self.url
+
+    def _path(self, rel: str) -> str:
+        return f"{self._root}/{rel}"
+
+    # -- raw objects -------------------------------------------------------------------------
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write one object whole: readers see all of it or nothing.
+
+        On a local folder the bytes go to a hidden temporary name in the same directory that is
+        then renamed over the target; elsewhere a single PUT is atomic.
+
+        Args:
+            rel: The object's path relative to the run directory.
+            data: The content.
+        """
+        path = self._path(rel)
+        if self._local:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        else:
+            self.fs.pipe_file(path, data)
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        """The content of an object, or ``None`` when it does not exist (or is still empty)."""
+        try:
+            data: bytes = self.fs.cat_file(self._path(rel))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return data or None
+
+    def exists(self, rel: str) -> bool:
+        """Whether an object exists (never answered from a cached listing)."""
+        path = self._path(rel)
+        self.fs.invalidate_cache(path)
+        return bool(self.fs.exists(path))
+
+    def _write_value(self, rel: str, value: Any) -> None:
+        self.write_bytes(rel, _encode(value))
+
+    def _read_value(self, rel: str, cls: type[_T]) -> _T | None:
+        data = self.read_bytes(rel)
+        if data is None:
+            return None
+        return _decode(data, cls, self.url_of(rel))
+
+    # -- job ---------------------------------------------------------------------------------
+
+    def write_job(self, spec: JobSpec) -> None:
+        """Write ``job.json``."""
+        self._write_value("job.json", spec)
+
+    def read_job(self) -> JobSpec | None:
+        """Read ``job.json`` (``None`` when it is not there yet).
+
+        Raises:
+            JobError: It is garbled, or written by a newer vastkit whose format this one does
+                not understand.
+        """
+        data = self.read_bytes("job.json")
+        if data is None:
+            return None
+        where = self.url_of("job.json")
+        try:
+            version = json.loads(data).get("version")
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            version = None  # _decode below names the problem
+        if isinstance(version, int) and version > JOB_SPEC_VERSION:
+            raise JobError(
+                f"{where} has format version {version}, but this vastkit ({__version__}) reads "
+                f"up to version {JOB_SPEC_VERSION}: install a newer vastkit on the worker"
+            )
+        return _decode(data, JobSpec, where)
+
+    def write_bundle(self, data: bytes) -> None:
+        """Write ``code.tar.gz`` (the bytes from :func:`make_bundle`)."""
+        self.write_bytes("code.tar.gz", data)
+
+    def read_bundle(self) -> bytes | None:
+        """Read ``code.tar.gz`` (``None`` when there is none)."""
+        return self.read_bytes("code.tar.gz")
+
+    # -- orchestrator side signals -----------------------------------------------------------
+
+    def write_orchestrator(self, beat: OrchestratorBeat) -> None:
+        """Refresh ``orchestrator.json`` (the orchestrator does this every poll)."""
+        self._write_value("orchestrator.json", beat)
+
+    def read_orchestrator(self) -> OrchestratorBeat | None:
+        """Read ``orchestrator.json``."""
+        return self._read_value("orchestrator.json", OrchestratorBeat)
+
+    def request_cancel(self, reason: str | None = None) -> CancelRequest:
+        """Ask the worker to stop the job for good (writes ``cancel.json``)."""
+        request = CancelRequest(time=self.clock.now(), reason=reason)
+        self._write_value("cancel.json", request)
+        return request
+
+    def read_cancel(self) -> CancelRequest | None:
+        """Read ``cancel.json`` (``None``: no cancel was requested)."""
+        return self._read_value("cancel.json", CancelRequest)
+
+    # -- attempts ----------------------------------------------------------------------------
+
+    def attempts(self) -> list[int]:
+        """The attempt numbers that have a directory, ascending."""
+        folder = self._path("attempts")
+        self.fs.invalidate_cache(folder)  # listings are cached by some filesystems (s3fs)
+        try:
+            entries = self.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        found = {
+            int(name)
+            for name in (posixpath.basename(str(e).rstrip("/")) for e in entries)
+            if name.isdigit()
+        }
+        return sorted(found)
+
+    def write_heartbeat(self, heartbeat: Heartbeat) -> None:
+        """Write ``attempts/<n>/heartbeat.json``."""
+        self._write_value(f"attempts/{_check_attempt(heartbeat.attempt)}/heartbeat.json", heartbeat)
+
+    def read_heartbeat(self, attempt: int) -> Heartbeat | None:
+        """Read an attempt's latest heartbeat."""
+        return self._read_value(f"attempts/{_check_attempt(attempt)}/heartbeat.json", Heartbeat)
+
+    def write_attempt_result(self, result: AttemptResult) -> None:
+        """Write ``attempts/<n>/result.json``, then ``result.json`` when the status is terminal.
+
+        The top-level ``result.json`` is written last of everything: its presence ends the job.
+        """
+        self._write_value(f"attempts/{_check_attempt(result.attempt)}/result.json", result)
+        if result.terminal:
+            self._write_value("result.json", result)
+
+    def read_attempt_result(self, attempt: int) -> AttemptResult | None:
+        """Read how an attempt ended (``None`` while it has not)."""
+        return self._read_value(f"attempts/{_check_attempt(attempt)}/result.json", AttemptResult)
+
+    def read_result(self) -> AttemptResult | None:
+        """Read the job's terminal result (``None`` while the job has not ended)."""
+        return self._read_value("result.json", AttemptResult)
+
+    # -- logs --------------------------------------------------------------------------------
+
+    def write_log_chunk(self, attempt: int, index: int, data: bytes) -> None:
+        """Write one chunk of an attempt's output. Chunks are numbered 0, 1, 2... without gaps."""
+        self.write_bytes(f"attempts/{_check_attempt(attempt)}/log/{_chunk_name(index)}", data)
+
+    def read_log_chunk(self, attempt: int, index: int) -> bytes | None:
+        """Read one chunk of output (``None`` when it does not exist yet)."""
+        return self.read_bytes(f"attempts/{_check_attempt(attempt)}/log/{_chunk_name(index)}")
+
+    def iter_log_chunks(self, attempt: int, start: int = 0) -> Iterator[tuple[int, bytes]]:
+        """The chunks that exist now, in order from ``start``, as ``(index, data)``.
+
+        It reads chunk after chunk until one is missing; it never lists, so it is not fooled by
+        listings that lag behind writes.
+        """
+        index = start
+        while True:
+            data = self.read_log_chunk(attempt, index)
+            if data is None:
+                return
+            yield index, data
+            index += 1
+
+    def read_log(self, attempt: int) -> bytes:
+        """All output of an attempt so far, concatenated."""
+        return b"".join(data for _, data in self.iter_log_chunks(attempt))
+
+    def tail_log(self, attempt: int, lines: int = 50) -> str:
+        """The last ``lines`` lines of an attempt's output so far, decoded as UTF-8."""
+        if lines <= 0:
+            return ""
+        text = self.read_log(attempt).decode("utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def follow_log(
+        self,
+        attempt: int,
+        *,
+        poll_interval: float = 2.0,
+        stop: Callable[[], bool] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[bytes]:
+        """Yield an attempt's output chunks as they appear, in order.
+
+        It ends once the attempt's ``result.json`` exists and every chunk up to then has been
+        yielded, when ``stop()`` returns true, or after ``timeout`` seconds of the run
+        directory's clock.
+
+        Args:
+            attempt: The attempt to follow.
+            poll_interval: Seconds between looks for new chunks.
+            stop: Checked between looks; true ends the iteration.
+            timeout: Give up after this many seconds (``None``: never).
+        """
+        next_index = 0
+        started = self.clock.now()
+        while True:
+            for index, data in self.iter_log_chunks(attempt, next_index):
+                yield data
+                next_index = index + 1
+            if self.read_attempt_result(attempt) is not None:
+                # The worker writes its last chunk before its result: drain once more.
+                for index, data in self.iter_log_chunks(attempt, next_index):
+                    yield data
+                    next_index = index + 1
+                return
+            if stop is not None and stop():
+                return
+            if timeout is not None and self.clock.now() - started >= timeout:
+                return
+            self.clock.sleep(poll_interval)
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def write_metrics_chunk(
+        self, attempt: int, index: int, records: Sequence[MetricRecord]
+    ) -> None:
+        """Write one chunk of metric records (``attempts/<n>/metrics/<index>.jsonl``)."""
+        body = "".join(
+            json.dumps(_converter.unstructure(r), sort_keys=True) + "\n" for r in records
+        )
+        self.write_bytes(
+            f"attempts/{_check_attempt(attempt)}/metrics/{_chunk_name(index)}.jsonl",
+            body.encode(),
+        )
+
+    def read_metrics(self, attempt: int | None = None) -> list[MetricRecord]:
+        """Every metric record of one attempt, or of all attempts in order when ``None``.
+
+        Raises:
+            JobError: A chunk holds a line that is not a metric record.
+        """
+        attempts = self.attempts() if attempt is None else [_check_attempt(attempt)]
+        records: list[MetricRecord] = []
+        for n in attempts:
+            index = 0
+            while True:
+                rel = f"attempts/{n}/metrics/{_chunk_name(index)}.jsonl"
+                data = self.read_bytes(rel)
+                if data is None:
+                    break
+                for line in data.splitlines():
+                    if line.strip():
+                        records.append(_decode(line, MetricRecord, self.url_of(rel)))
+                index += 1
+        return records
+
+
+# --------------------------------------------------------------------------------------------
+# Code bundles
+
+
+def _excluded(rel: PurePosixPath, patterns: Iterable[str]) -> bool:
+    pats = tuple(patterns)
+    text = rel.as_posix()
+    return any(fnmatch.fnmatch(part, pat) for part in rel.parts for pat in pats) or any(
+        fnmatch.fnmatch(text, pat) for pat in pats
+    )
+
+
+def make_bundle(
+    directory: str | os.PathLike[str],
+    *,
+    exclude: Iterable[str] = DEFAULT_BUNDLE_EXCLUDES,
+    max_bytes: int = DEFAULT_BUNDLE_MAX_BYTES,
+) -> bytes:
+    """Pack a working directory into ``code.tar.gz`` bytes.
+
+    Regular files and directories are packed in sorted order; symbolic links and special files
+    are left out (a link could point anywhere on the worker).
+
+    Args:
+        directory: The directory to pack.
+        exclude: fnmatch patterns matched against every path component and against the whole
+            relative path (``.git``, ``*.pyc``, ``data/*.bin``).
+        max_bytes: The most uncompressed bytes to pack.
+
+    Returns:
+        The gzip-compressed tar archive.
+
+    Raises:
+        JobError: The directory does not exist, or holds more than ``max_bytes``; the message
+            names the largest files so you know what to exclude.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise JobError(f"cannot bundle {str(root)!r}: not a directory")
+    patterns = tuple(exclude)
+    files: list[tuple[Path, PurePosixPath, int]] = []
+    dirs: list[PurePosixPath] = []
+    total = 0
+    for current, dirnames, filenames in os.walk(root):
+        here = Path(current)
+        rel_here = PurePosixPath(here.relative_to(root).as_posix())
+        kept = []
+        for name in sorted(dirnames):
+            rel = rel_here / name
+            if _excluded(rel, patterns) or (here / name).is_symlink():
+                continue
+            kept.append(name)
+            dirs.append(rel)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            path = here / name
+            rel = rel_here / name
+            if _excluded(rel, patterns) or path.is_symlink() or not path.is_file():
+                continue
+            size = path.stat().st_size
+            total += size
+            files.append((path, rel, size))
+    if total > max_bytes:
+        biggest = sorted(files, key=lambda f: f[2], reverse=True)[:3]
+        names = ", ".join(f"{rel.as_posix()} ({size / 1e6:.1f} MB)" for _, rel, size in biggest)
+        raise JobError(
+            f"the working directory {str(root)!r} holds {total / 1e6:.1f} MB, more than the "
+            f"bundle limit of {max_bytes / 1e6:.1f} MB; largest files: {names}. Exclude them "
+            "or put data in the store"
+        )
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+        for rel in dirs:
+            info = tarfile.TarInfo(rel.as_posix())
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        for path, rel, _ in files:
+            info = tar.gettarinfo(str(path), arcname=rel.as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with open(path, "rb") as fh:
+                tar.addfile(info, fh)
+    return buffer.getvalue()
+
+
+def unpack_bundle(data: bytes, destination: str | os.PathLike[str]) -> list[str]:
+    """Unpack ``code.tar.gz`` bytes into a directory, refusing anything unsafe.
+
+    Every member must be a regular file or directory whose path stays inside ``destination``:
+    absolute paths, ``..`` components, links and device files are refused before anything is
+    written.
+
+    Args:
+        data: The archive.
+        destination: Where to unpack (created if missing).
+
+    Returns:
+        The relative paths of the files unpacked.
+
+    Raises:
+        JobError: The archive is unreadable or holds an unsafe member (named in the message).
+    """
+    dest = Path(destination)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            members = tar.getmembers()
+            _check_members(members)
+            dest.mkdir(parents=True, exist_ok=True)
+            resolved = dest.resolve()
+            for member in members:
+                target = (resolved / member.name).resolve()
+                if target != resolved and resolved not in target.parents:
+                    raise JobError(f"the code bundle holds an unsafe path: {member.name!r}")
+            tar.extractall(resolved, filter="data")
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise JobError(f"the code bundle is not a readable .tar.gz: {exc}") from exc
+    return [m.name for m in members if m.isfile()]
+
+
+def _check_members(members: Sequence[tarfile.TarInfo]) -> None:
+    for member in members:
+        name = member.name
+        parts = PurePosixPath(name).parts
+        if (
+            not name
+            or name.startswith(("/", "\\"))
+            or ".." in parts
+            or ":" in (parts[0] if parts else "")
+        ):
+            raise JobError(f"the code bundle holds an unsafe path: {name!r}")
+        if not (member.isfile() or member.isdir()):
+            raise JobError(
+                f"the code bundle holds {name!r}, which is not a regular file or directory"
+            )

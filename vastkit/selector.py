@@ -1,0 +1,535 @@
+"""Choose what to rent: a profile becomes a search query, offers become ranked candidates.
+
+Pure policy (layer 2): plain data in, decisions out, no I/O. The caller searches with
+:func:`build_query`, then passes the offers (and the ledger's blocked machines) to
+:func:`explain` or :func:`select_offers`::
+
+    query = build_query(profile)
+    offers = client.search_offers(query)
+    best = select_offers(profile, offers, now=clock.now(), blocked=ledger.blocked_machines(now))[0]
+
+Every offer the server returns is checked again on this side against every constraint of the
+profile (the server's filters are loose: it may return stale rows, and ``dph_total`` in a search
+is priced with the search's storage, not the bid). :class:`Explanation` says, for every rejected
+offer, which constraints rejected it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from vastkit.api.models import Offer
+from vastkit.api.query import OfferQuery
+from vastkit.errors import NoOfferError
+from vastkit.profiles import GpuProfile
+
+__all__ = [
+    "Candidate",
+    "Explanation",
+    "Reason",
+    "Rejection",
+    "build_query",
+    "effective_price",
+    "explain",
+    "select_offers",
+]
+
+MIN_BID = 0.001
+"""Vast's smallest accepted bid in $/h."""
+DEFAULT_LIMIT = 1000
+"""How many offers :func:`build_query` asks for."""
+
+
+class Reason(enum.StrEnum):
+    """Why an offer was rejected, in the order the checks run."""
+
+    GPU_NAME = "gpu_name"
+    """The GPU model is not one the profile accepts."""
+    NUM_GPUS = "num_gpus"
+    """The offer has a different number of GPUs."""
+    NOT_RENTABLE = "not_rentable"
+    """The offer is not rentable now, or the caller already rents on it."""
+    UNVERIFIED = "unverified"
+    """The machine is not verified and the profile wants verified machines."""
+    NOT_DATACENTER = "not_datacenter"
+    """The host is not a datacenter and the profile wants one."""
+    REGION = "region"
+    """The machine's country is not in the profile's regions."""
+    GPU_RAM = "gpu_ram"
+    """Less GPU memory than ``min_gpu_ram_gb``."""
+    CUDA = "cuda"
+    """The driver supports an older CUDA than ``min_cuda``."""
+    INET_DOWN = "inet_down"
+    """Slower download than ``min_inet_down_mbps``."""
+    DISK = "disk"
+    """Less free disk than the profile's ``disk_gb``."""
+    RELIABILITY = "reliability"
+    """Reliability below ``reliability_min``."""
+    CONTRACT_ENDS = "contract_ends"
+    """The host's contract ends before ``max_duration_hours`` from now."""
+    BLOCKED = "blocked"
+    """The machine is blocked (it failed us recently)."""
+    NOT_BIDDABLE = "not_biddable"
+    """Interruptible profile, but the offer has no ``min_bid``."""
+    PRICE = "price"
+    """The effective price (GPU rate or bid, plus storage) is above ``max_dph``, or the bid
+    cap is below the minimum bid."""
+    EXTRA_QUERY = "extra_query"
+    """A condition of the profile's ``extra_query`` fails."""
+
+
+_REASON_TEXT: Mapping[Reason, str] = {
+    Reason.GPU_NAME: "GPU model not accepted",
+    Reason.NUM_GPUS: "wrong number of GPUs",
+    Reason.NOT_RENTABLE: "not rentable now",
+    Reason.UNVERIFIED: "machine not verified",
+    Reason.NOT_DATACENTER: "not a datacenter host",
+    Reason.REGION: "outside the allowed regions",
+    Reason.GPU_RAM: "too little GPU memory",
+    Reason.CUDA: "CUDA too old",
+    Reason.INET_DOWN: "download too slow",
+    Reason.DISK: "too little free disk",
+    Reason.RELIABILITY: "reliability too low",
+    Reason.CONTRACT_ENDS: "host contract ends too soon",
+    Reason.BLOCKED: "machine blocked",
+    Reason.NOT_BIDDABLE: "no minimum bid (cannot bid)",
+    Reason.PRICE: "too expensive",
+    Reason.EXTRA_QUERY: "extra_query condition fails",
+}
+
+
+@attrs.frozen(kw_only=True)
+class Rejection:
+    """One rejected offer and every reason it was rejected.
+
+    Attributes:
+        offer: The offer.
+        reasons: Every failed constraint, in check order.
+        details: A short text per reason (``"reliability 0.91 < 0.95"``).
+    """
+
+    offer: Offer
+    reasons: tuple[Reason, ...]
+    details: tuple[str, ...]
+
+    @property
+    def reason(self) -> Reason:
+        """The first failed constraint."""
+        return self.reasons[0]
+
+    def __str__(self) -> str:
+        return f"offer {self.offer.id} (machine {self.offer.machine_id}): " + "; ".join(
+            self.details
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Candidate:
+    """An offer that satisfies every constraint, with what renting it will cost.
+
+    Attributes:
+        offer: The offer.
+        gpu_dph: GPU rate in $/h for the whole offer: ``dph_base`` on-demand, the bid otherwise.
+        storage_dph: Storage for the profile's ``disk_gb`` in $/h.
+        bid: The bid to send (``CreateInstanceRequest.price``) for an interruptible rental;
+            None for on-demand.
+        effective_dph: ``gpu_dph + storage_dph``: what the rental costs per hour while running.
+    """
+
+    offer: Offer
+    gpu_dph: float
+    storage_dph: float
+    bid: float | None
+    effective_dph: float
+
+    @property
+    def perf_per_dollar(self) -> float:
+        """``dlperf`` per effective $/h (0 when the offer has no ``dlperf``)."""
+        return (self.offer.dlperf or 0.0) / self.effective_dph if self.effective_dph > 0 else 0.0
+
+
+@attrs.frozen(kw_only=True)
+class Explanation:
+    """Everything the selector decided about one list of offers.
+
+    Attributes:
+        profile: The profile.
+        candidates: Qualifying offers, best first.
+        rejections: Every other offer with its reasons, in input order.
+    """
+
+    profile: GpuProfile
+    candidates: tuple[Candidate, ...]
+    rejections: tuple[Rejection, ...]
+
+    @property
+    def considered(self) -> int:
+        """How many offers were looked at."""
+        return len(self.candidates) + len(self.rejections)
+
+    def counts(self) -> dict[Reason, int]:
+        """Rejected offers per reason, most common first (an offer counts once per reason).
+
+        Returns:
+            ``{Reason.PRICE: 12, Reason.RELIABILITY: 3, ...}``.
+        """
+        counter: Counter[Reason] = Counter()
+        for rejection in self.rejections:
+            counter.update(rejection.reasons)
+        order = list(Reason)
+        return dict(sorted(counter.items(), key=lambda kv: (-kv[1], order.index(kv[0]))))
+
+    def first_reason_counts(self) -> dict[Reason, int]:
+        """Rejected offers per first reason; the values add up to ``len(rejections)``."""
+        counter = Counter(rejection.reason for rejection in self.rejections)
+        order = list(Reason)
+        return dict(sorted(counter.items(), key=lambda kv: (-kv[1], order.index(kv[0]))))
+
+    def summary(self) -> str:
+        """One paragraph: how many offers qualified, and why the others did not.
+
+        Returns:
+            e.g. ``"profile 'dev-test': 0 of 14 offers qualify; rejected: too expensive (11),
+            reliability too low (4)"``.
+        """
+        head = (
+            f"profile '{self.profile.name}': {len(self.candidates)} of {self.considered} "
+            f"offer{'s' if self.considered != 1 else ''} qualify"
+        )
+        if not self.considered:
+            return head + (
+                " (the search returned no offers; the server applies the profile's filters, so"
+                " search more broadly and call explain() to see what rejects each offer)"
+            )
+        counts = self.counts()
+        if not counts:
+            return head
+        parts = ", ".join(f"{_REASON_TEXT[reason]} ({n})" for reason, n in counts.items())
+        return f"{head}; rejected: {parts}"
+
+    def __str__(self) -> str:
+        lines = [self.summary()]
+        lines.extend(f"  {rejection}" for rejection in self.rejections)
+        return "\n".join(lines)
+
+
+def build_query(profile: GpuProfile, *, limit: int = DEFAULT_LIMIT) -> OfferQuery:
+    """Build the offer search for ``profile``.
+
+    The query filters on everything the server can check (GPU model and count, reliability,
+    verification, datacenter, regions, GPU memory, CUDA, bandwidth, disk, contract duration,
+    ``dph_total`` within ``max_dph``), prices storage for the profile's disk, sets the rental
+    type (``bid`` for interruptible) and orders by the profile's ranking. ``extra_query`` is
+    merged last.
+
+    Args:
+        profile: The profile.
+        limit: The most offers to ask for.
+
+    Returns:
+        The query (``.to_dict()`` gives the wire object).
+    """
+    names = list(profile.gpu_name)
+    query = OfferQuery()
+    query = (
+        query.where("gpu_name", "in", names)
+        if len(names) > 1
+        else query.where("gpu_name", "eq", names[0])
+    )
+    query = (
+        query.where("num_gpus", "eq", profile.num_gpus)
+        .where("rentable", "eq", True)
+        .where("rented", "eq", False)
+        .where("reliability", "gte", profile.reliability_min)
+        .where("disk_space", "gte", profile.disk_gb)
+        .where("duration", "gte", profile.max_duration_s)
+        .where("dph_total", "lte", profile.max_dph)
+    )
+    if profile.verified:
+        query = query.where("verified", "eq", True)
+    if profile.datacenter_only:
+        query = query.where("datacenter", "eq", True)
+    if profile.regions:
+        query = query.where("geolocation", "in", list(profile.regions))
+    if profile.min_gpu_ram_gb is not None:
+        query = query.where("gpu_ram", "gte", profile.min_gpu_ram_gb * 1000.0)
+    if profile.min_cuda is not None:
+        query = query.where("cuda_max_good", "gte", profile.min_cuda)
+    if profile.min_inet_down_mbps is not None:
+        query = query.where("inet_down", "gte", profile.min_inet_down_mbps)
+    for column, ops in profile.extra_query.items():
+        if isinstance(ops, Mapping):
+            for op, value in ops.items():
+                query = query.where(column, op, value)
+    order = {
+        "price": [("dph_total", "asc")],
+        "perf_per_dollar": [("dlperf_per_dphtotal", "desc")],
+        "score": [("score", "desc")],
+    }[profile.rank_by]
+    return (
+        query.order_by(*order)
+        .with_type("interruptible" if profile.interruptible else "on-demand")
+        .with_limit(limit)
+        .with_storage(profile.disk_gb)
+    )
+
+
+def effective_price(profile: GpuProfile, offer: Offer) -> tuple[float, float | None, str | None]:
+    """What renting ``offer`` under ``profile`` costs per hour, and the bid to send.
+
+    On-demand: ``dph_base`` plus storage for ``disk_gb``. Interruptible: the bid is ``min_bid``
+    raised by ``bid_margin``, then capped by ``max_bid`` and by ``max_dph`` minus storage (but
+    never below ``min_bid``, nor below Vast's $0.001); the price is the bid plus storage.
+
+    Args:
+        profile: The profile.
+        offer: The offer.
+
+    Returns:
+        ``(effective $/h, bid or None, problem or None)``: a problem text when the offer cannot be
+        rented within the caps (the price is then what the cheapest acceptable rental would cost).
+    """
+    storage = offer.storage_dph(profile.disk_gb)
+    if not profile.interruptible:
+        price = offer.dph_base + storage
+        if price > profile.max_dph:
+            return (
+                price,
+                None,
+                (
+                    f"{price:.4f} $/h ({offer.dph_base:.4f} GPU + {storage:.4f} storage) "
+                    f"> max_dph {profile.max_dph:g}"
+                ),
+            )
+        return price, None, None
+    min_bid = max(offer.min_bid or 0.0, MIN_BID)
+    cap = profile.max_dph - storage
+    if profile.max_bid is not None:
+        cap = min(cap, profile.max_bid)
+    bid = min(min_bid * (1.0 + profile.bid_margin), cap)
+    if bid < min_bid:
+        floor = min_bid + storage
+        if profile.max_bid is not None and profile.max_bid < min_bid:
+            return floor, None, f"min_bid {min_bid:.4f} $/h > max_bid {profile.max_bid:g}"
+        return (
+            floor,
+            None,
+            (
+                f"{floor:.4f} $/h (min_bid {min_bid:.4f} + {storage:.4f} storage) "
+                f"> max_dph {profile.max_dph:g}"
+            ),
+        )
+    return bid + storage, bid, None
+
+
+_EXTRA_FIELDS: Mapping[str, str] = {
+    "gpu_ram": "gpu_ram_mb",
+    "gpu_total_ram": "gpu_total_ram_mb",
+    "cpu_ram": "cpu_ram_mb",
+    "disk_space": "disk_space_gb",
+    "disk_bw": "disk_bw_mb_s",
+    "inet_up": "inet_up_mbps",
+    "inet_down": "inet_down_mbps",
+    "inet_up_cost": "inet_up_cost_per_gb",
+    "inet_down_cost": "inet_down_cost_per_gb",
+    "storage_cost": "storage_cost_per_gb_month",
+    "reliability2": "reliability",
+    "dph": "dph_total",
+}
+
+
+def _offer_value(offer: Offer, column: str) -> tuple[bool, Any]:
+    if column == "datacenter":
+        return True, offer.datacenter
+    if column == "verified":
+        return True, offer.verified
+    attribute = _EXTRA_FIELDS.get(column, column)
+    if attribute.startswith("_") or not hasattr(offer, attribute):
+        return False, None
+    value = getattr(offer, attribute)
+    return not callable(value), value
+
+
+def _holds(value: Any, op: str, operand: Any) -> bool:
+    try:
+        if op == "eq":
+            return bool(value == operand)
+        if op == "neq":
+            return bool(value != operand)
+        if op == "in":
+            return value in operand
+        if op == "notin":
+            return value not in operand
+        if value is None:
+            return False
+        number = float(value)
+        target = float(operand)
+    except (TypeError, ValueError):
+        return False
+    return {
+        "gt": number > target,
+        "gte": number >= target,
+        "lt": number < target,
+        "lte": number <= target,
+    }.get(op, True)
+
+
+def _check(
+    profile: GpuProfile, offer: Offer, now: float, blocked: Collection[int]
+) -> tuple[list[Reason], list[str], Candidate | None]:
+    reasons: list[Reason] = []
+    details: list[str] = []
+
+    def fail(reason: Reason, detail: str) -> None:
+        reasons.append(reason)
+        details.append(detail)
+
+    if offer.gpu_name not in profile.gpu_name:
+        fail(Reason.GPU_NAME, f"GPU {offer.gpu_name!r} not in {list(profile.gpu_name)}")
+    if offer.num_gpus != profile.num_gpus:
+        fail(Reason.NUM_GPUS, f"{offer.num_gpus} GPUs, profile wants {profile.num_gpus}")
+    if not offer.rentable or offer.rented:
+        fail(Reason.NOT_RENTABLE, "already rented by you" if offer.rented else "not rentable")
+    if profile.verified and not offer.verified:
+        fail(Reason.UNVERIFIED, f"verification {offer.verification or 'unknown'}")
+    if profile.datacenter_only and not offer.datacenter:
+        fail(Reason.NOT_DATACENTER, "not a datacenter host")
+    if profile.regions and offer.country_code not in profile.regions:
+        country = offer.country_code or "unknown"
+        fail(Reason.REGION, f"country {country} not in {list(profile.regions)}")
+    if profile.min_gpu_ram_gb is not None and offer.gpu_ram_mb < profile.min_gpu_ram_gb * 1000.0:
+        fail(
+            Reason.GPU_RAM, f"{offer.gpu_ram_mb / 1000:.1f} GB per GPU < {profile.min_gpu_ram_gb:g}"
+        )
+    if profile.min_cuda is not None and (offer.cuda_max_good or 0.0) < profile.min_cuda:
+        fail(Reason.CUDA, f"CUDA {offer.cuda_max_good} < {profile.min_cuda:g}")
+    if (
+        profile.min_inet_down_mbps is not None
+        and (offer.inet_down_mbps or 0.0) < profile.min_inet_down_mbps
+    ):
+        fail(Reason.INET_DOWN, f"{offer.inet_down_mbps} Mb/s down < {profile.min_inet_down_mbps:g}")
+    if offer.disk_space_gb < profile.disk_gb:
+        fail(Reason.DISK, f"{offer.disk_space_gb:g} GB free < disk_gb {profile.disk_gb:g}")
+    if offer.reliability < profile.reliability_min:
+        fail(Reason.RELIABILITY, f"reliability {offer.reliability:.3f} < {profile.reliability_min}")
+    needed_until = now + profile.max_duration_s
+    ends = offer.end_date
+    if ends is None and offer.duration is not None:
+        ends = now + offer.duration
+    if ends is not None and ends < needed_until:
+        left_h = (ends - now) / 3600
+        fail(
+            Reason.CONTRACT_ENDS,
+            f"contract ends in {left_h:.1f} h < max_duration_hours {profile.max_duration_hours:g}",
+        )
+    if offer.machine_id in blocked:
+        fail(Reason.BLOCKED, f"machine {offer.machine_id} is blocked")
+    price, bid, problem = (0.0, None, None)
+    if profile.interruptible and offer.min_bid is None:
+        fail(Reason.NOT_BIDDABLE, "offer has no min_bid")
+    else:
+        price, bid, problem = effective_price(profile, offer)
+        if problem is not None:
+            fail(Reason.PRICE, problem)
+    for column, ops in profile.extra_query.items():
+        known, value = _offer_value(offer, column)
+        if not known or not isinstance(ops, Mapping):
+            continue
+        for op, operand in ops.items():
+            if not _holds(value, op, operand):
+                fail(Reason.EXTRA_QUERY, f"{column} {value!r} fails {op} {operand!r}")
+    if reasons:
+        return reasons, details, None
+    storage = offer.storage_dph(profile.disk_gb)
+    gpu = bid if bid is not None else offer.dph_base
+    return (
+        reasons,
+        details,
+        Candidate(offer=offer, gpu_dph=gpu, storage_dph=storage, bid=bid, effective_dph=price),
+    )
+
+
+def _rank_key(profile: GpuProfile, candidate: Candidate) -> tuple[float, ...]:
+    offer = candidate.offer
+    tail = (candidate.effective_dph, -offer.reliability, float(offer.machine_id), float(offer.id))
+    if profile.rank_by == "perf_per_dollar":
+        return (-candidate.perf_per_dollar, *tail)
+    if profile.rank_by == "score":
+        score = offer.score if offer.score is not None and math.isfinite(offer.score) else -math.inf
+        return (-score, *tail)
+    return tail
+
+
+def explain(
+    profile: GpuProfile,
+    offers: Iterable[Offer],
+    *,
+    now: float,
+    blocked: Collection[int] = frozenset(),
+) -> Explanation:
+    """Check every offer against ``profile`` and rank those that qualify.
+
+    Ranking: ``price`` orders by effective $/h; ``perf_per_dollar`` by ``dlperf`` per effective
+    $/h (highest first); ``score`` by Vast's score (highest first). Ties break by effective price,
+    then higher reliability, then lower machine id, then lower offer id, so the order never
+    depends on the order of the input. An offer id that appears twice is considered once.
+
+    Args:
+        profile: The profile.
+        offers: The search results.
+        now: The current time (Unix seconds), for the contract-duration check.
+        blocked: Machine ids not to rent (e.g. ``ledger.blocked_machines(now)``).
+
+    Returns:
+        The explanation: ranked candidates and every rejection with its reasons.
+    """
+    seen: set[int] = set()
+    candidates: list[Candidate] = []
+    rejections: list[Rejection] = []
+    for offer in offers:
+        if offer.id in seen:
+            continue
+        seen.add(offer.id)
+        reasons, details, candidate = _check(profile, offer, now, blocked)
+        if candidate is None:
+            rejections.append(
+                Rejection(offer=offer, reasons=tuple(reasons), details=tuple(details))
+            )
+        else:
+            candidates.append(candidate)
+    candidates.sort(key=lambda c: _rank_key(profile, c))
+    return Explanation(profile=profile, candidates=tuple(candidates), rejections=tuple(rejections))
+
+
+def select_offers(
+    profile: GpuProfile,
+    offers: Iterable[Offer],
+    *,
+    now: float,
+    blocked: Collection[int] = frozenset(),
+) -> tuple[Candidate, ...]:
+    """The qualifying offers for ``profile``, best first.
+
+    Args:
+        profile: The profile.
+        offers: The search results.
+        now: The current time (Unix seconds).
+        blocked: Machine ids not to rent.
+
+    Returns:
+        At least one candidate.
+
+    Raises:
+        NoOfferError: No offer qualifies; ``.explanation`` is the :class:`Explanation` and the
+            message summarises the rejection reasons with counts.
+    """
+    explanation = explain(profile, offers, now=now, blocked=blocked)
+    if not explanation.candidates:
+        raise NoOfferError(f"no offer qualifies: {explanation.summary()}", explanation=explanation)
+    return explanation.candidates

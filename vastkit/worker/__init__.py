@@ -1,0 +1,74 @@
+"""The worker: what runs on the GPU host, and the API the training code uses.
+
+On the host, ``python -m vastkit.worker --run-url URL --attempt N`` (started by the onstart
+script) reads ``job.json``, runs the command, streams its output, writes heartbeats and
+finally the result; see the worker guide.
+
+In the training code::
+
+    from vastkit import worker
+
+    ctx = worker.context()
+    start = 0
+    latest = ctx.checkpoints.latest()
+    ...
+    for step in range(start, total):
+        ...
+        worker.log_metrics(step, loss=loss)
+        ctx.checkpoints.save(step, state)
+        if worker.should_stop():        # SIGTERM: the machine is going away
+            ctx.checkpoints.save_now(step, state)
+            break
+
+The same script runs outside a worker against a local folder.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from vastkit.worker._context import WorkerContext
+
+__all__ = ["WorkerContext", "context", "log_metrics", "should_stop"]
+
+_context: WorkerContext | None = None
+_context_lock = threading.Lock()
+
+
+def context() -> WorkerContext:
+    """The context of this process, created on first call (from the main thread, ideally).
+
+    Inside a worker it is bound to the run directory and attempt from the environment the worker
+    set; outside one it works against ``./vastkit-local-run`` (or ``VASTKIT_LOCAL_RUN``). The
+    first call installs a SIGTERM handler that makes :func:`should_stop` true.
+
+    Returns:
+        The process-wide :class:`WorkerContext`.
+
+    Raises:
+        JobError: The environment the worker set is malformed, or ``job.json`` is garbled.
+    """
+    global _context
+    with _context_lock:
+        if _context is None:
+            _context = WorkerContext()
+        return _context
+
+
+def should_stop() -> bool:
+    """True once the worker forwarded SIGTERM: save a checkpoint and exit within the grace period.
+
+    Returns:
+        Whether the command should stop now.
+    """
+    return context().should_stop()
+
+
+def log_metrics(step: int, **values: float) -> None:
+    """Record metric values at a training step (see :meth:`WorkerContext.log_metrics`).
+
+    Args:
+        step: The training step.
+        **values: Metric names and numbers.
+    """
+    context().log_metrics(step, **values)

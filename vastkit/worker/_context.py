@@ -1,0 +1,243 @@
+"""The training code's side of the worker: :class:`WorkerContext`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vastkit.clock import Clock, SystemClock
+from vastkit.errors import JobError
+from vastkit.rundir import CheckpointSettings, JobSpec, RunDir, _converter
+from vastkit.worker._protocol import (
+    ENV_ATTEMPT,
+    ENV_CHECKPOINT_URL,
+    ENV_RUN_URL,
+    ENV_STATUS_DIR,
+    ENV_STORAGE_OPTIONS,
+    JOB_FILE,
+    METRICS_FILE,
+    STATUS_FILE,
+    STOP_FILE,
+    write_json_atomic,
+)
+
+if TYPE_CHECKING:
+    from vastkit.checkpoint import CheckpointManager
+
+__all__ = ["LOCAL_RUN_DIR", "WorkerContext"]
+
+logger = logging.getLogger("vastkit.worker")
+
+LOCAL_RUN_DIR = "vastkit-local-run"
+"""The folder (relative to the current directory) a script uses outside a worker, unless
+``VASTKIT_LOCAL_RUN`` names another."""
+
+_REPORT_EVERY = 1.0
+
+
+class WorkerContext:
+    """What the worker tells the training code, and the way back.
+
+    Get it with :func:`vastkit.worker.context`; do not build it yourself except in tests.
+
+    Inside a worker it is bound to the run directory and attempt the worker was started for.
+    Outside one (no ``VASTKIT_RUN_URL``), it works against a local folder (``VASTKIT_LOCAL_RUN``
+    or ``./vastkit-local-run``) as attempt 0, so the same script runs on a laptop: checkpoints
+    go to ``<folder>/checkpoints`` and a second run resumes from them.
+
+    Args:
+        environ: The environment to read (default: ``os.environ``).
+        clock: The clock that throttles progress reports.
+        install_signal_handler: Install a SIGTERM handler that makes :meth:`should_stop` true
+            (only possible from the main thread; elsewhere the worker's stop file still works).
+    """
+
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        *,
+        clock: Clock | None = None,
+        install_signal_handler: bool = True,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._manager: CheckpointManager | None = None
+        self._last_report = float("-inf")
+        self._step: int | None = None
+        self._checkpoint_step: int | None = None
+        run_url = env.get(ENV_RUN_URL)
+        self.local: bool = not run_url
+        """True outside a worker (the script runs against a local folder)."""
+        if run_url:
+            self.run_url: str = run_url
+            """The run directory URL."""
+        else:
+            folder = Path(env.get("VASTKIT_LOCAL_RUN") or LOCAL_RUN_DIR).resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+            self.run_url = folder.as_posix()
+        try:
+            self.attempt: int = int(env.get(ENV_ATTEMPT) or 0)
+            """The attempt number (0 outside a worker)."""
+        except ValueError as exc:
+            raise JobError(f"{ENV_ATTEMPT} is not a number: {env.get(ENV_ATTEMPT)!r}") from exc
+        raw_options = env.get(ENV_STORAGE_OPTIONS)
+        try:
+            options = json.loads(raw_options) if raw_options else {}
+        except ValueError as exc:
+            raise JobError(f"{ENV_STORAGE_OPTIONS} is not valid JSON") from exc
+        self.storage_options: dict[str, Any] = dict(options) if isinstance(options, dict) else {}
+        """fsspec storage options for the run directory."""
+        status_dir = env.get(ENV_STATUS_DIR)
+        if status_dir:
+            self._status_dir = Path(status_dir)
+        elif self.local:
+            self._status_dir = Path(self.run_url) / "status"
+        else:
+            self._status_dir = Path(LOCAL_RUN_DIR).resolve() / "status"
+        self._status_dir.mkdir(parents=True, exist_ok=True)
+        self.spec: JobSpec | None = self._load_spec()
+        """The job spec, when one could be found (``None`` for a plain local run)."""
+        default_ckpt = RunDir(self.run_url, self.storage_options).checkpoint_url(self.spec)
+        self.checkpoint_url: str = env.get(ENV_CHECKPOINT_URL) or default_ckpt
+        """Where the run's checkpoints live."""
+        if install_signal_handler:
+            self._install_handler()
+
+    def __repr__(self) -> str:
+        where = "local" if self.local else "worker"
+        return f"WorkerContext({where}, run_url={self.run_url!r}, attempt={self.attempt})"
+
+    def _load_spec(self) -> JobSpec | None:
+        copy = self._status_dir / JOB_FILE
+        if copy.is_file():
+            try:
+                return _converter.structure(json.loads(copy.read_text()), JobSpec)
+            except Exception:
+                logger.warning("could not read the job spec copy %s; reading the store", copy)
+        try:
+            return RunDir(self.run_url, self.storage_options).read_job()
+        except JobError:
+            raise
+        except Exception as exc:  # a store that cannot be reached from a laptop, for instance
+            logger.warning("could not read job.json from %s: %s", self.run_url, exc)
+            return None
+
+    def _install_handler(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            logger.debug("not in the main thread: should_stop() relies on the stop file only")
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: types.FrameType | None) -> None:
+            self._stop.set()
+            if callable(previous) and previous is not on_sigterm:
+                chained: Callable[[int, types.FrameType | None], Any] = previous
+                chained(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    # -- public ------------------------------------------------------------------------------
+
+    @property
+    def checkpoints(self) -> CheckpointManager:
+        """A :class:`~vastkit.checkpoint.CheckpointManager` bound to the run's checkpoints.
+
+        It is set up with the job's checkpoint settings and created on first use. Report the
+        step of a committed checkpoint with :meth:`report` so heartbeats carry it.
+        """
+        with self._lock:
+            if self._manager is None:
+                from vastkit.checkpoint import CheckpointManager
+
+                settings = self.spec.checkpoint if self.spec is not None else CheckpointSettings()
+                self._manager = CheckpointManager(
+                    self.checkpoint_url,
+                    every_steps=settings.every_steps,
+                    every_seconds=settings.every_seconds,
+                    keep_last=settings.keep_last,
+                    keep_best=settings.keep_best,
+                    best_metric=settings.best_metric,
+                    best_mode="max" if settings.best_mode == "max" else "min",
+                    async_save=settings.async_save,
+                    storage_options=self.storage_options or None,
+                )
+            return self._manager
+
+    def should_stop(self) -> bool:
+        """True once the worker asked the command to stop (SIGTERM): save and exit soon.
+
+        The worker gives the command the job's grace period, then kills it.
+        """
+        if self._stop.is_set():
+            return True
+        if (self._status_dir / STOP_FILE).exists():
+            self._stop.set()
+            return True
+        return False
+
+    def report(self, step: int | None = None, *, checkpoint_step: int | None = None) -> None:
+        """Tell the worker how far training is; the next heartbeat carries it.
+
+        Cheap enough to call every step: the local status file is rewritten at most once a
+        second, or at once when ``checkpoint_step`` changes.
+
+        Args:
+            step: The current training step.
+            checkpoint_step: The step of the newest checkpoint known to be committed.
+        """
+        with self._lock:
+            if step is not None:
+                self._step = step
+            changed = checkpoint_step is not None and checkpoint_step != self._checkpoint_step
+            if checkpoint_step is not None:
+                self._checkpoint_step = checkpoint_step
+            now = self._clock.now()
+            if not changed and now - self._last_report < _REPORT_EVERY:
+                return
+            self._last_report = now
+            write_json_atomic(
+                self._status_dir / STATUS_FILE,
+                {"step": self._step, "checkpoint_step": self._checkpoint_step, "time": now},
+            )
+
+    def log_metrics(self, step: int, **values: float) -> None:
+        """Record metric values at a step (they end up in the run directory and the result).
+
+        Args:
+            step: The training step.
+            **values: Metric names and numbers (``loss=0.31, lr=1e-4``).
+
+        Raises:
+            TypeError: A value is not a number.
+        """
+        clean: dict[str, float] = {}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                try:
+                    value = float(value)  # numpy and torch scalars
+                except (TypeError, ValueError):
+                    raise TypeError(
+                        f"metric {name!r} must be a number, not {type(value).__name__}"
+                    ) from None
+            clean[name] = float(value)
+        record = {"step": int(step), "time": self._clock.now(), "values": clean}
+        line = json.dumps(record) + "\n"
+        with self._lock, open(self._status_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(line)
+        self.report(step)
+
+    def close(self) -> None:
+        """Wait for a background checkpoint save and close the manager (if one was made)."""
+        with self._lock:
+            manager, self._manager = self._manager, None
+        if manager is not None:
+            manager.close()

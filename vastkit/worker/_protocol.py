@@ -1,0 +1,68 @@
+"""What the worker and the training code it runs agree on: environment names and local files.
+
+The worker starts the command with these environment variables and a private local *status
+directory*. The training code (through :func:`vastkit.worker.context`) writes its progress there
+and the worker turns it into heartbeats and metric chunks in the run directory, so the training
+loop never waits on the store:
+
+- ``status.json``: ``{"step": ..., "checkpoint_step": ..., "time": ...}``, replaced whole.
+- ``metrics.jsonl``: one metric record per line, appended.
+- ``stop``: created by the worker just before it sends SIGTERM, so ``should_stop()`` turns true
+  even where no signal handler could be installed.
+- ``job.json``: a copy of the job spec, so the training code need not read the store for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ENV_ATTEMPT",
+    "ENV_CHECKPOINT_URL",
+    "ENV_RUN_URL",
+    "ENV_STATUS_DIR",
+    "ENV_STORAGE_OPTIONS",
+    "JOB_FILE",
+    "METRICS_FILE",
+    "STATUS_FILE",
+    "STOP_FILE",
+    "read_status",
+    "write_json_atomic",
+]
+
+ENV_RUN_URL = "VASTKIT_RUN_URL"
+"""The run directory URL."""
+ENV_ATTEMPT = "VASTKIT_ATTEMPT"
+"""The attempt number."""
+ENV_CHECKPOINT_URL = "VASTKIT_CHECKPOINT_URL"
+"""The URL to give ``CheckpointManager`` (checkpoints land in ``<it>/checkpoints/``)."""
+ENV_STORAGE_OPTIONS = "VASTKIT_STORAGE_OPTIONS"
+"""fsspec storage options as JSON (may be absent: credentials then come from the usual
+variables such as ``AWS_ACCESS_KEY_ID``)."""
+ENV_STATUS_DIR = "VASTKIT_STATUS_DIR"
+"""The local status directory shared by the worker and the command."""
+
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+STOP_FILE = "stop"
+JOB_FILE = "job.json"
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Replace a small local JSON file whole (temporary name, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """Read ``status.json`` (an empty dict when missing or unreadable)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
