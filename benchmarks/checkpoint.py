@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=float, default=200.0)
     parser.add_argument("--quick", action="store_true", help="about 20 MB, for CI")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", dest="json_path", help="also write the results here")
     args = parser.parse_args(argv)
     size = 20.0 if args.quick else args.size_mb

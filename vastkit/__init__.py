@@ -1,11 +1,16 @@
 """vastkit: run GPU work on Vast.ai from Python, reliably and cheaply.
 
-The public surface is what this module exports in ``__all__``.
+The public surface is what this module exports in ``__all__`` (kept sorted and complete by
+``tests/test_exported_members.py``). The API model of an instance is ``vastkit.api.Instance``;
+``vastkit.Instance`` is the lifecycle context manager that rents one.
 """
 
 from __future__ import annotations
 
 from vastkit._version import __version__
+from vastkit.api.client import (
+    Client,
+)
 from vastkit.api.models import (
     Charge,
     ChargeItem,
@@ -13,9 +18,37 @@ from vastkit.api.models import (
     CreateInstanceRequest,
     InstanceState,
     Offer,
+    PortBinding,
     User,
 )
-from vastkit.clock import Clock, ManualClock, SystemClock
+from vastkit.api.query import (
+    OfferQuery,
+    parse_order,
+    parse_query,
+)
+from vastkit.budget import (
+    Budget,
+    BudgetAction,
+    BudgetDecision,
+    BudgetGuard,
+    Budgets,
+    load_budgets,
+)
+from vastkit.checkpoint import (
+    CheckpointInfo,
+    CheckpointManager,
+    CheckpointWarning,
+)
+from vastkit.clock import (
+    Clock,
+    ManualClock,
+    SystemClock,
+)
+from vastkit.cost_report import (
+    CostReport,
+    CostRow,
+    cost_report,
+)
 from vastkit.errors import (
     APIConnectionError,
     APIError,
@@ -27,6 +60,7 @@ from vastkit.errors import (
     CheckpointCorruptError,
     CheckpointError,
     ConfigError,
+    DestroyFailedError,
     GoneError,
     JobError,
     LedgerError,
@@ -40,6 +74,37 @@ from vastkit.errors import (
     ServerError,
     VastkitError,
 )
+from vastkit.instance import (
+    Instance,
+    InstanceEvent,
+    InstanceTimeouts,
+    OutbidPolicy,
+)
+from vastkit.ledger import (
+    Ledger,
+)
+from vastkit.profiles import (
+    GpuProfile,
+    builtin_profiles,
+    get_profile,
+    load_profiles,
+)
+from vastkit.reconcile import (
+    ReconcileReport,
+    reconcile,
+)
+from vastkit.rundir import (
+    JobSpec,
+    RunDir,
+)
+from vastkit.selector import (
+    Candidate,
+    Explanation,
+    build_query,
+    effective_price,
+    explain,
+    select_offers,
+)
 
 __all__ = [
     "APIConnectionError",
@@ -48,31 +113,68 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "Budget",
+    "BudgetAction",
+    "BudgetDecision",
     "BudgetExceededError",
+    "BudgetGuard",
+    "Budgets",
+    "Candidate",
     "Charge",
     "ChargeItem",
     "CheckpointCorruptError",
     "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointManager",
+    "CheckpointWarning",
+    "Client",
     "Clock",
     "ConfigError",
+    "CostReport",
+    "CostRow",
     "CreateInstanceRequest",
     "CreatedInstance",
+    "DestroyFailedError",
+    "Explanation",
     "GoneError",
+    "GpuProfile",
+    "Instance",
+    "InstanceEvent",
     "InstanceState",
+    "InstanceTimeouts",
     "JobError",
+    "JobSpec",
+    "Ledger",
     "LedgerError",
     "ManualClock",
     "NoOfferError",
     "NotFoundError",
     "Offer",
+    "OfferQuery",
+    "OutbidPolicy",
     "PermissionDeniedError",
+    "PortBinding",
     "ProvisioningError",
     "RateLimitError",
+    "ReconcileReport",
     "ResponseValidationError",
+    "RunDir",
     "SearchQuotaExceededError",
     "ServerError",
     "SystemClock",
     "User",
     "VastkitError",
     "__version__",
+    "build_query",
+    "builtin_profiles",
+    "cost_report",
+    "effective_price",
+    "explain",
+    "get_profile",
+    "load_budgets",
+    "load_profiles",
+    "parse_order",
+    "parse_query",
+    "reconcile",
+    "select_offers",
 ]

@@ -63,7 +63,7 @@ logger = logging.getLogger("vastkit.checkpoint")
 PAYLOAD_NAME = "state.pt"
 _FORMAT_TAG = "vastkit-checkpoint"
 _NDARRAY_TAG = "__vastkit_ndarray__"
-_CHUNK = 16 * 2**20
+_CHUNK = 32 * 2**20
 _CONCURRENCY = 8
 _T = TypeVar("_T")
 
@@ -163,6 +163,8 @@ class _Store:
         self.cheap_reads = self.is_local or "memory" in self.protocols
         self.retry = retry
         self.clock = clock
+        self.chunk = _CHUNK
+        self.concurrency = _CONCURRENCY
         self._jitter = random.Random()
         self.url = url.rstrip("/")
 
@@ -238,7 +240,9 @@ class _Store:
     def read(self, path: str) -> bytes:
         def cat() -> bytes:
             if self.is_s3:
-                return bytes(self.fs.cat_file(path, chunksize=_CHUNK, max_concurrency=_CONCURRENCY))
+                return bytes(
+                    self.fs.cat_file(path, chunksize=self.chunk, max_concurrency=self.concurrency)
+                )
             return bytes(self.fs.cat_file(path))
 
         return self.call(f"reading {self.unstrip(path)}", cat)
@@ -251,8 +255,10 @@ class _Store:
 
         def pipe() -> None:
             if self.is_s3:
-                body: Any = bytes(data) if len(data) < 2 * _CHUNK else _Sliceable(data)
-                self.fs.pipe_file(path, body, chunksize=_CHUNK, max_concurrency=_CONCURRENCY)
+                body: Any = bytes(data) if len(data) < 2 * self.chunk else _Sliceable(data)
+                self.fs.pipe_file(
+                    path, body, chunksize=self.chunk, max_concurrency=self.concurrency
+                )
             else:
                 self.fs.pipe_file(path, bytes(data))
 
@@ -282,7 +288,9 @@ class _Store:
 
         def put() -> None:
             if self.is_s3:
-                self.fs.put_file(local, path, chunksize=_CHUNK, max_concurrency=_CONCURRENCY)
+                self.fs.put_file(
+                    local, path, chunksize=self.chunk, max_concurrency=self.concurrency
+                )
             else:
                 self.fs.put_file(local, path)
 
@@ -543,6 +551,9 @@ class CheckpointManager:
         mtbf_seconds: The mean time between failures for ``every_steps="auto"``.
         spool_max_bytes: States estimated larger than this are serialised to a temporary file
             instead of memory before the upload.
+        transfer_chunk_bytes: The part size of concurrent multipart uploads and ranged reads
+            (S3).
+        transfer_concurrency: How many parts move at once (S3).
 
     Raises:
         ValueError: an interval or a count is out of range, or ``keep_best`` lacks ``best_metric``.
@@ -565,6 +576,8 @@ class CheckpointManager:
         capture_rng: bool = True,
         mtbf_seconds: float = 6 * 3600.0,
         spool_max_bytes: int = 2 * 2**30,
+        transfer_chunk_bytes: int = _CHUNK,
+        transfer_concurrency: int = _CONCURRENCY,
     ) -> None:
         if every_steps is not None and every_steps != "auto":
             if isinstance(every_steps, bool) or not isinstance(every_steps, int):
@@ -588,7 +601,11 @@ class CheckpointManager:
         else:
             retry = RetryPolicy(attempts=int(retries))
         self._clock: Clock = clock if clock is not None else SystemClock()
+        if transfer_chunk_bytes < 5 * 2**20 or transfer_concurrency < 1:
+            raise ValueError("transfer_chunk_bytes must be >= 5 MiB and transfer_concurrency >= 1")
         self._store = _Store(url, storage_options, retry, self._clock)
+        self._store.chunk = int(transfer_chunk_bytes)
+        self._store.concurrency = int(transfer_concurrency)
         self.url = self._store.url
         self._every_steps = every_steps
         self._every_seconds = every_seconds
