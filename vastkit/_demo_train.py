@@ -31,14 +31,14 @@ def main() -> int:
     ctx = worker.context()
     ckpt = ctx.checkpoints
     torch.manual_seed(1234)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(3, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)
-    )
+    model = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     info = ckpt.restore(model=model, optimizer=optimizer)
     start = info.step + 1 if info is not None else 0
     if info is not None:
-        print(f"[train] attempt {ctx.attempt}: resumed from checkpoint step {info.step}", flush=True)
+        print(
+            f"[train] attempt {ctx.attempt}: resumed from checkpoint step {info.step}", flush=True
+        )
         ctx.report(info.step, checkpoint_step=info.step)
     else:
         print(f"[train] attempt {ctx.attempt}: no checkpoint yet, starting at step 0", flush=True)
@@ -48,7 +48,7 @@ def main() -> int:
         y = torch.sin(x[:, :1]) + x[:, 1:2] * x[:, 2:3]
         loss = torch.nn.functional.mse_loss(model(x), y)
         optimizer.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         loss_value = float(loss.item())
         worker.log_metrics(step, loss=loss_value)

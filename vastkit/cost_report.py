@@ -193,7 +193,8 @@ class CostReport:
         figure = Figure(figsize=(8, 4.5), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        x = [dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.UTC) for day in days]
+        # matplotlib plots datetimes natively; its stubs only admit arrays, hence the Any.
+        x: Any = [dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.UTC) for day in days]
         for group in sorted(per_group):
             running = 0.0
             ys = []

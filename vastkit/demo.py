@@ -299,7 +299,7 @@ def _quiet_logs() -> Iterator[None]:
     for name in ("vastkit", "werkzeug"):
         log = logging.getLogger(name)
         if not log.hasHandlers():
-            handler = logging.NullHandler()
+            handler: logging.Handler = logging.NullHandler()
             log.addHandler(handler)
             added.append((log, handler))
     werkzeug = logging.getLogger("werkzeug")

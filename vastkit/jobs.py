@@ -49,6 +49,7 @@ create.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -730,7 +731,8 @@ class _Runner:
         self.attempt_no = 0
         self.summaries: dict[int, AttemptSummary] = {}
         self.live: _Live | None = None
-        self.avoid: set[int] = set()
+        self.avoid: dict[int, float] = {}
+        """Machines this job stays off (outbid there, offer gone) until the time given."""
         self.user_errors = 0
         self.beat_seq = 0
         self.final: AttemptResult | None = None
@@ -1038,11 +1040,18 @@ class _Runner:
             )
         live.recorded_at = now
 
+    def stay_off(self, machine_id: int | None) -> None:
+        """Do not rent ``machine_id`` again in this job for ``machine_block`` seconds."""
+        if machine_id is not None:
+            self.avoid[machine_id] = self.clock.now() + self.t.machine_block
+
     def _bid_cap_from(self, storage_dph: float) -> float:
         cap = self.profile.max_dph - storage_dph
         if self.profile.max_bid is not None:
             cap = min(cap, self.profile.max_bid)
-        return self.job.outbid.cap(cap)
+        # OutbidPolicy rounds bids to 6 decimals: a cap with more digits would never be
+        # "reached" and the policy would raise to the same bid forever.
+        return math.floor(self.job.outbid.cap(cap) * 1e6) / 1e6
 
     def launch(self) -> None:
         """Rent the next attempt: search, rank, create; the first one that is created wins."""
@@ -1057,12 +1066,14 @@ class _Runner:
             self.beat()
             self.emit("searching", f"searching offers for profile {self.profile.name!r}")
             now = self.clock.now()
-            blocked = self.ledger.blocked_machines(now=now) | self.avoid
+            blocked = self.ledger.blocked_machines(now=now) | {
+                m for m, until in self.avoid.items() if until > now
+            }
             try:
                 offers = self.client.search_offers(build_query(self.profile))
                 candidates = select_offers(self.profile, offers, now=now, blocked=blocked)
             except NoOfferError as exc:
-                if first and not self.avoid:
+                if first and not blocked:
                     raise
                 if self.clock.now() - looked_since >= self.t.no_offer_wait:
                     raise _End("failed", f"no offer to relaunch on: {exc}") from None
@@ -1196,14 +1207,14 @@ class _Runner:
                     outcome = "bid_too_low" if request.price is not None else "create_failed"
                     return f"{outcome}: {exc.msg or exc} (instance {contract} destroyed)"
                 if isinstance(exc, NotFoundError | GoneError):
-                    self.avoid.add(offer.machine_id)
+                    self.stay_off(offer.machine_id)
                     return f"offer_gone: {exc.msg or exc}"
                 if isinstance(exc, ServerError | RateLimitError):
                     last = exc
                     continue
                 if isinstance(exc, AuthenticationError | PermissionDeniedError):
                     raise
-                self.avoid.add(offer.machine_id)
+                self.stay_off(offer.machine_id)
                 return f"create_failed: {exc.msg or exc}"
             except APIConnectionError as exc:
                 last = exc
@@ -1245,7 +1256,7 @@ class _Runner:
         outcome = waiter.wait()
         if not outcome.ok:
             if outcome.reason == "outbid":
-                self.avoid.add(live.machine_id or -1)
+                self.stay_off(live.machine_id)
             raise _AttemptOver(outcome.reason, outcome.detail, blame=outcome.blame_machine)
         now = self.clock.now()
         if outcome.instance is not None:
@@ -1464,7 +1475,7 @@ class _Runner:
             self.emit("bid_raised", f"instance {live.instance_id}: {decision.reason}", live=live)
         elif decision.action == "give_up":
             if live.machine_id is not None:
-                self.avoid.add(live.machine_id)
+                self.stay_off(live.machine_id)
             raise _AttemptOver("outbid", decision.reason)
         else:
             self.emit(

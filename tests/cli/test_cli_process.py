@@ -1,0 +1,187 @@
+"""``vastkit`` as a separate process (``python -m vastkit.cli``, ``python -m vastkit``, the
+installed script), the ``launch`` command, and ``emulator serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from vastkit.emulator import Emulator
+from vastkit.ledger import Ledger
+
+from .conftest import Result
+
+Cli = Callable[..., Result]
+
+
+def _env(emu: Emulator, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "VASTKIT_"))}
+    env["VAST_API_KEY"] = emu.api_key
+    env.update(extra)
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_python_m_vastkit_cli_json_and_exit_codes(emu: Emulator, tmp_path: Path) -> None:
+    env = _env(emu, VAST_URL=emu.url, VASTKIT_LEDGER=str(tmp_path / "ledger.db"))
+    ok = _run([sys.executable, "-m", "vastkit.cli", "offers", "gpu_name=RTX_3090", "--json"], env)
+    assert ok.returncode == 0, ok.stderr
+    offers = json.loads(ok.stdout)["offers"]
+    assert offers
+    assert {o["gpu_name"] for o in offers} == {"RTX 3090"}
+    bad = _run(
+        [sys.executable, "-m", "vastkit", "ps"], {**env, "VAST_API_KEY": "definitely-wrong"}
+    )
+    assert bad.returncode == 3
+    assert bad.stdout == ""
+    assert bad.stderr.startswith("vastkit: error: the API refused the key in $VAST_API_KEY")
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert "definitely-wrong" not in bad.stderr
+
+
+def test_installed_script(emu: Emulator, tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "vastkit"
+    if not script.exists():
+        found = shutil.which("vastkit")
+        if found is None:
+            pytest.skip("the vastkit console script is not installed")
+        script = Path(found)
+    env = _env(emu)
+    result = _run(
+        [str(script), "--url", emu.url, "--ledger", str(tmp_path / "l.db"), "ps", "--json"], env
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"instances": []}
+    bad = tmp_path / "profiles.yaml"
+    bad.write_text("profiles:\n  x:\n    gpu_name: RTX_4090\n    max_dph: cheap\n")
+    result = _run([str(script), "profiles", "validate", str(bad)], env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"vastkit: error: {bad}:4")
+
+
+# -- launch -------------------------------------------------------------------------------
+
+
+def _job(tmp_path: Path, **overrides: object) -> Path:
+    body = {
+        "name": "cli-test",
+        "command": "echo hello",
+        "profile": "training-standard",
+        "store_url": str(tmp_path / "store"),
+        **overrides,
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(json.dumps(body), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+def test_launch_refuses_a_job_the_budget_cannot_cover(
+    cli: Cli, tmp_path: Path, emu: Emulator, ledger_path: Path
+) -> None:
+    job = _job(tmp_path, max_cost_usd=0.01)
+    result = cli("launch", str(job))
+    assert result.code == 5
+    assert "budget" in result.err.splitlines()[-1].lower()
+    assert result.err.splitlines()[-1].startswith("vastkit: error: ")
+    assert emu.instances == []
+
+
+def test_launch_with_no_qualifying_offer_exits_4(cli: Cli, tmp_path: Path, emu: Emulator) -> None:
+    job = _job(tmp_path, profile="dev-test")
+    result = cli("launch", str(job), "--json")
+    assert result.code == 4
+    assert "no offer qualifies" in result.err.splitlines()[-1]
+    assert emu.instances == []
+
+
+def test_launch_bad_job_file_exits_2(cli: Cli, tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("name: x\ncomand: echo\nprofile: dev-test\nstore_url: /tmp/x\n")
+    result = cli("launch", str(job))
+    assert result.code == 2
+    line = result.err.strip()
+    assert line.startswith(f"vastkit: error: {job}:2")
+    assert "command" in line
+
+
+def test_launch_detach_returns_at_once_and_the_orchestrator_runs_on(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "state" / "ledger.db"
+    job = _job(tmp_path, profile="dev-test")  # no offer qualifies: the orchestrator exits 4
+    env = _env(emu)
+    started = time.monotonic()
+    result = _run(
+        [
+            sys.executable, "-m", "vastkit.cli", "--url", emu.url, "--ledger", str(ledger),
+            "launch", str(job), "--detach", "--json",
+        ],
+        env,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["name"] == "cli-test"
+    log = Path(doc["log"])
+    assert log.parent == ledger.parent / "orchestrators"
+    deadline = started + 60
+    while time.monotonic() < deadline:
+        if "vastkit: error:" in (log.read_text() if log.exists() else ""):
+            break
+        time.sleep(0.2)
+    text = log.read_text()
+    assert "vastkit: error: no offer qualifies" in text
+    with Ledger(ledger) as led:
+        run = led.get_run(doc["run_id"])
+    assert run is not None
+    assert run.status == "failed"
+
+
+# -- emulator serve -------------------------------------------------------------------------
+
+
+def test_emulator_serve_then_use_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "VASTKIT_"))}
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "vastkit.cli", "emulator", "serve", "--port", "0",
+            "--runner", "scripted", "--offers", "100", "--no-rate-limits",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        second = proc.stdout.readline()
+        assert first.startswith("Vast emulator listening on http://127.0.0.1:")
+        url = first.rsplit(" ", 1)[1].strip()
+        key = second.split(": ", 1)[1].strip()
+        result = _run(
+            [
+                sys.executable, "-m", "vastkit.cli", "--url", url, "--ledger",
+                str(tmp_path / "l.db"), "offers", "--limit", "3", "--json",
+            ],
+            {**env, "VAST_API_KEY": key},
+        )
+        assert result.returncode == 0, result.stderr
+        assert len(json.loads(result.stdout)["offers"]) == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
