@@ -66,9 +66,7 @@ def _world(seed: int, jobs: int) -> tuple[Emulator, ManualClock, list[int]]:
     """An emulator with ``jobs`` running instances labelled ``vastkit/<run>/1``."""
     clock = ManualClock()
     emu = Emulator(seed=seed, clock=clock, offers=max(600, jobs * 20))
-    with Client(
-        emu.api_key, base_url=emu.url, http_client=emu.client(), clock=clock
-    ) as setup:
+    with Client(emu.api_key, base_url=emu.url, http_client=emu.client(), clock=clock) as setup:
         offers = setup.search_offers("rentable=true num_gpus=1", order="dph+", limit=jobs * 3)
         ids = []
         for i, offer in enumerate(offers[:jobs]):
@@ -90,7 +88,7 @@ def _wire(emu: Emulator, since: int) -> tuple[int, int]:
 
 
 def watch_vastkit(seed: int, jobs: int, hours: float, poll: float) -> dict[str, Any]:
-    emu, clock, ids = _world(seed, jobs)
+    emu, clock, _ = _world(seed, jobs)
     start_idx = len(emu.requests)
     end = clock.now() + hours * 3600.0
     polls = failed = 0
@@ -231,10 +229,14 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(figure, value, target/verdict) rows for the runner's table."""
     v, s, p = result["vastkit"], result["sdk_loop"], result["paced_loop"]
     jobs = result["jobs"]
-    verdict = "met" if result["target_met"] else (
-        f"MISSED by {result['ratio_vs_sdk_loop'] / 0.1:.1f}x"
-        if result["ratio_vs_sdk_loop"] > 0.1
-        else f"MISSED: {v['failed_polls']} failed polls"
+    verdict = (
+        "met"
+        if result["target_met"]
+        else (
+            f"MISSED by {result['ratio_vs_sdk_loop'] / 0.1:.1f}x"
+            if result["ratio_vs_sdk_loop"] > 0.1
+            else f"MISSED: {v['failed_polls']} failed polls"
+        )
     )
     return [
         (f"requests/h, {jobs} jobs: vastkit list", f"{v['requests_per_hour']:.0f}", ""),

@@ -46,9 +46,7 @@ def response_bytes(count: int, seed: int = 0) -> bytes:
     emu = Emulator(seed=seed, offers=count, rate_limits=False)
     try:
         with emu.client() as http:
-            response = http.post(
-                "/api/v0/bundles/", json={"limit": count, "type": "on-demand"}
-            )
+            response = http.post("/api/v0/bundles/", json={"limit": count, "type": "on-demand"})
             response.raise_for_status()
             return response.content
     finally:
@@ -103,12 +101,21 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         verdict = "met" if total <= TARGET else f"MISSED by {total / TARGET:.2f}x"
         out += [
             (f"{n} ({r['response_mb']:.0f} MB): json.loads", f"{r['json_loads_s']:.3f} s", ""),
-            (f"{n}: parse (loads+convert)", f"{r['parse_s']:.3f} s",
-             f"{r['parse_vs_json']:.2f}x json"),
-            (f"{n}: rank ({r['candidates']} kept)", f"{r['rank_s']:.3f} s",
-             f"{r['rank_vs_json']:.2f}x json"),
-            (f"{n}: parse + rank", f"{r['parse_and_rank_s']:.3f} s",
-             f"{total:.2f}x json (<= {TARGET:g}x): {verdict}"),
+            (
+                f"{n}: parse (loads+convert)",
+                f"{r['parse_s']:.3f} s",
+                f"{r['parse_vs_json']:.2f}x json",
+            ),
+            (
+                f"{n}: rank ({r['candidates']} kept)",
+                f"{r['rank_s']:.3f} s",
+                f"{r['rank_vs_json']:.2f}x json",
+            ),
+            (
+                f"{n}: parse + rank",
+                f"{r['parse_and_rank_s']:.3f} s",
+                f"{total:.2f}x json (<= {TARGET:g}x): {verdict}",
+            ),
         ]
     return out
 

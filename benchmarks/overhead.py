@@ -121,10 +121,16 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     for r in result["runs"].values():
         p = f"poll {r['poll_interval_s']:g} s"
         out += [
-            (f"run_job -> first step ({p})", f"{r['first_step_s']:.2f} s",
-             f"instance running seen at {r['running_seen_s']:.2f} s"),
-            (f"run_job whole call ({p})", f"{r['run_job_s']:.2f} s",
-             f"{r['rate_limited']} 429s in {r['repeats']} run(s)"),
+            (
+                f"run_job -> first step ({p})",
+                f"{r['first_step_s']:.2f} s",
+                f"instance running seen at {r['running_seen_s']:.2f} s",
+            ),
+            (
+                f"run_job whole call ({p})",
+                f"{r['run_job_s']:.2f} s",
+                f"{r['rate_limited']} 429s in {r['repeats']} run(s)",
+            ),
         ]
     return out
 

@@ -14,7 +14,9 @@ Benchmarks (see benchmarks/README.md for what each figure means):
 2. ``api``: Vast API requests per hour to watch 20 jobs (``api_economy.py``);
 3. ``offers``: parsing and ranking 10,000 / 50,000 offers against ``json.loads``
    (``offer_selection.py``);
-4. ``preemption``: money and time of a 6-hour job under preemption (``preemption.py``);
+4. ``preemption``: money and time of a 6-hour job under preemption, as a discrete-event
+   simulation (``preemption.py``, many seeds) and ``runjob``: the real ``run_job`` in virtual time
+   against the emulator's preemptions with a simulated worker (``preemption_run_job.py``);
 5. ``overhead``: ``run_job`` call to the first training step (``overhead.py``).
 
 Every figure is measured in this run; a missed target is reported with how far it is missed and
@@ -45,8 +47,9 @@ import api_economy  # noqa: E402
 import offer_selection  # noqa: E402
 import overhead  # noqa: E402
 import preemption  # noqa: E402
+import preemption_run_job  # noqa: E402
 
-NAMES = ("checkpoint", "overhead", "preemption", "api", "offers")
+NAMES = ("checkpoint", "overhead", "preemption", "runjob", "api", "offers")
 Row = tuple[str, str, str]
 
 
@@ -73,7 +76,9 @@ def checkpoint_rows(result: dict[str, Any]) -> list[Row]:
         b = r["backend"]
         t = r["targets"]
 
-        def verdict(key: str, ratio: float, limit: float, higher: bool) -> str:
+        def verdict(
+            key: str, ratio: float, limit: float, higher: bool, t: dict[str, bool] = t
+        ) -> str:
             if t[key]:
                 return "met"
             by = limit / ratio if higher else ratio / limit
@@ -136,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
     )
 
-    def attempt(name: str, title: str, fn: Callable[[], dict[str, Any]],
-                rows: Callable[[dict[str, Any]], list[Row]]) -> None:
+    def attempt(
+        name: str,
+        title: str,
+        fn: Callable[[], dict[str, Any]],
+        rows: Callable[[dict[str, Any]], list[Row]],
+    ) -> None:
         if name not in selected:
             return
         t0 = time.perf_counter()
@@ -159,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         overhead.rows,
     )
 
-    def preemption_run() -> dict[str, Any]:
+    def measured() -> tuple[dict[str, Any] | None, float | None]:
+        """The S3 checkpoint figures and the worker start, when those benchmarks ran."""
         ckpt = results.get("checkpoint")
         row = None
         if ckpt is not None:
@@ -172,13 +182,31 @@ def main(argv: list[str] | None = None) -> int:
                 0.0,
                 fast["first_step_s"] - min(s["created_s"] for s in fast["samples"]),
             )
+        return row, worker_start
+
+    def preemption_run() -> dict[str, Any]:
+        row, worker_start = measured()
         return preemption.run(quick=args.quick, checkpoint=row, worker_start_s=worker_start)
+
+    def runjob_run() -> dict[str, Any]:
+        row, worker_start = measured()
+        return preemption_run_job.run(
+            quick=args.quick,
+            checkpoint=row,
+            worker_start_s=worker_start if worker_start is not None else 10.0,
+        )
 
     attempt(
         "preemption",
         "4. money under preemption (6 h job, discrete-event simulation)",
         preemption_run,
         preemption.rows,
+    )
+    attempt(
+        "runjob",
+        "4b. money under preemption (6 h job, real run_job in virtual time, simulated worker)",
+        runjob_run,
+        preemption_run_job.rows,
     )
     attempt(
         "api",

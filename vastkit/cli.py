@@ -25,7 +25,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, NoReturn
 
@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # imported lazily at run time, so that ``vastkit --help`` sta
     from vastkit.api.client import Client
     from vastkit.ledger import Ledger
 
-__all__ = ["EXIT_CODES", "ExitCode", "main"]
+__all__ = ["EXIT_CODES", "ExitCode", "build_parser", "exit_code_for", "main"]
 
 logger = logging.getLogger("vastkit.cli")
 
@@ -422,12 +422,11 @@ def _offers_by_profile(ctx: _Context, limit: int) -> int:
 
     args = ctx.args
     profile = get_profile(args.profile, args.profiles)
-    if args.type is not None:
-        if args.type != profile.rental:
-            if args.type == "interruptible":
-                profile = attrs.evolve(profile, rental="interruptible", max_bid=None)
-            else:
-                profile = attrs.evolve(profile, rental="on-demand", max_bid=None)
+    if args.type is not None and args.type != profile.rental:
+        if args.type == "interruptible":
+            profile = attrs.evolve(profile, rental="interruptible", max_bid=None)
+        else:
+            profile = attrs.evolve(profile, rental="on-demand", max_bid=None)
     query = build_query(profile)
     if args.explain:
         # The server applies the profile's filters, so a narrow search hides why offers fail:
@@ -873,26 +872,8 @@ def _cmd_budgets_validate(ctx: _Context) -> int:
 # launch, emulator, demo
 
 
-_NOTABLE_EVENTS: Final = frozenset(
-    {
-        "offer_chosen",
-        "created",
-        "worker_ready",
-        "checkpoint",
-        "outbid",
-        "bid_raised",
-        "outbid_recovered",
-        "host_lost",
-        "heartbeat_stale",
-        "offer_failed",
-        "attempt_ended",
-        "relaunching",
-        "budget_warning",
-        "budget_stop",
-        "timed_out",
-        "destroyed",
-    }
-)
+_PROGRESS_EVERY_S: Final = 10.0
+"""Least seconds between two ``progress`` events printed by ``vastkit launch``."""
 
 
 def _cmd_launch(ctx: _Context) -> int:
@@ -902,16 +883,18 @@ def _cmd_launch(ctx: _Context) -> int:
     job = Job.from_yaml(Path(args.job_file))
     if args.detach:
         return _launch_detached(ctx, job.name)
-    on_event: Callable[[Any], None] | None = None
-    progress: bool | None = None
-    if ctx.out.json_mode:
-        progress = False
-    elif ctx.out.err_console.is_terminal:
+    last_progress = [-math.inf]
 
-        def on_event(event: Any) -> None:
-            if event.kind in _NOTABLE_EVENTS:
-                stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
-                ctx.out.err_console.print(f"[dim]{stamp}[/dim] {event.message}", markup=True)
+    def on_event(event: Any) -> None:
+        if event.kind == "progress":
+            if event.time - last_progress[0] < _PROGRESS_EVERY_S:
+                return
+            last_progress[0] = event.time
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+        if ctx.out.err_console.is_terminal:
+            ctx.out.err_console.print(f"[dim]{stamp}[/dim] {event.message}", markup=True)
+        else:
+            ctx.out.note(f"{stamp} {event.kind}: {event.message}")
 
     result = run_job(
         job,
@@ -921,7 +904,7 @@ def _cmd_launch(ctx: _Context) -> int:
         budgets=args.budgets,
         profiles=args.profiles,
         run_id=args.run_id,
-        progress=progress,
+        progress=False,
     )
     if ctx.out.json_mode:
         doc = _jsonable(result)
@@ -1415,6 +1398,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         stderr.write(f"vastkit: error: {_message(exc, ctx)}\n")
         stderr.flush()
         return code
+    except Exception as exc:  # a bug: still one line, the traceback with --debug
+        if debug:
+            traceback.print_exc(file=stderr)
+        hint = "" if debug else " (run with --debug for the traceback)"
+        stderr.write(
+            f"vastkit: error: internal error: {type(exc).__name__}: {_one_line(str(exc))}{hint}\n"
+        )
+        stderr.flush()
+        return ExitCode.ERROR
 
 
 if __name__ == "__main__":

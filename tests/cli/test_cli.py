@@ -13,7 +13,7 @@ import pytest
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest
 from vastkit.cli import EXIT_CODES, main
-from vastkit.emulator import Emulator
+from vastkit.emulator import Emulator, ScriptedRunner
 from vastkit.ledger import Ledger
 from vastkit.rundir import AttemptResult, ResultStatus, RunDir
 
@@ -120,7 +120,16 @@ def test_offers_table_is_plain_text_when_piped(cli: Cli) -> None:
     lines = result.out.splitlines()
     assert lines[0].startswith("Profile 'training-standard' (on-demand, max $1/h")
     assert lines[1].split() == [
-        "#", "offer", "machine", "gpus", "$/h", "eff", "bid", "perf/$", "reliab", "location"
+        "#",
+        "offer",
+        "machine",
+        "gpus",
+        "$/h",
+        "eff",
+        "bid",
+        "perf/$",
+        "reliab",
+        "location",
     ]
     assert len(lines) == 5
     assert "1x " in lines[2]
@@ -200,9 +209,7 @@ def test_bad_key_exits_3(cli: Cli, monkeypatch: pytest.MonkeyPatch, emu: Emulato
     assert "not-the-key" not in result.err
 
 
-def test_missing_key_exits_2(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_missing_key_exits_2(cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("VAST_API_KEY")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
@@ -275,6 +282,8 @@ def test_ps_lists_ours_and_others(cli: Cli, client: Client) -> None:
     assert rows[ours]["gpu"] == "1x RTX 4090"
     assert rows[ours]["dph_total"] > 0
     assert rows[ours]["state"] in ("provisioning", "loading", "running")
+    before = cli("--json", "ps").json()["instances"]  # global options go before or after
+    assert [r["id"] for r in before] == [ours, other]
     only = cli("ps", "--ours", "--json").json()["instances"]
     assert [r["id"] for r in only] == [ours]
     table = cli("ps")
@@ -301,9 +310,7 @@ def test_stop_and_destroy_never_prompt(cli: Cli, client: Client, emu: Emulator) 
     assert "whole number" in _one_error_line(bad)
 
 
-def test_reap_destroys_only_orphans_with_our_label(
-    cli: Cli, client: Client, emu: Emulator
-) -> None:
+def test_reap_destroys_only_orphans_with_our_label(cli: Cli, client: Client, emu: Emulator) -> None:
     orphan = _rent(client, "vastkit/lost-run/1")
     foreign = _rent(client, "not-ours")
     dry = cli("reap", "--dry-run", "--json")
@@ -311,9 +318,7 @@ def test_reap_destroys_only_orphans_with_our_label(
     doc = dry.json()
     assert doc["dry_run"] is True
     assert doc["ours"] == 1
-    assert [(a["action"], a["instance_id"]) for a in doc["actions"]] == [
-        ("would_destroy", orphan)
-    ]
+    assert [(a["action"], a["instance_id"]) for a in doc["actions"]] == [("would_destroy", orphan)]
     assert {v.id for v in emu.instances} == {orphan, foreign}
     real = cli("reap")
     assert real.code == 0, real.err
@@ -370,7 +375,8 @@ def test_logs_of_an_unknown_run_exits_2(cli: Cli) -> None:
 
 def test_logs_of_an_instance_through_the_api(cli: Cli, client: Client, emu: Emulator) -> None:
     instance = _rent(client, "x")
-    emu.runner.write_log(instance, "hello from the container\nsecond line\n")  # type: ignore[attr-defined]
+    assert isinstance(emu.runner, ScriptedRunner)
+    emu.runner.write_log(instance, "hello from the container\nsecond line\n")
     result = cli("logs", str(instance))
     assert result.code == 0, result.err
     assert result.out == "hello from the container\nsecond line\n"
@@ -498,3 +504,44 @@ def test_budgets_validate(cli: Cli, tmp_path: Path) -> None:
     result = cli("budgets", "validate", str(bad))
     assert result.code == 2
     assert str(bad) in _one_error_line(result)
+
+
+def test_ctrl_c_exits_130(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(self: Client, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Client, "list_instances", interrupted)
+    result = cli("ps")
+    assert result.code == 130
+    assert result.err == "vastkit: interrupted\n"
+
+
+def test_an_unexpected_exception_is_one_line_without_debug(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Client, **kwargs: object) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(Client, "list_instances", broken)
+    result = cli("ps")
+    assert result.code == 1
+    assert _one_error_line(result) == (
+        "vastkit: error: internal error: RuntimeError: boom second line "
+        "(run with --debug for the traceback)"
+    )
+    debug = cli("ps", "--debug")
+    assert debug.code == 1
+    assert "Traceback (most recent call last)" in debug.err
+
+
+def test_cost_report_compared_with_vast_charges(cli: Cli, ledger_path: Path) -> None:
+    _spend(ledger_path)
+    result = cli(
+        "cost-report", "--since", "2026-01-01", "--until", "2026-01-02", "--compare-vast", "--json"
+    )
+    assert result.code == 0, result.err
+    rows = {r["project"]: r for r in result.json()["rows"]}
+    # The emulator never rented instances 101 and 102, so Vast billed nothing for them.
+    assert rows["vision"]["vast_usd"] == 0
+    assert rows["vision"]["difference_usd"] == pytest.approx(-3.6)
+    assert rows["nlp"]["difference_usd"] == pytest.approx(-2.0)

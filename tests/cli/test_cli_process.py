@@ -30,7 +30,9 @@ def _env(emu: Emulator, **extra: str) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         args, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -43,9 +45,7 @@ def test_python_m_vastkit_cli_json_and_exit_codes(emu: Emulator, tmp_path: Path)
     offers = json.loads(ok.stdout)["offers"]
     assert offers
     assert {o["gpu_name"] for o in offers} == {"RTX 3090"}
-    bad = _run(
-        [sys.executable, "-m", "vastkit", "ps"], {**env, "VAST_API_KEY": "definitely-wrong"}
-    )
+    bad = _run([sys.executable, "-m", "vastkit", "ps"], {**env, "VAST_API_KEY": "definitely-wrong"})
     assert bad.returncode == 3
     assert bad.stdout == ""
     assert bad.stderr.startswith("vastkit: error: the API refused the key in $VAST_API_KEY")
@@ -127,8 +127,17 @@ def test_launch_detach_returns_at_once_and_the_orchestrator_runs_on(
     started = time.monotonic()
     result = _run(
         [
-            sys.executable, "-m", "vastkit.cli", "--url", emu.url, "--ledger", str(ledger),
-            "launch", str(job), "--detach", "--json",
+            sys.executable,
+            "-m",
+            "vastkit.cli",
+            "--url",
+            emu.url,
+            "--ledger",
+            str(ledger),
+            "launch",
+            str(job),
+            "--detach",
+            "--json",
         ],
         env,
     )
@@ -157,8 +166,18 @@ def test_emulator_serve_then_use_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "VASTKIT_"))}
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "vastkit.cli", "emulator", "serve", "--port", "0",
-            "--runner", "scripted", "--offers", "100", "--no-rate-limits",
+            sys.executable,
+            "-m",
+            "vastkit.cli",
+            "emulator",
+            "serve",
+            "--port",
+            "0",
+            "--runner",
+            "scripted",
+            "--offers",
+            "100",
+            "--no-rate-limits",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -174,8 +193,17 @@ def test_emulator_serve_then_use_it(tmp_path: Path) -> None:
         key = second.split(": ", 1)[1].strip()
         result = _run(
             [
-                sys.executable, "-m", "vastkit.cli", "--url", url, "--ledger",
-                str(tmp_path / "l.db"), "offers", "--limit", "3", "--json",
+                sys.executable,
+                "-m",
+                "vastkit.cli",
+                "--url",
+                url,
+                "--ledger",
+                str(tmp_path / "l.db"),
+                "offers",
+                "--limit",
+                "3",
+                "--json",
             ],
             {**env, "VAST_API_KEY": key},
         )
@@ -185,3 +213,75 @@ def test_emulator_serve_then_use_it(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+# -- a real job, end to end ---------------------------------------------------------------
+
+FAST_TIMEOUTS = {
+    "poll_interval": 1.0,
+    "provisioning": 60,
+    "loading": 60,
+    "running": 120,
+    "worker_ready": 90,
+    "heartbeat_stale": 60,
+    "host_lost_grace": 10,
+    "stop_grace": 15,
+    "heartbeat_interval": 1.0,
+    "worker_grace": 10,
+    "orchestrator_timeout": 120,
+    "log_flush_seconds": 0.5,
+    "relaunch_delay": 1.0,
+    "destroy": 60,
+}
+
+
+def test_launch_runs_a_job_and_logs_reads_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vastkit.cli import main
+    from vastkit.emulator import Emulator, ProcessRunner, Timings
+
+    with Emulator(
+        0,
+        offers=300,
+        runner=ProcessRunner(tmp_path / "containers", grace_s=10.0),
+        timings=Timings(provision_s=1.0, loading_s=1.0),
+        rate_limits=False,
+    ) as emu:
+        emu.serve()
+        monkeypatch.setenv("VAST_API_KEY", emu.api_key)
+        job = _job(
+            tmp_path,
+            command=[sys.executable, "-c", "print('hello from the GPU worker')"],
+            project="cli",
+            timeouts=FAST_TIMEOUTS,
+        )
+        base = ["--url", emu.url, "--ledger", str(tmp_path / "ledger.db")]
+        code = main([*base, "launch", str(job), "--json"])
+        out, err = capsys.readouterr()
+        assert code == 0, out + err
+        events = [line.split(" ", 2)[1] for line in err.splitlines()]
+        for kind in ("started:", "offer_chosen:", "created:", "running:", "finished:"):
+            assert kind in events, err
+        result = json.loads(out)
+        assert result["status"] == "succeeded"
+        assert result["exit_code"] == 0
+        assert len(result["attempts"]) == 1
+        assert result["total_cost_usd"] > 0
+        assert emu.instances == []
+        run_id = result["run_id"]
+
+        assert main([*base, "logs", run_id]) == 0
+        assert "hello from the GPU worker" in capsys.readouterr().out
+        assert main([*base, "cost-report", "--by", "job", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert [row["job"] for row in report["rows"]] == [run_id]
+        assert report["total_usd"] == pytest.approx(result["total_cost_usd"], rel=0.05)
+
+
+@pytest.mark.slow
+def test_vastkit_demo(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "VASTKIT_"))}
+    result = _run([sys.executable, "-m", "vastkit.cli", "demo"], env, timeout=280)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "demo OK: succeeded, 1 preemption(s)" in result.stdout

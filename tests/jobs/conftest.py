@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import math
 import random
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fsspec
+import httpx
 import pytest
 
 from vastkit.api.client import Client
 from vastkit.clock import ManualClock
 from vastkit.emulator import Emulator, Timings, serve
-from vastkit.instance import parse_label
-from vastkit.jobs import Job, JobEvent, JobTimeouts
+from vastkit.instance import OutbidPolicy, parse_label
+from vastkit.jobs import Job, JobEvent, JobResult, JobTimeouts, run_job
 from vastkit.ledger import Ledger
 from vastkit.profiles import GpuProfile
 from vastkit.rundir import AttemptResult, Heartbeat, Phase, ResultStatus, RunDir
@@ -47,11 +50,11 @@ ON_DEMAND = GpuProfile(
 FAST = JobTimeouts(
     poll_interval=10,
     provisioning=60,
-    loading=120,
+    loading=60,
     running=300,
     worker_ready=120,
-    heartbeat_stale=90,
-    host_lost_grace=40,
+    heartbeat_stale=40,
+    host_lost_grace=20,
     stop_grace=30,
     destroy=120,
     machine_block=900,
@@ -138,9 +141,7 @@ class FakeWorkers:
             if not running or seat.frozen or seat.done:
                 seat.last = now
                 continue
-            if seat.step == self.committed and not any(
-                a == attempt for a, _ in self.resumed_from
-            ):
+            if seat.step == self.committed and not any(a == attempt for a, _ in self.resumed_from):
                 self.resumed_from.append((attempt, seat.step))
             seat.step = min(
                 self.total_steps, seat.step + int((now - seat.last) * self.steps_per_second)
@@ -215,7 +216,19 @@ def emu(clock: HookedClock) -> Iterator[Emulator]:
 
 @pytest.fixture
 def client(emu: Emulator, clock: HookedClock) -> Iterator[Client]:
-    with Client(emu.api_key, base_url=emu.url, clock=clock, max_retries=2, min_intervals={}) as c:
+    """A client on the emulator's in-process transport (same app as over loopback, no sockets:
+    the chaos test makes thousands of requests)."""
+    with (
+        httpx.Client(transport=emu.transport) as http,
+        Client(
+            emu.api_key,
+            base_url=emu.url,
+            clock=clock,
+            max_retries=2,
+            min_intervals={},
+            http_client=http,
+        ) as c,
+    ):
         yield c
 
 
@@ -226,8 +239,15 @@ def ledger(tmp_path: Path, clock: HookedClock) -> Iterator[Ledger]:
 
 
 @pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return (tmp_path / "store").as_uri()
+def store_url() -> Iterator[str]:
+    """A fresh in-memory fsspec store (the chaos test writes thousands of small objects)."""
+    url = f"memory://jobs-test-{uuid.uuid4().hex[:10]}"
+    try:
+        yield url
+    finally:
+        fs = fsspec.filesystem("memory")
+        if fs.exists(url):
+            fs.rm(url, recursive=True)
 
 
 @pytest.fixture
@@ -240,6 +260,7 @@ def make_job(store_url: str) -> Callable[..., Job]:
             "store_url": store_url,
             "timeouts": FAST,
             "max_attempts": 1000,
+            "outbid": OutbidPolicy.raise_bid(then_wait_s=20.0),
         }
         values.update(overrides)
         return Job(**values)
@@ -248,9 +269,7 @@ def make_job(store_url: str) -> Callable[..., Job]:
 
 
 @pytest.fixture
-def workers(
-    emu: Emulator, clock: HookedClock, store_url: str
-) -> Callable[..., FakeWorkers]:
+def workers(emu: Emulator, clock: HookedClock, store_url: str) -> Callable[..., FakeWorkers]:
     def build(**options: Any) -> FakeWorkers:
         fake = FakeWorkers(emu=emu, store_url=store_url, **options)
         clock.hook = fake
@@ -262,3 +281,47 @@ def workers(
 @pytest.fixture
 def events() -> list[JobEvent]:
     return []
+
+
+@dataclass
+class World:
+    """Everything a job test needs, as one fixture."""
+
+    emu: Emulator
+    client: Client
+    ledger: Ledger
+    clock: HookedClock
+    store_url: str
+    events: list[JobEvent]
+    make_job: Callable[..., Job]
+    workers: Callable[..., FakeWorkers]
+
+    def run(self, job: Job, **kwargs: Any) -> JobResult:
+        """``run_job`` wired to this world, without a progress line."""
+        kwargs.setdefault("progress", False)
+        return run_job(
+            job,
+            client=self.client,
+            ledger=self.ledger,
+            clock=self.clock,
+            on_event=self.events.append,
+            **kwargs,
+        )
+
+    def kinds(self) -> list[str]:
+        """The kinds of the events seen so far."""
+        return [e.kind for e in self.events]
+
+
+@pytest.fixture
+def world(  # noqa: PLR0917 - pytest passes fixtures by position
+    emu: Emulator,
+    client: Client,
+    ledger: Ledger,
+    clock: HookedClock,
+    store_url: str,
+    events: list[JobEvent],
+    make_job: Callable[..., Job],
+    workers: Callable[..., FakeWorkers],
+) -> World:
+    return World(emu, client, ledger, clock, store_url, events, make_job, workers)

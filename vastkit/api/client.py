@@ -18,6 +18,7 @@ Every method returns typed models (:mod:`vastkit.api.models`) and raises the exc
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import os
@@ -76,21 +77,26 @@ def _key_files() -> list[Path]:
     return [Path(xdg) / "vastai" / "vast_api_key", Path.home() / ".vast_api_key"]
 
 
-def resolve_api_key(api_key: str | None = None) -> str:
-    """Find the API key the way the official SDK does.
+def resolve_api_key(api_key: str | None = None, *, config: bool = True) -> str:
+    """Find the API key the way the official SDK does, plus vastkit's config file.
 
-    The order: the argument, else ``VAST_API_KEY``, else ``$XDG_CONFIG_HOME/vastai/vast_api_key``
-    (``XDG_CONFIG_HOME`` defaults to ``~/.config``), else ``~/.vast_api_key``. A key file that
-    other users can read gets a warning.
+    The order: the argument, else ``VAST_API_KEY``, else the variable (``api_key_env``) or file
+    (``api_key_file``) that the active environment of vastkit's config file names (see
+    :mod:`vastkit.config`), else ``$XDG_CONFIG_HOME/vastai/vast_api_key`` (``XDG_CONFIG_HOME``
+    defaults to ``~/.config``), else ``~/.vast_api_key``. A key file that other users can read
+    gets a warning.
 
     Args:
         api_key: An explicit key.
+        config: Look at vastkit's config file (False: skip it, as
+            :meth:`vastkit.config.Settings.api_key` does after checking its own environment).
 
     Returns:
         The key, stripped of surrounding whitespace.
 
     Raises:
-        ConfigError: No key anywhere (or only empty ones).
+        ConfigError: No key anywhere (or only empty ones), the config file is wrong, or the
+            variable or file it names gives no key.
     """
     if api_key is not None:
         if not api_key.strip():
@@ -99,6 +105,11 @@ def resolve_api_key(api_key: str | None = None) -> str:
     env_key = os.environ.get("VAST_API_KEY", "").strip()
     if env_key:
         return env_key
+    from vastkit.config import configured_api_key
+
+    configured = configured_api_key() if config else None
+    if configured is not None:
+        return configured
     for path in _key_files():
         try:
             text = path.read_text(encoding="utf-8").strip()
@@ -120,10 +131,17 @@ def resolve_api_key(api_key: str | None = None) -> str:
         return text
     tried = ", ".join(str(path) for path in _key_files())
     raise ConfigError(
-        "no Vast API key: pass api_key=, set VAST_API_KEY, or write the key to one of "
+        "no Vast API key: pass api_key=, set VAST_API_KEY, name a key source in vastkit.yaml "
+        "(api_key_env or api_key_file), or write the key to one of "
         f"{tried} (get a key at https://cloud.vast.ai/manage-keys/)",
         key="api_key",
     )
+
+
+def _configured_base_url() -> str:
+    from vastkit.config import configured_base_url
+
+    return configured_base_url() or DEFAULT_BASE_URL
 
 
 def _epoch(value: float | datetime) -> int:
@@ -147,7 +165,8 @@ class Client:
 
     Args:
         api_key: The API key; see :func:`resolve_api_key` for where it is looked for when None.
-        base_url: The server; default ``VAST_URL``, else ``https://console.vast.ai``.
+        base_url: The server; default ``VAST_URL``, else the config file's ``base_url``
+            (:mod:`vastkit.config`), else ``https://console.vast.ai``.
         timeout: Seconds per request (None: no timeout).
         max_retries: Retries of an idempotent call after a 429, 502, 503, 504 or a connection
             error (0 disables retries).
@@ -177,7 +196,7 @@ class Client:
         if max_retries < 0:
             raise ValueError(f"max_retries must not be negative, got {max_retries}")
         key = resolve_api_key(api_key)
-        url = (base_url or os.environ.get("VAST_URL") or DEFAULT_BASE_URL).rstrip("/")
+        url = (base_url or os.environ.get("VAST_URL") or _configured_base_url()).rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"base URL must start with http:// or https://, got {url!r}")
         self._owns_http = http_client is None
@@ -594,6 +613,36 @@ class Client:
         if isinstance(body, dict):
             body = {k: v for k, v in body.items() if k != "api_key"}
         return structure(body, User)
+
+    def server_time(self) -> tuple[float, float, float] | None:
+        """Read the server's clock from the HTTP ``Date`` header of an API response.
+
+        Sends one GET without the Authorization header (the answer's status does not matter,
+        only its ``Date``), timed with this client's clock.
+
+        Returns:
+            ``(sent, server, received)`` in Unix seconds: this client's clock before sending,
+            the server's ``Date`` (whole seconds), this client's clock after the answer; None when
+            the answer carries no usable ``Date`` header.
+
+        Raises:
+            APIConnectionError: No answer.
+        """
+        sent = self._clock.now()
+        response = self._transport.get_plain(
+            self._transport.url("/api/v0/users/current"), endpoint="server_time"
+        )
+        received = self._clock.now()
+        header = response.headers.get("Date")
+        if not header:
+            return None
+        try:
+            parsed = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return None
+        if parsed.tzinfo is None:
+            return None
+        return sent, parsed.timestamp(), received
 
     def charges(self, start: float | datetime, end: float | datetime) -> list[Charge]:
         """Charges per instance over a period (``GET /api/v0/charges/``), all pages.

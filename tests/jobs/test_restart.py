@@ -1,0 +1,106 @@
+"""An orchestrator that dies mid-job is replaced by one that adopts its instance.
+
+The first orchestrator runs in a subprocess and is killed (``os._exit``) once its instance
+runs, leaving a live, labelled instance and open ledger rows. ``run_job(job, run_id=...)``
+in this process adopts that instance (never renting a second one), watches it to the end and
+destroys it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from vastkit.api.client import Client
+from vastkit.clock import SystemClock
+from vastkit.emulator import Emulator, Timings, serve
+from vastkit.jobs import JobEvent, run_job
+from vastkit.ledger import Ledger
+
+from ._restart_job import make_job
+from .conftest import FakeWorkers
+
+HERE = Path(__file__).parent
+
+
+class HookedSystemClock(SystemClock):
+    """Real time that calls ``hook(now)`` after every sleep."""
+
+    def __init__(self) -> None:
+        self.hook: Callable[[float], None] | None = None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if self.hook is not None:
+            self.hook(self.now())
+
+
+@pytest.fixture
+def real_emu() -> Iterator[Emulator]:
+    with serve(
+        seed=0, offers=400, rate_limits=False, timings=Timings(provision_s=0.3, loading_s=0.3)
+    ) as emulator:
+        yield emulator
+
+
+def test_a_restarted_orchestrator_adopts_the_live_instance(
+    real_emu: Emulator, tmp_path: Path
+) -> None:
+    emu = real_emu
+    store = (tmp_path / "store").as_uri()
+    ledger_path = tmp_path / "ledger.db"
+    crashed = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "_crashing_orchestrator.py"),
+            emu.url,
+            emu.api_key,
+            store,
+            str(ledger_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert crashed.returncode == 3, crashed.stderr
+    run_id = crashed.stdout.split()[0]
+    (left,) = emu.instances  # the dead orchestrator left its instance running
+    assert left.label == f"vastkit/{run_id}/1"
+
+    clock = HookedSystemClock()
+    fleet = FakeWorkers(emu=emu, store_url=store, total_steps=20, steps_per_second=20.0)
+    clock.hook = fleet
+    events: list[JobEvent] = []
+    started = time.monotonic()
+    with (
+        Client(emu.api_key, base_url=emu.url, min_intervals={}, clock=clock) as client,
+        Ledger(ledger_path, clock=clock) as ledger,
+    ):
+        result = run_job(
+            make_job(store),
+            client=client,
+            ledger=ledger,
+            clock=clock,
+            run_id=run_id,
+            on_event=events.append,
+            progress=False,
+        )
+        run = ledger.get_run(run_id)
+        assert run is not None
+        assert run.status == "succeeded"
+        assert ledger.pending_intents() == []
+    assert time.monotonic() - started < 30
+    assert result.status == "succeeded", result.summary()
+    assert result.run_id == run_id
+    assert [a.instance_id for a in result.attempts] == [left.id]  # adopted, not re-rented
+    assert "adopted" in [e.kind for e in events]
+    creates = [r for r in emu.requests if r[0] == "PUT" and "create" in r[1]]
+    assert len(creates) == 1  # only the dead orchestrator ever created
+    assert fleet.max_live == 1
+    assert emu.instances == []
