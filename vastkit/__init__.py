@@ -2,7 +2,8 @@
 
 The public surface is what this module exports in ``__all__`` (kept sorted and complete by
 ``tests/test_exported_members.py``). The API model of an instance is ``vastkit.api.Instance``;
-``vastkit.Instance`` is the lifecycle context manager that rents one.
+``vastkit.Instance`` is the lifecycle context manager that rents one. Subpackages with their own
+surface: ``vastkit.emulator`` (the local Vast), ``vastkit.worker`` (the GPU-host side), ``vastkit.cli``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ from vastkit.clock import (
     ManualClock,
     SystemClock,
 )
+from vastkit.config import (
+    Settings,
+    load_config,
+)
 from vastkit.cost_report import (
     CostReport,
     CostRow,
@@ -73,6 +78,13 @@ from vastkit.errors import (
     SearchQuotaExceededError,
     ServerError,
     VastkitError,
+)
+from vastkit.health import (
+    CheckItem,
+    CheckStatus,
+    HealthReport,
+    check,
+    check_store_writable,
 )
 from vastkit.instance import (
     Instance,
@@ -122,6 +134,8 @@ __all__ = [
     "Candidate",
     "Charge",
     "ChargeItem",
+    "CheckItem",
+    "CheckStatus",
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointInfo",
@@ -138,6 +152,7 @@ __all__ = [
     "Explanation",
     "GoneError",
     "GpuProfile",
+    "HealthReport",
     "Instance",
     "InstanceEvent",
     "InstanceState",
@@ -161,17 +176,21 @@ __all__ = [
     "RunDir",
     "SearchQuotaExceededError",
     "ServerError",
+    "Settings",
     "SystemClock",
     "User",
     "VastkitError",
     "__version__",
     "build_query",
     "builtin_profiles",
+    "check",
+    "check_store_writable",
     "cost_report",
     "effective_price",
     "explain",
     "get_profile",
     "load_budgets",
+    "load_config",
     "load_profiles",
     "parse_order",
     "parse_query",

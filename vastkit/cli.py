@@ -975,6 +975,24 @@ def _cmd_emulator_serve(ctx: _Context) -> int:
         return emulator_main(forwarded)
 
 
+def _cmd_doctor(ctx: _Context) -> int:
+    from vastkit.health import check
+
+    args = ctx.args
+    explicit = any(ctx.opt(name) is not None for name in ("url", "api_key_file", "api_key_env"))
+    report = check(
+        args.env,
+        client=ctx.client if explicit else None,
+        worker_probe=not args.no_worker_probe,
+    )
+    if ctx.out.json_mode:
+        ctx.out.stdout.write(report.to_json() + "\n")
+        ctx.out.stdout.flush()
+    else:
+        report.render(ctx.out.console)
+    return ExitCode.OK if report.ok else ExitCode.ERROR
+
+
 def _cmd_demo(ctx: _Context) -> int:
     from vastkit.demo import run_demo
 
@@ -1266,6 +1284,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--no-rate-limits", action="store_true", help="turn rate limits off")
     q.set_defaults(handler=_cmd_emulator_serve)
+
+    p = add(
+        "doctor",
+        "check that everything is ready: key, balance, store, profiles, budgets, ledger, clock",
+        "Run the health checks of `vastkit.check()`: the API key is accepted (and the balance),\n"
+        "the store is writable with the credentials a worker would receive, the profiles and\n"
+        "budgets files parse, the ledger opens and reconciles (dry run), and the local clock\n"
+        "agrees with the API's. Each failing item says how to fix it; exit 1 if any failed.",
+    )
+    p.add_argument(
+        "--env",
+        metavar="NAME",
+        help="the config environment (default: $VASTKIT_ENV, else the config file's default)",
+    )
+    p.add_argument(
+        "--no-worker-probe",
+        action="store_true",
+        help="skip probing the store from a separate process with only the worker's credentials",
+    )
+    p.set_defaults(handler=_cmd_doctor)
 
     p = add(
         "demo",

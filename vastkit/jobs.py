@@ -95,6 +95,7 @@ from vastkit.instance import (
     OutbidPolicy,
     PhaseWaiter,
     Progress,
+    SignalGuard,
     destroy_confirmed,
     make_label,
     new_run_id,
@@ -785,17 +786,25 @@ class _Runner:
     def run(self) -> JobResult:
         status: JobStatus = "failed"
         reason = ""
+        signals = SignalGuard()  # SIGTERM unwinds like Ctrl-C, so the instance is destroyed
+        signals.install()
         try:
-            self.start()
-            status, reason = self.loop()
-        except _End as end:
-            status, reason = end.status, end.reason
-        except BaseException as exc:
-            self.cleanup(reason=f"orchestrator: {type(exc).__name__}")
-            self.end_run("failed" if not isinstance(exc, KeyboardInterrupt) else "cancelled")
-            self.progress.close()
-            raise
-        self.cleanup(reason=status)
+            try:
+                self.start()
+                status, reason = self.loop()
+            except _End as end:
+                status, reason = end.status, end.reason
+            except BaseException as exc:
+                with signals.deferring():
+                    self.cleanup(reason=f"orchestrator: {type(exc).__name__}")
+                    interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+                    self.end_run("cancelled" if interrupted else "failed")
+                self.progress.close()
+                raise
+            with signals.deferring():
+                self.cleanup(reason=status)
+        finally:
+            signals.uninstall()
         self.end_run(status)
         result = self.result(status, reason)
         self.emit("finished", f"job {self.job.name!r} {status}: {reason}")
