@@ -3,7 +3,7 @@
 The public surface is what this module exports in ``__all__`` (kept sorted and complete by
 ``tests/test_exported_members.py``). The API model of an instance is ``vastkit.api.Instance``;
 ``vastkit.Instance`` is the lifecycle context manager that rents one. Subpackages with their own
-surface: ``vastkit.emulator`` (the local Vast), ``vastkit.worker`` (the GPU-host side), ``vastkit.cli``.
+surface: ``vastkit.emulator`` (the local Vast), ``vastkit.worker`` (the GPU host), ``vastkit.cli``.
 """
 
 from __future__ import annotations
