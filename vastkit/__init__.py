@@ -92,6 +92,15 @@ from vastkit.instance import (
     InstanceTimeouts,
     OutbidPolicy,
 )
+from vastkit.jobs import (
+    AttemptSummary,
+    CostBreakdown,
+    Job,
+    JobEvent,
+    JobResult,
+    JobTimeouts,
+    run_job,
+)
 from vastkit.ledger import (
     Ledger,
 )
@@ -123,6 +132,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AttemptSummary",
     "AuthenticationError",
     "BadRequestError",
     "Budget",
@@ -144,6 +154,7 @@ __all__ = [
     "Client",
     "Clock",
     "ConfigError",
+    "CostBreakdown",
     "CostReport",
     "CostRow",
     "CreateInstanceRequest",
@@ -157,8 +168,12 @@ __all__ = [
     "InstanceEvent",
     "InstanceState",
     "InstanceTimeouts",
+    "Job",
     "JobError",
+    "JobEvent",
+    "JobResult",
     "JobSpec",
+    "JobTimeouts",
     "Ledger",
     "LedgerError",
     "ManualClock",
@@ -195,5 +210,6 @@ __all__ = [
     "parse_order",
     "parse_query",
     "reconcile",
+    "run_job",
     "select_offers",
 ]

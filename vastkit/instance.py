@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import random
 import re
@@ -740,11 +741,14 @@ class OutbidPolicy:
             min_bid: Vast's current ``min_bid`` for the machine, when known.
             cap: The profile's cap (this policy's :attr:`max_bid` is applied on top).
         """
-        limit = self.cap(cap)
+        # Bids are sent with 6 decimals: floor the cap to that grid first, so a bid at the cap
+        # compares equal to it (a rounded-down cap would otherwise be "raised" to itself forever).
+        limit = math.floor(self.cap(cap) * 1e6 + 1e-6) / 1e6
         if current_bid >= limit - 1e-9:
             return None
         target = max(current_bid, min_bid or 0.0) * (1.0 + self.step)
-        return round(min(target, limit), 6)
+        bid = round(min(target, limit), 6)
+        return bid if bid > current_bid + 1e-9 else None
 
     def decide(
         self,

@@ -1599,6 +1599,16 @@ class _Runner:
 
     def finish_attempt(self, live: _Live, over: _AttemptOver) -> tuple[JobStatus, str] | None:
         """Close an attempt; return the job's end, or None to relaunch."""
+        if over.reason != "result":
+            # A short command may finish (and its container exit) between two polls: the
+            # result in the store wins over what the instance's state suggested.
+            try:
+                final = self.rundir.read_result()
+            except (JobError, OSError):
+                final = None
+            if final is not None and final.attempt == live.number:
+                self.final = final
+                over = _AttemptOver("result", final.reason or final.status.value)
         if over.reason == "result":
             final = self.final
             assert final is not None

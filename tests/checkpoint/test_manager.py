@@ -393,33 +393,44 @@ def test_save_now_reports_a_missed_deadline(flaky: Any) -> None:
     assert mgr.latest() is not None
 
 
-def test_auto_interval_follows_young_daly_bounded_by_upload(tmp_path: Any) -> None:
-    clock = ManualClock()
+class _TickingClock(ManualClock):
+    """Virtual time that also moves 10 ms on every reading, so saves take measurable time."""
+
+    def now(self) -> float:
+        self.advance(0.01)
+        return super().now()
+
+
+def test_auto_interval_follows_young_daly_bounded_by_upload(flaky: Any) -> None:
+    url, _ = flaky
+    clock = _TickingClock()
     mgr = CheckpointManager(
-        f"file://{tmp_path}/run",
-        every_steps="auto",
-        clock=clock,
-        mtbf_seconds=3600,
-        async_save=False,
+        url, every_steps="auto", clock=clock, mtbf_seconds=3600, async_save=False
     )
     assert mgr.save(1, {"w": torch.ones(2)})  # the first call saves, to measure
     steps_saved = []
-    for step in range(2, 400):
+    for step in range(2, 200):
         clock.advance(2.0)  # two seconds per step
         if mgr.save(step, {"w": torch.ones(2)}):
             steps_saved.append(step)
     stats = mgr.stats
-    assert stats.step_seconds == pytest.approx(2.0)
     assert stats.stall_seconds is not None
+    assert stats.stall_seconds > 0
+    assert stats.upload_seconds is not None
+    assert stats.step_seconds is not None
     expected = auto_interval_steps(
-        step_seconds=2.0,
+        step_seconds=stats.step_seconds,
         stall_seconds=stats.stall_seconds,
-        upload_seconds=stats.upload_seconds or 0.0,
+        upload_seconds=stats.upload_seconds,
         mtbf_seconds=3600,
     )
     assert mgr.interval_steps == expected
-    gaps = {b - a for a, b in zip([1, *steps_saved], steps_saved, strict=False)}
-    assert gaps == {expected}
+    # sqrt(2 x stall x MTBF) is several seconds here: more than one 2-second step apart.
+    assert expected > 1
+    gaps = [b - a for a, b in zip([1, *steps_saved], steps_saved, strict=False)]
+    assert gaps
+    assert all(abs(g - expected) <= 1 for g in gaps[2:])
+    assert len(steps_saved) < 199 // 2
     mgr.close()
 
 

@@ -327,3 +327,18 @@ def test_this_process_is_alive_and_a_dead_one_is_not() -> None:
     assert owner_alive({"owner": {**me, "started": "1"}}) is False  # pid reused
     assert owner_alive({"owner": {**me, "host": "elsewhere"}}) is None
     assert owner_alive({}) is None
+
+
+def test_next_bid_reaches_a_cap_with_more_than_six_decimals_and_stops() -> None:
+    from vastkit.instance import OutbidPolicy
+
+    policy = OutbidPolicy(action="raise", step=0.5)
+    cap = 0.1234564  # rounds down on the 6-decimal grid
+    bid: float | None = 0.1
+    seen = []
+    while bid is not None:
+        seen.append(bid)
+        assert len(seen) < 20, seen
+        bid = policy.next_bid(current_bid=bid, min_bid=None, cap=cap)
+    assert seen[-1] == 0.123456
+    assert all(b <= cap for b in seen)
