@@ -27,6 +27,12 @@ from vastkit.api.query import (
     parse_order,
     parse_query,
 )
+from vastkit.artifacts import (
+    OutputFile,
+    fetch,
+    plot_metrics,
+    upload_dataset,
+)
 from vastkit.budget import (
     Budget,
     BudgetAction,
@@ -182,6 +188,7 @@ __all__ = [
     "Offer",
     "OfferQuery",
     "OutbidPolicy",
+    "OutputFile",
     "PermissionDeniedError",
     "PortBinding",
     "ProvisioningError",
@@ -203,13 +210,16 @@ __all__ = [
     "cost_report",
     "effective_price",
     "explain",
+    "fetch",
     "get_profile",
     "load_budgets",
     "load_config",
     "load_profiles",
     "parse_order",
     "parse_query",
+    "plot_metrics",
     "reconcile",
     "run_job",
     "select_offers",
+    "upload_dataset",
 ]

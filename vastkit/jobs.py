@@ -48,12 +48,14 @@ create.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import IO, Any, Literal
 
 import attrs
@@ -63,6 +65,14 @@ from vastkit._yaml import Document, did_you_mean, load_document, read_source
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest, InstanceState, Offer
 from vastkit.api.models import Instance as ApiInstance
+from vastkit.artifacts import (
+    OutputFile,
+    check_inputs,
+    check_outputs,
+    plot_metrics,
+    read_outputs,
+    resolve_inputs,
+)
 from vastkit.budget import (
     BudgetAction,
     BudgetGuard,
@@ -110,6 +120,7 @@ from vastkit.rundir import (
     CheckpointSettings,
     Heartbeat,
     JobSpec,
+    MetricRecord,
     OrchestratorBeat,
     ResultStatus,
     RunDir,
@@ -232,6 +243,14 @@ def _str_map(value: Any) -> Mapping[str, str]:
     return {str(k): str(v) for k, v in dict(value or {}).items()}
 
 
+def _paths(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str | os.PathLike):
+        return (os.fspath(value),)
+    return tuple(os.fspath(v) for v in value)
+
+
 @attrs.frozen(kw_only=True)
 class Job:
     """What to run, where, and within which limits.
@@ -292,6 +311,15 @@ class Job:
     worker_requirement: str | None = None
     """What the onstart pip-installs when the image lacks this vastkit version (default
     ``vastkit[s3]==<version>``; a wheel URL works too)."""
+    inputs: Mapping[str, str] = attrs.field(factory=dict, converter=_str_map)
+    """Name to location: a URL the worker fetches, or a local folder (or file) that is uploaded
+    once into the content-addressed dataset cache. The worker fetches each before the command
+    starts and sets ``VASTKIT_INPUT_<NAME>`` to its local path (see :mod:`vastkit.artifacts`)."""
+    outputs: tuple[str, ...] = attrs.field(factory=tuple, converter=_paths)
+    """Paths (folders, files, glob patterns) relative to the command's working directory,
+    uploaded to ``<run>/outputs/`` when the command ends or is stopped."""
+    dataset_cache_url: str | None = None
+    """Where local inputs are cached (default: a ``datasets`` folder beside ``store_url``)."""
 
     @name.validator
     def _check_name(self, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -316,6 +344,8 @@ class Job:
             raise ValueError(f"max_cost_usd must be 0 or more (got {self.max_cost_usd!r})")
         if not isinstance(self.profile, str | GpuProfile):
             raise TypeError("profile must be a profile name or a GpuProfile")
+        check_inputs(self.inputs)
+        check_outputs(self.outputs)
 
     def __repr__(self) -> str:
         # storage_options may hold credentials: never shown.
@@ -511,6 +541,33 @@ class JobResult:
     """When the job started (clock time)."""
     ended_at: float = 0.0
     """When it ended."""
+    outputs: tuple[OutputFile, ...] = ()
+    """The outputs uploaded to ``<run>/outputs/``, with their sizes (from ``outputs.json``)."""
+    storage_options: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    """The fsspec options :meth:`read_metrics` reads the run directory with (never shown)."""
+
+    def read_metrics(self, attempt: int | None = None) -> list[MetricRecord]:
+        """The metric history from the run directory: every ``log_metrics`` call and every
+        checkpoint's metrics, attempt after attempt (``metrics`` holds only the last values).
+
+        Args:
+            attempt: One attempt only (default: all).
+
+        Returns:
+            The records in the order they were written.
+        """
+        return RunDir(self.run_url, self.storage_options).read_metrics(attempt)
+
+    def plot_metrics(
+        self, path: str | os.PathLike[str], *, names: Sequence[str] | None = None
+    ) -> os.PathLike[str]:
+        """Plot the metric history to an image (needs matplotlib; see
+        :func:`vastkit.artifacts.plot_metrics`).
+
+        Returns:
+            The path written.
+        """
+        return plot_metrics(self.read_metrics(), path, names=names, title=self.name)
 
     @property
     def ok(self) -> bool:
@@ -562,7 +619,8 @@ class JobEvent:
     ``running``, ``worker_ready``, ``progress``, ``checkpoint``, ``outbid``, ``bid_raised``,
     ``outbid_waiting``, ``outbid_recovered``, ``host_lost``, ``heartbeat_stale``,
     ``offer_failed``, ``attempt_ended``, ``relaunching``, ``budget_warning``, ``budget_stop``,
-    ``timed_out``, ``stopping``, ``destroyed``, ``finished``.
+    ``timed_out``, ``stopping``, ``destroyed``, ``finished``; ``input_uploaded`` and
+    ``input_reused`` when a local input went to (or was found in) the dataset cache.
     """
 
     kind: str
@@ -690,8 +748,20 @@ class _Runner:
         run_id: str | None,
         progress: bool | None,
         progress_file: IO[str] | None,
+        instance_source: Callable[[float], Sequence[ApiInstance]] | None = None,
+        cancel_check: Callable[[], str | None] | None = None,
+        reconcile_first: bool = True,
+        launch_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         self.job = job
+        # JobQueue hooks: a shared instance list (one paged call per poll for many runners),
+        # a cancel check run on every poll, and no reconcile (the queue's leases decide).
+        self.instance_source = instance_source
+        self.cancel_check = cancel_check
+        self.reconcile_first = reconcile_first
+        self.launch_lock = launch_lock
+        self.detached = False
+        """Set by JobQueue when another driver took the job over: unwind, touching nothing."""
         self.profile = _resolve_profile(job.profile, profiles)
         self.t = job.timeouts
         self._owns_client = client is None
@@ -795,6 +865,8 @@ class _Runner:
             except _End as end:
                 status, reason = end.status, end.reason
             except BaseException as exc:
+                if self.detached:
+                    raise
                 with signals.deferring():
                     self.cleanup(reason=f"orchestrator: {type(exc).__name__}")
                     interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
@@ -827,6 +899,11 @@ class _Runner:
             if first is not None:
                 self.started_at = first.created_at
         else:
+            # A store the worker cannot write to would fail only after money was spent: probe
+            # it first, with the options exactly as the worker receives them.
+            from vastkit.health import check_store_writable
+
+            check_store_writable(job.store_url, job.storage_options, run_id=self.run_id)
             try:
                 self.guard.preflight(self._remaining_profile())
             except BudgetExceededError:
@@ -851,13 +928,14 @@ class _Runner:
         self.beat()
         from vastkit.reconcile import reconcile
 
-        try:
-            report = reconcile(self.client, self.ledger, clock=self.clock)
-        except APIError as exc:
-            logger.warning("reconcile before the job failed: %s", exc)
-        else:
-            for action in report.destroyed:
-                logger.warning("reconcile: %s", action)
+        if self.reconcile_first:
+            try:
+                report = reconcile(self.client, self.ledger, clock=self.clock)
+            except APIError as exc:
+                logger.warning("reconcile before the job failed: %s", exc)
+            else:
+                for action in report.destroyed:
+                    logger.warning("reconcile: %s", action)
         if self.adopting:
             self.adopt()
 
@@ -869,6 +947,22 @@ class _Runner:
             self.rundir.write_bundle(data)
             has_bundle = True
             logger.info("uploaded the code bundle (%d bytes)", len(data))
+        inputs: dict[str, str] = {}
+        if job.inputs:
+            inputs, uploads = resolve_inputs(
+                job.inputs,
+                store_url=job.store_url,
+                storage_options=job.storage_options,
+                cache_url=job.dataset_cache_url,
+                progress=None if self.progress._enabled else False,
+                clock=self.clock,
+            )
+            for name, up in uploads.items():
+                done = "uploaded" if up.uploaded else "found in the dataset cache (not uploaded)"
+                self.emit(
+                    "input_uploaded" if up.uploaded else "input_reused",
+                    f"input {name!r}: {up.files} file(s), {up.total_bytes} bytes, {done}: {up.url}",
+                )
         deadline = time.time() + self.max_duration + 2 * self.t.poll_interval
         spec = JobSpec(
             run_id=self.run_id,
@@ -884,6 +978,8 @@ class _Runner:
                 log_flush_seconds=self.t.log_flush_seconds,
             ),
             has_code_bundle=has_bundle,
+            inputs=inputs,
+            outputs=tuple(job.outputs),
             name=job.name,
             created_at=time.time(),
         )
@@ -980,6 +1076,10 @@ class _Runner:
         return attrs.evolve(self.profile, max_duration_hours=hours)
 
     def check_limits(self, live: _Live | None) -> None:
+        if self.cancel_check is not None:
+            why = self.cancel_check()
+            if why is not None:
+                raise _End("cancelled", why)
         now = self.clock.now()
         if now - self.started_at >= self.max_duration:
             raise _End(
@@ -1003,10 +1103,19 @@ class _Runner:
 
     # -- instances -----------------------------------------------------------------------------
 
-    def list_ours(self) -> list[tuple[ApiInstance, int]]:
-        """One paged list call: every instance labelled for this run, with its attempt number."""
+    def list_ours(self, fresh_after: float = -math.inf) -> list[tuple[ApiInstance, int]]:
+        """One paged list call: every instance labelled for this run, with its attempt number.
+
+        With a shared ``instance_source`` the list may be another runner's, taken after
+        ``fresh_after`` (so an instance created since is never read as vanished).
+        """
         found = []
-        for inst in self.client.list_instances():
+        listed = (
+            self.instance_source(fresh_after)
+            if self.instance_source is not None
+            else self.client.list_instances()
+        )
+        for inst in listed:
             parsed = parse_label(inst.label)
             if parsed is not None and parsed[0] == self.run_id:
                 found.append((inst, parsed[1]))
@@ -1015,7 +1124,7 @@ class _Runner:
     def poll(self, live: _Live) -> ApiInstance | None:
         """The current view of ``live``'s instance; strays of this run are destroyed."""
         view: ApiInstance | None = None
-        for inst, number in self.list_ours():
+        for inst, number in self.list_ours(live.created_at):
             if inst.id == live.instance_id:
                 view = inst
             elif number != live.number:
@@ -1074,30 +1183,33 @@ class _Runner:
                 raise _End("budget_exceeded", str(exc)) from None
             self.beat()
             self.emit("searching", f"searching offers for profile {self.profile.name!r}")
-            now = self.clock.now()
-            blocked = self.ledger.blocked_machines(now=now) | {
-                m for m, until in self.avoid.items() if until > now
-            }
-            try:
-                offers = self.client.search_offers(build_query(self.profile))
-                candidates = select_offers(self.profile, offers, now=now, blocked=blocked)
-            except NoOfferError as exc:
-                if first and not blocked:
+            # Under JobQueue, drivers of one process search and rent one at a time, so two of
+            # them never race for the same offer.
+            with self.launch_lock if self.launch_lock is not None else contextlib.nullcontext():
+                now = self.clock.now()
+                blocked = self.ledger.blocked_machines(now=now) | {
+                    m for m, until in self.avoid.items() if until > now
+                }
+                try:
+                    offers = self.client.search_offers(build_query(self.profile))
+                    candidates = select_offers(self.profile, offers, now=now, blocked=blocked)
+                except NoOfferError as exc:
+                    if first and not blocked:
+                        raise
+                    if self.clock.now() - looked_since >= self.t.no_offer_wait:
+                        raise _End("failed", f"no offer to relaunch on: {exc}") from None
+                    self.emit("searching", f"no offer qualifies yet ({exc}); waiting")
+                    self.clock.sleep(self.t.relaunch_delay)
+                    continue
+                except (AuthenticationError, PermissionDeniedError):
                     raise
-                if self.clock.now() - looked_since >= self.t.no_offer_wait:
-                    raise _End("failed", f"no offer to relaunch on: {exc}") from None
-                self.emit("searching", f"no offer qualifies yet ({exc}); waiting")
-                self.clock.sleep(self.t.relaunch_delay)
-                continue
-            except (AuthenticationError, PermissionDeniedError):
-                raise
-            except APIError as exc:
-                logger.warning("offer search failed: %s; retrying", exc)
-                self.clock.sleep(self.t.relaunch_delay)
-                continue
-            for candidate in candidates[: self.job.max_offers]:
-                if self.try_offer(candidate):
-                    return
+                except APIError as exc:
+                    logger.warning("offer search failed: %s; retrying", exc)
+                    self.clock.sleep(self.t.relaunch_delay)
+                    continue
+                for candidate in candidates[: self.job.max_offers]:
+                    if self.try_offer(candidate):
+                        return
             self.emit("relaunching", "every offer tried failed to start; searching again")
             self.clock.sleep(self.t.relaunch_delay)
 
@@ -1701,7 +1813,18 @@ class _Runner:
             step=final.step if final is not None and final.step is not None else self.last_step,
             started_at=self.started_at,
             ended_at=self.clock.now(),
+            outputs=self._outputs(),
+            storage_options=dict(self.job.storage_options),
         )
+
+    def _outputs(self) -> tuple[OutputFile, ...]:
+        if not self.job.outputs:
+            return ()
+        try:
+            return read_outputs(self.run_url, self.job.storage_options)
+        except Exception as exc:  # listing outputs is informative only
+            logger.warning("could not read the outputs listing: %s", exc)
+            return ()
 
     def close(self) -> None:
         if self._owns_client:

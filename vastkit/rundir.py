@@ -13,6 +13,10 @@ MinIO, a local folder)::
     ├── attempts/<n>/log/<00000000>      worker: stdout+stderr in ordered chunks
     ├── attempts/<n>/metrics/<00000000>.jsonl   worker: metric records, one object per chunk
     ├── attempts/<n>/result.json         worker, last for the attempt: how the attempt ended
+    ├── attempts/<n>/starts/<k>/result.json  worker: how an earlier start of the attempt ended,
+    │                                    kept when the container restarted (outbid, then won back)
+    ├── outputs/<path>                   worker: the job's outputs (vastkit.artifacts)
+    ├── outputs.json                     worker: the list of outputs with their sizes
     ├── checkpoints/step-<n>/...         the CheckpointManager (vastkit.checkpoint)
     └── result.json                      worker, last of all: the job's terminal result
 
@@ -76,8 +80,12 @@ __all__ = [
 
 logger = logging.getLogger("vastkit.rundir")
 
-JOB_SPEC_VERSION = 1
-"""The version of the ``job.json`` format this vastkit writes and the newest it reads."""
+JOB_SPEC_VERSION = 2
+"""The newest version of the ``job.json`` format this vastkit reads and writes.
+
+Version 2 added ``inputs`` and ``outputs``. A spec that uses neither is still written as
+version 1, so older workers keep reading it; one that uses them is written as version 2, so an
+older worker refuses it instead of silently running without its inputs."""
 
 DEFAULT_BUNDLE_EXCLUDES: tuple[str, ...] = (
     ".git",
@@ -189,6 +197,10 @@ class AttemptSettings:
     """Upload buffered output as soon as this many bytes are waiting."""
 
 
+def _spec_version(inputs: Mapping[str, str], outputs: Sequence[str]) -> int:
+    return 2 if inputs or outputs else 1
+
+
 @attrs.frozen(kw_only=True)
 class JobSpec:
     """What a worker runs: the content of ``job.json``."""
@@ -205,14 +217,24 @@ class JobSpec:
     """Per-attempt timings and limits."""
     has_code_bundle: bool = False
     """Whether ``code.tar.gz`` holds the working directory to run in."""
+    inputs: dict[str, str] = attrs.field(factory=dict)
+    """Input name to the URL the worker fetches before the command starts (local folders are
+    already uploaded to the dataset cache); exposed as ``VASTKIT_INPUT_<NAME>``."""
+    outputs: tuple[str, ...] = ()
+    """Paths relative to the command's working directory uploaded to ``<run>/outputs/``."""
     name: str | None = None
     """The job's human name."""
     created_at: float | None = None
     """When the orchestrator wrote the spec (Unix seconds)."""
     vastkit_version: str = __version__
     """The vastkit version that wrote the spec."""
-    version: int = JOB_SPEC_VERSION
-    """The format version of ``job.json``."""
+    version: int = attrs.field(
+        default=attrs.Factory(
+            lambda self: _spec_version(self.inputs, self.outputs), takes_self=True
+        )
+    )
+    """The format version of ``job.json`` (default: the oldest that holds this spec, so older
+    workers read specs that use nothing newer)."""
 
     def __attrs_post_init__(self) -> None:
         if not self.run_id:
@@ -246,6 +268,9 @@ class Heartbeat:
     """The worker's host name."""
     message: str | None = None
     """A short note (why the worker is stopping, for instance)."""
+    start: int = 0
+    """Which start of the attempt this is: 0, then 1, 2... each time the container restarted
+    with the same attempt (an outbid instance that won its machine back)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -268,6 +293,8 @@ class AttemptResult:
     """The latest checkpoint the command reported as committed."""
     reason: str | None = None
     """Why it ended that way, in words."""
+    start: int = 0
+    """Which start of the attempt ended (see :attr:`Heartbeat.start`)."""
 
     @property
     def terminal(self) -> bool:
@@ -285,6 +312,9 @@ class MetricRecord:
     """When it was logged (Unix seconds)."""
     values: dict[str, float]
     """The metric values."""
+    source: str = "log"
+    """``"log"`` (``log_metrics``) or ``"checkpoint"`` (the metrics of a committed
+    checkpoint's manifest)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -428,6 +458,68 @@ class RunDir:
     def _path(self, rel: str) -> str:
         return f"{self._root}/{rel}"
 
+    def path_of(self, rel: str) -> str:
+        """The filesystem path (for :attr:`fs`) of an object in the run directory."""
+        return self._path(rel)
+
+    def put_file(self, local: str | os.PathLike[str], rel: str, *, callback: Any = None) -> None:
+        """Upload a local file as one object (multipart where the store does it).
+
+        On a local folder the file is copied to a hidden temporary name and then renamed, like
+        :meth:`write_bytes`.
+
+        Args:
+            local: The local file.
+            rel: The object's path relative to the run directory.
+            callback: An fsspec callback that follows the bytes moved.
+        """
+        path = self._path(rel)
+        kwargs: dict[str, Any] = {} if callback is None else {"callback": callback}
+        if self._local:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
+            try:
+                self.fs.put_file(os.fspath(local), str(tmp), **kwargs)
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        else:
+            self.fs.put_file(os.fspath(local), path, **kwargs)
+
+    def delete(self, rel: str) -> None:
+        """Remove an object (nothing happens when it does not exist)."""
+        path = self._path(rel)
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+        self.fs.invalidate_cache(path)
+
+    def next_index(self, folder: str, suffix: str = "") -> int:
+        """The first free number of a gapless chunk sequence (``folder/<00000000><suffix>``).
+
+        It probes existence with a doubling then a bisection, so it costs about
+        ``2 log2(n)`` small reads instead of a listing, and is not fooled by lagging listings.
+        """
+
+        def there(index: int) -> bool:
+            return self.exists(f"{folder}/{_chunk_name(index)}{suffix}")
+
+        if not there(0):
+            return 0
+        low, high = 0, 1
+        while there(high):
+            low, high = high, high * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            if there(middle):
+                low = middle
+            else:
+                high = middle
+        return high
+
     # -- raw objects -------------------------------------------------------------------------
 
     def write_bytes(self, rel: str, data: bytes) -> None:
@@ -481,7 +573,10 @@ class RunDir:
     # -- job ---------------------------------------------------------------------------------
 
     def write_job(self, spec: JobSpec) -> None:
-        """Write ``job.json``."""
+        """Write ``job.json`` (as version 1 when it uses nothing newer, so old workers read it)."""
+        needed = _spec_version(spec.inputs, spec.outputs)
+        if spec.version < needed:
+            spec = attrs.evolve(spec, version=needed)
         self._write_value("job.json", spec)
 
     def read_job(self) -> JobSpec | None:
@@ -571,6 +666,45 @@ class RunDir:
     def read_attempt_result(self, attempt: int) -> AttemptResult | None:
         """Read how an attempt ended (``None`` while it has not)."""
         return self._read_value(f"attempts/{_check_attempt(attempt)}/result.json", AttemptResult)
+
+    def archive_attempt_result(self, attempt: int) -> AttemptResult | None:
+        """Keep an earlier start's result before the attempt runs again in a restarted container.
+
+        Copies ``attempts/<n>/result.json`` to ``attempts/<n>/starts/<k>/result.json`` (``k``
+        is the result's :attr:`~AttemptResult.start`), then removes it, so the attempt's
+        ``result.json`` again means "the current start ended".
+
+        Returns:
+            The archived result, or ``None`` when there was none.
+        """
+        n = _check_attempt(attempt)
+        previous = self.read_attempt_result(n)
+        if previous is None:
+            return None
+        self._write_value(f"attempts/{n}/starts/{previous.start}/result.json", previous)
+        self.delete(f"attempts/{n}/result.json")
+        return previous
+
+    def read_start_results(self, attempt: int) -> list[AttemptResult]:
+        """The archived results of earlier starts of an attempt, in start order."""
+        n = _check_attempt(attempt)
+        folder = self._path(f"attempts/{n}/starts")
+        self.fs.invalidate_cache(folder)
+        try:
+            entries = self.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        starts = sorted(
+            int(name)
+            for name in (posixpath.basename(str(e).rstrip("/")) for e in entries)
+            if name.isdigit()
+        )
+        found: list[AttemptResult] = []
+        for start in starts:
+            result = self._read_value(f"attempts/{n}/starts/{start}/result.json", AttemptResult)
+            if result is not None:
+                found.append(result)
+        return found
 
     def read_result(self) -> AttemptResult | None:
         """Read the job's terminal result (``None`` while the job has not ended)."""

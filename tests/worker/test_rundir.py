@@ -97,7 +97,10 @@ def test_newer_job_format_is_refused_with_a_clear_message(tmp_path: Path) -> Non
         json.dumps({"run_id": "x", "command": ["true"], "version": JOB_SPEC_VERSION + 1})
     )
     rd.write_bytes("job.json", json.dumps(raw).encode())
-    with pytest.raises(JobError, match=r"job\.json has format version 2.*install a newer vastkit"):
+    newer = JOB_SPEC_VERSION + 1
+    with pytest.raises(
+        JobError, match=rf"job\.json has format version {newer}.*install a newer vastkit"
+    ):
         rd.read_job()
 
 

@@ -23,6 +23,8 @@ from typing import Any
 __all__ = [
     "ENV_ATTEMPT",
     "ENV_CHECKPOINT_URL",
+    "ENV_INPUTS_DIR",
+    "ENV_INPUT_PREFIX",
     "ENV_RUN_URL",
     "ENV_STATUS_DIR",
     "ENV_STORAGE_OPTIONS",
@@ -45,6 +47,12 @@ ENV_STORAGE_OPTIONS = "VASTKIT_STORAGE_OPTIONS"
 variables such as ``AWS_ACCESS_KEY_ID``)."""
 ENV_STATUS_DIR = "VASTKIT_STATUS_DIR"
 """The local status directory shared by the worker and the command."""
+ENV_INPUTS_DIR = "VASTKIT_INPUTS_DIR"
+"""Where the worker fetches the job's inputs (default: ``vastkit-inputs`` in the temporary
+directory)."""
+ENV_INPUT_PREFIX = "VASTKIT_INPUT_"
+"""Each input's local path is in ``VASTKIT_INPUT_<NAME>`` (see
+:func:`vastkit.artifacts.input_env_name`)."""
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"

@@ -7,6 +7,7 @@ self-destroy call): never the account client, and the account API key never reac
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import IO, Any
 
 import httpx
 
+from vastkit._ckpt_policy import CHECKPOINTS_DIR, MANIFEST_NAME, Manifest, step_dirname
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
 from vastkit.rundir import (
@@ -40,6 +42,7 @@ from vastkit.rundir import (
 from vastkit.worker._protocol import (
     ENV_ATTEMPT,
     ENV_CHECKPOINT_URL,
+    ENV_INPUTS_DIR,
     ENV_RUN_URL,
     ENV_STATUS_DIR,
     ENV_STORAGE_OPTIONS,
@@ -233,6 +236,9 @@ class Worker:
         http: The HTTP client for the self-destroy call.
         echo: Where the command's output is echoed (default: this process's stdout).
         tick: Seconds between looks at the command, the signals and the timers.
+        inputs_dir: Where inputs are fetched, under ``<run_id>/`` (default:
+            ``$VASTKIT_INPUTS_DIR``, else ``vastkit-inputs`` in the temporary directory). A
+            container that restarts finds what it fetched before and does not fetch it again.
     """
 
     def __init__(
@@ -247,6 +253,7 @@ class Worker:
         http: httpx.Client | None = None,
         echo: IO[bytes] | None = None,
         tick: float = 0.2,
+        inputs_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.storage_options = dict(storage_options or {})
@@ -273,6 +280,15 @@ class Worker:
         self._host = socket.gethostname()
         self._status_dir: Path | None = None
         self._spec: JobSpec | None = None
+        self._start_no = 0
+        self._cwd: Path | None = None
+        self._input_env: dict[str, str] = {}
+        self._stop_began: float | None = None
+        self._ckpt_dir: RunDir | None = None
+        self._ckpt_metrics_step: int | None = None
+        self._metric_steps: dict[str, int] = {}
+        inputs = inputs_dir or self.environ.get(ENV_INPUTS_DIR)
+        self.inputs_dir = Path(inputs) if inputs else Path(tempfile.gettempdir()) / "vastkit-inputs"
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -314,11 +330,13 @@ class Worker:
             shutil.rmtree(self._status_dir, ignore_errors=True)
 
     def _run(self, started: float) -> int:
+        self._continue_attempt()
         self._heartbeat()
         try:
             spec = self._read_job()
             self._spec = spec
             cwd = self._prepare(spec)
+            self._cwd = cwd
         except Exception as exc:
             reason = f"the worker could not prepare the job: {exc}"
             self.note(reason, level=logging.ERROR)
@@ -394,6 +412,7 @@ class Worker:
         backstop = status in (ResultStatus.ABANDONED, ResultStatus.TIMED_OUT)
         if backstop:
             self.note(f"BACKSTOP: destroying this instance ({reason})", level=logging.WARNING)
+        self._upload_outputs(spec, cwd, settings.grace_period)
         self._finish(exit_code, status, reason)
         if backstop:
             destroy_self(
@@ -403,6 +422,36 @@ class Worker:
                 http=self.http,
             )
         return EXIT_FAILED if status is ResultStatus.FAILED else EXIT_OK
+
+    def _continue_attempt(self) -> None:
+        """Continue an attempt whose container restarted (outbid, then won back).
+
+        Its earlier start left a heartbeat, log and metric chunks and maybe a result: the log
+        and metrics continue after the last chunk, the earlier result is archived under
+        ``attempts/<n>/starts/<k>/``, and heartbeats and results carry the new start number.
+        """
+        try:
+            previous = self.rundir.read_heartbeat(self.attempt)
+        except Exception as exc:
+            logger.warning("could not read the previous heartbeat: %s", exc)
+            previous = None
+        if previous is None:
+            return
+        self._start_no = previous.start + 1
+        try:
+            self._log_index = self.rundir.next_index(f"attempts/{self.attempt}/log")
+            self._metrics_index = self.rundir.next_index(
+                f"attempts/{self.attempt}/metrics", ".jsonl"
+            )
+            archived = self.rundir.archive_attempt_result(self.attempt)
+        except Exception as exc:
+            logger.warning("could not inspect the earlier start of this attempt: %s", exc)
+            archived = None
+        ended = f"; the earlier start ended {archived.status.value}" if archived else ""
+        self.note(
+            f"the container restarted: start {self._start_no} of attempt {self.attempt}, "
+            f"log continues at chunk {self._log_index}{ended}"
+        )
 
     def _read_job(self, tries: int = 5) -> JobSpec:
         """Read job.json, retrying store errors (a missing or garbled spec is final)."""
@@ -435,10 +484,63 @@ class Worker:
             cwd = self.workdir or Path(tempfile.mkdtemp(prefix=f"vastkit-{spec.run_id}-"))
             files = unpack_bundle(bundle, cwd)
             self.note(f"unpacked {len(files)} files into {cwd}")
-            return cwd
-        cwd = self.workdir or Path.cwd()
-        cwd.mkdir(parents=True, exist_ok=True)
+        else:
+            cwd = self.workdir or Path.cwd()
+            cwd.mkdir(parents=True, exist_ok=True)
+        self._fetch_inputs(spec)
         return cwd
+
+    def _fetch_inputs(self, spec: JobSpec) -> None:
+        """Fetch every input (once per host) and remember its ``VASTKIT_INPUT_<NAME>``."""
+        from vastkit.artifacts import fetch, input_env_name
+
+        for name, url in sorted(spec.inputs.items()):
+            key = hashlib.sha256(url.encode()).hexdigest()[:16]
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+            dest = self.inputs_dir / spec.run_id / f"{safe}-{key}"
+            marker = self.inputs_dir / spec.run_id / f"{safe}-{key}.done.json"
+            local: Path | None = None
+            done = read_status(marker)
+            if done.get("url") == url and Path(str(done.get("path"))).exists():
+                local = Path(str(done["path"]))
+                self.note(f"input {name!r} already fetched to {local}")
+            if local is None:
+                self.note(f"fetching input {name!r} from {url}")
+                local = fetch(url, dest, self.storage_options)
+                write_json_atomic(marker, {"url": url, "path": str(local)})
+                self.note(f"input {name!r} is at {local}")
+            self._input_env[input_env_name(name)] = str(local)
+
+    def _upload_outputs(self, spec: JobSpec, cwd: Path, grace: float) -> None:
+        """Upload the outputs; after a stop, only within what is left of the grace period."""
+        if not spec.outputs:
+            return
+        from vastkit.artifacts import upload_outputs
+
+        deadline = None if self._stop_began is None else self._stop_began + grace
+        try:
+            uploaded, skipped = upload_outputs(
+                cwd,
+                spec.outputs,
+                self.rundir.url,
+                self.storage_options,
+                attempt=self.attempt,
+                deadline=deadline,
+                clock=self.clock,
+            )
+        except Exception as exc:
+            self.note(f"could not upload the outputs: {exc}", level=logging.ERROR)
+            return
+        size = sum(o.size for o in uploaded)
+        self.note(
+            f"uploaded {len(uploaded)} output file(s), {size} bytes, to {self.rundir.url}/outputs/"
+        )
+        if skipped:
+            self.note(
+                f"{len(skipped)} output file(s) not uploaded (grace period over or errors): "
+                + ", ".join(skipped[:5]),
+                level=logging.WARNING,
+            )
 
     def _start(self, spec: JobSpec, cwd: Path) -> subprocess.Popen[bytes]:
         assert self._status_dir is not None
@@ -448,6 +550,7 @@ class Worker:
         env[ENV_CHECKPOINT_URL] = self.rundir.checkpoint_url(spec)
         env[ENV_ATTEMPT] = str(self.attempt)
         env[ENV_STATUS_DIR] = str(self._status_dir)
+        env.update(self._input_env)
         if self.storage_options:
             env[ENV_STORAGE_OPTIONS] = json.dumps(self.storage_options)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -476,6 +579,7 @@ class Worker:
         if self._stop_status is not None:
             return
         self._stop_status, self._stop_reason = status, reason
+        self._stop_began = self.clock.now()
         self._phase = Phase.STOPPING
         self.note(f"stopping the command ({reason}): SIGTERM, {grace:g} s grace period")
         assert self._status_dir is not None
@@ -522,6 +626,11 @@ class Worker:
         status = read_status(self._status_dir / STATUS_FILE)
         if status:
             self._status = status
+        self._read_metrics_file()
+        self._checkpoint_metrics()
+
+    def _read_metrics_file(self) -> None:
+        assert self._status_dir is not None
         path = self._status_dir / METRICS_FILE
         try:
             with open(path, "rb") as fh:
@@ -539,8 +648,40 @@ class Worker:
             except Exception:
                 logger.warning("ignoring a malformed metrics line: %r", line[:200])
                 continue
-            self._metrics_pending.append(record)
-            self._last_metrics.update(record.values)
+            self._add_metrics(record)
+
+    def _add_metrics(self, record: MetricRecord) -> None:
+        self._metrics_pending.append(record)
+        for name, value in record.values.items():
+            if record.step >= self._metric_steps.get(name, record.step):
+                self._last_metrics[name] = value
+                self._metric_steps[name] = record.step
+
+    def _checkpoint_metrics(self) -> None:
+        """Turn the metrics of the newest reported checkpoint into a metric record (once)."""
+        step = self._int_status("checkpoint_step")
+        if step is None or step == self._ckpt_metrics_step or self._spec is None:
+            return
+        if self._ckpt_dir is None:
+            self._ckpt_dir = RunDir(self.rundir.checkpoint_url(self._spec), self.storage_options)
+        rel = f"{CHECKPOINTS_DIR}/{step_dirname(step)}/{MANIFEST_NAME}"
+        try:
+            data = self._ckpt_dir.read_bytes(rel)
+            if data is None:
+                return  # not committed yet (an async save): look again at the next heartbeat
+            manifest = Manifest.from_json(data)
+        except Exception as exc:
+            logger.warning("could not read the manifest of checkpoint %d: %s", step, exc)
+            self._ckpt_metrics_step = step
+            return
+        self._ckpt_metrics_step = step
+        if manifest.metrics:
+            values = {str(k): float(v) for k, v in manifest.metrics.items()}
+            self._add_metrics(
+                MetricRecord(
+                    step=manifest.step, time=manifest.time, values=values, source="checkpoint"
+                )
+            )
 
     def _int_status(self, key: str) -> int | None:
         value = self._status.get(key)
@@ -558,6 +699,7 @@ class Worker:
             child_pid=self._proc.pid if self._proc is not None else None,
             host=self._host,
             message=message,
+            start=self._start_no,
         )
         try:
             self.rundir.write_heartbeat(beat)
@@ -605,6 +747,7 @@ class Worker:
             step=self._int_status("step"),
             checkpoint_step=self._int_status("checkpoint_step"),
             reason=reason,
+            start=self._start_no,
         )
         for try_ in range(3):
             try:
