@@ -361,7 +361,7 @@ def run(
     ref = Strategy(
         "reference", 500, ck.get("reference_stall_s", 1.0), 0.0, ck.get("raw_restore_s", 1.0)
     )
-    reps = 1 if quick else 3
+    reps = 1 if quick else 5
     mtbps = (2.0,) if quick else (1.0, 2.0, 6.0)
     total = round(job_hours * 3600.0 / step_s)
     plans: list[tuple[str, Strategy, OutbidPolicy | None]] = [

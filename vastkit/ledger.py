@@ -15,6 +15,10 @@ What it holds:
 * **blocked machines**: machines not to rent again until an expiry;
 * **create intents**: written *before* a create request is sent, so an orchestrator that dies
   mid-create can reconcile by label on its next start.
+* **queue jobs**: the jobs of :class:`vastkit.JobQueue` (schema 2): the serialised job, its
+  priority and status, and the lease (token, owner, expiry) of the process that drives it. A
+  claim is one conditional ``UPDATE`` inside a ``BEGIN IMMEDIATE`` transaction, so two processes
+  never claim the same job.
 
 Use one :class:`Ledger` per process (it is safe to share between threads of that process).
 """
@@ -38,12 +42,14 @@ from vastkit.errors import LedgerError
 
 __all__ = [
     "ATTEMPT_PHASES",
+    "QUEUE_TERMINAL",
     "SCHEMA_VERSION",
     "AttemptRecord",
     "BlockedMachine",
     "CostSample",
     "CreateIntent",
     "Ledger",
+    "QueueEntry",
     "RunRecord",
     "default_ledger_path",
 ]
@@ -135,6 +141,31 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         created_at    REAL NOT NULL,
         completed_at  REAL
     );
+    """,
+    # 2: the job queue (vastkit.queue): one row per submitted job, with its lease
+    """
+    CREATE TABLE queue_jobs (
+        seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id            TEXT NOT NULL UNIQUE,
+        name              TEXT NOT NULL,
+        project           TEXT,
+        team              TEXT,
+        priority          INTEGER NOT NULL DEFAULT 0,
+        status            TEXT NOT NULL DEFAULT 'queued',
+        spec              TEXT NOT NULL,
+        submitted_at      REAL NOT NULL,
+        started_at        REAL,
+        ended_at          REAL,
+        claims            INTEGER NOT NULL DEFAULT 0,
+        lease_token       TEXT,
+        lease_owner       TEXT,
+        lease_expires_at  REAL,
+        cancel_requested  INTEGER NOT NULL DEFAULT 0,
+        reason            TEXT,
+        result            TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX queue_jobs_pick ON queue_jobs(status, priority, seq);
+    CREATE INDEX queue_jobs_project ON queue_jobs(project, status);
     """,
 )
 
@@ -290,6 +321,55 @@ class CreateIntent:
     """When the intent was written."""
     completed_at: float | None
     """When it was completed or failed."""
+
+
+QUEUE_TERMINAL: Final[frozenset[str]] = frozenset(
+    {"succeeded", "failed", "budget_exceeded", "timed_out", "cancelled"}
+)
+"""Queue statuses that end a job (besides these there are ``queued`` and ``running``)."""
+
+
+@attrs.frozen(kw_only=True)
+class QueueEntry:
+    """One row of the job queue as stored (see :class:`vastkit.queue.QueuedJob` for the view
+    with the job itself)."""
+
+    seq: int
+    """Submission order (ties of priority run in this order)."""
+    job_id: str
+    """The job id (also the run id of the job's run)."""
+    name: str
+    """The job's name."""
+    project: str | None
+    """The job's project (per-project concurrency caps count by it)."""
+    team: str | None
+    """The job's team."""
+    priority: int
+    """Higher runs first."""
+    status: str
+    """``queued``, ``running``, or one of :data:`QUEUE_TERMINAL`."""
+    spec: Mapping[str, Any]
+    """The serialised job (JSON)."""
+    submitted_at: float
+    """When it was submitted."""
+    started_at: float | None
+    """When it was first claimed."""
+    ended_at: float | None
+    """When it ended."""
+    claims: int
+    """How many times a driver claimed it (more than one after a restart or a lost lease)."""
+    lease_token: str | None
+    """The token of the current lease (None when nobody holds one)."""
+    lease_owner: str | None
+    """Who holds the lease (``host:pid``)."""
+    lease_expires_at: float | None
+    """When the lease ends unless renewed."""
+    cancel_requested: bool
+    """Whether :meth:`vastkit.JobQueue.cancel` asked its driver to stop it."""
+    reason: str | None
+    """Why it ended (or why it went back to the queue), in words."""
+    result: Mapping[str, Any]
+    """A summary of the job's result (JSON): cost, attempts, run directory..."""
 
 
 _ATTEMPT_FIELDS: Final[frozenset[str]] = frozenset(
@@ -871,6 +951,194 @@ class Ledger:
         )
         return [_blocked(row) for row in rows]
 
+    # -- the job queue -------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        job_id: str,
+        *,
+        name: str,
+        spec: Mapping[str, Any],
+        project: str | None = None,
+        team: str | None = None,
+        priority: int = 0,
+        at: float | None = None,
+    ) -> QueueEntry:
+        """Add a job to the queue with status ``queued``.
+
+        Raises:
+            LedgerError: The job id is taken, or the write failed.
+        """
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO queue_jobs (job_id, name, project, team, priority, spec, "
+                    "submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        job_id,
+                        name,
+                        project,
+                        team,
+                        int(priority),
+                        json.dumps(dict(spec)),
+                        self._now(at),
+                    ),
+                )
+                row = conn.execute("SELECT * FROM queue_jobs WHERE job_id = ?", (job_id,))
+                return _queue_entry(row.fetchone())
+        except sqlite3.IntegrityError as exc:
+            raise LedgerError(f"cannot queue job '{job_id}': {exc}") from exc
+
+    def queue_entry(self, job_id: str) -> QueueEntry | None:
+        """One queue row, or None."""
+        rows = self._read("SELECT * FROM queue_jobs WHERE job_id = ?", (job_id,))
+        return _queue_entry(rows[0]) if rows else None
+
+    def queue_entries(self, status: str | None = None) -> list[QueueEntry]:
+        """Queue rows (with ``status``), in submission order."""
+        where, params = _filters(status=status)
+        rows = self._read(f"SELECT * FROM queue_jobs {where} ORDER BY seq", params)
+        return [_queue_entry(row) for row in rows]
+
+    def queue_counts(self) -> dict[str, int]:
+        """How many queue jobs are in each status."""
+        rows = self._read("SELECT status, COUNT(*) FROM queue_jobs GROUP BY status")
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    def claim_queued(
+        self,
+        *,
+        owner: str,
+        token: str,
+        ttl_s: float,
+        at: float | None = None,
+        exclude: Sequence[str] = (),
+        project_caps: Mapping[str, int] | None = None,
+        only: str | None = None,
+    ) -> QueueEntry | None:
+        """Atomically take the next job to drive and give it a lease.
+
+        Candidates are ``queued`` jobs and ``running`` jobs whose lease expired (their driver
+        died: the new driver adopts their instance). Expired ones come first, then higher
+        priority, then submission order. A project at its cap (jobs of it with a live lease)
+        is skipped. The pick and a conditional ``UPDATE`` run in one ``BEGIN IMMEDIATE``
+        transaction, so two processes never claim the same job.
+
+        Args:
+            owner: Who claims (``host:pid``), stored with the lease.
+            token: A fresh random token; renewing and finishing need it.
+            ttl_s: How long the lease lasts unless renewed.
+            at: The time; default now.
+            exclude: Job ids never to claim (the caller drives them already).
+            project_caps: The most jobs with a live lease per project.
+            only: Claim this job or nothing (caps do not apply).
+
+        Returns:
+            The claimed row, or None when nothing can be claimed now.
+        """
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive (got {ttl_s})")
+        now = self._now(at)
+        caps = dict(project_caps or {})
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT * FROM queue_jobs WHERE status = 'queued' OR (status = 'running' "
+                "AND (lease_expires_at IS NULL OR lease_expires_at < ?)) "
+                "ORDER BY (status = 'running') DESC, priority DESC, seq",
+                (now,),
+            ).fetchall()
+            skip = set(exclude)
+            for row in rows:
+                if row["job_id"] in skip or (only is not None and row["job_id"] != only):
+                    continue
+                project = row["project"]
+                if project is not None and project in caps and only is None:
+                    held = conn.execute(
+                        "SELECT COUNT(*) FROM queue_jobs WHERE project = ? AND status = "
+                        "'running' AND lease_expires_at >= ?",
+                        (project, now),
+                    ).fetchone()[0]
+                    if int(held) >= caps[project]:
+                        continue
+                cursor = conn.execute(
+                    "UPDATE queue_jobs SET status = 'running', lease_token = ?, lease_owner = ?, "
+                    "lease_expires_at = ?, claims = claims + 1, "
+                    "started_at = COALESCE(started_at, ?) WHERE job_id = ? AND "
+                    "(status = 'queued' OR (status = 'running' AND (lease_expires_at IS NULL "
+                    "OR lease_expires_at < ?)))",
+                    (token, owner, now + ttl_s, now, row["job_id"], now),
+                )
+                if cursor.rowcount == 1:
+                    fresh = conn.execute(
+                        "SELECT * FROM queue_jobs WHERE job_id = ?", (row["job_id"],)
+                    ).fetchone()
+                    return _queue_entry(fresh)
+        return None
+
+    def renew_lease(
+        self, job_id: str, token: str, *, ttl_s: float, at: float | None = None
+    ) -> bool:
+        """Extend a lease held with ``token`` to ``at + ttl_s``.
+
+        Returns:
+            False when the lease is no longer ours (another driver claimed the job after it
+            expired, or the job ended): the caller must stop driving it.
+        """
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE queue_jobs SET lease_expires_at = ? WHERE job_id = ? AND "
+                "lease_token = ? AND status = 'running'",
+                (self._now(at) + ttl_s, job_id, token),
+            )
+            return cursor.rowcount == 1
+
+    def finish_queued(
+        self,
+        job_id: str,
+        token: str | None,
+        *,
+        status: str,
+        reason: str,
+        result: Mapping[str, Any] | None = None,
+        at: float | None = None,
+    ) -> bool:
+        """End a job (``status`` in :data:`QUEUE_TERMINAL`) or put it back (``queued``).
+
+        With a ``token``, only while that lease is held; with None, only a ``queued`` job.
+
+        Returns:
+            Whether the row changed.
+        """
+        if status not in QUEUE_TERMINAL and status != "queued":
+            raise ValueError(f"cannot finish a queued job as {status!r}")
+        ended = None if status == "queued" else self._now(at)
+        guard = "lease_token = ?" if token is not None else "status = 'queued'"
+        params: list[Any] = [status, reason, json.dumps(dict(result or {})), ended, job_id]
+        if token is not None:
+            params.append(token)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE queue_jobs SET status = ?, reason = ?, result = ?, ended_at = ?, "
+                "lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL "
+                f"WHERE job_id = ? AND {guard}",
+                params,
+            )
+            return cursor.rowcount == 1
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Flag a job for cancellation (its driver stops it at its next poll).
+
+        Returns:
+            False when there is no such job or it already ended.
+        """
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE queue_jobs SET cancel_requested = 1 WHERE job_id = ? AND status IN "
+                "('queued', 'running')",
+                (job_id,),
+            )
+            return cursor.rowcount == 1
+
 
 _ATTEMPT_SELECT: Final = (
     "SELECT a.*, COALESCE(SUM(c.cost_usd), 0) AS cost_usd FROM attempts a "
@@ -959,4 +1227,27 @@ def _intent(row: sqlite3.Row) -> CreateIntent:
         error=row["error"],
         created_at=row["created_at"],
         completed_at=row["completed_at"],
+    )
+
+
+def _queue_entry(row: sqlite3.Row) -> QueueEntry:
+    return QueueEntry(
+        seq=row["seq"],
+        job_id=row["job_id"],
+        name=row["name"],
+        project=row["project"],
+        team=row["team"],
+        priority=row["priority"],
+        status=row["status"],
+        spec=json.loads(row["spec"]),
+        submitted_at=row["submitted_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        claims=row["claims"],
+        lease_token=row["lease_token"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+        cancel_requested=bool(row["cancel_requested"]),
+        reason=row["reason"],
+        result=json.loads(row["result"] or "{}"),
     )
