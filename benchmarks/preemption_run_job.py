@@ -432,6 +432,7 @@ def _summary(runs: list[dict[str, Any]], ideal_cost: float, ideal_wall: float) -
         if any(r["first_bid"] for r in runs)
         else None,
         "rate_limited": sum(r["rate_limited"] for r in runs),
+        "ledger_vs_billed_max_dev": max(abs(r["ledger_cost"] / r["cost"] - 1.0) for r in runs),
         "recovery_p50_s": _pct(rec, 0.5),
         "recovery_p90_s": _pct(rec, 0.9),
         "real_s": sum(r["real_s"] for r in runs),
