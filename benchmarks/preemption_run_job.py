@@ -16,8 +16,9 @@ Strategies: ``ideal`` (no preemption), ``vastkit`` (``every_steps="auto"``, plus
 worker forwards SIGTERM if stall + upload fit in Vast's 10 s stop grace, as the demo training
 script does with ``worker.should_stop()``), ``vastkit`` without that save (full mode), and
 ``reference`` (sync saves every 500 steps, nothing on SIGTERM), all with ``run_job``'s default
-outbid policy (raise the bid up to the profile's cap, wait 120 s at the cap, then move); and
-``vastkit`` with ``OutbidPolicy.give_up()`` (move at once, the bid never raised). Restarting from
+outbid policy (move at once to another offer, the bid never raised); and ``vastkit`` with
+``OutbidPolicy.raise_bid(then_wait_s=120)`` (raise the bid up to the profile's cap, wait 120 s at
+the cap, then move), the default before 2026-11-28. Restarting from
 scratch is left to the discrete-event simulation (``preemption.py``): at MTBP 1 h it runs for
 days of virtual time.
 """
@@ -366,7 +367,7 @@ def run(
     total = round(job_hours * 3600.0 / step_s)
     plans: list[tuple[str, Strategy, OutbidPolicy | None]] = [
         ("vastkit", vk, None),
-        ("vastkit, give_up", vk, OutbidPolicy.give_up()),
+        ("vastkit, raise bid", vk, OutbidPolicy.raise_bid(then_wait_s=120.0)),
         ("reference", ref, None),
     ]
     if not quick:
