@@ -49,7 +49,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 import cattrs
@@ -160,8 +160,19 @@ class CheckpointSettings:
     url_suffix: str = ""
     """Where the :class:`~vastkit.checkpoint.CheckpointManager` is rooted, relative to the run
     directory (``""``: the run directory itself, so checkpoints land in ``<run>/checkpoints/``)."""
-    every_steps: int | None = None
-    """Save every this many steps (``None``: not by steps)."""
+    every_steps: int | Literal["auto"] | None = attrs.field(default=None)
+    """Save every this many steps; ``"auto"``: the Young/Daly interval from the measured stall
+    and ``mtbf_seconds`` (see :class:`~vastkit.checkpoint.CheckpointManager`); ``None``: not by
+    steps."""
+    mtbf_seconds: float = 6 * 3600.0
+    """The expected time between preemptions (or host failures), for ``every_steps="auto"``."""
+
+    @every_steps.validator
+    def _check_every_steps(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None or value == "auto":
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"every_steps must be a positive integer, 'auto' or None: {value!r}")
     every_seconds: float | None = None
     """Save at most this often, in seconds (``None``: not by time)."""
     keep_last: int = 3
@@ -359,7 +370,15 @@ def _make_converter() -> cattrs.Converter:
             return tuple(value)
         raise ValueError(f"command must be a string or a list of strings, not {value!r}")
 
+    def structure_every_steps(value: Any, _: Any) -> int | str | None:
+        if value is None or value == "auto":
+            return value  # type: ignore[no-any-return]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"every_steps must be a positive integer, 'auto' or null, not {value!r}")
+
     conv.register_structure_hook(tuple[str, ...] | str, structure_command)
+    conv.register_structure_hook(int | Literal["auto"] | None, structure_every_steps)
     return conv
 
 

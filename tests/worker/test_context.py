@@ -108,6 +108,28 @@ def test_the_context_reads_the_job_and_builds_its_checkpoint_manager(tmp_path: P
     assert steps == ["step-000000000010"]  # keep_last=1 from the job pruned step 5
 
 
+def test_the_job_can_ask_for_the_young_daly_interval(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    run = RunDir((tmp_path / "run").as_uri())
+    run.write_job(
+        JobSpec(
+            run_id="run",
+            command="true",
+            checkpoint=CheckpointSettings(every_steps="auto", mtbf_seconds=1800.0),
+        )
+    )
+    assert run.read_job().checkpoint.every_steps == "auto"  # survives job.json
+    ctx = WorkerContext(
+        {"VASTKIT_RUN_URL": run.url, "VASTKIT_STATUS_DIR": str(tmp_path / "s")},
+        install_signal_handler=False,
+    )
+    manager = ctx.checkpoints
+    assert manager._every_steps == "auto"
+    assert manager._mtbf == 1800.0
+    assert manager.save(0, {"x": 1})  # "auto" saves the first step to measure the stall
+    ctx.close()
+
+
 def test_bad_environment_is_a_job_error(tmp_path: Path) -> None:
     base = {"VASTKIT_RUN_URL": (tmp_path / "r").as_uri(), "VASTKIT_STATUS_DIR": str(tmp_path)}
     with pytest.raises(JobError, match="VASTKIT_ATTEMPT"):

@@ -169,6 +169,7 @@ class WorkerContext:
                     best_mode="max" if settings.best_mode == "max" else "min",
                     async_save=settings.async_save,
                     storage_options=self.storage_options or None,
+                    mtbf_seconds=settings.mtbf_seconds,
                 )
             return self._manager
 
