@@ -116,6 +116,10 @@ from vastkit.profiles import (
     get_profile,
     load_profiles,
 )
+from vastkit.queue import (
+    JobQueue,
+    QueuedJob,
+)
 from vastkit.reconcile import (
     ReconcileReport,
     reconcile,
@@ -177,6 +181,7 @@ __all__ = [
     "Job",
     "JobError",
     "JobEvent",
+    "JobQueue",
     "JobResult",
     "JobSpec",
     "JobTimeouts",
@@ -192,6 +197,7 @@ __all__ = [
     "PermissionDeniedError",
     "PortBinding",
     "ProvisioningError",
+    "QueuedJob",
     "RateLimitError",
     "ReconcileReport",
     "ResponseValidationError",
