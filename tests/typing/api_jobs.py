@@ -1,0 +1,58 @@
+"""Type-checked, never run: the job, queue, checkpoint, config and health signatures."""
+
+from __future__ import annotations
+
+import vastkit
+from vastkit import worker
+from vastkit.rundir import CheckpointSettings
+
+job = vastkit.Job(
+    name="resnet",
+    command=["python", "train.py"],
+    profile="training-standard",
+    store_url="s3://bucket/runs",
+    checkpoint=CheckpointSettings(every_steps="auto", mtbf_seconds=7200.0),
+    inputs={"data": "s3://bucket/datasets/x"},
+    outputs=["outputs/"],
+    project="vision",
+    max_cost_usd=20.0,
+    outbid=vastkit.OutbidPolicy.raise_bid(then_wait_s=60.0),
+)
+from_file: vastkit.Job = vastkit.Job.from_yaml("job.yaml")
+
+
+def on_event(event: vastkit.JobEvent) -> None:
+    print(event.kind, event.message, event.attempt)
+
+
+result: vastkit.JobResult = vastkit.run_job(job, on_event=on_event, budgets="budgets.yaml")
+ok: bool = result.ok
+total: float = result.total_cost_usd
+summary: str = result.summary()
+for attempt in result.attempts:
+    reason: str | None = attempt.end_reason
+for output in result.outputs:
+    size: int = output.size
+
+queue = vastkit.JobQueue("ledger.db", concurrency=3, project_caps={"vision": 2})
+job_id: str = queue.submit(job, priority=5)
+record: vastkit.QueuedJob | None = queue.get(job_id)
+records: list[vastkit.QueuedJob] = queue.list()
+done: list[vastkit.QueuedJob] = queue.run(until="empty")
+waited: vastkit.QueuedJob = queue.wait(job_id, timeout=60.0)
+cancelled: vastkit.QueuedJob = queue.cancel(job_id)
+
+with vastkit.CheckpointManager("s3://bucket/ckpt", every_steps=100, keep_last=2) as manager:
+    saved: bool = manager.save(100, {"step": 100}, metrics={"loss": 0.5})
+    latest: vastkit.CheckpointInfo | None = manager.latest()
+    restored: vastkit.CheckpointInfo | None = manager.restore()
+    state = manager.load()
+
+settings: vastkit.Settings = vastkit.load_config(env="prod")
+report: vastkit.HealthReport = vastkit.check("prod", worker_probe=False)
+healthy: bool = report.ok
+vastkit.check_store_writable("s3://bucket/runs", {"anon": False}, run_id="probe")
+
+ctx = worker.context()
+should: bool = ctx.should_stop()
+worker.log_metrics(10, loss=0.25)
