@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
 import attrs
 import fsspec
@@ -282,18 +282,9 @@ class _Store:
         if self.is_local:
 
             def copy_atomic() -> None:
-                tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                try:
-                    with open(local, "rb") as src, open(tmp, "wb") as dst:
-                        while chunk := src.read(_CHUNK):
-                            dst.write(chunk)
-                        dst.flush()
-                        os.fsync(dst.fileno())
-                    os.replace(tmp, path)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp)
+                with _atomic_local_file(path) as dst, open(local, "rb") as src:
+                    while chunk := src.read(_CHUNK):
+                        dst.write(chunk)
 
             self.call(f"writing {self.unstrip(path)}", copy_atomic)
             return
@@ -333,18 +324,25 @@ class _Sliceable:
         return bytes(self.view[key])
 
 
-def _atomic_local_write(path: str, data: bytes | memoryview) -> None:
+@contextlib.contextmanager
+def _atomic_local_file(path: str) -> Iterator[BinaryIO]:
+    """A temporary file next to ``path``, synced and renamed over it when the block succeeds."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _atomic_local_write(path: str, data: bytes | memoryview) -> None:
+    with _atomic_local_file(path) as fh:
+        fh.write(data)
 
 
 def _hash_while(data: memoryview, work: Callable[[], None]) -> str:

@@ -1094,14 +1094,27 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", parser_class=_Parser, required=True
     )
 
-    def add(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
-        return sub.add_parser(
+    def add_to(
+        subparsers: argparse._SubParsersAction[_Parser],
+        name: str,
+        help_text: str,
+        description: str | None = None,
+    ) -> _Parser:
+        return subparsers.add_parser(
             name,
             help=help_text,
             description=description or help_text,
             parents=[common],
             formatter_class=formatter,
             epilog=_EXIT_HELP,
+        )
+
+    def add(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return add_to(sub, name, help_text, description)
+
+    def actions(parent: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction[_Parser]:
+        return parent.add_subparsers(
+            dest=dest, metavar="ACTION", parser_class=_Parser, required=True
         )
 
     p = add(
@@ -1215,60 +1228,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cmd_cost_report)
 
-    p = add("profiles", "list or validate GPU profiles")
-    psub = p.add_subparsers(
-        dest="profiles_command", metavar="ACTION", parser_class=_Parser, required=True
-    )
-    q = psub.add_parser(
-        "list",
-        help="list profiles",
-        description="List the profiles of FILE, or the built-in ones.",
-        parents=[common],
-        epilog=_EXIT_HELP,
-        formatter_class=formatter,
-    )
+    psub = actions(add("profiles", "list or validate GPU profiles"), "profiles_command")
+    q = add_to(psub, "list", "list profiles", "List the profiles of FILE, or the built-in ones.")
     q.add_argument("file", nargs="?", metavar="FILE", help="a gpu_profiles.yaml")
     q.set_defaults(handler=_cmd_profiles_list)
-    q = psub.add_parser(
+    q = add_to(
+        psub,
         "validate",
-        help="check a gpu_profiles.yaml",
-        description="Check a gpu_profiles.yaml; a mistake is reported with its file, line and "
-        "key (exit 2).",
-        parents=[common],
-        epilog=_EXIT_HELP,
-        formatter_class=formatter,
+        "check a gpu_profiles.yaml",
+        "Check a gpu_profiles.yaml; a mistake is reported with its file, line and key (exit 2).",
     )
     q.add_argument("file", metavar="FILE", help="a gpu_profiles.yaml")
     q.set_defaults(handler=_cmd_profiles_validate)
 
-    p = add("budgets", "validate budgets")
-    bsub = p.add_subparsers(
-        dest="budgets_command", metavar="ACTION", parser_class=_Parser, required=True
-    )
-    q = bsub.add_parser(
+    bsub = actions(add("budgets", "validate budgets"), "budgets_command")
+    q = add_to(
+        bsub,
         "validate",
-        help="check a budgets.yaml",
-        description="Check a budgets.yaml; a mistake is reported with its file, line and key "
-        "(exit 2).",
-        parents=[common],
-        epilog=_EXIT_HELP,
-        formatter_class=formatter,
+        "check a budgets.yaml",
+        "Check a budgets.yaml; a mistake is reported with its file, line and key (exit 2).",
     )
     q.add_argument("file", metavar="FILE", help="a budgets.yaml")
     q.set_defaults(handler=_cmd_budgets_validate)
 
-    p = add("emulator", "the local Vast marketplace")
-    esub = p.add_subparsers(
-        dest="emulator_command", metavar="ACTION", parser_class=_Parser, required=True
-    )
-    q = esub.add_parser(
+    esub = actions(add("emulator", "the local Vast marketplace"), "emulator_command")
+    q = add_to(
+        esub,
         "serve",
-        help="serve the emulator on loopback until Ctrl-C",
-        description="Serve the Vast emulator; point other commands at it with --url (or "
-        "VAST_URL) and VAST_API_KEY set to the key it prints.",
-        parents=[common],
-        epilog=_EXIT_HELP,
-        formatter_class=formatter,
+        "serve the emulator on loopback until Ctrl-C",
+        "Serve the Vast emulator; point other commands at it with --url (or VAST_URL) and "
+        "VAST_API_KEY set to the key it prints.",
     )
     q.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     q.add_argument("--port", type=int, default=8765, help="port (8765; 0 for a free one)")

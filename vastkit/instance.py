@@ -1789,6 +1789,45 @@ def _process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
+def _record_create_intent(
+    ledger: Ledger,
+    run_id: str,
+    attempt: int,
+    *,
+    offer: Offer,
+    label: str,
+    bid: float | None,
+    price: ContractPrice,
+    disk_gb: float,
+    at: float,
+) -> tuple[int, int]:
+    """Write the create intent and the attempt row before renting ``offer`` (the ``run_job``
+    orchestrator records its attempts the same way).
+
+    Returns:
+        The intent id and the attempt id.
+    """
+    intent_id = ledger.begin_intent(run_id, attempt, offer_id=offer.id, label=label, at=at)
+    attempt_id = ledger.record_attempt(
+        run_id,
+        attempt,
+        offer_id=offer.id,
+        machine_id=offer.machine_id,
+        label=label,
+        rental="interruptible" if bid is not None else "on-demand",
+        bid=bid,
+        gpu_name=offer.gpu_name,
+        num_gpus=offer.num_gpus,
+        disk_gb=disk_gb,
+        dph_base=offer.dph_base,
+        dph_total=price.dph_total,
+        storage_cost=offer.storage_cost_per_gb_month,
+        storage_dph=price.storage_dph,
+        intent_at=at,
+    )
+    return intent_id, attempt_id
+
+
 def owner_metadata() -> dict[str, Any]:
     """Who owns a run: this host, process id and process start time.
 
@@ -1865,27 +1904,16 @@ class _Books:
         bid: float | None,
         price: ContractPrice,
     ) -> _Intent:
-        offer = candidate.offer
-        now = self._now()
-        intent_id = self._ledger.begin_intent(
-            self._inst.run_id, attempt, offer_id=offer.id, label=label, at=now
-        )
-        attempt_id = self._ledger.record_attempt(
+        intent_id, attempt_id = _record_create_intent(
+            self._ledger,
             self._inst.run_id,
             attempt,
-            offer_id=offer.id,
-            machine_id=offer.machine_id,
+            offer=candidate.offer,
             label=label,
-            rental="interruptible" if bid is not None else "on-demand",
             bid=bid,
-            gpu_name=offer.gpu_name,
-            num_gpus=offer.num_gpus,
+            price=price,
             disk_gb=self._inst.disk_gb,
-            dph_base=offer.dph_base,
-            dph_total=price.dph_total,
-            storage_cost=offer.storage_cost_per_gb_month,
-            storage_dph=price.storage_dph,
-            intent_at=now,
+            at=self._now(),
         )
         return _Intent(intent_id, attempt_id)
 

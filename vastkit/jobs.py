@@ -96,6 +96,7 @@ from vastkit.errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    ResponseValidationError,
     ServerError,
 )
 from vastkit.instance import (
@@ -106,6 +107,7 @@ from vastkit.instance import (
     PhaseWaiter,
     Progress,
     SignalGuard,
+    _record_create_intent,
     destroy_confirmed,
     make_label,
     new_run_id,
@@ -1014,10 +1016,25 @@ class _Runner:
             if rec.ended_at is None and (keep is None or number != keep[1]):
                 now = self.clock.now()
                 self.ledger.update_attempt(rec.id, end_reason="vanished", ended_at=now)
+        # The previous orchestrator may have died between its create and the ledger write: its
+        # intents are closed here, with the instance the list found for their label (if any).
+        by_label = {inst.label: inst.id for inst, _ in ours if inst.label}
+        for intent in self.ledger.pending_intents():
+            if intent.run_id != self.run_id:
+                continue
+            found = by_label.get(intent.label)
+            self.ledger.complete_intent(
+                intent.id,
+                instance_id=found,
+                error=None if found is not None else "no instance found after a restart",
+                at=self.clock.now(),
+            )
         if keep is None:
             return
         inst, number = keep
         rec = records[number]
+        if rec.instance_id is None:
+            self.ledger.update_attempt(rec.id, instance_id=inst.id)
         price = ContractPrice(
             gpu_dph=(rec.bid if rec.bid is not None else rec.dph_base) or 0.0,
             storage_dph=rec.storage_dph or 0.0,
@@ -1051,7 +1068,27 @@ class _Runner:
             live=live,
         )
 
+    def ended_while_away(self) -> tuple[JobStatus, str] | None:
+        """After a restart with no instance to adopt: the end the run's result already says.
+
+        The previous orchestrator may have died after destroying the finished attempt's instance
+        but before recording the end; ``result.json`` then still tells how the job ended.
+        """
+        if not self.adopting or self.attempt_no == 0:
+            return None
+        try:
+            final = self.rundir.read_result()
+        except (JobError, OSError):
+            return None
+        if final is None or final.attempt != self.attempt_no:
+            return None
+        self.final = final
+        return self.end_from_result(final)
+
     def loop(self) -> tuple[JobStatus, str]:
+        ended = self.ended_while_away() if self.live is None else None
+        if ended is not None:
+            return ended
         while True:
             try:
                 if self.live is None:
@@ -1244,26 +1281,16 @@ class _Runner:
             label=label,
             price=bid,
         )
-        now = self.clock.now()
-        intent = self.ledger.begin_intent(
-            self.run_id, number, offer_id=offer.id, label=label, at=now
-        )
-        ledger_id = self.ledger.record_attempt(
+        intent, ledger_id = _record_create_intent(
+            self.ledger,
             self.run_id,
             number,
-            offer_id=offer.id,
-            machine_id=offer.machine_id,
+            offer=offer,
             label=label,
-            rental="interruptible" if bid is not None else "on-demand",
             bid=bid,
-            gpu_name=offer.gpu_name,
-            num_gpus=offer.num_gpus,
+            price=price,
             disk_gb=self.disk_gb,
-            dph_base=offer.dph_base,
-            dph_total=price.dph_total,
-            storage_cost=offer.storage_cost_per_gb_month,
-            storage_dph=price.storage_dph,
-            intent_at=now,
+            at=self.clock.now(),
         )
         self.emit(
             "offer_chosen",
@@ -1340,7 +1367,8 @@ class _Runner:
                     raise
                 self.stay_off(offer.machine_id)
                 return f"create_failed: {exc.msg or exc}"
-            except APIConnectionError as exc:
+            except (APIConnectionError, ResponseValidationError) as exc:
+                # no answer, or a garbled one: the create may have gone through
                 last = exc
                 continue
         found = self._by_label(label)
@@ -1351,7 +1379,24 @@ class _Runner:
         return f"create_failed: {last}"
 
     def _by_label(self, label: str) -> list[int]:
-        return sorted(i.id for i in self.client.list_instances(label=label))
+        """The ids of the instances carrying ``label``, listed until the API answers.
+
+        A create whose answer was lost may have rented: until a list proves otherwise, no other
+        create may be sent. The list is retried (beyond the client's own retries) for up to
+        ``timeouts.destroy`` seconds; after that the last error is raised, and the create intent
+        left open in the ledger makes the next reconcile clean up.
+        """
+        deadline = self.clock.now() + self.t.destroy
+        while True:
+            try:
+                return sorted(i.id for i in self.client.list_instances(label=label))
+            except (AuthenticationError, PermissionDeniedError):
+                raise
+            except APIError as exc:
+                if self.clock.now() >= deadline:
+                    raise
+                logger.warning("listing instances by label failed (%s); trying again", exc)
+                self.clock.sleep(self.t.poll_interval)
 
     # -- waiting and watching ------------------------------------------------------------------
 
@@ -1412,8 +1457,9 @@ class _Runner:
             now = self.clock.now()
             if view is not None:
                 self.observe(live, view)
-            self.check_limits(live)
+            # a result committed before the cap or the deadline ends the job as it says
             self.read_worker(live, now)
+            self.check_limits(live)
             if view is None:
                 raise _AttemptOver("vanished", "the instance no longer exists")
             self.react(live, view, now)
@@ -1712,6 +1758,26 @@ class _Runner:
             live=live,
         )
 
+    def end_from_result(self, final: AttemptResult) -> tuple[JobStatus, str] | None:
+        """The job's end for the worker's ``result.json``; None to restart a failed command."""
+        status = final.status
+        if status is ResultStatus.SUCCEEDED:
+            return "succeeded", final.reason or "the command exited 0"
+        if status is ResultStatus.CANCELLED:
+            return "cancelled", final.reason or "cancelled"
+        if status is ResultStatus.TIMED_OUT:
+            return "timed_out", final.reason or "the job's deadline passed"
+        self.user_errors += 1
+        if self.user_errors > self.job.restarts_on_error:
+            return "failed", final.reason or "the command failed"
+        self.emit(
+            "relaunching",
+            f"the command failed ({final.reason}); restart {self.user_errors} of "
+            f"{self.job.restarts_on_error} allowed",
+        )
+        self.final = None
+        return None
+
     def finish_attempt(self, live: _Live, over: _AttemptOver) -> tuple[JobStatus, str] | None:
         """Close an attempt; return the job's end, or None to relaunch."""
         if over.reason != "result":
@@ -1727,24 +1793,9 @@ class _Runner:
         if over.reason == "result":
             final = self.final
             assert final is not None
-            status = final.status
-            self.destroy(live, status.value)
-            if status is ResultStatus.SUCCEEDED:
-                return "succeeded", final.reason or "the command exited 0"
-            if status is ResultStatus.CANCELLED:
-                return "cancelled", final.reason or "cancelled"
-            if status is ResultStatus.TIMED_OUT:
-                return "timed_out", final.reason or "the job's deadline passed"
-            self.user_errors += 1
-            if self.user_errors > self.job.restarts_on_error:
-                return "failed", final.reason or "the command failed"
-            self.emit(
-                "relaunching",
-                f"the command failed ({final.reason}); restart {self.user_errors} of "
-                f"{self.job.restarts_on_error} allowed",
-            )
-            self.final = None
-            return None
+            self.destroy(live, final.status.value)
+            return self.end_from_result(final)
+
         if over.reason in ("outbid", "preempted"):
             self.wait_for_save(live)
         self.emit(

@@ -499,6 +499,23 @@ class Ledger:
             except sqlite3.Error as exc:
                 raise LedgerError(f"cannot read the ledger at {self.path}: {exc}") from exc
 
+    def _update(
+        self, table: str, key_column: str, key: object, fields: Mapping[str, Any], *, missing: str
+    ) -> None:
+        """Set ``fields`` on the row of ``table`` whose ``key_column`` is ``key``.
+
+        Nothing happens when ``fields`` is empty; ``ValueError(missing)`` when there is no row.
+        """
+        if not fields:
+            return
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE {table} SET {columns} WHERE {key_column} = ?", (*fields.values(), key)
+            )
+            if cursor.rowcount == 0:
+                raise ValueError(missing)
+
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self, "_conn", None)
         if conn is None:
@@ -588,15 +605,7 @@ class Ledger:
             raise ValueError(f"unknown run field(s): {', '.join(sorted(unknown))}")
         if "metadata" in fields:
             fields["metadata"] = json.dumps(dict(fields["metadata"] or {}), sort_keys=True)
-        if not fields:
-            return
-        columns = ", ".join(f"{name} = ?" for name in fields)
-        with self._write() as conn:
-            cursor = conn.execute(
-                f"UPDATE runs SET {columns} WHERE run_id = ?", (*fields.values(), run_id)
-            )
-            if cursor.rowcount == 0:
-                raise ValueError(f"no run '{run_id}' in the ledger")
+        self._update("runs", "run_id", run_id, fields, missing=f"no run '{run_id}' in the ledger")
 
     def end_run(self, run_id: str, status: str, *, at: float | None = None) -> None:
         """Mark a run ended with ``status`` (``succeeded``, ``failed``, ``budget_exceeded``...)."""
@@ -728,15 +737,9 @@ class Ledger:
             LedgerError: The write failed.
         """
         _check_attempt_fields(fields)
-        if not fields:
-            return
-        columns = ", ".join(f"{name} = ?" for name in fields)
-        with self._write() as conn:
-            cursor = conn.execute(
-                f"UPDATE attempts SET {columns} WHERE id = ?", (*fields.values(), attempt_id)
-            )
-            if cursor.rowcount == 0:
-                raise ValueError(f"no attempt {attempt_id} in the ledger")
+        self._update(
+            "attempts", "id", attempt_id, fields, missing=f"no attempt {attempt_id} in the ledger"
+        )
 
     def mark_phase(self, attempt_id: int, phase: str, *, at: float | None = None) -> None:
         """Set one phase timestamp (``"running_at"`` or just ``"running"``) to ``at`` (now)."""
@@ -754,15 +757,7 @@ class Ledger:
         self, run_id: str | None = None, *, instance_id: int | None = None
     ) -> list[AttemptRecord]:
         """Attempts (of ``run_id``, or of ``instance_id``) with their costs, in order."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if run_id is not None:
-            clauses.append("a.run_id = ?")
-            params.append(run_id)
-        if instance_id is not None:
-            clauses.append("a.instance_id = ?")
-            params.append(instance_id)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where(("a.run_id = ?", run_id), ("a.instance_id = ?", instance_id))
         rows = self._read(f"{_ATTEMPT_SELECT} {where} GROUP BY a.id ORDER BY a.id", params)
         return [_attempt(row) for row in rows]
 
@@ -1158,10 +1153,15 @@ def _check_attempt_fields(fields: Mapping[str, Any]) -> None:
         raise ValueError(f"rental must be 'on-demand' or 'interruptible' (got {rental!r})")
 
 
+def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A ``WHERE`` clause (or "") joining with AND each ``(clause, value)`` whose value is set."""
+    given = [(clause, value) for clause, value in conditions if value is not None]
+    where = f"WHERE {' AND '.join(clause for clause, _ in given)}" if given else ""
+    return where, [value for _, value in given]
+
+
 def _filters(**values: Any) -> tuple[str, list[Any]]:
-    clauses = [f"{name} = ?" for name, value in values.items() if value is not None]
-    params = [value for value in values.values() if value is not None]
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+    return _where(*((f"{name} = ?", value) for name, value in values.items()))
 
 
 def _cost_filters(
@@ -1171,19 +1171,13 @@ def _cost_filters(
     since: float | None,
     until: float | None,
 ) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (("r.project", project), ("r.team", team), ("r.run_id", run_id)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if since is not None:
-        clauses.append("c.at >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("c.at < ?")
-        params.append(until)
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+    return _where(
+        ("r.project = ?", project),
+        ("r.team = ?", team),
+        ("r.run_id = ?", run_id),
+        ("c.at >= ?", since),
+        ("c.at < ?", until),
+    )
 
 
 def _run(row: sqlite3.Row) -> RunRecord:

@@ -32,7 +32,7 @@ Listing is one paged call; a list that fails raises: it never reads as "no insta
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -244,10 +244,9 @@ def reconcile(
                     attempt=intent.attempt,
                 )
             )
-    for run_id in list(runs):
-        run = runs[run_id]
-        alive = owner_alive(run.metadata if run is not None else None)
-        for attempt in attempts.get(run_id, {}).values():
+
+    def close_vanished(run_attempts: Iterable[AttemptRecord], alive: bool | None) -> None:
+        for attempt in run_attempts:
             _close_vanished(
                 ledger,
                 attempt,
@@ -258,23 +257,18 @@ def reconcile(
                 actions=actions,
                 dry_run=dry_run,
             )
+
+    for run_id in list(runs):
+        run = runs[run_id]
+        alive = owner_alive(run.metadata if run is not None else None)
+        close_vanished(attempts.get(run_id, {}).values(), alive)
     for run in ledger.runs(status="running"):
         if run.run_id in runs:
             continue
         alive = owner_alive(run.metadata)
         if alive is True:
             continue
-        for attempt in ledger.attempts(run.run_id):
-            _close_vanished(
-                ledger,
-                attempt,
-                alive=alive,
-                listed_ids=listed_ids,
-                now=now,
-                intent_grace=intent_grace,
-                actions=actions,
-                dry_run=dry_run,
-            )
+        close_vanished(ledger.attempts(run.run_id), alive)
         if alive is False and not dry_run:
             ledger.end_run(run.run_id, "orphaned", at=now)
 

@@ -418,6 +418,22 @@ def _check_attempt(attempt: int) -> int:
     return attempt
 
 
+def _replace_local(path: str, fill: Callable[[Path], object]) -> None:
+    """Write a local file whole: ``fill`` a hidden temporary name beside it, then rename it over.
+
+    The temporary file is removed when ``fill`` or the rename fails.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        fill(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 # --------------------------------------------------------------------------------------------
 # The run directory
 
@@ -495,15 +511,7 @@ class RunDir:
         path = self._path(rel)
         kwargs: dict[str, Any] = {} if callback is None else {"callback": callback}
         if self._local:
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
-            try:
-                self.fs.put_file(os.fspath(local), str(tmp), **kwargs)
-                os.replace(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            _replace_local(path, lambda tmp: self.fs.put_file(os.fspath(local), str(tmp), **kwargs))
         else:
             self.fs.put_file(os.fspath(local), path, **kwargs)
 
@@ -553,16 +561,7 @@ class RunDir:
         """
         path = self._path(rel)
         if self._local:
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
-            try:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            _replace_local(path, lambda tmp: tmp.write_bytes(data))
         else:
             self.fs.pipe_file(path, data)
 

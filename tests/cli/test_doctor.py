@@ -44,7 +44,9 @@ def test_doctor_is_green_against_the_emulator_and_a_local_store(
     assert report["ok"] is True
     assert report["env"] == "dev"
     names = " ".join(item["name"] for item in report["items"]).lower()
-    assert "key" in names and "store" in names and "ledger" in names
+    assert "key" in names
+    assert "store" in names
+    assert "ledger" in names
     # the probe object was removed again
     assert not any((tmp_path / "runs").rglob("*probe*"))
 

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import httpx
 
@@ -70,6 +70,7 @@ DEFAULT_BASE_URL: Final = "https://console.vast.ai"
 _DEFAULT_ORDER: Final = [["score", "desc"]]
 _PAGE_LIMIT: Final = 25  # the v1 instance list's maximum page size
 _MAX_PAGES: Final = 10_000
+_T = TypeVar("_T")
 
 
 def _key_files() -> list[Path]:
@@ -441,27 +442,13 @@ class Client:
             "select_filters": json.dumps(select),
             "limit": _PAGE_LIMIT,
         }
-        instances: list[Instance] = []
-        seen_tokens: set[str] = set()
-        for _ in range(_MAX_PAGES):
-            body = self._transport.request(
-                "GET", "/api/v1/instances/", endpoint="list_instances", params=params
-            )
-            page = self._field(body, "instances", (list, type(None))) or []
-            instances.extend(structure_list(page, Instance, path="$.instances"))
-            token = body.get("next_token")
-            if not token or not page:
-                return instances
-            if not isinstance(token, str) or token in seen_tokens:
-                raise ResponseValidationError(
-                    "the instance list did not advance",
-                    errors=[f"next_token {token!r} repeats or is not a string @ $.next_token"],
-                    body=body,
-                )
-            seen_tokens.add(token)
-            params["after_token"] = token
-        raise ResponseValidationError(
-            "the instance list did not end", errors=[f"more than {_MAX_PAGES} pages"]
+        return self._all_pages(
+            "/api/v1/instances/",
+            params,
+            endpoint="list_instances",
+            key="instances",
+            cls=Instance,
+            what="instance list",
         )
 
     def _manage(self, instance_id: int, payload: dict[str, Any]) -> None:
@@ -665,30 +652,52 @@ class Client:
             "select_filters": json.dumps({"day": {"gte": gte, "lte": lte}}),
             "limit": 100,
         }
-        charges: list[Charge] = []
+        return self._all_pages(
+            "/api/v0/charges/",
+            params,
+            endpoint="charges",
+            key="results",
+            cls=Charge,
+            what="charges list",
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _all_pages(
+        self,
+        path: str,
+        params: dict[str, str | int | float],
+        *,
+        endpoint: str,
+        key: str,
+        cls: type[_T],
+        what: str,
+    ) -> list[_T]:
+        """GET ``path`` page after page (``next_token`` -> ``after_token``); ``body[key]`` items.
+
+        ``params`` gains ``after_token``. A repeated or non-string token, or more than
+        ``_MAX_PAGES`` pages, raises ``ResponseValidationError`` naming ``what``.
+        """
+        items: list[_T] = []
         seen_tokens: set[str] = set()
         for _ in range(_MAX_PAGES):
-            body = self._transport.request(
-                "GET", "/api/v0/charges/", endpoint="charges", params=params
-            )
-            page = self._field(body, "results", (list, type(None))) or []
-            charges.extend(structure_list(page, Charge, path="$.results"))
+            body = self._transport.request("GET", path, endpoint=endpoint, params=params)
+            page = self._field(body, key, (list, type(None))) or []
+            items.extend(structure_list(page, cls, path=f"$.{key}"))
             token = body.get("next_token")
             if not token or not page:
-                return charges
+                return items
             if not isinstance(token, str) or token in seen_tokens:
                 raise ResponseValidationError(
-                    "the charges list did not advance",
+                    f"the {what} did not advance",
                     errors=[f"next_token {token!r} repeats or is not a string @ $.next_token"],
                     body=body,
                 )
             seen_tokens.add(token)
             params["after_token"] = token
         raise ResponseValidationError(
-            "the charges list did not end", errors=[f"more than {_MAX_PAGES} pages"]
+            f"the {what} did not end", errors=[f"more than {_MAX_PAGES} pages"]
         )
-
-    # -- helpers ------------------------------------------------------------------------------
 
     @staticmethod
     def _field(body: Any, key: str, kinds: type | tuple[type, ...]) -> Any:

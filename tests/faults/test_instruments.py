@@ -1,0 +1,53 @@
+"""The matrix's instruments can see what they measure (so a clean total means something)."""
+
+from __future__ import annotations
+
+import fsspec
+import pytest
+import torch
+
+from tests.faults.conftest import FaultWorld, Matrix, torn_checkpoints
+from vastkit.api.models import CreateInstanceRequest
+from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager
+
+pytestmark = pytest.mark.faults
+
+
+def test_the_probe_sees_two_live_instances_of_one_run(fault_world: FaultWorld) -> None:
+    world = fault_world
+    offers = world.client.search_offers({"rentable": {"eq": True}, "limit": 2})
+    for offer in offers[:2]:
+        world.client.create_instance(
+            offer.id,
+            CreateInstanceRequest(image="x", disk_gb=8, label="vastkit/20260101-000000-abcd/1"),
+        )
+    world.probe.sample()
+    assert world.probe.duplicates >= 2  # one moment with two live, one label on two instances
+    for view in world.emu.instances:
+        world.client.destroy_instance(view.id)
+    assert world.emu.instances == []
+
+
+def test_torn_checkpoints_are_counted(store_url: str) -> None:
+    url = f"{store_url}/run"
+    mgr = CheckpointManager(url, async_save=False, capture_rng=False)
+    for step in (1, 2):
+        mgr.save(step, {"w": torch.full((64,), float(step))})
+    mgr.close()
+    assert torn_checkpoints(url) == 0
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.pipe_file(f"{root}/checkpoints/step-000000000002/{PAYLOAD_NAME}", b"garbage")
+    assert torn_checkpoints(url) == 1  # a manifest over a payload that fails verification
+    # same size, different bytes: only the SHA-256 sees it, and latest() must not name it
+    good = bytes(fs.cat_file(f"{root}/checkpoints/step-000000000001/{PAYLOAD_NAME}"))
+    fs.pipe_file(f"{root}/checkpoints/step-000000000001/{PAYLOAD_NAME}", bytes(reversed(good)))
+    assert torn_checkpoints(url) == 2
+
+
+def test_the_summary_line_has_the_agreed_form() -> None:
+    m = Matrix()
+    m.outcomes = {"a": "passed", "b": "failed", "c": "passed"}
+    assert m.line() == (
+        "fault matrix: 2 passed, 1 failed; leaked instances 0, torn checkpoints 0, "
+        "budget overruns 0, duplicate rentals 0"
+    )
