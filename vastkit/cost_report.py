@@ -147,15 +147,15 @@ class CostReport:
             table.add_column("Vast $", justify="right")
             table.add_column("difference $", justify="right")
         for row in self.rows:
-            cells = [row.key, f"{row.cost_usd:.2f}", str(row.runs), str(row.attempts)]
+            cells = [row.key, f"{row.cost_usd:.4f}", str(row.runs), str(row.attempts)]
             if self.compared:
-                cells.append("-" if row.vast_usd is None else f"{row.vast_usd:.2f}")
-                cells.append("-" if row.difference_usd is None else f"{row.difference_usd:+.2f}")
+                cells.append("-" if row.vast_usd is None else f"{row.vast_usd:.4f}")
+                cells.append("-" if row.difference_usd is None else f"{row.difference_usd:+.4f}")
             table.add_row(*cells)
-        cells = ["total", f"{self.total_usd:.2f}", "", ""]
+        cells = ["total", f"{self.total_usd:.4f}", "", ""]
         if self.compared:
             vast = sum(row.vast_usd or 0.0 for row in self.rows)
-            cells += [f"{vast:.2f}", f"{vast - self.total_usd:+.2f}"]
+            cells += [f"{vast:.4f}", f"{vast - self.total_usd:+.4f}"]
         table.add_section()
         table.add_row(*cells)
         return table

@@ -137,3 +137,14 @@ def test_png_without_matplotlib_says_what_to_install(
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
     with pytest.raises(ImportError, match=r"pip install 'vastkit\[plot\]'"):
         cost_report(ledger).to_png(tmp_path / "x.png")
+
+
+def test_a_run_of_a_tenth_of_a_cent_is_not_shown_as_zero(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "small.db", clock=ManualClock(NOW)) as ledger:
+        ledger.record_run("tiny", project="demo")
+        attempt = ledger.record_attempt("tiny", 1, gpu_name="RTX 3090", num_gpus=1)
+        ledger.add_cost_sample(attempt, state="running", rate_dph=0.08, at=NOW)
+        ledger.add_cost_sample(attempt, state="destroyed", rate_dph=0, at=NOW + 45)  # $0.001
+        text = str(cost_report(ledger, by="project"))
+    assert "0.0010" in text
+    assert "0.00 " not in text
