@@ -259,6 +259,18 @@ class _Store:
 
         return self.call(f"reading {self.unstrip(path)}", cat)
 
+    def sha256(self, path: str) -> str:
+        """The SHA-256 of an object, read in chunks (never whole in memory)."""
+
+        def digest() -> str:
+            hashed = hashlib.sha256()
+            with self.fs.open(path, "rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    hashed.update(chunk)
+            return hashed.hexdigest()
+
+        return self.call(f"reading {self.unstrip(path)}", digest)
+
     def write(self, path: str, data: bytes | memoryview) -> None:
         """Write ``data`` whole: readers never see a partial object."""
         if self.is_local:
@@ -595,8 +607,10 @@ class CheckpointManager:
         clock: The clock for intervals, backoff and deadlines (default :class:`SystemClock`).
         capture_rng: Save Python, NumPy, torch and CUDA RNG states with every checkpoint.
         mtbf_seconds: The mean time between failures for ``every_steps="auto"``.
-        spool_max_bytes: States estimated larger than this are serialised to a temporary file
-            instead of memory before the upload.
+        spool_max_bytes: States estimated larger than this (default 64 MiB) are serialised to
+            a temporary file instead of memory before the upload, so the extra memory a save
+            holds is about one copy of the state (its CPU staging buffers); smaller states are
+            serialised into a reused in-memory buffer.
         transfer_chunk_bytes: The part size of concurrent multipart uploads and ranged reads
             (S3).
         transfer_concurrency: How many parts move at once (S3).
@@ -621,7 +635,7 @@ class CheckpointManager:
         clock: Clock | None = None,
         capture_rng: bool = True,
         mtbf_seconds: float = 6 * 3600.0,
-        spool_max_bytes: int = 2 * 2**30,
+        spool_max_bytes: int = 64 * 2**20,
         transfer_chunk_bytes: int = _CHUNK,
         transfer_concurrency: int = _CONCURRENCY,
     ) -> None:
@@ -960,7 +974,7 @@ class CheckpointManager:
                     f"the manifest says {entry.size}"
                 )
             if full:
-                digest = hashlib.sha256(self._store.read(f"{folder}/{entry.name}")).hexdigest()
+                digest = self._store.sha256(f"{folder}/{entry.name}")
                 if digest != entry.sha256:
                     raise CheckpointCorruptError(
                         f"checkpoint step {step}: {path} fails its SHA-256 check"

@@ -464,3 +464,21 @@ def test_import_vastkit_works_without_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert "ERR checkpoints need PyTorch" in out.stdout
+
+
+@pytest.mark.parametrize("async_save", [False, True])
+def test_a_state_spooled_to_disk_round_trips_and_verifies(store: Store, async_save: bool) -> None:
+    """States above ``spool_max_bytes`` are serialised to a temporary file, not to memory."""
+    url, options = store
+    state = {"w": torch.arange(50_000, dtype=torch.float32), "meta": {"epoch": 3}}
+    with CheckpointManager(
+        url, storage_options=options, async_save=async_save, spool_max_bytes=0
+    ) as mgr:
+        assert mgr.save(5, state)
+        mgr.wait()
+        info = mgr.latest(verify="full")
+        assert info is not None
+        assert info.step == 5
+        loaded = mgr.load()
+    assert torch.equal(loaded["w"], state["w"])
+    assert loaded["meta"] == {"epoch": 3}
