@@ -1401,7 +1401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = args.handler
         out = _Out(stdout, stderr, json_mode=bool(getattr(args, "json", False)))
         ctx = _Context(args, out, args_list)
-        with _logging_to(stderr, getattr(args, "log_level", None)):
+        level = getattr(args, "log_level", None)
+        if level is None and args.command == "demo":
+            level = "error"  # the demo narrates every event itself; warnings would repeat it
+        with _logging_to(stderr, level):
             try:
                 return int(handler(ctx))
             finally:

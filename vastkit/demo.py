@@ -29,6 +29,7 @@ from typing import IO, Any
 import attrs
 
 from vastkit.api.client import Client
+from vastkit.budget import load_budgets, worst_case_usd
 from vastkit.cost_report import cost_report
 from vastkit.emulator import Emulator, ProcessRunner, Timings
 from vastkit.instance import OutbidPolicy
@@ -49,6 +50,16 @@ DEMO_PROFILE = GpuProfile(
     description="one RTX 3090, interruptible (bid), at most $0.20/h with storage",
 )
 """The profile the demo rents: a cheap interruptible GPU from the emulator's catalog."""
+
+DEMO_BUDGETS = """\
+# the demo's budgets.yaml
+projects:
+  demo:
+    limit_usd: 0.50
+    period: total
+    warn_at: [0.5, 0.8]
+"""
+"""The budget the demo runs under: the ``demo`` project may spend 50 cents in all."""
 
 
 @attrs.frozen(kw_only=True)
@@ -227,6 +238,13 @@ def run_demo(
                 f"  profile:     {DEMO_PROFILE.name} - {DEMO_PROFILE.description}; "
                 f"checkpoint every {checkpoint_every} steps, {total_steps} steps in all"
             )
+            budgets = load_budgets(DEMO_BUDGETS)
+            limit = budgets.projects["demo"].limit_usd
+            say(
+                f"  budget:      project 'demo' may spend ${limit:.2f} in all (budgets.yaml); "
+                f"the profile's worst case (${worst_case_usd(DEMO_PROFILE):.2f}) must fit before "
+                "anything is rented, and every poll checks the spend"
+            )
             client = stack.enter_context(Client(emu.api_key, base_url=emu.url))
             ledger = stack.enter_context(Ledger(root / "ledger.db"))
             job = Job(
@@ -257,7 +275,14 @@ def run_demo(
                 ),
                 max_cost_usd=1.0,
             )
-            result = run_job(job, client=client, ledger=ledger, on_event=narrator, progress=False)
+            result = run_job(
+                job,
+                client=client,
+                ledger=ledger,
+                on_event=narrator,
+                progress=False,
+                budgets=budgets,
+            )
             leaked = len(emu.instances)
             rundir = RunDir(result.run_url, options)
             resumed = tuple(_resumed_steps(rundir, result))
@@ -268,6 +293,7 @@ def run_demo(
             say("")
             say("cost report (from the ledger, priced from the rented contracts):")
             stream.write(str(cost_report(ledger, by="job")) + "\n")
+            say(f"budget: project 'demo' spent ${ledger.spend(project='demo'):.4f} of ${limit:.2f}")
             say(
                 f"emulator: {leaked} instance(s) still live; account spent "
                 f"${emu.user.total_spend:.4f}"

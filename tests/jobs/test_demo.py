@@ -27,4 +27,6 @@ def test_the_demo_is_outbid_resumes_and_leaves_nothing_running() -> None:
     assert "was outbid" in text
     assert "resumed from checkpoint step" in text
     assert "Spend by job" in text  # the cost report
+    assert "project 'demo' may spend $0.50" in text  # the budget it ran under
+    assert "budget: project 'demo' spent $0.0" in text
     assert "demo OK" in text
