@@ -14,15 +14,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.faults.conftest import CellRecord, Fleet, Probe, matrix_of, torn_checkpoints
 from tests.jobs._restart_job import make_job
+from tests.jobs.conftest import HookedSystemClock
 from vastkit.api.client import Client
-from vastkit.clock import SystemClock
 from vastkit.emulator import Emulator, Timings, serve
 from vastkit.jobs import JobEvent, run_job
 from vastkit.ledger import Ledger
@@ -45,18 +45,6 @@ KILL_POINTS = (
 )
 
 KNOWN_BUGS: dict[str, str] = {}
-
-
-class HookedSystemClock(SystemClock):
-    """Real time that calls ``hook(now)`` after every sleep (as in tests/jobs/test_restart)."""
-
-    def __init__(self) -> None:
-        self.hook: Callable[[float], None] | None = None
-
-    def sleep(self, seconds: float) -> None:
-        super().sleep(seconds)
-        if self.hook is not None:
-            self.hook(self.now())
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from vastkit.api.client import Client
-from vastkit.clock import ManualClock
+from vastkit.clock import ManualClock, SystemClock
 from vastkit.emulator import Emulator, Timings, serve
 from vastkit.instance import OutbidPolicy, parse_label
 from vastkit.jobs import Job, JobEvent, JobResult, JobTimeouts, run_job
@@ -81,6 +81,18 @@ class HookedClock(ManualClock):
                 self.hook(self.now())
             finally:
                 self._in_hook = False
+
+
+class HookedSystemClock(SystemClock):
+    """Real time that calls ``hook(now)`` after every sleep."""
+
+    def __init__(self) -> None:
+        self.hook: Callable[[float], None] | None = None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if self.hook is not None:
+            self.hook(self.now())
 
 
 @dataclass

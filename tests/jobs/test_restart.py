@@ -11,33 +11,20 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from vastkit.api.client import Client
-from vastkit.clock import SystemClock
 from vastkit.emulator import Emulator, Timings, serve
 from vastkit.jobs import JobEvent, run_job
 from vastkit.ledger import Ledger
 
 from ._restart_job import make_job
-from .conftest import FakeWorkers
+from .conftest import FakeWorkers, HookedSystemClock
 
 HERE = Path(__file__).parent
-
-
-class HookedSystemClock(SystemClock):
-    """Real time that calls ``hook(now)`` after every sleep."""
-
-    def __init__(self) -> None:
-        self.hook: Callable[[float], None] | None = None
-
-    def sleep(self, seconds: float) -> None:
-        super().sleep(seconds)
-        if self.hook is not None:
-            self.hook(self.now())
 
 
 @pytest.fixture
