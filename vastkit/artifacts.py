@@ -47,10 +47,11 @@ import attrs
 import fsspec
 from fsspec.callbacks import Callback
 
+from vastkit._documents import converter as document_converter
 from vastkit._version import __version__
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
-from vastkit.rundir import MetricRecord, RunDir, _converter
+from vastkit.rundir import MetricRecord, RunDir
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -381,7 +382,7 @@ def folder_digest(source: str | os.PathLike[str]) -> str:
 
 
 def _manifest_bytes(manifest: DatasetManifest) -> bytes:
-    raw = _converter.unstructure(manifest)
+    raw = document_converter.unstructure(manifest)
     return json.dumps(raw, indent=1, sort_keys=True).encode() + b"\n"
 
 
@@ -390,7 +391,7 @@ def _read_manifest(base: RunDir) -> DatasetManifest | None:
     if data is None:
         return None
     try:
-        return _converter.structure(json.loads(data), DatasetManifest)
+        return document_converter.structure(json.loads(data), DatasetManifest)
     except Exception as exc:
         logger.warning("ignoring an unreadable dataset manifest at %s: %s", base.url, exc)
         return None
@@ -688,7 +689,7 @@ def upload_outputs(
     if uploaded:
         listing = {o.path: o for o in read_outputs(run_url, storage_options)}
         listing.update({o.path: o for o in uploaded})
-        body = [_converter.unstructure(listing[k]) for k in sorted(listing)]
+        body = [document_converter.unstructure(listing[k]) for k in sorted(listing)]
         rundir.write_bytes(OUTPUTS_MANIFEST, json.dumps(body, indent=1).encode() + b"\n")
     return uploaded, skipped
 
@@ -707,7 +708,7 @@ def read_outputs(
         return ()
     try:
         raw = json.loads(data)
-        return tuple(_converter.structure(item, OutputFile) for item in raw)
+        return tuple(document_converter.structure(item, OutputFile) for item in raw)
     except Exception as exc:
         raise JobError(f"{rundir.url_of(OUTPUTS_MANIFEST)} is not a valid outputs listing") from exc
 

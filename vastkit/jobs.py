@@ -739,7 +739,9 @@ def _resolve_profile(
     return get_profile(profile, profiles)
 
 
-class _Runner:
+class JobRunner:
+    """One job driven to its end: launch attempts, watch them, react, settle costs."""
+
     def __init__(
         self,
         job: Job,
@@ -1982,7 +1984,7 @@ def run_job(
     """
     if not isinstance(job, Job):
         raise TypeError(f"run_job takes a vastkit.Job, not {type(job).__name__}")
-    runner = _Runner(
+    runner = JobRunner(
         job,
         client=client,
         ledger=ledger,

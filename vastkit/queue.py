@@ -48,7 +48,7 @@ from vastkit.budget import Budgets, load_budgets
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import BudgetExceededError, LedgerError, VastkitError
 from vastkit.instance import SignalGuard, new_run_id
-from vastkit.jobs import Job, JobEvent, JobResult, _Runner
+from vastkit.jobs import Job, JobEvent, JobResult, JobRunner
 from vastkit.ledger import QUEUE_TERMINAL, Ledger, QueueEntry
 from vastkit.profiles import GpuProfile
 
@@ -298,7 +298,7 @@ class _Driver:
     token: str
     job: Job
     renewed_at: float
-    runner: _Runner | None = None
+    runner: JobRunner | None = None
     thread: threading.Thread | None = None
     done: threading.Event = attrs.field(factory=threading.Event)
     lost: bool = False
@@ -679,7 +679,7 @@ class JobQueue:
         driver = _Driver(job_id=entry.job_id, token=entry.lease_token, job=job, renewed_at=now)
         instances = self._shared_instances(job)
         try:
-            driver.runner = _Runner(
+            driver.runner = JobRunner(
                 job,
                 client=self.client,
                 ledger=self.ledger,

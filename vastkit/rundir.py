@@ -52,9 +52,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar
 
 import attrs
-import cattrs
 import fsspec
 
+from vastkit._documents import converter as document_converter
+from vastkit._documents import decode_json, encode_json
 from vastkit._version import __version__
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
@@ -360,50 +361,7 @@ class CancelRequest:
 # Encoding
 
 
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=False)
-
-    def structure_command(value: Any, _: Any) -> tuple[str, ...] | str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise ValueError(f"command must be a string or a list of strings, not {value!r}")
-
-    def structure_every_steps(value: Any, _: Any) -> int | str | None:
-        if value is None or value == "auto":
-            return value  # type: ignore[no-any-return]
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ValueError(f"every_steps must be a positive integer, 'auto' or null, not {value!r}")
-
-    conv.register_structure_hook(tuple[str, ...] | str, structure_command)
-    conv.register_structure_hook(int | Literal["auto"] | None, structure_every_steps)
-    return conv
-
-
-_converter = _make_converter()
 _T = TypeVar("_T")
-
-
-def _encode(value: Any) -> bytes:
-    return json.dumps(_converter.unstructure(value), indent=1, sort_keys=True).encode() + b"\n"
-
-
-def _decode(data: bytes, cls: type[_T], where: str) -> _T:
-    try:
-        raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise JobError(f"{where} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise JobError(f"{where} should hold a JSON object, not {type(raw).__name__}")
-    try:
-        return _converter.structure(raw, cls)
-    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
-        detail = exc
-        if isinstance(exc, cattrs.BaseValidationError):
-            detail = "; ".join(cattrs.transform_error(exc, path="$"))  # type: ignore[assignment]
-        raise JobError(f"{where} does not hold a valid {cls.__name__}: {detail}") from exc
 
 
 def _chunk_name(index: int) -> str:
@@ -580,13 +538,13 @@ class RunDir:
         return bool(self.fs.exists(path))
 
     def _write_value(self, rel: str, value: Any) -> None:
-        self.write_bytes(rel, _encode(value))
+        self.write_bytes(rel, encode_json(value))
 
     def _read_value(self, rel: str, cls: type[_T]) -> _T | None:
         data = self.read_bytes(rel)
         if data is None:
             return None
-        return _decode(data, cls, self.url_of(rel))
+        return decode_json(data, cls, self.url_of(rel))
 
     # -- job ---------------------------------------------------------------------------------
 
@@ -617,7 +575,7 @@ class RunDir:
                 f"{where} has format version {version}, but this vastkit ({__version__}) reads "
                 f"up to version {JOB_SPEC_VERSION}: install a newer vastkit on the worker"
             )
-        return _decode(data, JobSpec, where)
+        return decode_json(data, JobSpec, where)
 
     def write_bundle(self, data: bytes) -> None:
         """Write ``code.tar.gz`` (the bytes from :func:`make_bundle`)."""
@@ -808,7 +766,7 @@ class RunDir:
     ) -> None:
         """Write one chunk of metric records (``attempts/<n>/metrics/<index>.jsonl``)."""
         body = "".join(
-            json.dumps(_converter.unstructure(r), sort_keys=True) + "\n" for r in records
+            json.dumps(document_converter.unstructure(r), sort_keys=True) + "\n" for r in records
         )
         self.write_bytes(
             f"attempts/{_check_attempt(attempt)}/metrics/{_chunk_name(index)}.jsonl",
@@ -832,7 +790,7 @@ class RunDir:
                     break
                 for line in data.splitlines():
                     if line.strip():
-                        records.append(_decode(line, MetricRecord, self.url_of(rel)))
+                        records.append(decode_json(line, MetricRecord, self.url_of(rel)))
                 index += 1
         return records
 

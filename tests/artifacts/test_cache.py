@@ -11,6 +11,7 @@ from typing import Any
 import fsspec
 import pytest
 
+from vastkit._documents import converter as _converter
 from vastkit.artifacts import (
     DatasetManifest,
     check_inputs,
@@ -28,7 +29,7 @@ from vastkit.artifacts import (
 )
 from vastkit.clock import ManualClock
 from vastkit.errors import JobError
-from vastkit.rundir import MetricRecord, _converter
+from vastkit.rundir import MetricRecord
 
 
 def make_folder(root: Path, files: dict[str, bytes]) -> Path:

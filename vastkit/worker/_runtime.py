@@ -25,6 +25,7 @@ from typing import IO, Any
 import httpx
 
 from vastkit._ckpt_policy import CHECKPOINTS_DIR, MANIFEST_NAME, Manifest, step_dirname
+from vastkit._documents import converter as document_converter
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
 from vastkit.rundir import (
@@ -36,7 +37,6 @@ from vastkit.rundir import (
     Phase,
     ResultStatus,
     RunDir,
-    _converter,
     unpack_bundle,
 )
 from vastkit.worker._protocol import (
@@ -475,7 +475,7 @@ class Worker:
 
     def _prepare(self, spec: JobSpec) -> Path:
         assert self._status_dir is not None
-        write_json_atomic(self._status_dir / JOB_FILE, _converter.unstructure(spec))
+        write_json_atomic(self._status_dir / JOB_FILE, document_converter.unstructure(spec))
         if spec.has_code_bundle:
             bundle = self.rundir.read_bundle()
             if bundle is None:
@@ -644,7 +644,7 @@ class Worker:
         self._metrics_offset += end + 1
         for line in data[: end + 1].splitlines():
             try:
-                record = _converter.structure(json.loads(line), MetricRecord)
+                record = document_converter.structure(json.loads(line), MetricRecord)
             except Exception:
                 logger.warning("ignoring a malformed metrics line: %r", line[:200])
                 continue
