@@ -36,17 +36,23 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import stat
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from vastkit._yaml import Document, did_you_mean, load_document, read_source
-from vastkit.errors import ConfigError
+from vastkit._settings import (
+    DEFAULT_BASE_URL,
+    ENV_VARS,
+    SETTING_KEYS,
+    config_file,
+    configured_key,
+    explicit_key,
+    official_key,
+    read_settings,
+)
+from vastkit._yaml import did_you_mean
 
 if TYPE_CHECKING:
     from vastkit.api.client import Client
@@ -55,84 +61,15 @@ if TYPE_CHECKING:
     from vastkit.profiles import GpuProfile
 
 __all__ = [
+    "DEFAULT_BASE_URL",
     "ENV_VARS",
     "SETTING_KEYS",
     "Settings",
     "config_file",
-    "configured_api_key",
-    "configured_base_url",
     "load_config",
 ]
 
 logger = logging.getLogger("vastkit.config")
-
-DEFAULT_BASE_URL: Final = "https://console.vast.ai"
-
-SETTING_KEYS: Final[tuple[str, ...]] = (
-    "api_key_env",
-    "api_key_file",
-    "base_url",
-    "store_url",
-    "storage_options",
-    "profiles_file",
-    "budgets_file",
-    "ledger_path",
-    "project",
-    "team",
-    "poll_interval_s",
-)
-"""The keys an environment (or the top level of the file) may set."""
-
-_TOP_KEYS: Final[tuple[str, ...]] = ("default", "environments", *SETTING_KEYS)
-
-ENV_VARS: Final[Mapping[str, str]] = {
-    "base_url": "VAST_URL",
-    "store_url": "VASTKIT_STORE_URL",
-    "profiles_file": "VASTKIT_PROFILES",
-    "budgets_file": "VASTKIT_BUDGETS",
-    "ledger_path": "VASTKIT_LEDGER",
-    "project": "VASTKIT_PROJECT",
-    "team": "VASTKIT_TEAM",
-    "poll_interval_s": "VASTKIT_POLL_INTERVAL",
-}
-"""The environment variable that overrides each setting (the API key's is ``VAST_API_KEY``)."""
-
-_RAW_KEY_NAMES: Final = frozenset({"api_key", "vast_api_key", "key", "apikey", "api-key"})
-_ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LOOKS_LIKE_KEY: Final = re.compile(r"^[A-Za-z0-9]{32,}$")
-_PLACEHOLDER: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_PATH_KEYS: Final = frozenset({"api_key_file", "profiles_file", "budgets_file", "ledger_path"})
-_STRING_KEYS: Final = frozenset(
-    {"api_key_file", "store_url", "profiles_file", "budgets_file", "ledger_path", "project", "team"}
-)
-
-
-def config_file(path: str | os.PathLike[str] | None = None) -> Path | None:
-    """Return the config file vastkit would read, or None when there is none.
-
-    Args:
-        path: An explicit file; it must exist.
-
-    Returns:
-        ``path``, else ``$VASTKIT_CONFIG``, else ``./vastkit.yaml``, else
-        ``$XDG_CONFIG_HOME/vastkit/config.yaml``: the first that exists (an explicit one always).
-
-    Raises:
-        ConfigError: ``path`` or ``$VASTKIT_CONFIG`` names a file that does not exist.
-    """
-    explicit = path if path is not None else (os.environ.get("VASTKIT_CONFIG") or None)
-    if explicit is not None:
-        chosen = Path(explicit).expanduser()
-        if not chosen.is_file():
-            origin = "" if path is not None else " ($VASTKIT_CONFIG)"
-            raise ConfigError(f"config file{origin} not found", path=str(chosen))
-        return chosen
-    local = Path("vastkit.yaml")
-    if local.is_file():
-        return local
-    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    user = Path(xdg).expanduser() / "vastkit" / "config.yaml"
-    return user if user.is_file() else None
 
 
 @attrs.frozen(kw_only=True)
@@ -236,29 +173,11 @@ class Settings:
             ConfigError: No key anywhere, or the variable or file the config file names is unset,
                 missing or empty (vastkit does not fall back to another account's key then).
         """
-        from vastkit.api.client import resolve_api_key
-
-        if argument is not None or os.environ.get("VAST_API_KEY", "").strip():
-            return resolve_api_key(argument)
-        configured = self._configured_key()
-        return configured if configured is not None else resolve_api_key(None, config=False)
-
-    def _configured_key(self) -> str | None:
-        if self.api_key_env is not None:
-            value = os.environ.get(self.api_key_env, "").strip()
-            if not value:
-                raise ConfigError(
-                    f"the API key should come from ${self.api_key_env} "
-                    f"({self._where('api_key_env')}), but it is not set",
-                    key="api_key_env",
-                )
-            return value
-        if self.api_key_file is not None:
-            return _read_key_file(Path(self.api_key_file), where=self._where("api_key_file"))
-        return None
-
-    def _where(self, name: str) -> str:
-        return f"set in {self.source(name)}"
+        explicit = explicit_key(argument)
+        if explicit is not None:
+            return explicit
+        configured = configured_key(self.api_key_env, self.api_key_file, self.sources)
+        return configured if configured is not None else official_key()
 
     def client(self, api_key: str | None = None, **kwargs: Any) -> Client:
         """Build an API client from these settings.
@@ -333,35 +252,6 @@ class Settings:
         return data
 
 
-def _read_key_file(path: Path, *, where: str) -> str:
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"the API key file does not exist ({where})", path=str(path), key="api_key_file"
-        ) from exc
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read the API key file: {exc.strerror} ({where})",
-            path=str(path),
-            key="api_key_file",
-        ) from exc
-    if not text:
-        raise ConfigError(
-            f"the API key file is empty ({where})", path=str(path), key="api_key_file"
-        )
-    if path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
-        warnings.warn(
-            f"the Vast API key file {path} is readable by other users; run `chmod 600 {path}`",
-            UserWarning,
-            stacklevel=4,
-        )
-    return text
-
-
-# -- loading ------------------------------------------------------------------------------------
-
-
 def load_config(
     path: str | os.PathLike[str] | None = None,
     env: str | None = None,
@@ -381,290 +271,12 @@ def load_config(
             key (the nearest valid one is suggested), holds a raw API key, or names an
             environment it does not define. The error names the file, the line and the key.
     """
-    chosen = config_file(path)
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    active: str | None = None
-    config_path: str | None = None
-    if chosen is not None:
-        text, name = read_source(chosen, what="vastkit config")
-        doc = load_document(text, name)
-        config_path = name
-        active, values, sources = _from_document(doc, chosen.absolute().parent, env)
-    elif env is not None or os.environ.get("VASTKIT_ENV"):
-        wanted = env if env is not None else os.environ["VASTKIT_ENV"]
-        origin = "" if env is not None else " ($VASTKIT_ENV)"
-        raise ConfigError(
-            f"environment {wanted!r}{origin} was asked for, but there is no config file "
-            "(vastkit.yaml here or $XDG_CONFIG_HOME/vastkit/config.yaml)",
-            key="env",
-        )
-    for name, var in ENV_VARS.items():
-        raw = os.environ.get(var)
-        if raw is None or not raw.strip():
-            continue
-        values[name] = _env_value(name, var, raw.strip())
-        sources[name] = f"${var}"
-    values.setdefault("base_url", DEFAULT_BASE_URL)
-    values["base_url"] = str(values["base_url"]).rstrip("/")
+    read = read_settings(path, env)
+    values = dict(read.values)
     if "ledger_path" not in values:
         from vastkit.ledger import default_ledger_path
 
         values["ledger_path"] = str(default_ledger_path())
-    if os.environ.get("VAST_API_KEY", "").strip():
-        sources["api_key"] = "$VAST_API_KEY"
-    elif "api_key_env" in values or "api_key_file" in values:
-        which = "api_key_env" if "api_key_env" in values else "api_key_file"
-        sources["api_key"] = sources[which]
-    return Settings(env=active, config_path=config_path, sources=sources, **values)
-
-
-def _env_value(name: str, var: str, raw: str) -> Any:
-    if name == "poll_interval_s":
-        try:
-            number = float(raw)
-        except ValueError:
-            number = -1.0
-        if not number > 0:
-            raise ConfigError(f"${var} must be a positive number of seconds, got {raw!r}", key=var)
-        return number
-    if name == "base_url" and not raw.startswith(("http://", "https://")):
-        raise ConfigError(f"${var} must start with http:// or https://, got {raw!r}", key=var)
-    if name in _PATH_KEYS or (name == "store_url" and "://" not in raw):
-        return str(Path(raw).expanduser())
-    return raw
-
-
-def _from_document(
-    doc: Document, base: Path, env: str | None
-) -> tuple[str | None, dict[str, Any], dict[str, str]]:
-    data = doc.data
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise doc.error("the config file must be a mapping of settings")
-    for key in data:
-        if key not in _TOP_KEYS:
-            _unknown(doc, str(key), _TOP_KEYS, (str(key),))
-    environments = data.get("environments")
-    if environments is not None and (not isinstance(environments, Mapping) or not environments):
-        raise doc.error("'environments' must map environment names to settings", "environments")
-    default = data.get("default")
-    if default is not None and not isinstance(default, str):
-        raise doc.error("'default' must be the name of an environment", "default")
-    if default is not None and environments is None:
-        raise doc.error(
-            "'default' names an environment, but there is no 'environments:'", "default"
-        )
-
-    wanted = env
-    origin = "the env argument"
-    if wanted is None and os.environ.get("VASTKIT_ENV"):
-        wanted, origin = os.environ["VASTKIT_ENV"], "$VASTKIT_ENV"
-    if wanted is None and default is not None:
-        wanted, origin = default, "default"
-    names = [str(n) for n in environments] if environments else []
-    if wanted is None and len(names) == 1:
-        wanted = names[0]
-    if wanted is None and len(names) > 1:
-        raise doc.error(
-            f"several environments ({', '.join(names)}) and no 'default:'; add one, set "
-            "VASTKIT_ENV, or pass env=",
-            "environments",
-        )
-    if wanted is not None and wanted not in names:
-        if origin == "default":
-            raise doc.error(
-                f"the default environment {wanted!r} is not defined{did_you_mean(wanted, names)}",
-                "default",
-            )
-        known = ", ".join(names) if names else "none"
-        raise ConfigError(
-            f"environment {wanted!r} (from {origin}) is not defined in the file "
-            f"(defined: {known}){did_you_mean(wanted, names)}",
-            path=doc.path,
-            line=doc.line("environments"),
-            key="env",
-        )
-
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    _apply(doc, base, data, (), values=values, sources=sources, skip=("default", "environments"))
-    if wanted is not None:
-        body = environments[wanted] if environments is not None else None
-        path = ("environments", wanted)
-        if body is None:
-            body = {}
-        if not isinstance(body, Mapping):
-            raise doc.error(f"environment {wanted!r} must be a mapping of settings", *path)
-        if "api_key_env" in body or "api_key_file" in body:
-            for key in ("api_key_env", "api_key_file"):  # the environment's key source wins whole
-                values.pop(key, None)
-                sources.pop(key, None)
-        _apply(doc, base, body, path, values=values, sources=sources, skip=())
-    # Check the other environments too, so a typo in 'prod' is found while using 'dev'.
-    for other in names:
-        if other != wanted and environments is not None:
-            body = environments[other]
-            if body is not None and not isinstance(body, Mapping):
-                raise doc.error(
-                    f"environment {other!r} must be a mapping of settings", "environments", other
-                )
-            _apply(
-                doc,
-                base,
-                body or {},
-                ("environments", other),
-                values={},
-                sources={},
-                skip=(),
-                check_only=True,
-            )
-    return wanted, values, sources
-
-
-def _unknown(doc: Document, key: str, valid: tuple[str, ...], path: tuple[str, ...]) -> None:
-    if key.lower() in _RAW_KEY_NAMES:
-        raise doc.error(
-            "do not put the API key itself in the config file (it gets committed, shared and "
-            "copied); name where it is instead: 'api_key_env: VAR' (an environment variable) or "
-            "'api_key_file: PATH' (a file only you can read)",
-            *path,
-        )
-    raise doc.error(f"unknown key '{key}'{did_you_mean(key, valid)}", *path)
-
-
-def _apply(
-    doc: Document,
-    base: Path,
-    body: Mapping[str, Any],
-    path: tuple[str, ...],
-    *,
-    values: dict[str, Any],
-    sources: dict[str, str],
-    skip: tuple[str, ...],
-    check_only: bool = False,
-) -> None:
-    valid = SETTING_KEYS if path else _TOP_KEYS
-    if path and "api_key_env" in body and "api_key_file" in body:
-        raise doc.error(
-            "give one API key source: 'api_key_env' or 'api_key_file', not both",
-            *path,
-            "api_key_file",
-        )
-    if not path and "api_key_env" in body and "api_key_file" in body:
-        raise doc.error(
-            "give one API key source: 'api_key_env' or 'api_key_file', not both", "api_key_file"
-        )
-    for raw_key, value in body.items():
-        key = str(raw_key)
-        if key in skip:
-            continue
-        key_path = (*path, key)
-        if key not in SETTING_KEYS:
-            _unknown(doc, key, valid, key_path)
-        checked = _check_value(doc, base, key, value, key_path, expand=not check_only)
-        if not check_only:
-            values[key] = checked
-            line = doc.line(*key_path)
-            sources[key] = f"{doc.path}:{line}" if line is not None else doc.path
-
-
-def _check_value(
-    doc: Document,
-    base: Path,
-    key: str,
-    value: Any,
-    key_path: tuple[str, ...],
-    *,
-    expand: bool,
-) -> Any:
-    if key == "api_key_env":
-        if not isinstance(value, str) or not value:
-            raise doc.error("'api_key_env' must be the name of an environment variable", *key_path)
-        if _LOOKS_LIKE_KEY.match(value) and not value.isupper():
-            raise doc.error(
-                "this looks like an API key, not a variable name: never put the key in the "
-                "config file; export it (e.g. VAST_API_KEY) and write 'api_key_env: VAST_API_KEY'",
-                *key_path,
-            )
-        if not _ENV_NAME.match(value):
-            raise doc.error(f"{value!r} is not a valid environment variable name", *key_path)
-        return value
-    if key == "base_url":
-        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-            raise doc.error(
-                f"'base_url' must start with http:// or https://, got {value!r}", *key_path
-            )
-        return value.rstrip("/")
-    if key == "poll_interval_s":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise doc.error(
-                f"'poll_interval_s' must be a positive number of seconds, got {value!r}", *key_path
-            )
-        return float(value)
-    if key == "storage_options":
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise doc.error("'storage_options' must be a mapping of fsspec options", *key_path)
-        return _expand(doc, value, key_path) if expand else dict(value)
-    if key in _STRING_KEYS:
-        if not isinstance(value, str) or not value.strip():
-            raise doc.error(f"'{key}' must be a non-empty string, got {value!r}", *key_path)
-        if key in _PATH_KEYS or (key == "store_url" and "://" not in value):
-            return str(_relative_to(base, value))
-        return value
-    raise AssertionError(key)  # pragma: no cover - SETTING_KEYS and the checks above agree
-
-
-def _relative_to(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
-
-
-def _expand(doc: Document, value: Any, key_path: tuple[str | int, ...]) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _expand(doc, v, (*key_path, str(k))) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(doc, v, (*key_path, i)) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        found = os.environ.get(name)
-        if found is None:
-            raise doc.error(f"${{{name}}} is used here but the variable is not set", *key_path)
-        return found
-
-    return _PLACEHOLDER.sub(substitute, value)
-
-
-def configured_api_key() -> str | None:
-    """The API key the config file's active environment names, or None when it names none.
-
-    Used by :func:`vastkit.api.client.resolve_api_key` between ``VAST_API_KEY`` and the
-    official key files.
-
-    Raises:
-        ConfigError: The config file is wrong, or the variable/file it names gives no key.
-    """
-    if config_file() is None:
-        return None
-    return load_config()._configured_key()
-
-
-def configured_base_url() -> str | None:
-    """The ``base_url`` the config file sets for the active environment, or None.
-
-    Used by :class:`vastkit.api.Client` between ``VAST_URL`` and the default.
-
-    Raises:
-        ConfigError: The config file is wrong.
-    """
-    if config_file() is None:
-        return None
-    settings = load_config()
-    source = settings.source("base_url")
-    return settings.base_url if source not in ("default", "$VAST_URL") else None
+    return Settings(
+        env=read.env, config_path=read.config_path, sources=dict(read.sources), **values
+    )

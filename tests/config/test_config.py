@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -394,3 +395,26 @@ def test_explicit_client_arguments_never_read_the_config_file(isolated: Path) ->
         assert client.base_url == "http://arg.test"
     with pytest.raises(ConfigError, match="did you mean 'store_url'"):
         Client("k")  # the base URL would come from the (broken) file
+
+
+def test_a_client_reads_the_config_file_once(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vastkit._settings
+
+    write(
+        isolated / "vastkit.yaml",
+        ENVIRONMENTS.replace("default: dev", "default: dev\napi_key_env: K"),
+    )
+    monkeypatch.setenv("K", "key-from-config")
+    reads: list[str] = []
+    real = vastkit._settings.read_source
+
+    def counting(source: Any, *, what: str) -> tuple[str, str]:
+        reads.append(str(source))
+        return real(source, what=what)
+
+    monkeypatch.setattr(vastkit._settings, "read_source", counting)
+    with Client() as client:
+        assert client.base_url == "http://127.0.0.1:8765"
+    assert reads == ["vastkit.yaml"]

@@ -21,18 +21,15 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import os
 import random
-import stat
-import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import httpx
 
+from vastkit._settings import DEFAULT_BASE_URL, resolve_api_key, resolve_connection
 from vastkit.api._converter import structure, structure_list
 from vastkit.api._transport import RetryPolicy, Transport, TransportStats
 from vastkit.api.models import (
@@ -54,7 +51,6 @@ from vastkit.clock import Clock, SystemClock
 from vastkit.errors import (
     APIStatusError,
     APITimeoutError,
-    ConfigError,
     GoneError,
     NotFoundError,
     ResponseValidationError,
@@ -64,85 +60,10 @@ __all__ = ["DEFAULT_BASE_URL", "Client", "resolve_api_key"]
 
 logger = logging.getLogger("vastkit.api")
 
-DEFAULT_BASE_URL: Final = "https://console.vast.ai"
-"""Where the client talks to unless ``base_url`` or ``VAST_URL`` says otherwise."""
-
 _DEFAULT_ORDER: Final = [["score", "desc"]]
 _PAGE_LIMIT: Final = 25  # the v1 instance list's maximum page size
 _MAX_PAGES: Final = 10_000
 _T = TypeVar("_T")
-
-
-def _key_files() -> list[Path]:
-    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return [Path(xdg) / "vastai" / "vast_api_key", Path.home() / ".vast_api_key"]
-
-
-def resolve_api_key(api_key: str | None = None, *, config: bool = True) -> str:
-    """Find the API key the way the official SDK does, plus vastkit's config file.
-
-    The order: the argument, else ``VAST_API_KEY``, else the variable (``api_key_env``) or file
-    (``api_key_file``) that the active environment of vastkit's config file names (see
-    :mod:`vastkit.config`), else ``$XDG_CONFIG_HOME/vastai/vast_api_key`` (``XDG_CONFIG_HOME``
-    defaults to ``~/.config``), else ``~/.vast_api_key``. A key file that other users can read
-    gets a warning.
-
-    Args:
-        api_key: An explicit key.
-        config: Look at vastkit's config file (False: skip it, as
-            :meth:`vastkit.config.Settings.api_key` does after checking its own environment).
-
-    Returns:
-        The key, stripped of surrounding whitespace.
-
-    Raises:
-        ConfigError: No key anywhere (or only empty ones), the config file is wrong, or the
-            variable or file it names gives no key.
-    """
-    if api_key is not None:
-        if not api_key.strip():
-            raise ConfigError("the api_key argument is empty", key="api_key")
-        return api_key.strip()
-    env_key = os.environ.get("VAST_API_KEY", "").strip()
-    if env_key:
-        return env_key
-    from vastkit.config import configured_api_key
-
-    configured = configured_api_key() if config else None
-    if configured is not None:
-        return configured
-    for path in _key_files():
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the API key file: {exc.strerror}", path=str(path)
-            ) from exc
-        if not text:
-            continue
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
-            warnings.warn(
-                f"the Vast API key file {path} is readable by other users; run `chmod 600 {path}`",
-                UserWarning,
-                stacklevel=3,
-            )
-        return text
-    tried = ", ".join(str(path) for path in _key_files())
-    raise ConfigError(
-        "no Vast API key: pass api_key=, set VAST_API_KEY, name a key source in vastkit.yaml "
-        "(api_key_env or api_key_file), or write the key to one of "
-        f"{tried} (get a key at https://cloud.vast.ai/manage-keys/)",
-        key="api_key",
-    )
-
-
-def _configured_base_url() -> str:
-    from vastkit.config import configured_base_url
-
-    return configured_base_url() or DEFAULT_BASE_URL
 
 
 def _epoch(value: float | datetime) -> int:
@@ -196,17 +117,14 @@ class Client:
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must not be negative, got {max_retries}")
-        key = resolve_api_key(api_key)
-        url = (base_url or os.environ.get("VAST_URL") or _configured_base_url()).rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"base URL must start with http:// or https://, got {url!r}")
+        connection = resolve_connection(api_key, base_url)
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.Client()
         self._clock = clock if clock is not None else SystemClock()
         self._closed = False
         self._transport = Transport(
-            api_key=key,
-            base_url=url,
+            api_key=connection.api_key,
+            base_url=connection.base_url,
             http_client=self._http,
             clock=self._clock,
             timeout=timeout,
