@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-from vastkit.emulator._app import DEFAULT_RATE_LIMITS, FaultRule
 from vastkit.emulator._emulator import (
     AcceleratedClock,
     Emulator,
@@ -25,6 +24,8 @@ from vastkit.emulator._emulator import (
     UserView,
     serve,
 )
+from vastkit.emulator._faults import FaultRule
+from vastkit.emulator._limits import DEFAULT_RATE_LIMITS
 from vastkit.emulator._market import GPU_MODELS, GpuModel
 from vastkit.emulator._runners import ContainerSpec, ProcessRunner, Runner, ScriptedRunner
 from vastkit.emulator._server import EmulatorTransport

@@ -14,7 +14,11 @@ from typing import Any, Literal
 import httpx
 
 from vastkit.clock import Clock, ManualClock, SystemClock
-from vastkit.emulator._app import DEFAULT_RATE_LIMITS, FAULT_KINDS, App, FaultRule
+from vastkit.emulator._app import App
+from vastkit.emulator._faults import FAULT_KINDS, FaultRule
+from vastkit.emulator._limits import DEFAULT_RATE_LIMITS
+from vastkit.emulator._offer_columns import render_offer
+from vastkit.emulator._render import charges, render_instance, reported_states
 from vastkit.emulator._runners import ProcessRunner, Runner, ScriptedRunner
 from vastkit.emulator._server import EmulatorTransport, LoopbackServer
 from vastkit.emulator._state import Instance, State, Timings
@@ -113,17 +117,16 @@ class UserView:
 
 
 def _view(inst: Instance) -> InstanceView:
-    host = inst.machine.host_status
-    cur = "running" if inst.holds else "stopped"
+    states = reported_states(inst)
     return InstanceView(
         id=inst.id,
         machine_id=inst.machine.id,
         offer_id=inst.machine.ask_id,
         label=inst.label,
-        actual_status=inst.actual if host == "online" else host,
-        intended_status="stopped" if (inst.outbid or not inst.wants_run) else "running",
-        cur_state=cur,
-        next_state=cur,
+        actual_status=states.actual_status,
+        intended_status=states.intended_status,
+        cur_state=states.cur_state,
+        next_state=states.cur_state,
         status_msg=inst.status_msg,
         is_bid=inst.is_bid,
         price=inst.price,
@@ -364,7 +367,7 @@ class Emulator:
         """The instance object the API would answer."""
         self.tick()
         with self._state.lock:
-            return self._app.render_instance(self._state.instances[instance_id])
+            return render_instance(self._state, self._state.instances[instance_id])
 
     @property
     def user(self) -> UserView:
@@ -389,7 +392,7 @@ class Emulator:
         """Run an offer query directly (no authentication, rate limits or faults)."""
         self.tick()
         with self._state.lock:
-            return self._app.search(dict(query or {}))
+            return self._app.offers.find(dict(query or {}))
 
     def offer(
         self, offer_id: int, *, kind: str = "on-demand", storage: float = 8.0
@@ -401,7 +404,7 @@ class Emulator:
         """
         with self._state.lock:
             machine = self._state.by_ask_id[offer_id]
-            return self._app.render_offer(machine, kind, storage)
+            return render_offer(self._state, machine, kind, storage)
 
     def logs(self, instance_id: int) -> str:
         """What the instance's container printed so far."""
@@ -412,7 +415,7 @@ class Emulator:
         """The charges the API would list for ``[start, end]``."""
         self.tick()
         with self._state.lock:
-            return self._app.charges(start, end)
+            return charges(self._state, start, end)
 
     # ------------------------------------------------------------------ steer
 

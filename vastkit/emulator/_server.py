@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from vastkit.emulator._app import App, Request, Response, parse_query_string
+from vastkit.emulator._app import App
+from vastkit.emulator._http import Request, Response, parse_query_string
 
 __all__ = ["EmulatorTransport", "LoopbackServer"]
 

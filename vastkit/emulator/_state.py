@@ -17,28 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vastkit.emulator._http import error
 from vastkit.emulator._market import HOURS_PER_STORAGE_MONTH, Machine, generate_catalog
 from vastkit.emulator._runners import ContainerSpec, Runner
 
-__all__ = ["ApiError", "Competitor", "Instance", "State", "Timings"]
+__all__ = ["Competitor", "Instance", "State", "Timings"]
 
 logger = logging.getLogger("vastkit.emulator")
 
 INF = math.inf
-
-
-class ApiError(Exception):
-    """An HTTP error answer: status code and JSON body."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(f"{status} {body.get('error', '')}")
-        self.status = status
-        self.body = body
-
-
-def error(status: int, code: str, msg: str, **extra: Any) -> ApiError:
-    """Build the common ``{"success": false, "error", "msg"}`` error."""
-    return ApiError(status, {"success": False, "error": code, "msg": msg, **extra})
 
 
 @dataclass(frozen=True)

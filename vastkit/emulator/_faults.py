@@ -1,0 +1,99 @@
+"""Injected request faults: which rule hits a request, and what the hit answer looks like."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vastkit.emulator._http import Response, json_response, text_response
+from vastkit.emulator._limits import RateLimiter
+
+__all__ = ["FAULT_KINDS", "FaultRule", "fault_answer", "pick_fault", "spoil"]
+
+FAULT_KINDS = frozenset({"status", "drop", "slow", "malformed", "rate_limit", "search_quota"})
+
+
+@dataclass
+class FaultRule:
+    """A programmed fault (see :meth:`vastkit.emulator.Emulator.inject`)."""
+
+    kind: str
+    """``status``, ``drop``, ``slow``, ``malformed``, ``rate_limit`` or ``search_quota``."""
+    endpoint: str = "*"
+    """The endpoint name it applies to, or ``"*"``."""
+    count: int | None = 1
+    """How many requests it hits (None: no limit)."""
+    probability: float | None = None
+    """The chance each matching request is hit (drawn from the seed); None: always."""
+    status: int = 503
+    """The status code of a ``status`` fault."""
+    delay_s: float = 2.0
+    """The real-time delay of a ``slow`` answer."""
+    processed: bool = False
+    """Handle the request first, then fail its answer."""
+    shape: str = "detail"
+    """The 429 body of a ``rate_limit`` fault: ``detail``, ``error`` or ``text``."""
+    fired: int = 0
+    """How many requests it has hit so far."""
+
+    def exhausted(self) -> bool:
+        """Whether the rule has fired its ``count`` times."""
+        return self.count is not None and self.fired >= self.count
+
+
+def pick_fault(rules: Iterable[FaultRule], endpoint: str, rng: random.Random) -> FaultRule | None:
+    """The first live rule that hits a request to ``endpoint`` (counted as fired), or None.
+
+    A rule with a ``probability`` draws from ``rng`` each time it is considered.
+    """
+    for rule in rules:
+        if rule.exhausted() or rule.endpoint not in ("*", endpoint):
+            continue
+        if rule.kind == "search_quota" and endpoint != "search":
+            continue
+        if rule.probability is not None and rng.random() >= rule.probability:
+            continue
+        rule.fired += 1
+        return rule
+    return None
+
+
+def fault_answer(
+    rule: FaultRule, endpoint: str, now: float, limiter: RateLimiter
+) -> Response | None:
+    """The answer a fault gives instead of the real one; None for ``slow`` and ``malformed``."""
+    if rule.kind == "status":
+        return _status_page(rule.status)
+    if rule.kind == "drop":
+        return Response(0, b"", drop=True)
+    if rule.kind == "rate_limit":
+        return limiter.too_frequent(endpoint, limiter.rate_limits.get(endpoint, 1.0), rule.shape)
+    if rule.kind == "search_quota":
+        return limiter.quota_exceeded(now)
+    return None
+
+
+def spoil(rule: FaultRule, response: Response) -> Response:
+    """Apply a ``slow`` (delay) or ``malformed`` (truncated body) fault to a real answer."""
+    if rule.kind == "slow":
+        response.delay_s = rule.delay_s
+    if rule.kind == "malformed":
+        response.body = response.body[: max(1, len(response.body) // 2)]
+    return response
+
+
+def _status_page(status: int) -> Response:
+    """A gateway's HTML page for 5xx other than 500; the API's JSON for the rest."""
+    if status >= 500 and status != 500:
+        return text_response(
+            status,
+            f"<html><head><title>{status}</title></head><body><center><h1>"
+            f"{status} {'Bad Gateway' if status == 502 else 'Error'}"
+            f"</h1></center><hr><center>nginx</center></body></html>",
+            "text/html",
+        )
+    return json_response(
+        status,
+        {"success": False, "error": "internal_error", "msg": "Internal server error"},
+    )
