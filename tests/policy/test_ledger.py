@@ -171,8 +171,8 @@ def test_a_failed_transaction_leaves_nothing_behind(ledger: Ledger) -> None:
     attempt = ledger.record_attempt("r1", 1)
 
     def crash() -> None:
-        with ledger._write() as conn:
-            conn.execute(
+        with ledger._db.write() as tx:
+            tx.execute(
                 "INSERT INTO cost_samples (attempt_id, at, state, rate_dph, cost_usd) "
                 "VALUES (?, ?, 'running', 1, 5)",
                 (attempt, NOW),
@@ -188,8 +188,8 @@ _CRASH = """
 import os, sys
 from vastkit.ledger import Ledger
 ledger = Ledger(sys.argv[1])
-with ledger._write() as conn:
-    conn.execute("INSERT INTO runs (run_id, status, created_at, metadata) "
+with ledger._db.write() as tx:
+    tx.execute("INSERT INTO runs (run_id, status, created_at, metadata) "
                  "VALUES ('half', 'pending', 0, '{}')")
     os._exit(1)  # the process dies mid-transaction
 """

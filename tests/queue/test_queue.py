@@ -303,16 +303,16 @@ def test_claims_are_atomic_between_connections(tmp_path: Path) -> None:
 def test_an_old_ledger_gains_the_queue_table(tmp_path: Path) -> None:
     import sqlite3
 
-    from vastkit import ledger as ledger_module
+    from vastkit.ledger._schema import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    conn.executescript(ledger_module._MIGRATIONS[0])
+    conn.executescript(MIGRATIONS[0])
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
     with Ledger(path) as ledger:
-        assert ledger.schema_version == ledger_module.SCHEMA_VERSION == 2
+        assert ledger.schema_version == SCHEMA_VERSION == 2
         ledger.enqueue("j1", name="j", spec={"a": 1})
         (entry,) = ledger.queue_entries("queued")
         assert entry.spec == {"a": 1}

@@ -1,0 +1,138 @@
+"""The ledger: a local SQLite record of every run, attempt, cost and blocked machine.
+
+One file (default ``$XDG_STATE_HOME/vastkit/ledger.db``, i.e. ``~/.local/state/vastkit/ledger.db``)
+shared by every vastkit process of a user. It is opened in WAL mode with a busy timeout, every
+write is one transaction (``BEGIN IMMEDIATE``), and the schema is versioned (``PRAGMA
+user_version``) with forward migrations, so several processes may use it at once and a crash
+mid-write leaves it consistent.
+
+What it holds:
+
+* **runs**: one row per job run (``run_id``, name, project, team, profile, status);
+* **attempts**: one row per instance tried for a run: offer, machine, rental type, bid,
+  ``dph_total``, storage price, a timestamp per phase, the end reason, instance id and label;
+* **cost samples**: what each attempt accrued between polls (the spend the budgets read);
+* **blocked machines**: machines not to rent again until an expiry;
+* **create intents**: written *before* a create request is sent, so an orchestrator that dies
+  mid-create can reconcile by label on its next start.
+* **queue jobs**: the jobs of :class:`vastkit.JobQueue` (schema 2): the serialised job, its
+  priority and status, and the lease (token, owner, expiry) of the process that drives it. A
+  claim is one conditional ``UPDATE`` inside a ``BEGIN IMMEDIATE`` transaction, so two processes
+  never claim the same job.
+
+Use one :class:`Ledger` per process (it is safe to share between threads of that process).
+
+How the package is laid out: ``_schema`` holds the SQL schema and its migrations, ``_db`` the
+one class that talks to the database driver (connection, transactions, errors), ``_records``
+the records rows read back as, and one module per table holds that table's methods, which
+:class:`Ledger` combines.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vastkit.clock import Clock, SystemClock
+from vastkit.ledger._attempts import AttemptsTable
+from vastkit.ledger._blocks import BlocksTable
+from vastkit.ledger._db import Database
+from vastkit.ledger._intents import IntentsTable
+from vastkit.ledger._queue_table import QueueTable
+from vastkit.ledger._records import (
+    ATTEMPT_PHASES,
+    QUEUE_TERMINAL,
+    AttemptRecord,
+    BlockedMachine,
+    CostSample,
+    CreateIntent,
+    QueueEntry,
+    RunRecord,
+)
+from vastkit.ledger._runs import RunsTable
+from vastkit.ledger._schema import SCHEMA_VERSION
+
+__all__ = [
+    "ATTEMPT_PHASES",
+    "QUEUE_TERMINAL",
+    "SCHEMA_VERSION",
+    "AttemptRecord",
+    "BlockedMachine",
+    "CostSample",
+    "CreateIntent",
+    "Ledger",
+    "QueueEntry",
+    "RunRecord",
+    "default_ledger_path",
+]
+
+
+def default_ledger_path() -> Path:
+    """``$XDG_STATE_HOME/vastkit/ledger.db``, or ``~/.local/state/vastkit/ledger.db``.
+
+    ``VASTKIT_LEDGER`` overrides both.
+    """
+    override = os.environ.get("VASTKIT_LEDGER")
+    if override:
+        return Path(override).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state).expanduser() / "vastkit" / "ledger.db"
+
+
+class Ledger(RunsTable, IntentsTable, AttemptsTable, BlocksTable, QueueTable):
+    """The SQLite ledger.
+
+    Its methods come by table: runs (:meth:`record_run`, :meth:`get_run`...), create intents
+    (:meth:`begin_intent`...), attempts and their costs (:meth:`record_attempt`,
+    :meth:`add_cost_sample`, :meth:`spend`...), blocked machines (:meth:`block_machine`...) and
+    the job queue (:meth:`enqueue`, :meth:`claim_queued`...).
+
+    Args:
+        path: The database file; default :func:`default_ledger_path`. ``":memory:"`` gives a
+            private in-memory ledger (tests).
+        clock: The clock used when a method is not given a time.
+        busy_timeout_s: How long to wait for another process's write lock.
+
+    Raises:
+        LedgerError: The file cannot be opened or created, or was written by a newer vastkit.
+
+    Example::
+
+        with Ledger() as ledger:
+            ledger.record_run("r1", project="vision", team="ml", profile="dev-test")
+            intent = ledger.begin_intent("r1", 1, offer_id=123, label="vastkit/r1/1")
+            ...  # send the create
+            ledger.complete_intent(intent, instance_id=456)
+            attempt = ledger.record_attempt("r1", 1, offer_id=123, machine_id=9, ...)
+            ledger.add_cost_sample(attempt, state="running", rate_dph=0.31)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        clock: Clock | None = None,
+        busy_timeout_s: float = 30.0,
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self.path = str(default_ledger_path() if path is None else path)
+        """The database file."""
+        self._db = Database(self.path, busy_timeout_s=busy_timeout_s)
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open file."""
+        return self._db.schema_version
+
+    def close(self) -> None:
+        """Close the database connection (idempotent)."""
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.path!r})"

@@ -1,0 +1,223 @@
+"""The one place that talks to the database driver: open, migrate, transact, read.
+
+Every statement of the ledger runs through a :class:`Database`: inside :meth:`Database.write`
+(one ``BEGIN IMMEDIATE`` transaction, a :class:`Transaction`) or as :meth:`Database.read`. Rows
+come back as plain dicts and the driver's errors as :class:`~vastkit.errors.LedgerError`
+(:class:`RowConflict` when a write breaks a constraint), so the table modules never see
+``sqlite3``. A PostgreSQL backend is another class with these few methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from vastkit.clock import Clock
+from vastkit.errors import LedgerError
+from vastkit.ledger._schema import MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["Database", "Row", "RowConflict", "Tables", "Transaction", "equal", "where"]
+
+logger = logging.getLogger("vastkit.ledger")
+
+Row = dict[str, Any]
+"""One result row: column name to value."""
+
+
+class RowConflict(LedgerError):
+    """A write broke a constraint: a unique key taken, a referenced row missing."""
+
+
+def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
+    return {column[0]: value for column, value in zip(cursor.description, values, strict=True)}
+
+
+class Transaction:
+    """The statements of one write transaction (see :meth:`Database.write`)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self._conn = conn
+        self._path = path
+
+    def _cursor(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise RowConflict(str(exc)) from exc
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot write the ledger at {self._path}: {exc}") from exc
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; returns how many rows it changed."""
+        return self._cursor(sql, params).rowcount
+
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run an ``INSERT``; returns the new row's id."""
+        return int(self._cursor(sql, params).lastrowid or 0)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row of a query, or None."""
+        row: Row | None = self._cursor(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Every row of a query."""
+        return self._cursor(sql, params).fetchall()
+
+
+class Database:
+    """One SQLite file, opened in WAL mode with a busy timeout and migrated to
+    :data:`~vastkit.ledger.SCHEMA_VERSION`. Safe to share between threads.
+
+    Args:
+        path: The file, or ``":memory:"``.
+        busy_timeout_s: How long to wait for another process's write lock.
+
+    Raises:
+        LedgerError: The file cannot be opened or used, or was written by a newer vastkit.
+    """
+
+    def __init__(self, path: str, *, busy_timeout_s: float) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
+        conn.row_factory = _dict_row
+        self._conn: sqlite3.Connection | None = conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            if path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise LedgerError(f"cannot use the ledger at {path}: {exc}") from exc
+        except LedgerError:
+            self.close()
+            raise
+
+    def _migrate(self) -> None:
+        with self.write() as tx:
+            version = int(self._user_version(tx.one("PRAGMA user_version")))
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"the ledger at {self.path} has schema version {version}, newer than this "
+                    f"vastkit understands ({SCHEMA_VERSION}); upgrade vastkit"
+                )
+            for number in range(version, SCHEMA_VERSION):
+                logger.info("migrating ledger %s to schema %d", self.path, number + 1)
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        tx.execute(statement)
+                tx.execute(f"PRAGMA user_version = {number + 1}")
+
+    @staticmethod
+    def _user_version(row: Row | None) -> int:
+        return int(row["user_version"]) if row is not None else 0
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open file."""
+        return self._user_version(next(iter(self.read("PRAGMA user_version")), None))
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise LedgerError(f"the ledger at {self.path} is closed")
+        return self._conn
+
+    @contextmanager
+    def write(self) -> Iterator[Transaction]:
+        """One write transaction (``BEGIN IMMEDIATE``): committed when the block ends, rolled
+        back when it raises.
+
+        Raises:
+            LedgerError: The transaction could not begin or commit (or a statement failed).
+        """
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot write the ledger at {self.path}: {exc}") from exc
+            try:
+                yield Transaction(conn, self.path)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise LedgerError(f"cannot write the ledger at {self.path}: {exc}") from exc
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Every row of one query (outside any write transaction).
+
+        Raises:
+            LedgerError: The query failed, or the database is closed.
+        """
+        with self._lock:
+            try:
+                return self._connection().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot read the ledger at {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class Tables:
+    """What every table's methods of :class:`~vastkit.ledger.Ledger` rely on: the database and
+    the clock (the table classes are mixed into ``Ledger``)."""
+
+    _db: Database
+    _clock: Clock
+
+    def _now(self, at: float | None) -> float:
+        return self._clock.now() if at is None else float(at)
+
+    def _update(
+        self, table: str, key_column: str, key: object, fields: Mapping[str, Any], *, missing: str
+    ) -> None:
+        """Set ``fields`` on the row of ``table`` whose ``key_column`` is ``key``.
+
+        Nothing happens when ``fields`` is empty; ``ValueError(missing)`` when there is no row.
+        """
+        if not fields:
+            return
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        with self._db.write() as tx:
+            changed = tx.execute(
+                f"UPDATE {table} SET {columns} WHERE {key_column} = ?", (*fields.values(), key)
+            )
+        if changed == 0:
+            raise ValueError(missing)
+
+
+def where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A ``WHERE`` clause (or "") joining with AND each ``(clause, value)`` whose value is set."""
+    given = [(clause, value) for clause, value in conditions if value is not None]
+    clause = f"WHERE {' AND '.join(clause for clause, _ in given)}" if given else ""
+    return clause, [value for _, value in given]
+
+
+def equal(**values: Any) -> tuple[str, list[Any]]:
+    """A ``WHERE`` clause matching each given column (``None`` values are left out)."""
+    return where(*((f"{name} = ?", value) for name, value in values.items()))
