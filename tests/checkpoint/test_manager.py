@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from vastkit._ckpt_policy import auto_interval_steps
+from vastkit.checkpoint.naming import auto_interval_steps
 from vastkit.checkpoint import CheckpointManager, CheckpointWarning, RetryPolicy
 from vastkit.clock import ManualClock
 from vastkit.errors import CheckpointCorruptError, CheckpointError

@@ -8,12 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vastkit._ckpt_policy import (
+from vastkit.checkpoint.naming import (
     FORMAT_VERSION,
     Manifest,
     ManifestError,
     PayloadEntry,
-    RetryPolicy,
     auto_interval_steps,
     is_due,
     parse_step_dirname,
@@ -21,6 +20,7 @@ from vastkit._ckpt_policy import (
     step_dirname,
     young_daly_seconds,
 )
+from vastkit.retry import RetryPolicy
 
 steps = st.integers(min_value=0, max_value=10**15)
 
@@ -220,7 +220,7 @@ def test_retry_delays_grow_and_are_capped(
     attempts: int, initial: float, cap: float, mult: float
 ) -> None:
     policy = RetryPolicy(attempts=attempts, initial_delay=initial, max_delay=cap, multiplier=mult)
-    delays = policy.delays()
+    delays = [policy.delay(i) for i in range(1, attempts)]
     assert len(delays) == attempts - 1
     assert all(0 <= d <= cap for d in delays)
     assert list(delays) == sorted(delays)

@@ -1,0 +1,43 @@
+"""Committed, asynchronous, verified checkpoints on any fsspec store.
+
+:class:`CheckpointManager` writes each checkpoint under
+``<url>/checkpoints/step-<zero-padded step>/``: the payload object first, then ``manifest.json``
+(sizes and SHA-256 of every payload object, step, time, metrics, format version). A checkpoint
+exists once its manifest exists; the latest one is the highest step whose manifest exists and whose
+payload verifies. Timestamps never order checkpoints.
+
+An asynchronous save copies the state into reused CPU buffers on the caller's thread (the only
+stall), then serialises, uploads, verifies and commits in a background thread. At most one save is
+in flight; a failed background save is raised as :class:`~vastkit.errors.CheckpointError` at the
+next call to :meth:`~CheckpointManager.save`, :meth:`~CheckpointManager.wait`,
+:meth:`~CheckpointManager.save_now` or :meth:`~CheckpointManager.close`.
+
+torch is optional for ``import vastkit``; it is imported when a checkpoint is saved or loaded.
+
+The package's parts:
+
+* :mod:`vastkit.checkpoint.naming`: folder names, manifests, retention and intervals (pure);
+* ``_serialize``: staging, ``torch.save`` sinks (memory or spool file), RNG states;
+* ``_commits``: the step folders in the store (commit, verify, prune, read);
+* ``_background``: the one save in flight;
+* ``_manager``: :class:`CheckpointManager`, which decides when to save.
+
+Every store call goes through :class:`vastkit._store.Store` (retries by
+:class:`vastkit.retry.RetryPolicy`).
+"""
+
+from __future__ import annotations
+
+from vastkit.checkpoint._commits import CheckpointInfo, CheckpointWarning
+from vastkit.checkpoint._manager import CheckpointManager, SaveStats
+from vastkit.checkpoint._serialize import PAYLOAD_NAME
+from vastkit.retry import RetryPolicy
+
+__all__ = [
+    "PAYLOAD_NAME",
+    "CheckpointInfo",
+    "CheckpointManager",
+    "CheckpointWarning",
+    "RetryPolicy",
+    "SaveStats",
+]

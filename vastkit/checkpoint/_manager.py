@@ -1,0 +1,522 @@
+"""The checkpoint manager: when to save, and the public face of saving and restoring."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Literal
+
+import attrs
+
+from vastkit._store import DEFAULT_CHUNK, DEFAULT_CONCURRENCY, STORE_RETRY, Store
+from vastkit.checkpoint._background import BackgroundSave
+from vastkit.checkpoint._commits import CheckpointFolders, CheckpointInfo, Retention
+from vastkit.checkpoint._serialize import (
+    FORMAT_TAG,
+    Stager,
+    capture_rng,
+    is_module,
+)
+from vastkit.checkpoint._serialize import restore_rng as restore_rng_states
+from vastkit.checkpoint.naming import auto_interval_steps, is_due, step_dirname
+from vastkit.clock import Clock, SystemClock
+from vastkit.errors import CheckpointCorruptError, CheckpointError
+from vastkit.retry import RetryPolicy
+
+__all__ = ["CheckpointManager", "SaveStats"]
+
+logger = logging.getLogger("vastkit.checkpoint")
+
+
+@attrs.define
+class SaveStats:
+    """Measured costs of saving (moving averages, in seconds; ``None`` until measured)."""
+
+    stall_seconds: float | None = None
+    """How long a save held up the caller (staging the state)."""
+    upload_seconds: float | None = None
+    """How long serialising, uploading and committing took."""
+    step_seconds: float | None = None
+    """The time per training step between calls to :meth:`CheckpointManager.save`."""
+
+
+def ema(old: float | None, new: float, weight: float = 0.5) -> float:
+    """An exponential moving average step (``new`` when there is no ``old``)."""
+    return new if old is None else (1 - weight) * old + weight * new
+
+
+def _check_settings(
+    *,
+    every_steps: int | Literal["auto"] | None,
+    every_seconds: float | None,
+    keep_last: int | None,
+    keep_best: int | None,
+    best_metric: str | None,
+    best_mode: str,
+    mtbf_seconds: float,
+) -> None:
+    """Refuse a manager's settings that are out of range (see :class:`CheckpointManager`)."""
+    if every_steps is not None and every_steps != "auto":
+        if isinstance(every_steps, bool) or not isinstance(every_steps, int):
+            raise TypeError(f"every_steps must be an int, 'auto' or None, not {every_steps!r}")
+        if every_steps < 1:
+            raise ValueError(f"every_steps must be >= 1, not {every_steps}")
+    if every_seconds is not None and not every_seconds > 0:
+        raise ValueError(f"every_seconds must be > 0, not {every_seconds}")
+    if keep_last is not None and keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1 or None, not {keep_last}")
+    if keep_best is not None and (keep_best < 0 or best_metric is None):
+        raise ValueError("keep_best needs best_metric and a count >= 0")
+    if best_mode not in ("min", "max"):
+        raise ValueError(f"best_mode must be 'min' or 'max', not {best_mode!r}")
+    if not mtbf_seconds > 0:
+        raise ValueError(f"mtbf_seconds must be > 0, not {mtbf_seconds}")
+
+
+class CheckpointManager:
+    """Committed, asynchronous, verified checkpoints under an fsspec URL.
+
+    Args:
+        url: Any fsspec URL or plain path (``s3://bucket/run``, ``gs://...``, ``file:///...``,
+            ``memory://...``). Checkpoints go under ``<url>/checkpoints/``.
+        every_steps: Save when the step is a multiple of this (or this many steps passed since the
+            last save). ``"auto"`` picks the interval from Young/Daly, ``sqrt(2 x stall x MTBF)``,
+            bounded below by the measured upload time, using ``mtbf_seconds``.
+        every_seconds: Save when this many seconds passed since the last save (by ``clock``).
+            With neither interval, every call to :meth:`save` saves.
+        keep_last: Keep the newest N committed checkpoints (``None`` keeps all); older ones are
+            pruned only after a new commit. The newest is always kept.
+        keep_best: Also keep the best N checkpoints by ``best_metric``.
+        best_metric: The metric (a key of ``save(metrics=...)``) that ranks checkpoints.
+        best_mode: ``"min"`` (lower is better) or ``"max"``.
+        async_save: Stage on the caller's thread and upload in the background (default). With
+            ``False`` :meth:`save` returns only after the commit.
+        storage_options: Passed to fsspec (credentials, ``client_kwargs``, ...).
+        retries: A :class:`~vastkit.retry.RetryPolicy` for transient store errors, or the
+            number of tries (default: six tries within 120 seconds, waits of 0.25 s to 8 s).
+        clock: The clock for intervals, backoff and deadlines (default :class:`SystemClock`).
+        capture_rng: Save Python, NumPy, torch and CUDA RNG states with every checkpoint.
+        mtbf_seconds: The mean time between failures for ``every_steps="auto"``.
+        spool_max_bytes: States estimated larger than this (default 64 MiB) are serialised to
+            a temporary file instead of memory before the upload, so the extra memory a save
+            holds is about one copy of the state (its CPU staging buffers); smaller states are
+            serialised into a reused in-memory buffer.
+        transfer_chunk_bytes: The part size of concurrent multipart uploads and ranged reads
+            (S3).
+        transfer_concurrency: How many parts move at once (S3).
+
+    Raises:
+        ValueError: an interval or a count is out of range, or ``keep_best`` lacks ``best_metric``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        every_steps: int | Literal["auto"] | None = None,
+        every_seconds: float | None = None,
+        keep_last: int | None = 3,
+        keep_best: int | None = None,
+        best_metric: str | None = None,
+        best_mode: Literal["min", "max"] = "min",
+        async_save: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+        retries: RetryPolicy | int | None = None,
+        clock: Clock | None = None,
+        capture_rng: bool = True,
+        mtbf_seconds: float = 6 * 3600.0,
+        spool_max_bytes: int = 64 * 2**20,
+        transfer_chunk_bytes: int = DEFAULT_CHUNK,
+        transfer_concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        _check_settings(
+            every_steps=every_steps,
+            every_seconds=every_seconds,
+            keep_last=keep_last,
+            keep_best=keep_best,
+            best_metric=best_metric,
+            best_mode=best_mode,
+            mtbf_seconds=mtbf_seconds,
+        )
+        if retries is None:
+            retry = STORE_RETRY
+        elif isinstance(retries, RetryPolicy):
+            retry = retries
+        else:
+            retry = attrs.evolve(STORE_RETRY, attempts=int(retries))
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        if transfer_chunk_bytes < 5 * 2**20 or transfer_concurrency < 1:
+            raise ValueError("transfer_chunk_bytes must be >= 5 MiB and transfer_concurrency >= 1")
+        self._store = Store(
+            url,
+            storage_options,
+            retry=retry,
+            clock=self._clock,
+            transfer_chunk_bytes=transfer_chunk_bytes,
+            transfer_concurrency=transfer_concurrency,
+        )
+        self.url = self._store.url
+        self._folders = CheckpointFolders(
+            self._store,
+            retention=Retention(
+                keep_last=keep_last,
+                keep_best=keep_best,
+                best_metric=best_metric,
+                best_mode=best_mode,
+            ),
+            spool_max_bytes=spool_max_bytes,
+        )
+        self._every_steps = every_steps
+        self._every_seconds = every_seconds
+        self._keep_last = keep_last
+        self._keep_best = keep_best
+        self._best_metric = best_metric
+        self._best_mode: Literal["min", "max"] = best_mode
+        self._async = async_save
+        self._capture_rng = capture_rng
+        self._mtbf = float(mtbf_seconds)
+        self._spool_max = int(spool_max_bytes)
+        self._stager = Stager()
+        self._saves = BackgroundSave()
+        self._closed = False
+        self._last_step: int | None = None
+        self._last_time = self._clock.now()
+        self._last_call: tuple[int, float] | None = None
+        self._last_seen: tuple[int, Any, Mapping[str, float] | None] | None = None
+        self._committed: int | None = None
+        self.stats = SaveStats()
+        """Measured ``stall_seconds``, ``upload_seconds`` and ``step_seconds`` (moving averages)."""
+
+    def __repr__(self) -> str:
+        return f"CheckpointManager({self.url!r})"
+
+    # ------------------------------------------------------------------ saving
+
+    @property
+    def interval_steps(self) -> int | None:
+        """The current interval in steps (the measured one for ``every_steps="auto"``)."""
+        if self._every_steps != "auto":
+            return self._every_steps
+        s = self.stats
+        if s.step_seconds is None or s.stall_seconds is None:
+            return None
+        return auto_interval_steps(
+            step_seconds=s.step_seconds,
+            stall_seconds=s.stall_seconds,
+            upload_seconds=s.upload_seconds or 0.0,
+            mtbf_seconds=self._mtbf,
+        )
+
+    def _due(self, step: int, now: float) -> bool:
+        if self._every_steps == "auto":
+            if self._last_step is None:
+                return True
+            interval = self.interval_steps
+            if step <= self._last_step:
+                return False
+            return interval is None or step - self._last_step >= interval
+        return is_due(
+            step=step,
+            now=now,
+            last_step=self._last_step,
+            last_time=self._last_time,
+            every_steps=self._every_steps,
+            every_seconds=self._every_seconds,
+        )
+
+    def save(
+        self,
+        step: int,
+        state: Mapping[str, Any],
+        *,
+        metrics: Mapping[str, float] | None = None,
+        force: bool = False,
+    ) -> bool:
+        """Save ``state`` as checkpoint ``step`` if the interval says so (or ``force``).
+
+        Call it every step; it returns at once when no save is due. ``state`` maps names to
+        modules, optimizers, schedulers, GradScalers (saved through ``state_dict()``), tensors,
+        NumPy arrays and plain Python values.
+
+        Args:
+            step: The training step (>= 0); checkpoints are ordered by it.
+            state: What to save.
+            metrics: Numbers to record in the manifest (used by keep-best retention).
+            force: Save even if no save is due.
+
+        Returns:
+            Whether a save was started (async) or committed (sync).
+
+        Raises:
+            CheckpointError: the previous background save failed, or (sync) this one failed.
+            ValueError: ``step`` is negative.
+        """
+        self._check_open()
+        step_dirname(step)  # validates
+        self._saves.raise_pending()
+        now = self._clock.now()
+        if self._last_call is not None and step > self._last_call[0]:
+            per_step = (now - self._last_call[1]) / (step - self._last_call[0])
+            self.stats.step_seconds = ema(self.stats.step_seconds, max(per_step, 0.0))
+        self._last_call = (step, now)
+        self._last_seen = (step, state, metrics)
+        if not force and not self._due(step, now):
+            return False
+        self._start_save(step, state, metrics)
+        if not self._async:
+            self.wait()
+        return True
+
+    def _start_save(
+        self, step: int, state: Mapping[str, Any], metrics: Mapping[str, float] | None
+    ) -> None:
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping, not {type(state).__name__}")
+        clean_metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
+        self._saves.finish()
+        started = self._clock.now()
+        tree, nbytes = self._stager.stage(dict(state), copy_tensors=self._async)
+        rng = capture_rng() if self._capture_rng else None
+        self.stats.stall_seconds = ema(self.stats.stall_seconds, self._clock.now() - started)
+        payload = {"format": FORMAT_TAG, "state": tree, "rng": rng}
+        self._last_step = step
+        self._last_time = self._clock.now()
+        self._saves.start(
+            step,
+            lambda: self._commit(step, payload, nbytes, clean_metrics),
+            background=self._async,
+        )
+
+    def _commit(
+        self, step: int, payload: Mapping[str, Any], nbytes: int, metrics: Mapping[str, float]
+    ) -> None:
+        started = self._clock.now()
+        self._folders.write(step, payload, nbytes, metrics)
+        self._committed = step
+        self.stats.upload_seconds = ema(self.stats.upload_seconds, self._clock.now() - started)
+        self._folders.after_commit(step)
+
+    def wait(self) -> None:
+        """Block until the save in flight (if any) is committed.
+
+        Raises:
+            CheckpointError: that save (or an earlier one) failed.
+        """
+        self._saves.finish()
+        self._saves.raise_pending()
+
+    def save_now(
+        self,
+        step: int | None = None,
+        state: Mapping[str, Any] | None = None,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        deadline: float | None = None,
+    ) -> bool:
+        """Commit a checkpoint now, within ``deadline`` seconds: the hook for a SIGTERM handler.
+
+        Without ``step`` and ``state`` it saves the step and state last passed to :meth:`save`
+        (the live objects, so their current values), unless that step is already committed.
+
+        Args:
+            step: The step to save (default: the last one passed to :meth:`save`).
+            state: The state to save (default: the last one passed to :meth:`save`).
+            metrics: Metrics for the manifest.
+            deadline: Seconds to wait for the commit (``None``: as long as it takes).
+
+        Returns:
+            Whether a checkpoint of that step is committed when this returns. When the deadline
+            passes first the upload goes on in the background.
+
+        Raises:
+            CheckpointError: a background save failed.
+        """
+        self._check_open()
+        end = None if deadline is None else self._clock.now() + deadline
+        if state is None or step is None:
+            if self._last_seen is None:
+                if not self._saves.wait_until(end, self._clock):
+                    return False
+                self.wait()
+                return self._committed is not None
+            step = self._last_seen[0] if step is None else step
+            state = self._last_seen[1] if state is None else state
+            metrics = self._last_seen[2] if metrics is None else metrics
+        if not self._saves.wait_until(end, self._clock):
+            return False
+        self._saves.raise_pending()
+        if self._committed != step:
+            self._start_save(step, state, metrics)
+        if not self._saves.wait_until(end, self._clock):
+            return False
+        self.wait()
+        return self._committed == step
+
+    def latest(self, *, verify: Literal["size", "full"] = "size") -> CheckpointInfo | None:
+        """The newest committed checkpoint whose payload verifies, or ``None``.
+
+        Args:
+            verify: ``"size"`` checks every payload object's size (one listing per step tried);
+                ``"full"`` also re-reads it and checks its SHA-256.
+
+        Warns:
+            CheckpointWarning: for each newer checkpoint skipped as damaged.
+        """
+        for manifest, folder in self._folders.candidates(verify=verify):
+            return self._folders.info(manifest, folder)
+        return None
+
+    def list(self) -> list[CheckpointInfo]:
+        """Every committed checkpoint whose payload sizes verify, oldest step first.
+
+        Warns:
+            CheckpointWarning: for each checkpoint skipped as damaged.
+        """
+        found = [self._folders.info(m, f) for m, f in self._folders.candidates(verify="size")]
+        return sorted(found, key=lambda info: info.step)
+
+    def load(
+        self,
+        step: int | None = None,
+        *,
+        map_location: Any = "cpu",
+        weights_only: bool = True,
+    ) -> dict[str, Any]:
+        """Load a checkpoint's state (modules and optimizers come back as their state dicts).
+
+        Args:
+            step: The step to load; ``None`` loads the newest checkpoint that verifies, falling
+                back to older ones past damaged checkpoints.
+            map_location: Passed to :func:`torch.load`.
+            weights_only: Refuse pickled Python objects (the default). Pass ``False`` only for
+                files you trust: unpickling can run arbitrary code.
+
+        Raises:
+            CheckpointError: there is no committed checkpoint (of that step), or it holds objects
+                ``weights_only`` loading refuses.
+            CheckpointCorruptError: the given step fails verification.
+
+        Warns:
+            CheckpointWarning: for each newer checkpoint skipped as damaged (``step=None``).
+        """
+        _, payload = self._folders.load_payload(
+            step, map_location=map_location, weights_only=weights_only
+        )
+        return dict(payload["state"])
+
+    def restore(
+        self,
+        model: Any = None,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        scaler: Any = None,
+        *,
+        step: int | None = None,
+        strict: bool = True,
+        restore_rng: bool = True,
+        map_location: Any = "cpu",
+        weights_only: bool = True,
+        **objects: Any,
+    ) -> CheckpointInfo | None:
+        """Load the latest committed checkpoint into live objects and restore RNG states.
+
+        Each keyword names an entry of the saved state: ``restore(model=m, optimizer=o)`` calls
+        ``m.load_state_dict(state["model"])`` and ``o.load_state_dict(state["optimizer"])``.
+
+        Args:
+            model: Receives ``state["model"]`` (``strict`` applies).
+            optimizer: Receives ``state["optimizer"]``.
+            scheduler: Receives ``state["scheduler"]``.
+            scaler: Receives ``state["scaler"]``.
+            step: A specific step instead of the newest that verifies.
+            strict: Passed to ``model.load_state_dict``.
+            restore_rng: Restore the RNG states saved with the checkpoint.
+            map_location: Passed to :func:`torch.load`.
+            weights_only: See :meth:`load`.
+            **objects: More entries, by name, to load into objects with ``load_state_dict``.
+
+        Returns:
+            The checkpoint restored, with the whole loaded state in ``info.state``; ``None``
+            when there is no checkpoint yet (a fresh start).
+
+        Raises:
+            CheckpointError: the checkpoint lacks an entry asked for, or cannot be loaded.
+        """
+        targets = {
+            name: obj
+            for name, obj in {
+                "model": model,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "scaler": scaler,
+                **objects,
+            }.items()
+            if obj is not None
+        }
+        try:
+            manifest, payload = self._folders.load_payload(
+                step, map_location=map_location, weights_only=weights_only
+            )
+        except CheckpointCorruptError:
+            raise
+        except CheckpointError:
+            if step is None and self.latest() is None:
+                return None
+            raise
+        state = payload["state"]
+        folder = self._folders.folder(manifest.step)
+        for name, obj in targets.items():
+            if name not in state:
+                raise CheckpointError(
+                    f"checkpoint step {manifest.step} has no entry {name!r} "
+                    f"(it has {sorted(map(str, state))})"
+                )
+            if name == "model" and is_module(obj):
+                obj.load_state_dict(state[name], strict=strict)
+            else:
+                obj.load_state_dict(state[name])
+        if restore_rng and payload.get("rng"):
+            restore_rng_states(payload["rng"])
+        with self._folders.lock:
+            self._folders.manifests[manifest.step] = manifest
+        if self._last_step is None or manifest.step > self._last_step:
+            self._last_step = manifest.step
+        return attrs.evolve(self._folders.info(manifest, folder), state=state)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CheckpointError(f"{self!r} is closed")
+
+    def close(self) -> None:
+        """Wait for the save in flight, then release the background thread. Idempotent.
+
+        Raises:
+            CheckpointError: the last background save failed.
+        """
+        if self._closed:
+            return
+        try:
+            self.wait()
+        finally:
+            self._closed = True
+            self._saves.shutdown()
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except CheckpointError as err:  # do not mask the exception already on its way
+            logger.error("a background checkpoint save failed: %s", err)
