@@ -1,14 +1,15 @@
 """Talking HTTP to Vast: auth, pacing, retries, error mapping, redaction and request counts.
 
 * The API key is sent only as ``Authorization: Bearer``; it never appears in a URL, a log line,
-  a repr or an exception message (every message built here passes through :meth:`_redact`).
+  a repr or an exception message (every message built here passes through :meth:`redact`).
 * Each endpoint is paced to its documented minimum interval between requests (reference
   section 9.2), so a busy caller stays under Vast's limits even though Vast sends no
   ``Retry-After``. Pacing is shared between threads: each request reserves the next free slot.
-* Idempotent calls are retried with jittered exponential backoff on 429, 502, 503, 504 and on
-  connection errors; ``Retry-After`` (seconds or an HTTP date) is honoured up to a cap. A call
-  marked non-idempotent (creating an instance) is retried only when the connection failed before
-  the request was sent.
+* Idempotent calls are retried on 429, 502, 503, 504 and on connection errors through the one
+  retry loop, :func:`vastkit.retry.retry_call`, with its :class:`~vastkit.retry.RetryPolicy`
+  (jittered exponential backoff); ``Retry-After`` (seconds or an HTTP date) is honoured up to
+  :data:`MAX_RETRY_AFTER`. A call marked non-idempotent (creating an instance) is retried only
+  when the connection failed before the request was sent (:func:`may_have_arrived`).
 * The daily ``search_quota_exceeded`` 429 is raised at once as
   :class:`~vastkit.errors.SearchQuotaExceededError` with ``resets_at``.
 * All waiting goes through the injected clock.
@@ -26,7 +27,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-import attrs
 import httpx
 
 from vastkit._version import __version__
@@ -45,8 +45,18 @@ from vastkit.errors import (
     SearchQuotaExceededError,
     ServerError,
 )
+from vastkit.retry import RetryPolicy, retry_call
 
-__all__ = ["MIN_INTERVALS", "RetryPolicy", "Transport", "TransportStats"]
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "MIN_INTERVALS",
+    "PACING_MARGIN",
+    "RETRY_STATUSES",
+    "Transport",
+    "TransportStats",
+    "may_have_arrived",
+    "parse_retry_after",
+]
 
 logger = logging.getLogger("vastkit.api")
 
@@ -69,31 +79,11 @@ PACING_MARGIN: Final = 1.1
 network jitter would otherwise bring two requests just under the threshold (a 429)."""
 
 RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+"""Statuses after which an idempotent call is tried again."""
 
-
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """How failed requests are retried.
-
-    Attributes:
-        max_retries: Retries after the first attempt (0 = never retry).
-        initial_delay: Backoff before the first retry, in seconds.
-        multiplier: Backoff growth per retry.
-        max_delay: The largest backoff, in seconds.
-        max_retry_after: The longest ``Retry-After`` honoured; a longer one is not retried
-            (the :class:`~vastkit.errors.RateLimitError` carries it).
-    """
-
-    max_retries: int = 3
-    initial_delay: float = 0.5
-    multiplier: float = 2.0
-    max_delay: float = 30.0
-    max_retry_after: float = 60.0
-
-    def backoff(self, retry: int, rng: random.Random) -> float:
-        """The jittered delay before retry number ``retry`` (0-based): 50-100 % of the step."""
-        step = min(self.max_delay, self.initial_delay * self.multiplier**retry)
-        return step * (0.5 + rng.random() / 2)
+MAX_RETRY_AFTER: Final = 60.0
+"""The longest ``Retry-After`` (seconds) honoured; a longer one is not retried (the error carries
+it)."""
 
 
 class TransportStats:
@@ -171,6 +161,15 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, float(email.utils.mktime_tz(parsed)) - now)
 
 
+def may_have_arrived(error: APIConnectionError) -> bool:
+    """Whether a request that got no answer may have reached the server.
+
+    Only a failure to connect (refused, or timed out while connecting) proves it did not; a read
+    timeout or a dropped connection may come after the server acted.
+    """
+    return not isinstance(error.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
+
+
 def _next_utc_midnight(now: float) -> float:
     day = 86400.0
     return (now // day + 1) * day
@@ -220,8 +219,9 @@ class Transport:
         http_client: The ``httpx.Client`` to send with.
         clock: Where every wait goes.
         timeout: Per-request timeout in seconds (None: no timeout).
-        retry: The retry policy.
+        retry: The retry policy (``attempts`` counts the first try).
         min_intervals: Per-endpoint pacing; :data:`MIN_INTERVALS` by default.
+        max_retry_after: The longest ``Retry-After`` honoured, in seconds.
         rng: The random source for jitter (inject a seeded one for reproducible tests).
     """
 
@@ -236,6 +236,7 @@ class Transport:
         retry: RetryPolicy,
         min_intervals: Mapping[str, float] | None = None,
         rng: random.Random | None = None,
+        max_retry_after: float = MAX_RETRY_AFTER,
     ) -> None:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
@@ -243,6 +244,7 @@ class Transport:
         self.clock = clock
         self.timeout = timeout
         self.retry = retry
+        self.max_retry_after = max_retry_after
         self.min_intervals = dict(MIN_INTERVALS if min_intervals is None else min_intervals)
         self._rng = rng or random.Random()
         self._slots: dict[str, float] = {}
@@ -255,7 +257,8 @@ class Transport:
 
     # -- redaction ----------------------------------------------------------------------------
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """``text`` with the API key replaced by ``[redacted]``."""
         if self._api_key and self._api_key in text:
             return text.replace(self._api_key, "[redacted]")
         return text
@@ -315,77 +318,49 @@ class Transport:
             APIConnectionError: No answer, after retries.
             ResponseValidationError: A success status whose body is not JSON.
         """
-        if json_body is None and method != "GET":
-            json_body = {}
-        headers = {
-            "Authorization": f"Bearer {self._api_key}",
-            "Accept": "application/json",
-            "User-Agent": self.user_agent,
-        }
-        request = self.http.build_request(
-            method,
-            self.url(path),
-            params=dict(params) if params else None,
-            json=json_body,
-            headers=headers,
-            timeout=self.timeout,
+        request = self._build(method, path, params, json_body)
+        tries = 0
+
+        def attempt() -> Any:
+            nonlocal tries
+            tries += 1
+            return self._send_once(request, method, path, endpoint, tries)
+
+        def retry_if(error: Exception) -> bool:
+            return self.retryable(error, idempotent=idempotent)
+
+        def wait_for(error: Exception) -> float | None:
+            return self._server_wait(error, endpoint, tries)
+
+        def on_retry(error: Exception, retry: int, wait: float) -> None:
+            self._note_retry(error, retry, wait, method=method, path=path, endpoint=endpoint)
+
+        return retry_call(
+            attempt,
+            policy=self.retry,
+            clock=self.clock,
+            retry_if=retry_if,
+            rng=self._rng,
+            wait_for=wait_for,
+            on_retry=on_retry,
+            what=f"{method} {path}",
         )
-        retries = 0
-        while True:
-            self._pace(endpoint)
-            self.stats._add(self.stats.requests, endpoint)
-            started = self.clock.now()
-            try:
-                response = self.http.send(request)
-            except httpx.TransportError as exc:
-                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                error = self._connection_error(exc, request, method, path)
-                if retries < self.retry.max_retries and (idempotent or not sent):
-                    delay = self.retry.backoff(retries, self._rng)
-                    logger.warning(
-                        "%s %s failed (%s); retry %d in %.2fs",
-                        method,
-                        path,
-                        type(exc).__name__,
-                        retries + 1,
-                        delay,
-                    )
-                    retries += 1
-                    self._wait_retry(endpoint, delay)
-                    continue
-                raise error from exc
-            logger.debug(
-                "%s %s -> %d (attempt %d, %.2fs)",
-                method,
-                path,
-                response.status_code,
-                retries + 1,
-                self.clock.now() - started,
-            )
-            if response.status_code < 400:
-                return self._success_body(response, method, path)
-            error_obj = self._status_error(response, method, path)
-            if response.status_code == 429:
-                self.stats._add(self.stats.rate_limited, endpoint)
-            if isinstance(error_obj, SearchQuotaExceededError):
-                raise error_obj
-            if response.status_code in RETRY_STATUSES and idempotent:
-                status_delay = self._retry_delay(response, retries, endpoint)
-                if status_delay is not None and retries < self.retry.max_retries:
-                    logger.warning(
-                        "%s %s -> %d; retry %d in %.2fs",
-                        method,
-                        path,
-                        response.status_code,
-                        retries + 1,
-                        status_delay,
-                    )
-                    retries += 1
-                    if response.status_code == 429:
-                        self._push_back(endpoint, status_delay)
-                    self._wait_retry(endpoint, status_delay)
-                    continue
-            raise error_obj
+
+    def retryable(self, error: Exception, *, idempotent: bool) -> bool:
+        """Whether ``error`` is worth another try of the same call.
+
+        Connection errors are, unless the call is not idempotent and the request may have arrived;
+        429, 502, 503 and 504 are for idempotent calls, unless the server asked for a wait longer
+        than :attr:`max_retry_after`; the daily search quota and everything else are not.
+        """
+        if isinstance(error, APIConnectionError):
+            return idempotent or not may_have_arrived(error)
+        if isinstance(error, SearchQuotaExceededError) or not isinstance(error, APIStatusError):
+            return False
+        if error.status_code not in RETRY_STATUSES or not idempotent:
+            return False
+        asked = self._retry_after(error)
+        return asked is None or asked <= self.max_retry_after
 
     def get_plain(self, url: str, *, endpoint: str) -> httpx.Response:
         """GET a URL outside the API (a log ``result_url``), without the Authorization header.
@@ -405,28 +380,88 @@ class Transport:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _wait_retry(self, endpoint: str, delay: float) -> None:
-        self.stats._add(self.stats.retries, endpoint)
-        self.stats._add(self.stats.waited, endpoint, delay)
-        self.clock.sleep(delay)
+    def _build(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str | int | float] | None,
+        json_body: Any,
+    ) -> httpx.Request:
+        if json_body is None and method != "GET":
+            json_body = {}
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Accept": "application/json",
+            "User-Agent": self.user_agent,
+        }
+        return self.http.build_request(
+            method,
+            self.url(path),
+            params=dict(params) if params else None,
+            json=json_body,
+            headers=headers,
+            timeout=self.timeout,
+        )
 
-    def _retry_delay(self, response: httpx.Response, retries: int, endpoint: str) -> float | None:
-        """Seconds before retrying, or None when the server asked for more than the cap."""
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), self.clock.now())
-        if retry_after is not None:
-            if retry_after > self.retry.max_retry_after:
-                return None
-            return retry_after + self._rng.random() * 0.1
-        delay = self.retry.backoff(retries, self._rng)
+    def _send_once(
+        self, request: httpx.Request, method: str, path: str, endpoint: str, attempt: int
+    ) -> Any:
+        """One paced try: the decoded body, or the error it came to (raised)."""
+        self._pace(endpoint)
+        self.stats._add(self.stats.requests, endpoint)
+        started = self.clock.now()
+        try:
+            response = self.http.send(request)
+        except httpx.TransportError as exc:
+            raise self._connection_error(exc, request, method, path) from exc
+        logger.debug(
+            "%s %s -> %d (attempt %d, %.2fs)",
+            method,
+            path,
+            response.status_code,
+            attempt,
+            self.clock.now() - started,
+        )
+        if response.status_code < 400:
+            return self._success_body(response, method, path)
         if response.status_code == 429:
-            delay = max(delay, self.min_intervals.get(endpoint, 0.0))
-        return delay
+            self.stats._add(self.stats.rate_limited, endpoint)
+        raise self.status_error(response, method, path)
+
+    def _retry_after(self, error: Exception) -> float | None:
+        if not isinstance(error, APIStatusError):
+            return None
+        return parse_retry_after(error.response.headers.get("Retry-After"), self.clock.now())
+
+    def _server_wait(self, error: Exception, endpoint: str, tries: int) -> float | None:
+        """The wait the answer asks for (``Retry-After``, or a 429's pacing), else None: backoff."""
+        asked = self._retry_after(error)
+        if asked is not None:
+            return asked + self._rng.random() * 0.1
+        if isinstance(error, APIStatusError) and error.status_code == 429:
+            return max(self.retry.delay(tries, self._rng), self.min_intervals.get(endpoint, 0.0))
+        return None
+
+    def _note_retry(
+        self, error: Exception, retry: int, wait: float, *, method: str, path: str, endpoint: str
+    ) -> None:
+        """Count and log a retry; after a 429, keep every caller of ``endpoint`` away as long."""
+        if isinstance(error, APIStatusError):
+            status = error.status_code
+            logger.warning("%s %s -> %d; retry %d in %.2fs", method, path, status, retry, wait)
+            if status == 429:
+                self._push_back(endpoint, wait)
+        else:
+            cause = type(error.__cause__ or error).__name__
+            logger.warning("%s %s failed (%s); retry %d in %.2fs", method, path, cause, retry, wait)
+        self.stats._add(self.stats.retries, endpoint)
+        self.stats._add(self.stats.waited, endpoint, wait)
 
     def _connection_error(
         self, exc: httpx.TransportError, request: httpx.Request, method: str, path: str
     ) -> APIConnectionError:
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-        detail = self._redact(str(exc)) or type(exc).__name__
+        detail = self.redact(str(exc)) or type(exc).__name__
         message = f"{method} {path} {kind}: {detail}"
         if isinstance(exc, httpx.TimeoutException):
             return APITimeoutError(message, request=request)
@@ -436,17 +471,17 @@ class Transport:
         try:
             return response.json()
         except (ValueError, UnicodeDecodeError) as exc:
-            text = self._redact(
+            text = self.redact(
                 _summarise_text(response.text, response.headers.get("content-type", ""))
             )
             raise ResponseValidationError(
                 f"{method} {path} answered {response.status_code} with a body that is not JSON",
                 errors=[f"not JSON ({text[:100]!r}) @ $"],
-                body=self._redact(response.text),
+                body=self.redact(response.text),
                 request=response.request,
             ) from exc
 
-    def _status_error(self, response: httpx.Response, method: str, path: str) -> APIStatusError:
+    def status_error(self, response: httpx.Response, method: str, path: str) -> APIStatusError:
         """Map an error response (any documented body shape) to its exception."""
         status = response.status_code
         body = _decode_body(response)
@@ -466,9 +501,9 @@ class Transport:
         elif body not in ("", None):
             msg = json.dumps(body)[:500]
         if msg is not None:
-            msg = self._redact(msg)
+            msg = self.redact(msg)
         if isinstance(body, str):
-            body = self._redact(body)
+            body = self.redact(body)
 
         cls: type[APIStatusError]
         lowered = (msg or "").lower()

@@ -18,6 +18,7 @@ text language converts units (``gpu_ram>=24`` is 24,000 MB).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal, TypeAlias
@@ -27,6 +28,7 @@ import attrs
 __all__ = [
     "CLI_DEFAULT_FILTERS",
     "DEFAULT_FILTERS",
+    "DEFAULT_ORDER",
     "FIELD_ALIASES",
     "FIELD_MULTIPLIERS",
     "KNOWN_FIELDS",
@@ -36,6 +38,7 @@ __all__ = [
     "normalize_rental_type",
     "parse_order",
     "parse_query",
+    "search_body",
 ]
 
 Operator: TypeAlias = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "notin"]
@@ -531,3 +534,64 @@ class OfferQuery:
         for key, value in self.extra:
             wire[key] = _thaw(value)
         return wire
+
+
+DEFAULT_ORDER: Final[tuple[tuple[str, str], ...]] = (("score", "desc"),)
+"""The order of a search that names none: Vast's score, best first."""
+
+
+def search_body(
+    query: OfferQuery | Mapping[str, Any] | str | None = None,
+    *,
+    type: str | None = None,
+    order: str | Sequence[Sequence[str]] | None = None,
+    limit: int | None = None,
+    allocated_storage: float | None = None,
+) -> dict[str, Any]:
+    """The JSON body of an offer search (``POST /api/v0/bundles/``).
+
+    Args:
+        query: An :class:`OfferQuery` or a wire query object (sent as given); a string in the
+            CLI's query language (seeded with :data:`CLI_DEFAULT_FILTERS`); None: those defaults.
+        type: The rental type (see :func:`normalize_rental_type`); default the query's, else
+            on-demand.
+        order: The CLI's order string or ``[[column, dir]]``; default the query's, else
+            :data:`DEFAULT_ORDER`.
+        limit: Most offers to return.
+        allocated_storage: GB of disk to price ``dph_total`` with.
+
+    Returns:
+        A fresh dict, safe to change.
+
+    Raises:
+        TypeError: ``query`` is of another type.
+        ValueError: The query string does not parse, an unknown rental type, or ``limit <= 0``.
+    """
+    if query is None:
+        wire: dict[str, Any] = {k: dict(v) for k, v in CLI_DEFAULT_FILTERS.items()}
+    elif isinstance(query, OfferQuery):
+        wire = query.to_dict()
+    elif isinstance(query, str):
+        wire = parse_query(query, CLI_DEFAULT_FILTERS)
+    elif isinstance(query, Mapping):
+        wire = json.loads(json.dumps(query))
+    else:
+        raise TypeError(f"query must be an OfferQuery, a dict or a string, got {query!r}")
+    if order is not None:
+        wire["order"] = (
+            parse_order(order) if isinstance(order, str) else [list(pair) for pair in order]
+        )
+    wire.setdefault("order", [list(pair) for pair in DEFAULT_ORDER])
+    if type is not None:
+        wire["type"] = normalize_rental_type(type)
+    elif "type" in wire:
+        wire["type"] = normalize_rental_type(str(wire["type"]))
+    else:
+        wire["type"] = "on-demand"
+    if limit is not None:
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        wire["limit"] = limit
+    if allocated_storage is not None:
+        wire["allocated_storage"] = allocated_storage
+    return wire
