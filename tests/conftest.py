@@ -1,7 +1,16 @@
-"""Fixtures shared by the whole suite.
+"""Fixtures and settings shared by the whole suite.
 
 ``s3_server`` starts moto's S3 server on 127.0.0.1 (a free port) once per session; ``s3_bucket``
 gives each test a fresh bucket and the ``storage_options`` to reach it with s3fs.
+
+Two plugins from :mod:`tests._support` apply everywhere: ``processes`` (a fixture that starts
+subprocesses and kills each one's whole process group at teardown) and the fault matrix's
+accounting (its summary line and verdict at the end of the session).
+
+Hypothesis runs under the ``vastkit`` profile: no deadline and no ``too_slow`` /
+``data_too_large`` / ``large_base_example`` health checks, so a busy machine cannot fail a
+property, and a fixed number of examples. With ``CI=true`` the ``vastkit-ci`` profile also
+derandomizes, so a CI failure reproduces. ``--hypothesis-profile NAME`` picks another one.
 """
 
 from __future__ import annotations
@@ -12,6 +21,28 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+pytest_plugins = ("pytester", "tests._support.processes", "tests._support.fault_matrix")
+
+settings.register_profile(
+    "vastkit",
+    deadline=None,
+    max_examples=100,
+    suppress_health_check=(
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ),
+)
+settings.register_profile(
+    "vastkit-ci",
+    settings.get_profile("vastkit"),
+    derandomize=True,
+    database=None,
+    print_blob=True,
+)
+settings.load_profile("vastkit-ci" if os.environ.get("CI", "").lower() == "true" else "vastkit")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,11 +10,9 @@ import httpx
 import pytest
 import respx
 
+from tests._support.api_factories import BASE, KEY
 from vastkit.api import Client
 from vastkit.clock import ManualClock
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _api_factories import BASE, KEY
 
 
 @pytest.fixture(autouse=True)

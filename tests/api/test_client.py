@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,6 +11,7 @@ import httpx
 import pytest
 import respx
 
+from tests._support.api_factories import BASE, KEY, instance_json, offer_json
 from vastkit.api import Client, CreateInstanceRequest, InstanceState, OfferQuery
 from vastkit.clock import ManualClock
 from vastkit.errors import (
@@ -23,9 +22,6 @@ from vastkit.errors import (
     BadRequestError,
     ResponseValidationError,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _api_factories import BASE, KEY, instance_json, offer_json
 
 
 def _json(request: httpx.Request) -> Any:

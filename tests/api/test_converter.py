@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import cattrs
@@ -11,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests._support.api_factories import instance_json, offer_json
 from vastkit.api._converter import make_converter, structure, structure_list
 from vastkit.api.models import (
     Charge,
@@ -22,9 +21,6 @@ from vastkit.api.models import (
     User,
 )
 from vastkit.errors import ResponseValidationError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _api_factories import instance_json, offer_json
 
 
 def test_make_converter_returns_a_cattrs_converter() -> None:

@@ -6,15 +6,14 @@ import email.utils
 import itertools
 import logging
 import random
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
 
+from tests._support.api_factories import BASE, KEY, instance_json
 from vastkit.api import Client, CreateInstanceRequest
 from vastkit.api._transport import PACING_MARGIN, RetryPolicy, parse_retry_after
 from vastkit.clock import ManualClock
@@ -32,9 +31,6 @@ from vastkit.errors import (
     SearchQuotaExceededError,
     ServerError,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _api_factories import BASE, KEY, instance_json
 
 USER = "/api/v0/users/current"
 USER_BODY = {"id": 7, "email": "me@example.com", "credit": 3.0}

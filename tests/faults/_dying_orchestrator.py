@@ -1,9 +1,10 @@
 """An orchestrator that SIGKILLs itself when its job reaches a phase: no cleanup at all.
 
-Usage: python _dying_orchestrator.py EMULATOR_URL API_KEY STORE_URL LEDGER_PATH PHASE
+Usage: python _dying_orchestrator.py EMULATOR_URL API_KEY STORE_URL LEDGER_PATH PHASE START
 
-It runs the restart tests' job (``tests/jobs/_restart_job.py``), prints ``RUN <run_id>`` when
-the job starts, and kills itself with SIGKILL at PHASE: ``searching``, ``creating_before``
+It runs the restart tests' job (``tests/jobs/_restart_job.py``) in the test's virtual time,
+which starts at START (see :class:`LockstepClock`), prints ``RUN <run_id>`` when the job starts,
+and kills itself with SIGKILL at PHASE: ``searching``, ``creating_before``
 (intent written, create not sent), ``creating_after`` (instance created, the ledger does not
 know its id), ``provisioning``, ``loading``, ``worker_starting``, ``running``,
 ``checkpointing``, ``finishing_before_destroy`` (result read, destroy not sent) or
@@ -15,17 +16,41 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from pathlib import Path
+import threading
 
+from tests.jobs._restart_job import make_job
 from vastkit.api.client import Client
 from vastkit.api.models import CreatedInstance, CreateInstanceRequest
 from vastkit.jobs import JobEvent, run_job
 from vastkit.ledger import Ledger
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.jobs._restart_job import make_job
+URL, KEY, STORE, LEDGER, PHASE, START = sys.argv[1:7]
 
-URL, KEY, STORE, LEDGER, PHASE = sys.argv[1:6]
+
+class LockstepClock:
+    """Virtual time that belongs to the test: ``sleep(s)`` prints ``SLEEP s`` and waits for the
+    test to move its world (the emulator's clock, the workers) by ``s`` and answer with the new
+    time on stdin. So the job sees exactly the same world however busy the machine is."""
+
+    def __init__(self, start: float) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        with self._lock:
+            print(f"SLEEP {seconds!r}", flush=True)
+            answer = sys.stdin.readline()
+            if not answer:  # the test is gone
+                os._exit(2)
+            self._now = float(answer)
+
+
+CLOCK = LockstepClock(float(START))
 
 ORDER = (
     "searching",
@@ -84,8 +109,18 @@ def on_event(event: JobEvent) -> None:
 
 
 def main() -> None:
-    with DyingClient(KEY, base_url=URL, min_intervals={}) as client, Ledger(LEDGER) as ledger:
-        run_job(make_job(STORE), client=client, ledger=ledger, on_event=on_event, progress=False)
+    with (
+        DyingClient(KEY, base_url=URL, min_intervals={}, clock=CLOCK) as client,
+        Ledger(LEDGER, clock=CLOCK) as ledger,
+    ):
+        run_job(
+            make_job(STORE),
+            client=client,
+            ledger=ledger,
+            clock=CLOCK,
+            on_event=on_event,
+            progress=False,
+        )
     sys.exit(1)  # the job should never end here
 
 

@@ -18,7 +18,8 @@ emulator and the store and records them in a session-wide :class:`Matrix`:
 - duplicate rentals: two live instances of one run at any sampled moment (after every API
   request and every clock sleep), or two instances that carried the same label.
 
-At the end of the session one line sums the matrix up (see :func:`pytest_terminal_summary`).
+At the end of the session one line sums the matrix up, and a total that is not zero fails the
+run (the plugin in :mod:`tests._support.fault_matrix`, whatever order the tests ran in).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import fsspec
 import httpx
 import pytest
 
+from tests._support.fault_matrix import CellRecord, matrix_of
 from tests.jobs.conftest import BID_PROFILE, FAST, ON_DEMAND, FakeWorkers, HookedClock
 from vastkit._ckpt_policy import CHECKPOINTS_DIR, step_dirname
 from vastkit.api.client import Client
@@ -48,8 +50,6 @@ from vastkit.instance import OutbidPolicy, parse_label
 from vastkit.jobs import Job, JobEvent, JobResult, run_job
 from vastkit.ledger import Ledger
 from vastkit.rundir import ResultStatus
-
-HERE = Path(__file__).parent
 
 PHASES = (
     "searching",
@@ -71,125 +71,6 @@ DEMAND = ON_DEMAND
 
 JOB_CAP = 25.0
 """Every cell's job cap in dollars (the budget-overrun invariant is measured against it)."""
-
-
-# --------------------------------------------------------------------------------------------
-# The session-wide accumulator
-
-
-@dataclass
-class CellRecord:
-    """The invariants measured at the end of one cell."""
-
-    cell: str
-    leaked: int = 0
-    torn: int = 0
-    overruns: int = 0
-    duplicates: int = 0
-
-
-@dataclass
-class Matrix:
-    """Everything the fault matrix measured in this session."""
-
-    records: dict[str, CellRecord] = field(default_factory=dict)
-    outcomes: dict[str, str] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    known_bugs: dict[str, str] = field(default_factory=dict)
-
-    def record(self, nodeid: str, record: CellRecord) -> None:
-        """Keep ``record`` for the test ``nodeid``."""
-        self.records[nodeid] = record
-
-    def totals(self) -> dict[str, int]:
-        """The four invariant totals over every cell that is not a known (xfail) bug."""
-        kept = [r for n, r in self.records.items() if n not in self.known_bugs]
-        return {
-            "leaked instances": sum(r.leaked for r in kept),
-            "torn checkpoints": sum(r.torn for r in kept),
-            "budget overruns": sum(r.overruns for r in kept),
-            "duplicate rentals": sum(r.duplicates for r in kept),
-        }
-
-    def line(self) -> str:
-        """The one summary line."""
-        passed = sum(1 for o in self.outcomes.values() if o == "passed")
-        failed = sum(1 for o in self.outcomes.values() if o == "failed")
-        totals = ", ".join(f"{k} {v}" for k, v in self.totals().items())
-        return f"fault matrix: {passed} passed, {failed} failed; {totals}"
-
-
-MATRIX_KEY = pytest.StashKey[Matrix]()
-
-
-def matrix_of(config: pytest.Config) -> Matrix:
-    """The session's :class:`Matrix` (created on first use)."""
-    if MATRIX_KEY not in config.stash:
-        config.stash[MATRIX_KEY] = Matrix()
-    return config.stash[MATRIX_KEY]
-
-
-def _ours(config: pytest.Config, nodeid: str) -> bool:
-    try:
-        prefix = HERE.relative_to(config.rootpath).as_posix() + "/"
-    except ValueError:  # pragma: no cover - rootdir elsewhere
-        prefix = "faults/"
-    return nodeid.startswith(prefix) and "test_zz_summary" not in nodeid
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Count each cell of the matrix as passed, failed or skipped (with its reason)."""
-    config = _CONFIG.get("config")
-    if config is None or not _ours(config, report.nodeid):
-        return
-    matrix = matrix_of(config)
-    nodeid = report.nodeid
-    if report.skipped:
-        if hasattr(report, "wasxfail"):
-            matrix.known_bugs[nodeid] = str(report.wasxfail)
-            matrix.outcomes.pop(nodeid, None)
-            return
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        matrix.skipped[nodeid] = str(reason).removeprefix("Skipped: ")
-        return
-    if report.failed:
-        if hasattr(report, "wasxfail"):  # pragma: no cover - strict xpass
-            matrix.outcomes[nodeid] = "failed"
-            return
-        matrix.outcomes[nodeid] = "failed"
-    elif report.when == "call" and matrix.outcomes.get(nodeid) != "failed":
-        if hasattr(report, "wasxfail"):  # an xfail cell that passed (non-strict): count it
-            matrix.known_bugs.pop(nodeid, None)
-        matrix.outcomes[nodeid] = "passed"
-
-
-_CONFIG: dict[str, pytest.Config] = {}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Remember the config for the report hook."""
-    _CONFIG["config"] = config
-    matrix_of(config)
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Print the impossible cells, the known bugs and the one summary line."""
-    matrix = matrix_of(config)
-    if not matrix.outcomes and not matrix.skipped and not matrix.known_bugs:
-        return
-    terminalreporter.section("fault matrix")
-    for nodeid, reason in sorted(matrix.skipped.items()):
-        terminalreporter.write_line(f"impossible cell {nodeid.split('::')[-1]}: {reason}")
-    for nodeid, reason in sorted(matrix.known_bugs.items()):
-        terminalreporter.write_line(f"known bug (xfail) {nodeid.split('::')[-1]}: {reason}")
-    terminalreporter.write_line(matrix.line())
-
-
-@pytest.fixture(scope="session")
-def matrix(pytestconfig: pytest.Config) -> Matrix:
-    """The session's :class:`Matrix`."""
-    return matrix_of(pytestconfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -647,7 +528,6 @@ __all__ = [
     "CellRecord",
     "FaultWorld",
     "Fleet",
-    "Matrix",
     "Outcome",
     "Probe",
     "ResultStatus",

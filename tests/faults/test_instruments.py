@@ -6,7 +6,8 @@ import fsspec
 import pytest
 import torch
 
-from tests.faults.conftest import FaultWorld, Matrix, torn_checkpoints
+from tests._support.fault_matrix import Matrix
+from tests.faults.conftest import FaultWorld, torn_checkpoints
 from vastkit.api.models import CreateInstanceRequest
 from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager
 
@@ -51,3 +52,57 @@ def test_the_summary_line_has_the_agreed_form() -> None:
         "fault matrix: 2 passed, 1 failed; leaked instances 0, torn checkpoints 0, "
         "budget overruns 0, duplicate rentals 0"
     )
+
+
+MATRIX_CELLS = """
+import pytest
+
+from tests._support.fault_matrix import CellRecord, matrix_of
+
+pytestmark = pytest.mark.faults
+
+
+def test_clean(request):
+    matrix_of(request.config).record(request.node.nodeid, CellRecord(cell="clean"))
+
+
+def test_leaky(request):
+    matrix_of(request.config).record(request.node.nodeid, CellRecord(cell="leaky", leaked=1))
+"""
+
+
+@pytest.fixture
+def cells(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A project of two cells that pass, one of which leaked an instance."""
+    pytester.makeini("[pytest]\nmarkers =\n    faults: a cell\n")
+    pytester.makepyfile(test_cells=MATRIX_CELLS)
+    return pytester
+
+
+@pytest.mark.parametrize("order", [[], ["test_cells.py::test_leaky", "test_cells.py::test_clean"]])
+def test_a_total_that_is_not_zero_fails_the_run_in_any_order(
+    cells: pytest.Pytester, order: list[str]
+) -> None:
+    result = cells.runpytest("-p", "tests._support.fault_matrix", *order)
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*FAILED: an invariant total is not zero; cells: test_cells.py::test_leaky",
+            "fault matrix: 2 passed, 0 failed; leaked instances 1, torn checkpoints 0, "
+            "budget overruns 0, duplicate rentals 0",
+        ]
+    )
+
+
+def test_a_run_of_some_cells_is_judged_on_those_cells(cells: pytest.Pytester) -> None:
+    result = cells.runpytest("-p", "tests._support.fault_matrix", "-k", "clean")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["fault matrix: 1 passed, 0 failed; leaked instances 0, *"])
+
+
+def test_no_cell_no_summary(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = pytester.runpytest("-p", "tests._support.fault_matrix")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.no_fnmatch_line("*fault matrix*")

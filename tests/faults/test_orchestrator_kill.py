@@ -1,10 +1,14 @@
 """The orchestrator-died row: SIGKILL at each phase of a job, then a restart that resumes it.
 
 The orchestrator runs as a subprocess against a loopback emulator in this process and kills
-itself with SIGKILL at a phase (``_dying_orchestrator.py``); the workers are played here in
-real time by the fleet. Then ``run_job(job, run_id=...)`` in this process restarts the run: it
-must adopt the live instance (never renting a second one while it lives), or rent anew when
-there was none, take the job to its end, and leave nothing billing.
+itself with SIGKILL at a phase (``_dying_orchestrator.py``). Time is virtual and belongs to the
+test: the emulator runs on a :class:`~tests.jobs.conftest.HookedClock`, and the orchestrator's
+clock asks the test to advance it (``SLEEP s`` on its stdout, the new time on its stdin), so the
+workers, played here by the fleet after every advance, and the emulator's state machine see the
+same moments on an idle or a busy machine. Then ``run_job(job, run_id=...)`` in this process
+restarts the run on the same clock: it must adopt the live instance (never renting a second one
+while it lives), or rent anew when there was none, take the job to its end, and leave nothing
+billing.
 """
 
 from __future__ import annotations
@@ -12,16 +16,17 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.faults.conftest import CellRecord, Fleet, Probe, matrix_of, torn_checkpoints
+from tests._support.fault_matrix import CellRecord, matrix_of
+from tests._support.processes import Lines, ProcessGroups
+from tests.faults.conftest import Fleet, Probe, SamplingTransport, torn_checkpoints
 from tests.jobs._restart_job import make_job
-from tests.jobs.conftest import HookedSystemClock
+from tests.jobs.conftest import HookedClock
 from vastkit.api.client import Client
 from vastkit.emulator import Emulator, Timings, serve
 from vastkit.jobs import JobEvent, run_job
@@ -48,11 +53,60 @@ KNOWN_BUGS: dict[str, str] = {}
 
 
 @pytest.fixture
-def live_emu() -> Iterator[Emulator]:
+def clock() -> HookedClock:
+    """The test's virtual time, shared by the emulator and both orchestrators."""
+    return HookedClock()
+
+
+@pytest.fixture
+def live_emu(clock: HookedClock) -> Iterator[Emulator]:
     with serve(
-        seed=0, offers=300, rate_limits=False, timings=Timings(provision_s=0.3, loading_s=0.8)
+        seed=0,
+        offers=300,
+        rate_limits=False,
+        timings=Timings(provision_s=0.3, loading_s=0.8),
+        clock=clock,
     ) as emulator:
         yield emulator
+
+
+def run_until_killed(
+    processes: ProcessGroups, clock: HookedClock, args: list[str]
+) -> tuple[int, list[str], str]:
+    """Run ``_dying_orchestrator.py`` in lockstep with ``clock`` until it dies.
+
+    Returns:
+        Its exit status, its protocol lines other than ``SLEEP`` (``RUN ...``, ``DIED ...``)
+        and its stderr.
+    """
+    proc = processes.popen(
+        [sys.executable, str(HERE / "_dying_orchestrator.py"), *args, repr(clock.now())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    errors = Lines(proc.stderr)  # drained on a thread: a full pipe must not stall the child
+    lines = Lines(proc.stdout)
+    said: list[str] = []
+    while (line := lines.next()) is not None:
+        word, _, rest = line.partition(" ")
+        if word != "SLEEP":
+            said.append(line)
+            continue
+        clock.sleep(float(rest))  # the fleet and the probe run in the clock's hook
+        try:
+            proc.stdin.write(f"{clock.now()!r}\n")
+            proc.stdin.flush()
+        except BrokenPipeError:  # it died meanwhile: the next read sees the end
+            pass
+    returncode = proc.wait()
+    while errors.next() is not None:
+        pass
+    return returncode, said, "\n".join(errors.seen)
 
 
 @pytest.mark.parametrize(
@@ -64,8 +118,13 @@ def live_emu() -> Iterator[Emulator]:
         for p in KILL_POINTS
     ],
 )
-def test_sigkill_then_restart(
-    live_emu: Emulator, tmp_path: Path, point: str, request: pytest.FixtureRequest
+def test_sigkill_then_restart(  # noqa: PLR0917 - pytest passes fixtures by position
+    live_emu: Emulator,
+    clock: HookedClock,
+    processes: ProcessGroups,
+    tmp_path: Path,
+    point: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     emu = live_emu
     store = (tmp_path / "store").as_uri()
@@ -74,53 +133,29 @@ def test_sigkill_then_restart(
     fleet = Fleet(
         emu=emu, store_url=store, total_steps=40, steps_per_second=40.0, checkpoint_every=5
     )
-    stop = threading.Event()
 
-    def play() -> None:  # the workers, while the first orchestrator lives
-        while not stop.wait(0.05):
-            fleet(time.time())
-            probe.sample()
-
-    player = threading.Thread(target=play, daemon=True)
-    player.start()
-    try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                str(HERE / "_dying_orchestrator.py"),
-                emu.url,
-                emu.api_key,
-                store,
-                str(ledger_path),
-                point,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        stop.set()
-        player.join(5)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    lines = proc.stdout.split("\n")
-    run_id = lines[0].split()[1]
-    died = next(line.split()[1] for line in lines if line.startswith("DIED"))
-    # under load a fast phase can slip between two polls: then it died at the next point
-    assert KILL_POINTS.index(died) - KILL_POINTS.index(point) in (0, 1), died
-    creates_before = sum(1 for m, n, _ in emu.requests if m == "PUT" and n == "create")
-    left = [v.id for v in emu.instances]
-
-    clock = HookedSystemClock()
-
-    def hook(now: float) -> None:
+    def hook(now: float) -> None:  # the workers, after every advance of the virtual time
         fleet(now)
         probe.sample()
 
     clock.hook = hook
+    returncode, said, stderr = run_until_killed(
+        processes, clock, [emu.url, emu.api_key, store, str(ledger_path), point]
+    )
+    assert returncode == -signal.SIGKILL, stderr[-2000:]
+    run_id = said[0].split()[1]
+    died = next(line.split()[1] for line in said if line.startswith("DIED"))
+    assert died == point, said  # virtual time: every phase is seen, on any machine
+    creates_before = sum(1 for m, n, _ in emu.requests if m == "PUT" and n == "create")
+    left = [v.id for v in emu.instances]
+
     events: list[JobEvent] = []
     with (
-        Client(emu.api_key, base_url=emu.url, min_intervals={}, clock=clock) as client,
+        httpx.HTTPTransport() as loopback,
+        httpx.Client(transport=SamplingTransport(loopback, probe)) as http,
+        Client(
+            emu.api_key, base_url=emu.url, min_intervals={}, clock=clock, http_client=http
+        ) as client,
         Ledger(ledger_path, clock=clock) as ledger,
     ):
         result = run_job(

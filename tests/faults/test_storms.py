@@ -18,14 +18,8 @@ import pytest
 import torch
 from fsspec.implementations.memory import MemoryFileSystem
 
-from tests.faults.conftest import (
-    CellRecord,
-    FaultWorld,
-    matrix_of,
-    reasons,
-    succeeded,
-    torn_checkpoints,
-)
+from tests._support.fault_matrix import CellRecord, matrix_of
+from tests.faults.conftest import FaultWorld, reasons, succeeded, torn_checkpoints
 from vastkit._ckpt_policy import MANIFEST_NAME, RetryPolicy
 from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager
 from vastkit.clock import ManualClock

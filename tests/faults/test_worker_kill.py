@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 import torch
 
-from tests.faults.conftest import CellRecord, matrix_of, torn_checkpoints
+from tests._support.fault_matrix import CellRecord, matrix_of
+from tests._support.processes import Lines, ProcessGroups
+from tests.faults.conftest import torn_checkpoints
 from vastkit._ckpt_policy import MANIFEST_NAME, step_dirname
 from vastkit.checkpoint import CheckpointManager
 
@@ -29,39 +31,32 @@ DRIVER = Path(__file__).with_name("_saving_worker.py")
 
 
 class Driver:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
+    """``_saving_worker.py`` in its own process group: one round per call."""
+
+    def __init__(self, groups: ProcessGroups) -> None:
+        self.proc = groups.popen(
             [sys.executable, str(DRIVER)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
+        assert self.proc.stdout is not None
+        self.lines = Lines(self.proc.stdout)
 
     def round(self, url: str, where: str, is_async: bool) -> dict[str, Any]:
         assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
         self.proc.stdin.write(f"{url} {where} {int(is_async)}\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        line = self.lines.next()
         assert line, "the driver died"
         answer: dict[str, Any] = json.loads(line)
         return answer
 
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
 
 @pytest.fixture(scope="module")
 def driver() -> Iterator[Driver]:
-    d = Driver()
-    try:
-        yield d
-    finally:
-        d.close()
+    with ProcessGroups() as groups:  # kills the driver and any worker it forked, also on failure
+        yield Driver(groups)
 
 
 @pytest.mark.parametrize(
