@@ -9,12 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
+from tests.jobs._restart_job import make_job
 from vastkit.api.client import Client
 from vastkit.jobs import JobEvent, run_job
 from vastkit.ledger import Ledger
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _restart_job import make_job
 
 
 def main() -> None:
