@@ -1,0 +1,141 @@
+"""The entry point: the whole parser (each command group adds its own commands) and ``main``,
+which runs one command and turns every failure into one line and an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, Final
+
+from vastkit.errors import VastkitError
+
+from . import _doctor, _emulator, _instances, _jobs, _money, _offers
+from ._context import Context
+from ._output import ExitCode, Out, UsageError, error_message, exit_code_for, one_line
+from ._parser import Register, make_parser
+
+__all__ = ["build_parser", "main"]
+
+COMMANDS: Final[Sequence[Register]] = (
+    _offers.register_offers,
+    _jobs.register_launch,
+    _instances.register_ps,
+    _jobs.register_logs,
+    _instances.register_stop,
+    _instances.register_destroy,
+    _instances.register_reap,
+    _money.register_cost_report,
+    _offers.register_profiles,
+    _money.register_budgets,
+    _emulator.register_emulator,
+    _doctor.register_doctor,
+    _emulator.register_demo,
+)
+"""The commands in the order ``vastkit --help`` lists them (the order of a working session)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vastkit`` argument parser (exposed for the documentation and tests).
+
+    Returns:
+        The parser.
+    """
+    return make_parser(COMMANDS)
+
+
+@contextlib.contextmanager
+def _logging_to(stream: IO[str], level: str | None) -> Iterator[None]:
+    """Send vastkit's log records to ``stream`` for the duration of the command."""
+    log = logging.getLogger("vastkit")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("vastkit: %(levelname)s: %(name)s: %(message)s"))
+    handler.setLevel(getattr(logging, (level or "warning").upper()))
+    old_level = log.level
+    log.addHandler(handler)
+    if level is not None:
+        log.setLevel(handler.level)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+
+
+def _run(ctx: Context, stderr: IO[str]) -> int:
+    """Run the parsed command with vastkit's log records on ``stderr``."""
+    level = ctx.opt("log_level")
+    if level is None and ctx.args.command == "demo":
+        level = "error"  # the demo narrates every event itself; warnings would repeat it
+    with _logging_to(stderr, level):
+        try:
+            return int(ctx.args.handler(ctx))
+        finally:
+            ctx.close()
+
+
+def _failure(exc: BaseException, options: dict[str, Any], stderr: IO[str], *, debug: bool) -> int:
+    """Print the one line for an expected failure (the traceback too with ``--debug``)."""
+    if debug:
+        traceback.print_exc(file=stderr)
+    code: int
+    if isinstance(exc, ValueError | OSError) and not isinstance(exc, VastkitError):
+        code = ExitCode.USAGE if isinstance(exc, ValueError) else ExitCode.ERROR
+    else:
+        code = exit_code_for(exc)
+    stderr.write(f"vastkit: error: {error_message(exc, options)}\n")
+    stderr.flush()
+    return code
+
+
+def _internal_error(exc: Exception, stderr: IO[str], *, debug: bool) -> int:
+    """Print the one line for a bug (the traceback with ``--debug``)."""
+    if debug:
+        traceback.print_exc(file=stderr)
+    hint = "" if debug else " (run with --debug for the traceback)"
+    stderr.write(
+        f"vastkit: error: internal error: {type(exc).__name__}: {one_line(str(exc))}{hint}\n"
+    )
+    stderr.flush()
+    return ExitCode.ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``vastkit`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status.
+
+    Args:
+        argv: The arguments, without the program name.
+
+    Returns:
+        The exit status (see :data:`EXIT_CODES`); nothing is raised.
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    stdout, stderr = sys.stdout, sys.stderr
+    parser = build_parser()
+    options: dict[str, Any] = {}
+    debug = "--debug" in args_list
+    try:
+        try:
+            args = parser.parse_args(args_list)
+        except SystemExit as exc:  # --help and --version
+            return int(exc.code or 0) if not isinstance(exc.code, str) else ExitCode.USAGE
+        options = vars(args)
+        debug = bool(getattr(args, "debug", False))
+        out = Out(stdout, stderr, json_mode=bool(getattr(args, "json", False)))
+        return _run(Context(args, out, args_list), stderr)
+    except KeyboardInterrupt:
+        stderr.write("vastkit: interrupted\n")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stdout.fileno())
+        return ExitCode.ERROR
+    except (VastkitError, UsageError, ValueError, OSError) as exc:
+        return _failure(exc, options, stderr, debug=debug)
+    except Exception as exc:  # a bug: still one line, the traceback with --debug
+        return _internal_error(exc, stderr, debug=debug)
