@@ -49,9 +49,9 @@ import attrs
 from vastkit._ckpt_policy import auto_interval_steps
 from vastkit.api._converter import structure_list
 from vastkit.api.models import Offer
-from vastkit.budget import ContractPrice
 from vastkit.emulator import Emulator, Timings
 from vastkit.jobs import JobTimeouts
+from vastkit.money import ContractPrice
 from vastkit.profiles import get_profile
 from vastkit.selector import build_query, select_offers
 

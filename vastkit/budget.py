@@ -1,15 +1,10 @@
-"""Money: cost arithmetic, budgets from ``budgets.yaml``, and the guard that enforces them.
+"""Budgets from ``budgets.yaml``, and the guard that enforces them.
 
-Cost accrues per second (see ``docs/concepts/money.md``):
-
-* the **GPU rate** while the container runs: the on-demand ``dph_base``, or the bid for an
-  interruptible rental;
-* the **storage rate** (``disk_GB x storage_cost / 720`` per hour) from creation until destroy, in
-  every state except ``offline``;
-* **bandwidth**, per GB sent or received.
-
-Prices come from the rented contract (:class:`ContractPrice`), recorded when it is created, never
-from a catalog. This module is pure policy (layer 2): it reads ``budgets.yaml`` when asked and
+Budgets are per job, per project and per team, each with an optional period. The guard checks the
+worst case of a launch before any money is spent (:meth:`BudgetGuard.preflight`) and the spend so
+far on every poll (:meth:`BudgetGuard.check`), early enough that spend never passes a cap by more
+than one poll interval of the running rate. The arithmetic of what a rental costs lives in
+:mod:`vastkit.money`. This module is pure policy (layer 2): it reads ``budgets.yaml`` when asked and
 learns what has been spent from a :class:`SpendSource` (the ledger is one) passed in.
 """
 
@@ -21,31 +16,26 @@ import enum
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
 import attrs
 
 from vastkit._yaml import Document, did_you_mean, load_document, read_source
-from vastkit.api.models import HOURS_PER_STORAGE_MONTH, Instance, InstanceState, Offer
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import BudgetExceededError, ConfigError
+from vastkit.money import worst_case_usd
 from vastkit.profiles import GpuProfile
 
 __all__ = [
-    "ASSUMED_STORAGE_COST_PER_GB_MONTH",
     "Budget",
     "BudgetAction",
     "BudgetDecision",
     "BudgetGuard",
     "Budgets",
-    "ContractPrice",
     "Preflight",
     "SpendSource",
-    "accrued_cost",
-    "hourly_rate",
     "load_budgets",
-    "worst_case_usd",
 ]
 
 logger = logging.getLogger("vastkit.budget")
@@ -53,174 +43,6 @@ logger = logging.getLogger("vastkit.budget")
 Period = Literal["total", "monthly", "daily"]
 _PERIODS: tuple[str, ...] = ("total", "monthly", "daily")
 DEFAULT_WARN_AT: tuple[float, ...] = (0.5, 0.8, 0.95)
-ASSUMED_STORAGE_COST_PER_GB_MONTH = 0.30
-"""Storage price assumed by a preflight check that has no offer yet ($/GB/month); a high end of
-what Vast hosts charge, so the worst case stays a worst case."""
-
-GB = 1e9
-
-# --- cost arithmetic ---------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class ContractPrice:
-    """The prices of one rented contract, fixed when it was created.
-
-    Attributes:
-        gpu_dph: GPU rate for the whole instance in $/h: ``dph_base`` on-demand, or the bid.
-        storage_dph: Storage rate for the instance's disk in $/h.
-        inet_up_cost_per_gb: Upload price in $/GB.
-        inet_down_cost_per_gb: Download price in $/GB.
-    """
-
-    gpu_dph: float
-    storage_dph: float = 0.0
-    inet_up_cost_per_gb: float = 0.0
-    inet_down_cost_per_gb: float = 0.0
-
-    def __attrs_post_init__(self) -> None:
-        for name in ("gpu_dph", "storage_dph", "inet_up_cost_per_gb", "inet_down_cost_per_gb"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative number (got {value})")
-
-    @property
-    def dph_total(self) -> float:
-        """GPU plus storage in $/h: the rate while running."""
-        return self.gpu_dph + self.storage_dph
-
-    @classmethod
-    def from_offer(cls, offer: Offer, *, disk_gb: float, bid: float | None = None) -> ContractPrice:
-        """Price a rental of ``offer`` with ``disk_gb`` of disk.
-
-        Args:
-            offer: The offer rented.
-            disk_gb: The disk asked for, in GB.
-            bid: The bid in $/h for an interruptible rental; None for on-demand.
-
-        Returns:
-            The contract's prices.
-        """
-        return cls(
-            gpu_dph=offer.dph_base if bid is None else bid,
-            storage_dph=offer.storage_dph(disk_gb),
-            inet_up_cost_per_gb=offer.inet_up_cost_per_gb,
-            inet_down_cost_per_gb=offer.inet_down_cost_per_gb,
-        )
-
-    @classmethod
-    def from_instance(cls, instance: Instance) -> ContractPrice:
-        """Price a rented instance from its own fields (``dph_base`` is the bid when ``is_bid``).
-
-        Args:
-            instance: The instance as the API shows it.
-
-        Returns:
-            The contract's prices; unknown fields count as 0.
-        """
-        storage = 0.0
-        if instance.disk_space_gb and instance.storage_cost_per_gb_month:
-            storage = (
-                instance.disk_space_gb
-                * instance.storage_cost_per_gb_month
-                / HOURS_PER_STORAGE_MONTH
-            )
-        elif instance.dph_total is not None and instance.dph_base is not None:
-            storage = max(instance.dph_total - instance.dph_base, 0.0)
-        return cls(
-            gpu_dph=instance.dph_base or 0.0,
-            storage_dph=storage,
-            inet_up_cost_per_gb=instance.inet_up_cost_per_gb or 0.0,
-            inet_down_cost_per_gb=instance.inet_down_cost_per_gb or 0.0,
-        )
-
-
-_GPU_BILLED = frozenset({InstanceState.RUNNING, InstanceState.UNKNOWN})
-
-
-def hourly_rate(price: ContractPrice, state: InstanceState | str | None) -> float:
-    """The rate in $/h an instance in ``state`` accrues.
-
-    Running (also ``frozen``) pays GPU and storage; ``offline`` pays nothing; every other
-    existing state (provisioning, loading, stopped, outbid, exited, failed) pays storage only.
-    ``unknown`` (no recent heartbeat from the host) counts as running, so budget checks stay
-    on the safe side. ``None`` (destroyed, or not created yet) pays nothing.
-
-    Args:
-        price: The contract's prices.
-        state: The instance's state (an :class:`InstanceState` or its value).
-
-    Returns:
-        Dollars per hour.
-    """
-    if state is None or state == "destroyed":
-        return 0.0
-    state = InstanceState(state)
-    if state == InstanceState.OFFLINE:
-        return 0.0
-    if state in _GPU_BILLED:
-        return price.gpu_dph + price.storage_dph
-    return price.storage_dph
-
-
-def accrued_cost(
-    price: ContractPrice,
-    segments: Iterable[tuple[InstanceState | str, float]],
-    *,
-    bytes_up: float = 0.0,
-    bytes_down: float = 0.0,
-) -> float:
-    """Cost of an instance that spent ``segments`` of time in various states, plus bandwidth.
-
-    Args:
-        price: The contract's prices.
-        segments: ``(state, seconds)`` pairs.
-        bytes_up: Bytes sent (1 GB = 10^9 bytes).
-        bytes_down: Bytes received.
-
-    Returns:
-        Dollars.
-
-    Raises:
-        ValueError: A negative duration or byte count.
-    """
-    total = 0.0
-    for state, seconds in segments:
-        if seconds < 0:
-            raise ValueError(f"a segment cannot last a negative time ({seconds} s)")
-        total += hourly_rate(price, state) * seconds / 3600.0
-    if bytes_up < 0 or bytes_down < 0:
-        raise ValueError("byte counts cannot be negative")
-    total += bytes_up / GB * price.inet_up_cost_per_gb
-    total += bytes_down / GB * price.inet_down_cost_per_gb
-    return total
-
-
-def worst_case_usd(
-    profile: GpuProfile,
-    *,
-    storage_dph: float | None = None,
-    overhead_hours: float = 1.0,
-) -> float:
-    """The most one full-length run of ``profile`` can cost.
-
-    ``max_dph x max_duration_hours`` (``max_dph`` already includes storage while running), plus
-    storage for ``overhead_hours`` outside the running time (provisioning, image pull, stopping).
-
-    Args:
-        profile: The profile.
-        storage_dph: The storage rate of the chosen offer; None assumes
-            :data:`ASSUMED_STORAGE_COST_PER_GB_MONTH` for the profile's ``disk_gb``.
-        overhead_hours: Hours of storage-only billing to allow for.
-
-    Returns:
-        Dollars.
-    """
-    if storage_dph is None:
-        storage_dph = profile.disk_gb * ASSUMED_STORAGE_COST_PER_GB_MONTH / HOURS_PER_STORAGE_MONTH
-    return profile.max_dph * profile.max_duration_hours + storage_dph * overhead_hours
-
-
 # --- budgets.yaml ------------------------------------------------------------------------------
 
 

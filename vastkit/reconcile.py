@@ -37,17 +37,13 @@ from typing import Any
 
 import attrs
 
+from vastkit._owner import owner_alive
+from vastkit._provision import destroy_confirmed
 from vastkit.api.client import Client
 from vastkit.api.models import Instance as ApiInstance
 from vastkit.clock import Clock, SystemClock
-from vastkit.errors import APIError
-from vastkit.instance import (
-    LABEL_PREFIX,
-    DestroyFailedError,
-    destroy_confirmed,
-    owner_alive,
-    parse_label,
-)
+from vastkit.errors import APIError, DestroyFailedError
+from vastkit.labels import LABEL_PREFIX, parse_label
 from vastkit.ledger import AttemptRecord, CreateIntent, Ledger, RunRecord
 
 __all__ = ["ReconcileAction", "ReconcileReport", "reconcile"]

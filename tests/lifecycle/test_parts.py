@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from vastkit.api.models import Instance as ApiInstance
 from vastkit.api.models import InstanceState
-from vastkit.budget import ContractPrice
 from vastkit.clock import ManualClock
 from vastkit.instance import (
     CostMeter,
@@ -30,6 +29,7 @@ from vastkit.instance import (
     owner_metadata,
     parse_label,
 )
+from vastkit.money import ContractPrice
 
 # -- labels ------------------------------------------------------------------------------------
 

@@ -9,18 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vastkit.api.models import Instance, InstanceState
-from vastkit.budget import (
-    BudgetAction,
-    BudgetGuard,
-    Budgets,
-    ContractPrice,
-    accrued_cost,
-    hourly_rate,
-    load_budgets,
-    worst_case_usd,
-)
+from vastkit.budget import BudgetAction, BudgetGuard, Budgets, load_budgets
 from vastkit.clock import ManualClock
 from vastkit.errors import BudgetExceededError, ConfigError
+from vastkit.money import ContractPrice, accrued_cost, hourly_rate, worst_case_usd
 from vastkit.profiles import get_profile
 
 from .conftest import NOW, make_offer

@@ -1,0 +1,705 @@
+"""The attempt engine: every rental in vastkit is made, watched to ``running`` and destroyed here.
+
+Both :class:`vastkit.Instance` and ``run_job`` rent through one :class:`Provisioner`:
+
+1. :meth:`Provisioner.candidates` searches offers for a profile and ranks them, leaving out the
+   machines the ledger blocks and those the caller avoids;
+2. :meth:`Provisioner.begin` writes the create intent and the attempt row to the ledger *before*
+   anything is rented, so a crash between the create and the next write is found again;
+3. :meth:`Provisioner.create` sends the one ``create_instance`` call in the library outside the API
+   client. A create that may have reached the server (timeout, 5xx, 429, a garbled answer) is
+   retried only after listing by label proved it rented nothing; an instance found is adopted,
+   never a second one rented for the attempt;
+4. :class:`PhaseWaiter` waits through provisioning, loading and running with a deadline per phase
+   (a pure decision per observation: :func:`phase_of` and the outcome table in :meth:`wait`);
+5. :func:`destroy_confirmed` destroys until the API confirms the instance is gone;
+   :meth:`Provisioner.block` keeps a machine that failed us out of every driver's searches.
+
+Outcomes are values (:class:`CreateFailure`, :class:`PhaseOutcome`), never strings parsed back.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from vastkit.api.client import Client
+from vastkit.api.models import CreateInstanceRequest, InstanceState, Offer
+from vastkit.api.models import Instance as ApiInstance
+from vastkit.clock import Clock
+from vastkit.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    AuthenticationError,
+    DestroyFailedError,
+    GoneError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseValidationError,
+    ServerError,
+)
+from vastkit.ledger import Ledger
+from vastkit.money import ContractPrice
+from vastkit.profiles import GpuProfile
+from vastkit.retry import RetryPolicy
+from vastkit.selector import Candidate, build_query, select_offers
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "MACHINE_FAILURES",
+    "AttemptTicket",
+    "CreateFailure",
+    "CreateFailureKind",
+    "Destroyer",
+    "InstanceTimeouts",
+    "PhaseOutcome",
+    "PhaseWaiter",
+    "Provisioner",
+    "destroy_confirmed",
+    "phase_of",
+    "record_create_intent",
+]
+
+logger = logging.getLogger("vastkit.instance")
+
+DEFAULT_IMAGE = "vastai/base-image:@vastai-automatic-tag"
+"""The image used when neither the call nor the profile names one."""
+
+MACHINE_FAILURES = frozenset(
+    {
+        "provisioning_deadline",
+        "loading_deadline",
+        "running_deadline",
+        "exited",
+        "failed",
+        "host_lost",
+        "heartbeat_stale",
+        "worker_never_started",
+        "worker_crashed",
+    }
+)
+"""Attempt ends that point at the machine: it is blocked for a while after them."""
+
+
+def _positive_number(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be greater than 0 (got {value!r})")
+
+
+@attrs.frozen(kw_only=True)
+class InstanceTimeouts:
+    """Deadlines and pacing for one instance's life, in seconds of the injected clock.
+
+    The three phase deadlines apply to each offer tried: an instance that overruns one is
+    destroyed, its machine blocked for :attr:`machine_block`, and the next offer tried.
+    """
+
+    provisioning: float = attrs.field(default=600.0, validator=_positive_number)
+    """Longest an instance may stay accepted without a container (``actual_status`` null or
+    ``created``, or stopped while waiting for its GPUs)."""
+    loading: float = attrs.field(default=1200.0, validator=_positive_number)
+    """Longest the image pull and container start (``loading``) may take."""
+    running: float = attrs.field(default=1800.0, validator=_positive_number)
+    """Longest from create until ``running``, all phases together."""
+    host_lost_grace: float = attrs.field(default=120.0, validator=_positive_number)
+    """How long ``offline`` or ``unknown`` is tolerated while starting before the host counts
+    as lost."""
+    poll_interval: float = attrs.field(default=5.0, validator=_positive_number)
+    """Time between two looks at a starting instance."""
+    destroy: float = attrs.field(default=900.0, validator=_positive_number)
+    """How long destroy keeps retrying before it raises (the instance may still bill then)."""
+    machine_block: float = attrs.field(default=6 * 3600.0, validator=_positive_number)
+    """How long a machine that failed us stays blocked (in the ledger, for every process)."""
+    create_retries: int = attrs.field(default=2)
+    """Extra create tries on one offer after a timeout or 5xx, each only after listing by
+    label proved that the previous try rented nothing."""
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.create_retries, bool) or self.create_retries < 0:
+            raise ValueError(f"create_retries must be 0 or more (got {self.create_retries!r})")
+
+
+@attrs.frozen(kw_only=True)
+class PhaseOutcome:
+    """How waiting for ``running`` ended."""
+
+    ok: bool
+    """True when the instance reached ``running``."""
+    reason: str
+    """``running``, or why it failed: ``provisioning_deadline``, ``loading_deadline``,
+    ``running_deadline``, ``exited``, ``failed``, ``host_lost``, ``outbid``, ``vanished``."""
+    detail: str = ""
+    """A human explanation (with Vast's ``status_msg`` when it said something)."""
+    instance: ApiInstance | None = None
+    """The last view of the instance."""
+    elapsed: float = 0.0
+    """Seconds from the start of the wait to its end."""
+    blame_machine: bool = False
+    """Whether the failure points at the machine (so it should be blocked for a while)."""
+
+
+class PhaseWaiter:
+    """Polls an instance until it runs, with a deadline per phase.
+
+    Phases are ``provisioning`` (accepted, no container yet; also "scheduling", i.e. stopped
+    while waiting for GPUs), ``loading`` (image pull and container start) and the total time to
+    ``running``. The time in a phase counts from the first poll that saw it. ``offline`` or
+    ``unknown`` for longer than the grace period means the host is lost.
+
+    Args:
+        poll: Returns the current view of the instance, or None when it no longer exists. An
+            :class:`~vastkit.errors.APIError` from it counts as "no news": the wait goes on until a
+            deadline.
+        clock: The clock to read and sleep on.
+        timeouts: The deadlines (an :class:`InstanceTimeouts`).
+        on_state: Called with each new view of the instance (for progress and events).
+        expect_bid_stop: Treat the stopped triple of a bid instance as ``outbid`` (True) rather
+            than as scheduling.
+    """
+
+    def __init__(
+        self,
+        poll: Callable[[], ApiInstance | None],
+        *,
+        clock: Clock,
+        timeouts: InstanceTimeouts,
+        on_state: Callable[[ApiInstance, str, float], None] | None = None,
+        expect_bid_stop: bool = True,
+    ) -> None:
+        self._poll = poll
+        self._clock = clock
+        self._timeouts = timeouts
+        self._on_state = on_state
+        self._expect_bid_stop = expect_bid_stop
+
+    def wait(self) -> PhaseOutcome:
+        """Wait until the instance runs or a deadline passes.
+
+        Returns:
+            The outcome; never raises for an instance that fails to start.
+        """
+        t = self._timeouts
+        start = self._clock.now()
+        first_seen: dict[str, float] = {}
+        lost_since: float | None = None
+        last: ApiInstance | None = None
+        api_errors = 0
+        while True:
+            now = self._clock.now()
+            try:
+                view = self._poll()
+            except APIError as exc:
+                if isinstance(exc, AuthenticationError | PermissionDeniedError):
+                    raise
+                api_errors += 1
+                logger.warning("polling the instance failed (%s); will retry", exc)
+                view = last
+                gone = False
+            else:
+                gone = view is None
+            now = self._clock.now()
+            elapsed = now - start
+            if gone:
+                return PhaseOutcome(
+                    ok=False,
+                    reason="vanished",
+                    detail="the instance disappeared before it ran (destroyed elsewhere?)",
+                    instance=last,
+                    elapsed=elapsed,
+                )
+            if view is not None:
+                last = view
+                state = view.state
+                phase = phase_of(state)
+                if phase not in first_seen:
+                    first_seen[phase] = now
+                if self._on_state is not None:
+                    self._on_state(view, phase, now - first_seen[phase])
+                msg = (view.status_msg or "").strip()
+                if state is InstanceState.RUNNING:
+                    return PhaseOutcome(ok=True, reason="running", instance=view, elapsed=elapsed)
+                if state is InstanceState.EXITED:
+                    return PhaseOutcome(
+                        ok=False,
+                        reason="exited",
+                        detail=f"the container exited{': ' + msg if msg else ''}",
+                        instance=view,
+                        elapsed=elapsed,
+                        blame_machine=True,
+                    )
+                if state is InstanceState.FAILED:
+                    return PhaseOutcome(
+                        ok=False,
+                        reason="failed",
+                        detail=f"the container failed to start: {msg}",
+                        instance=view,
+                        elapsed=elapsed,
+                        blame_machine=True,
+                    )
+                if state is InstanceState.OUTBID and self._expect_bid_stop:
+                    return PhaseOutcome(
+                        ok=False,
+                        reason="outbid",
+                        detail="outbid before it started",
+                        instance=view,
+                        elapsed=elapsed,
+                    )
+                if state in (InstanceState.OFFLINE, InstanceState.UNKNOWN):
+                    if lost_since is None:
+                        lost_since = now
+                    if now - lost_since >= t.host_lost_grace:
+                        return PhaseOutcome(
+                            ok=False,
+                            reason="host_lost",
+                            detail=(
+                                f"the host was {state.value} for "
+                                f"{now - lost_since:.0f} s (grace {t.host_lost_grace:.0f} s)"
+                            ),
+                            instance=view,
+                            elapsed=elapsed,
+                            blame_machine=True,
+                        )
+                else:
+                    lost_since = None
+                if phase in ("provisioning", "loading"):
+                    limit = t.provisioning if phase == "provisioning" else t.loading
+                    spent = now - first_seen[phase]
+                    if spent >= limit:
+                        return PhaseOutcome(
+                            ok=False,
+                            reason=f"{phase}_deadline",
+                            detail=(
+                                f"still {phase} after {spent:.0f} s (deadline {limit:.0f} s)"
+                                + (f"; Vast says: {msg}" if msg else "")
+                            ),
+                            instance=view,
+                            elapsed=elapsed,
+                            blame_machine=True,
+                        )
+            if elapsed >= t.running:
+                state_text = last.state.value if last is not None else "never seen"
+                return PhaseOutcome(
+                    ok=False,
+                    reason="running_deadline",
+                    detail=(
+                        f"not running after {elapsed:.0f} s (deadline {t.running:.0f} s); "
+                        f"last state {state_text}"
+                        + (f", {api_errors} failed polls" if api_errors else "")
+                    ),
+                    instance=last,
+                    elapsed=elapsed,
+                    blame_machine=last is not None,
+                )
+            self._clock.sleep(t.poll_interval)
+
+
+def phase_of(state: InstanceState) -> str:
+    if state in (InstanceState.PROVISIONING, InstanceState.STOPPED):
+        return "provisioning"
+    if state is InstanceState.LOADING:
+        return "loading"
+    return state.value
+
+
+class Destroyer(Protocol):
+    """What :func:`destroy_confirmed` needs of a client."""
+
+    def destroy_instance(self, instance_id: int) -> bool: ...
+
+    def get_instance(self, instance_id: int) -> ApiInstance | None: ...
+
+
+def destroy_confirmed(
+    client: Destroyer,
+    instance_id: int,
+    *,
+    clock: Clock,
+    deadline: float = 900.0,
+    first_delay: float = 1.0,
+    max_delay: float = 30.0,
+    rng: random.Random | None = None,
+) -> float:
+    """Destroy an instance, retrying with backoff until the API confirms it is gone.
+
+    Gone means ``destroy_instance`` answered that it did not exist, or ``get_instance`` returns
+    None after a destroy. Transport errors, 5xx and 429 are retried with exponential backoff and
+    jitter; a rejected key (401/403) is raised at once since retrying cannot help.
+
+    Args:
+        client: The API client.
+        instance_id: The instance to destroy.
+        clock: The clock to sleep on.
+        deadline: Seconds to keep trying.
+        first_delay: The first backoff delay in seconds.
+        max_delay: The largest backoff delay.
+        rng: Random source for jitter.
+
+    Returns:
+        The time (``clock.now()``) at which the instance was confirmed gone.
+
+    Raises:
+        DestroyFailedError: Still not confirmed gone after ``deadline`` seconds.
+        AuthenticationError: The API key was refused.
+        PermissionDeniedError: The key may not destroy this instance.
+    """
+    rng = rng or random.Random()
+    start = clock.now()
+    delay = first_delay
+    tries = 0
+    last_problem = ""
+    while True:
+        tries += 1
+        try:
+            existed = client.destroy_instance(instance_id)
+            if not existed:
+                return clock.now()
+            if client.get_instance(instance_id) is None:
+                return clock.now()
+            last_problem = "the instance is still listed after destroy"
+        except (AuthenticationError, PermissionDeniedError):
+            raise
+        except APIError as exc:
+            last_problem = str(exc)
+            logger.warning("destroying instance %s failed (try %d): %s", instance_id, tries, exc)
+        if clock.now() - start >= deadline:
+            raise DestroyFailedError(
+                f"instance {instance_id} could not be confirmed destroyed after {tries} tries "
+                f"over {clock.now() - start:.0f} s ({last_problem}); it may still be billing: "
+                f"destroy it by hand (vastai destroy instance {instance_id}) or run "
+                "vastkit.reconcile",
+                instance_id=instance_id,
+            )
+        clock.sleep(delay * rng.uniform(0.5, 1.0))
+        delay = min(delay * 2.0, max_delay)
+
+
+def record_create_intent(
+    ledger: Ledger,
+    run_id: str,
+    attempt: int,
+    *,
+    offer: Offer,
+    label: str,
+    bid: float | None,
+    price: ContractPrice,
+    disk_gb: float,
+    at: float,
+) -> tuple[int, int]:
+    """Write the create intent and the attempt row before renting ``offer`` (the ``run_job``
+    orchestrator records its attempts the same way).
+
+    Returns:
+        The intent id and the attempt id.
+    """
+    intent_id = ledger.begin_intent(run_id, attempt, offer_id=offer.id, label=label, at=at)
+    attempt_id = ledger.record_attempt(
+        run_id,
+        attempt,
+        offer_id=offer.id,
+        machine_id=offer.machine_id,
+        label=label,
+        rental="interruptible" if bid is not None else "on-demand",
+        bid=bid,
+        gpu_name=offer.gpu_name,
+        num_gpus=offer.num_gpus,
+        disk_gb=disk_gb,
+        dph_base=offer.dph_base,
+        dph_total=price.dph_total,
+        storage_cost=offer.storage_cost_per_gb_month,
+        storage_dph=price.storage_dph,
+        intent_at=at,
+    )
+    return intent_id, attempt_id
+
+
+class CreateFailureKind(enum.StrEnum):
+    """Why a create rented nothing (or only a contract that was destroyed at once)."""
+
+    OFFER_GONE = "offer_gone"
+    """The offer was taken or withdrawn (404 ``no_such_ask``, 410)."""
+    BID_TOO_LOW = "bid_too_low"
+    """The bid lost: Vast made a stopped contract, which was destroyed."""
+    CREATE_FAILED = "create_failed"
+    """The create failed (retries used up, or an error contract)."""
+    REJECTED = "rejected"
+    """Vast refused the request itself (a 4xx other than auth): no retry helps on this offer."""
+
+
+@attrs.frozen(kw_only=True)
+class CreateFailure:
+    """A create that left no instance to use."""
+
+    kind: CreateFailureKind
+    """Why."""
+    detail: str
+    """Vast's message or the last error."""
+    contract: int | None = None
+    """The instance Vast made anyway (a losing bid), already destroyed."""
+    destroyed_at: float | None = None
+    """When :attr:`contract` was confirmed gone."""
+
+
+@attrs.frozen
+class AttemptTicket:
+    """The ledger rows of one attempt: its create intent and the attempt itself."""
+
+    intent_id: int
+    attempt_id: int
+
+
+class Provisioner:
+    """Rents, finds and destroys instances for one caller, recording each step in the ledger.
+
+    Args:
+        client: The API client.
+        ledger: Where intents, attempts, cost samples and blocked machines go.
+        clock: Every wait goes through it.
+        destroy_deadline: How long destroys (and lists that must prove a create rented nothing)
+            keep trying, in seconds.
+        create_retries: Extra create tries on one offer after an error that may have rented.
+        retry_interval: The wait between two tries of a failed list.
+        rng: Jitter source.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        ledger: Ledger,
+        clock: Clock,
+        *,
+        destroy_deadline: float = 900.0,
+        create_retries: int = 2,
+        retry_interval: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.clock = clock
+        self.destroy_deadline = destroy_deadline
+        self.create_policy = RetryPolicy(
+            attempts=create_retries + 1, initial_delay=2.0, multiplier=2.0, max_delay=30.0
+        )
+        self.retry_interval = retry_interval
+        self.rng = rng if rng is not None else random.Random()
+
+    # -- choosing ------------------------------------------------------------------------------
+
+    def blocked_machines(self, avoid: Mapping[int, float] | None = None) -> set[int]:
+        """The machines blocked in the ledger now, plus those ``avoid`` keeps us off.
+
+        Args:
+            avoid: Machines the caller stays off, with the time until which it does.
+        """
+        now = self.clock.now()
+        return set(self.ledger.blocked_machines(now=now)) | {
+            m for m, until in (avoid or {}).items() if until > now
+        }
+
+    def candidates(
+        self, profile: GpuProfile, *, blocked: set[int] | None = None
+    ) -> list[Candidate]:
+        """Search offers for ``profile`` and rank them, without the ``blocked`` machines.
+
+        Args:
+            profile: What to rent.
+            blocked: Machines to leave out (default: :meth:`blocked_machines`).
+
+        Raises:
+            NoOfferError: No offer qualifies.
+            APIError: The search failed.
+        """
+        if blocked is None:
+            blocked = self.blocked_machines()
+        offers = self.client.search_offers(build_query(profile))
+        return list(select_offers(profile, offers, now=self.clock.now(), blocked=blocked))
+
+    def is_blocked(self, machine_id: int) -> bool:
+        """Whether ``machine_id`` is blocked in the ledger now (maybe by another process)."""
+        return machine_id in self.ledger.blocked_machines(now=self.clock.now())
+
+    # -- the ledger around a create ------------------------------------------------------------
+
+    def begin(
+        self,
+        run_id: str,
+        attempt: int,
+        *,
+        offer: Offer,
+        label: str,
+        bid: float | None,
+        price: ContractPrice,
+        disk_gb: float,
+    ) -> AttemptTicket:
+        """Write the create intent and the attempt row before renting ``offer``."""
+        intent_id, attempt_id = record_create_intent(
+            self.ledger, run_id, attempt, offer=offer, label=label, bid=bid, price=price,
+            disk_gb=disk_gb, at=self.clock.now(),
+        )
+        return AttemptTicket(intent_id, attempt_id)
+
+    def created(self, ticket: AttemptTicket, instance_id: int, price: ContractPrice) -> float:
+        """Record that the attempt's instance exists; it bills storage from now. Returns now."""
+        now = self.clock.now()
+        self.ledger.complete_intent(ticket.intent_id, instance_id=instance_id, at=now)
+        self.ledger.update_attempt(ticket.attempt_id, instance_id=instance_id, created_at=now)
+        self.ledger.add_cost_sample(
+            ticket.attempt_id,
+            state=InstanceState.PROVISIONING.value,
+            rate_dph=price.storage_dph,
+            at=now,
+        )
+        return now
+
+    def failed(self, ticket: AttemptTicket, failure: CreateFailure) -> None:
+        """Record a create that left nothing to use (a contract it made is already gone)."""
+        now = self.clock.now()
+        if failure.contract is not None:
+            gone = failure.destroyed_at if failure.destroyed_at is not None else now
+            self.ledger.complete_intent(ticket.intent_id, instance_id=failure.contract, at=now)
+            self.ledger.update_attempt(
+                ticket.attempt_id, instance_id=failure.contract, created_at=now
+            )
+            self.ended(ticket, failure.kind.value, when=gone)
+            return
+        self.ledger.complete_intent(ticket.intent_id, error=failure.kind.value, at=now)
+        self.ledger.update_attempt(ticket.attempt_id, end_reason=failure.kind.value, ended_at=now)
+
+    def ended(self, ticket: AttemptTicket, reason: str, *, when: float) -> None:
+        """Record that the attempt's instance is confirmed gone at ``when``."""
+        self.ledger.add_cost_sample(ticket.attempt_id, state="destroyed", rate_dph=0.0, at=when)
+        self.ledger.update_attempt(
+            ticket.attempt_id, end_reason=reason, ended_at=when, destroyed_at=when
+        )
+
+    def block(self, machine_id: int, reason: str, detail: str, *, for_s: float) -> None:
+        """Keep ``machine_id`` out of every driver's searches for ``for_s`` seconds."""
+        self.ledger.block_machine(
+            machine_id,
+            reason=f"{reason}: {detail}" if detail else reason,
+            for_s=for_s,
+            at=self.clock.now(),
+        )
+
+    # -- the create ----------------------------------------------------------------------------
+
+    def create(self, offer: Offer, request: CreateInstanceRequest) -> int | CreateFailure:
+        """Rent ``offer``, never leaving two live instances for one attempt (one label).
+
+        Returns:
+            The new instance's id (or the id of the one an earlier try rented), or why nothing
+            usable was rented.
+
+        Raises:
+            AuthenticationError, PermissionDeniedError: The key was refused.
+            APIError: A list by label, needed before a retry, kept failing.
+        """
+        label = request.label or ""
+        start = self.clock.now()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return self.client.create_instance(offer.id, request).id
+            except (AuthenticationError, PermissionDeniedError):
+                raise
+            except APIStatusError as exc:
+                failure = self._refused(exc, request)
+                if failure is not None:
+                    return failure
+                last: Exception = exc
+            except (APIConnectionError, ResponseValidationError) as exc:
+                last = exc  # no answer, or a garbled one: the create may have gone through
+            found = self.instances_with_label(label)
+            if found:
+                logger.warning(
+                    "create of %s failed (%s) but instance %s was rented: adopting it",
+                    label, last, found[0],
+                )
+                return self._keep_first(found)
+            wait = self.create_policy.delay(tries, self.rng)
+            if not self.create_policy.allows(tries, elapsed=self.clock.now() - start, wait=wait):
+                return CreateFailure(kind=CreateFailureKind.CREATE_FAILED, detail=str(last))
+            self.clock.sleep(wait)
+
+    def _refused(
+        self, exc: APIStatusError, request: CreateInstanceRequest
+    ) -> CreateFailure | None:
+        """What an error answer to a create means; None when it may have rented (retry)."""
+        contract = exc.new_contract
+        if contract is not None:
+            gone = self.destroy(contract)
+            kind = (
+                CreateFailureKind.BID_TOO_LOW
+                if request.price is not None
+                else CreateFailureKind.CREATE_FAILED
+            )
+            return CreateFailure(
+                kind=kind,
+                detail=f"{exc.msg or exc} (instance {contract} destroyed)",
+                contract=contract,
+                destroyed_at=gone,
+            )
+        if isinstance(exc, NotFoundError | GoneError):
+            return CreateFailure(kind=CreateFailureKind.OFFER_GONE, detail=exc.msg or str(exc))
+        if isinstance(exc, ServerError | RateLimitError):
+            return None
+        return CreateFailure(kind=CreateFailureKind.REJECTED, detail=exc.msg or str(exc))
+
+    def _keep_first(self, found: list[int]) -> int:
+        for extra in found[1:]:
+            self.destroy(extra)
+        return found[0]
+
+    def instances_with_label(self, label: str) -> list[int]:
+        """The ids of the instances carrying ``label``, oldest first, listed until the API answers.
+
+        A create whose answer was lost may have rented: until a list proves otherwise, no other
+        create may be sent. The list is retried for up to ``destroy_deadline`` seconds; then the
+        last error is raised, and the create intent left open in the ledger makes the next
+        reconcile clean up.
+        """
+        deadline = self.clock.now() + self.destroy_deadline
+        while True:
+            try:
+                listed = self.client.list_instances(label=label)
+                return sorted(i.id for i in listed if (i.label or "").strip() == label)
+            except (AuthenticationError, PermissionDeniedError):
+                raise
+            except APIError as exc:
+                if self.clock.now() >= deadline:
+                    raise
+                logger.warning("listing instances by label failed (%s); trying again", exc)
+                self.clock.sleep(self.retry_interval)
+
+    # -- waiting and destroying ----------------------------------------------------------------
+
+    def wait_running(
+        self,
+        poll: Callable[[], ApiInstance | None],
+        timeouts: InstanceTimeouts,
+        *,
+        on_state: Callable[[ApiInstance, str, float], None] | None = None,
+        expect_bid_stop: bool = True,
+    ) -> PhaseOutcome:
+        """Wait through the phases of a new instance (see :class:`PhaseWaiter`)."""
+        return PhaseWaiter(
+            poll,
+            clock=self.clock,
+            timeouts=timeouts,
+            on_state=on_state,
+            expect_bid_stop=expect_bid_stop,
+        ).wait()
+
+    def destroy(self, instance_id: int) -> float:
+        """Destroy until confirmed gone (:func:`destroy_confirmed`); returns when it was gone."""
+        return destroy_confirmed(
+            self.client, instance_id, clock=self.clock, deadline=self.destroy_deadline,
+            rng=self.rng,
+        )

@@ -1,0 +1,224 @@
+"""Steps of a job that end attempts: saving, destroying, and the job's result."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from vastkit._provision import (
+    MACHINE_FAILURES,
+)
+from vastkit.api.models import InstanceState
+from vastkit.artifacts import (
+    OutputFile,
+    read_outputs,
+)
+from vastkit.checkpoint import CheckpointInfo, CheckpointManager
+from vastkit.errors import (
+    APIError,
+    JobError,
+)
+from vastkit.jobs.result import AttemptSummary, CostBreakdown, JobResult
+from vastkit.jobs.spec import JobStatus
+from vastkit.jobs.state import AttemptOver, LiveAttempt
+from vastkit.rundir import (
+    AttemptResult,
+    ResultStatus,
+)
+
+if TYPE_CHECKING:
+    from vastkit.jobs.orchestrator import JobRunner
+
+
+logger = logging.getLogger("vastkit.jobs")
+
+
+def wait_for_save(runner: JobRunner, live: LiveAttempt) -> None:
+    """Give the worker up to ``stop_grace`` to save and write its attempt result."""
+    deadline = runner.clock.now() + runner.t.stop_grace
+    step = min(runner.t.poll_interval, 2.0)
+    while runner.clock.now() < deadline:
+        try:
+            if runner.rundir.read_attempt_result(live.number) is not None:
+                return
+        except (JobError, OSError):
+            return
+        runner.beat()
+        runner.clock.sleep(step)
+
+
+def stop_attempt(runner: JobRunner, live: LiveAttempt, status: str) -> None:
+    """Budget or duration: stop the container so the worker saves, then destroy."""
+    if live.closed:
+        return
+    if live.state is InstanceState.RUNNING and live.ready_at is not None:
+        runner.emit(
+            "stopping",
+            f"stopping instance {live.instance_id} so the command can save a checkpoint",
+            live=live,
+        )
+        try:
+            runner.client.stop_instance(live.instance_id)
+        except APIError as exc:
+            logger.warning("stopping instance %s failed: %s", live.instance_id, exc)
+        else:
+            live.move_to(InstanceState.STOPPED, runner.clock.now())
+            runner.sample(live)
+            runner.wait_for_save(live)
+    runner.destroy(live, status)
+
+
+def destroy(
+    runner: JobRunner, live: LiveAttempt, reason: str, *, blame: bool = False, detail: str = ""
+) -> None:
+    if live.closed:
+        return
+    gone_at = runner.provisioner.destroy(live.instance_id)
+    live.close(gone_at)
+    runner.sample(live, destroyed_at=gone_at)
+    runner.ledger.update_attempt(
+        live.ledger_id, end_reason=reason, ended_at=gone_at, destroyed_at=gone_at
+    )
+    if blame and live.machine_id is not None:
+        runner.provisioner.block(live.machine_id, reason, detail, for_s=runner.t.machine_block)
+    record = runner.ledger.get_attempt(live.ledger_id)
+    cost = record.cost_usd if record is not None else live.cost
+    runner.summaries[live.number] = AttemptSummary(
+        attempt=live.number,
+        instance_id=live.instance_id,
+        offer_id=live.offer_id,
+        machine_id=live.machine_id,
+        gpu_name=live.gpu_name,
+        rental="interruptible" if live.bid is not None else "on-demand",
+        bid=live.bid,
+        dph_total=live.price.dph_total,
+        created_at=live.created_at,
+        loading_at=record.loading_at if record is not None else None,
+        running_at=live.running_at,
+        ready_at=live.ready_at,
+        ended_at=gone_at,
+        end_reason=reason,
+        cost_usd=cost,
+        last_step=live.last_step,
+        checkpoint_step=live.checkpoint_step,
+    )
+    if runner.live is live:
+        runner.live = None
+    runner.emit(
+        "destroyed",
+        f"attempt {live.number}: instance {live.instance_id} destroyed ({reason}); "
+        f"it cost ${cost:.4f}" + (", machine blocked" if blame else ""),
+        live=live,
+    )
+
+
+def end_from_result(runner: JobRunner, final: AttemptResult) -> tuple[JobStatus, str] | None:
+    """The job's end for the worker's ``result.json``; None to restart a failed command."""
+    status = final.status
+    if status is ResultStatus.SUCCEEDED:
+        return "succeeded", final.reason or "the command exited 0"
+    if status is ResultStatus.CANCELLED:
+        return "cancelled", final.reason or "cancelled"
+    if status is ResultStatus.TIMED_OUT:
+        return "timed_out", final.reason or "the job's deadline passed"
+    runner.user_errors += 1
+    if runner.user_errors > runner.job.restarts_on_error:
+        return "failed", final.reason or "the command failed"
+    runner.emit(
+        "relaunching",
+        f"the command failed ({final.reason}); restart {runner.user_errors} of "
+        f"{runner.job.restarts_on_error} allowed",
+    )
+    runner.final = None
+    return None
+
+
+def finish_attempt(
+    runner: JobRunner, live: LiveAttempt, over: AttemptOver
+) -> tuple[JobStatus, str] | None:
+    """Close an attempt; return the job's end, or None to relaunch."""
+    if over.reason != "result":
+        # A short command may finish (and its container exit) between two polls: the
+        # result in the store wins over what the instance's state suggested.
+        try:
+            final = runner.rundir.read_result()
+        except (JobError, OSError):
+            final = None
+        if final is not None and final.attempt == live.number:
+            runner.final = final
+            over = AttemptOver("result", final.reason or final.status.value)
+    if over.reason == "result":
+        final = runner.final
+        assert final is not None
+        runner.destroy(live, final.status.value)
+        return runner.end_from_result(final)
+
+    if over.reason in ("outbid", "preempted"):
+        runner.wait_for_save(live)
+    runner.emit(
+        "attempt_ended",
+        f"attempt {live.number} on machine {live.machine_id} ended: {over.reason}"
+        + (f" ({over.detail})" if over.detail else ""),
+        live=live,
+        level=logging.WARNING,
+    )
+    blame = over.blame and over.reason in MACHINE_FAILURES
+    runner.destroy(live, over.reason, blame=blame, detail=over.detail)
+    runner.emit(
+        "relaunching",
+        "relaunching on another machine; the worker resumes from the latest checkpoint"
+        + (f" (step {live.checkpoint_step})" if live.checkpoint_step is not None else ""),
+    )
+    return None
+
+
+def result(runner: JobRunner, status: JobStatus, reason: str) -> JobResult:
+    attempts = tuple(runner.summaries[n] for n in sorted(runner.summaries))
+    records = runner.ledger.attempts(runner.run_id)
+    by_attempt = {a.attempt: a.cost_usd for a in records}
+    storage = 0.0
+    for rec in records:
+        if rec.storage_dph and rec.created_at is not None:
+            end = rec.destroyed_at or rec.ended_at or runner.clock.now()
+            storage += rec.storage_dph * max(end - rec.created_at, 0.0) / 3600.0
+    total = sum(by_attempt.values())
+    storage = min(storage, total)
+    checkpoints: tuple[CheckpointInfo, ...] = ()
+    try:
+        manager = CheckpointManager(
+            runner.rundir.checkpoint_url(),
+            storage_options=runner.job.storage_options,
+            clock=runner.clock,
+        )
+        checkpoints = tuple(manager.list())
+        manager.close()
+    except Exception as exc:  # listing checkpoints is informative only
+        logger.warning("could not list checkpoints: %s", exc)
+    final = runner.final
+    return JobResult(
+        run_id=runner.run_id,
+        name=runner.job.name,
+        status=status,
+        reason=reason,
+        attempts=attempts,
+        cost=CostBreakdown(gpu_usd=total - storage, storage_usd=storage, by_attempt=by_attempt),
+        checkpoints=checkpoints,
+        run_url=runner.run_url,
+        exit_code=final.exit_code if final is not None else None,
+        metrics=dict(final.metrics) if final is not None else {},
+        step=final.step if final is not None and final.step is not None else runner.last_step,
+        started_at=runner.started_at,
+        ended_at=runner.clock.now(),
+        outputs=outputs(runner),
+        storage_options=dict(runner.job.storage_options),
+    )
+
+
+def outputs(runner: JobRunner) -> tuple[OutputFile, ...]:
+    if not runner.job.outputs:
+        return ()
+    try:
+        return read_outputs(runner.run_url, runner.job.storage_options)
+    except Exception as exc:  # listing outputs is informative only
+        logger.warning("could not read the outputs listing: %s", exc)
+        return ()

@@ -1,0 +1,329 @@
+"""What a job is: :class:`Job` and :class:`JobTimeouts`, validated where they are made."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+
+from vastkit._provision import (
+    InstanceTimeouts,
+)
+from vastkit._yaml import Document, did_you_mean, load_document, read_source
+from vastkit.artifacts import (
+    check_inputs,
+    check_outputs,
+)
+from vastkit.outbid import OutbidPolicy
+from vastkit.profiles import GpuProfile, load_profiles
+from vastkit.rundir import (
+    CheckpointSettings,
+)
+
+logger = logging.getLogger("vastkit.jobs")
+
+__all__ = ["Job", "JobStatus", "JobTimeouts"]
+
+JobStatus = Literal["succeeded", "failed", "budget_exceeded", "timed_out", "cancelled"]
+"""How a job ended."""
+
+_STATUSES: tuple[str, ...] = ("succeeded", "failed", "budget_exceeded", "timed_out", "cancelled")
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (isinstance(value, int | float) and value > 0):
+        raise ValueError(f"{attribute.name} must be greater than 0 (got {value!r})")
+
+
+def _optional_positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        _positive(instance, attribute, value)
+
+
+# --------------------------------------------------------------------------------------------
+# Settings and the job
+
+
+@attrs.frozen(kw_only=True)
+class JobTimeouts:
+    """Deadlines and pacing of a job, in seconds of the orchestrator's clock."""
+
+    poll_interval: float = attrs.field(default=15.0, validator=_positive)
+    """Time between two looks at the job (one instance list, one heartbeat read)."""
+    provisioning: float = attrs.field(default=600.0, validator=_positive)
+    """Longest an instance may wait for its container, per offer tried."""
+    loading: float = attrs.field(default=1200.0, validator=_positive)
+    """Longest the image pull and container start may take, per offer tried."""
+    running: float = attrs.field(default=1800.0, validator=_positive)
+    """Longest from create to ``running``, per offer tried."""
+    worker_ready: float = attrs.field(default=900.0, validator=_positive)
+    """Longest from ``running`` to the worker's first heartbeat (installing vastkit included)."""
+    heartbeat_stale: float = attrs.field(default=300.0, validator=_positive)
+    """A running attempt whose heartbeat has not changed for this long counts as lost."""
+    host_lost_grace: float = attrs.field(default=120.0, validator=_positive)
+    """How long ``offline``/``unknown`` is tolerated before the host counts as lost."""
+    stop_grace: float = attrs.field(default=60.0, validator=_positive)
+    """How long to wait for the worker to save and report after a stop, before destroying."""
+    destroy: float = attrs.field(default=900.0, validator=_positive)
+    """How long a destroy keeps retrying before it raises."""
+    machine_block: float = attrs.field(default=6 * 3600.0, validator=_positive)
+    """How long a machine that failed the job stays blocked (in the ledger)."""
+    relaunch_delay: float = attrs.field(default=5.0, validator=_positive)
+    """Pause before looking for offers again when none qualified or every one failed."""
+    no_offer_wait: float = attrs.field(default=900.0, validator=_positive)
+    """How long a relaunch keeps looking for a qualifying offer before the job fails."""
+    max_duration: float | None = attrs.field(default=None, validator=_optional_positive)
+    """The job's wall-clock limit (default: the profile's ``max_duration_hours``)."""
+    heartbeat_interval: float = attrs.field(default=10.0, validator=_positive)
+    """How often the worker writes its heartbeat."""
+    worker_grace: float = attrs.field(default=30.0, validator=_positive)
+    """How long the command gets to save after SIGTERM before the worker kills it."""
+    orchestrator_timeout: float | None = attrs.field(default=900.0)
+    """Silence of the orchestrator after which the worker destroys its own instance."""
+    log_flush_seconds: float = attrs.field(default=5.0, validator=_positive)
+    """How often the worker uploads the command's output."""
+
+    def instance_timeouts(self) -> InstanceTimeouts:
+        """The per-phase deadlines as the lifecycle layer takes them."""
+        return InstanceTimeouts(
+            provisioning=self.provisioning,
+            loading=self.loading,
+            running=self.running,
+            host_lost_grace=self.host_lost_grace,
+            poll_interval=self.poll_interval,
+            destroy=self.destroy,
+            machine_block=self.machine_block,
+        )
+
+
+def _command(value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise TypeError(f"command must be a string or a list of strings (got {value!r})")
+
+
+def _check_command(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if (isinstance(value, str) and not value.strip()) or not value:
+        raise ValueError("command must not be empty")
+
+
+def _str_map(value: Any) -> Mapping[str, str]:
+    return {str(k): str(v) for k, v in dict(value or {}).items()}
+
+
+def _paths(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str | os.PathLike):
+        return (os.fspath(value),)
+    return tuple(os.fspath(v) for v in value)
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """What to run, where, and within which limits.
+
+    Example::
+
+        job = vastkit.Job(
+            name="resnet",
+            command=["python", "train.py", "--epochs", "10"],
+            profile="training-standard",
+            workdir="./src",
+            store_url="s3://my-bucket/runs",
+            checkpoint=CheckpointSettings(every_steps=500),
+            max_cost_usd=20.0,
+        )
+    """
+
+    name: str = attrs.field()
+    """A human name (shown in events, the ledger and the cost report)."""
+    command: str | tuple[str, ...] = attrs.field(converter=_command, validator=_check_command)
+    """The command the worker runs: an argv list, or a string run by ``/bin/sh -c``."""
+    profile: str | GpuProfile
+    """A profile name (built-in, or from ``run_job(profiles=...)``) or a
+    :class:`~vastkit.profiles.GpuProfile`."""
+    store_url: str = attrs.field()
+    """Where run directories go (``s3://bucket/runs``, ``gs://...``, a local folder). The run
+    directory is ``<store_url>/<run_id>``."""
+    image: str | None = None
+    """The Docker image (default: the profile's image, else Vast's base image)."""
+    workdir: str | None = None
+    """A local directory to bundle and run the command in on the worker (None: no bundle)."""
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=_str_map)
+    """Environment variables for the command (written to ``job.json``; not for secrets)."""
+    storage_options: Mapping[str, Any] = attrs.field(factory=dict)
+    """fsspec options for the store (credentials, endpoint). They reach the worker as the
+    ``VASTKIT_STORAGE_OPTIONS`` variable of the create request, never in ``job.json``."""
+    checkpoint: CheckpointSettings = attrs.field(factory=CheckpointSettings)
+    """How the worker's :class:`~vastkit.checkpoint.CheckpointManager` is set up."""
+    project: str | None = None
+    """The project (budgets and cost reports group by it)."""
+    team: str | None = None
+    """The team (default: the project's team in ``budgets.yaml``)."""
+    restarts_on_error: int = 0
+    """How many times a command that exits non-zero is started again (from its checkpoint)."""
+    max_attempts: int = 20
+    """The most instances the job may create in all (offers that failed to start included)."""
+    outbid: OutbidPolicy = attrs.field(factory=OutbidPolicy.give_up)
+    """What to do when an interruptible instance is outbid. The default moves at once to the
+    cheapest other offer: the worker resumes from its checkpoint either way (an outbid container
+    is stopped), and a raised bid would be paid for the rest of the attempt (measured in
+    ``benchmarks/``: 1.09x the no-preemption cost at one preemption per 2 h when moving, 1.29x
+    when raising to the cap). ``OutbidPolicy.raise_bid(...)`` keeps the machine and its disk."""
+    timeouts: JobTimeouts = attrs.field(factory=JobTimeouts)
+    """Deadlines and pacing."""
+    max_cost_usd: float | None = None
+    """A cap on this job's spend in dollars (on top of ``budgets.yaml``)."""
+    disk_gb: float | None = None
+    """Disk in GB (default: the profile's ``disk_gb``)."""
+    max_offers: int = 5
+    """Offers tried per search before searching again."""
+    worker_requirement: str | None = None
+    """What the onstart pip-installs when the image lacks this vastkit version (default
+    ``vastkit[s3]==<version>``; a wheel URL works too)."""
+    inputs: Mapping[str, str] = attrs.field(factory=dict, converter=_str_map)
+    """Name to location: a URL the worker fetches, or a local folder (or file) that is uploaded
+    once into the content-addressed dataset cache. The worker fetches each before the command
+    starts and sets ``VASTKIT_INPUT_<NAME>`` to its local path (see :mod:`vastkit.artifacts`)."""
+    outputs: tuple[str, ...] = attrs.field(factory=tuple, converter=_paths)
+    """Paths (folders, files, glob patterns) relative to the command's working directory,
+    uploaded to ``<run>/outputs/`` when the command ends or is stopped."""
+    dataset_cache_url: str | None = None
+    """Where local inputs are cached (default: a ``datasets`` folder beside ``store_url``)."""
+
+    @name.validator
+    def _check_name(self, attribute: attrs.Attribute[Any], value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("name must be a non-empty string")
+
+    @store_url.validator
+    def _check_store(self, attribute: attrs.Attribute[Any], value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("store_url must be a non-empty string")
+
+    def __attrs_post_init__(self) -> None:
+        for field in ("restarts_on_error",):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{field} must be an integer >= 0 (got {value!r})")
+        for field in ("max_attempts", "max_offers"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field} must be an integer >= 1 (got {value!r})")
+        if self.max_cost_usd is not None and not self.max_cost_usd >= 0:
+            raise ValueError(f"max_cost_usd must be 0 or more (got {self.max_cost_usd!r})")
+        if not isinstance(self.profile, str | GpuProfile):
+            raise TypeError("profile must be a profile name or a GpuProfile")
+        check_inputs(self.inputs)
+        check_outputs(self.outputs)
+
+    def __repr__(self) -> str:
+        # storage_options may hold credentials: never shown.
+        profile = self.profile if isinstance(self.profile, str) else self.profile.name
+        return (
+            f"Job(name={self.name!r}, command={self.command!r}, profile={profile!r}, "
+            f"store_url={self.store_url!r})"
+        )
+
+    @classmethod
+    def from_yaml(cls, source: str | os.PathLike[str]) -> Job:
+        """Load a job from a YAML file (or YAML text).
+
+        The keys are the field names of :class:`Job`; ``checkpoint`` and ``timeouts`` are
+        mappings of :class:`~vastkit.rundir.CheckpointSettings` and :class:`JobTimeouts` fields,
+        ``outbid`` is ``raise``, ``give_up`` or ``{action: wait, wait_s: 300}``, and ``profile``
+        may be a name or an inline profile mapping::
+
+            name: mnist
+            command: python train.py --epochs 3
+            profile: training-standard
+            store_url: s3://my-bucket/runs
+            workdir: .
+            checkpoint: {every_steps: 200, keep_last: 2}
+            timeouts: {poll_interval: 20}
+            max_cost_usd: 5
+
+        Raises:
+            ConfigError: The file is missing, not valid YAML, has an unknown key (the message
+                suggests the nearest) or a wrong value; it names the file, line and key.
+        """
+        text, name = read_source(source, what="job")
+        doc = load_document(text, name)
+        return _job_from_document(doc)
+
+
+_JOB_KEYS = tuple(a.name for a in attrs.fields(Job))
+_REQUIRED_KEYS = ("name", "command", "profile", "store_url")
+
+
+def _sub(doc: Document, key: str, cls: type[Any], value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise doc.error(f"'{key}' must be a mapping (got {type(value).__name__})", key)
+    names = [a.name for a in attrs.fields(cls)]
+    for sub in value:
+        if sub not in names:
+            raise doc.error(
+                f"unknown key '{sub}' in '{key}'{did_you_mean(str(sub), names)}", key, sub
+            )
+    try:
+        return cls(**dict(value))
+    except (TypeError, ValueError) as exc:
+        raise doc.error(f"'{key}': {exc}", key) from None
+
+
+def _outbid_from(doc: Document, value: Any) -> OutbidPolicy:
+    if isinstance(value, str):
+        value = {"action": value}
+    if not isinstance(value, Mapping):
+        raise doc.error("'outbid' must be raise, wait, give_up or a mapping", "outbid")
+    names = ("action", "step", "max_bid", "wait_s")
+    for sub in value:
+        if sub not in names:
+            raise doc.error(
+                f"unknown key '{sub}' in 'outbid'{did_you_mean(str(sub), names)}", "outbid", sub
+            )
+    try:
+        return OutbidPolicy(**dict(value))
+    except (TypeError, ValueError) as exc:
+        raise doc.error(f"'outbid': {exc}", "outbid") from None
+
+
+def _job_from_document(doc: Document) -> Job:
+    data = doc.data
+    if not isinstance(data, Mapping):
+        raise doc.error("a job file must be a mapping with name, command, profile and store_url")
+    for key in data:
+        if key not in _JOB_KEYS:
+            raise doc.error(f"unknown key '{key}'{did_you_mean(str(key), _JOB_KEYS)}", key)
+    missing = [key for key in _REQUIRED_KEYS if key not in data]
+    if missing:
+        raise doc.error("missing required key(s): " + ", ".join(f"'{k}'" for k in missing))
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "checkpoint":
+            kwargs[key] = _sub(doc, key, CheckpointSettings, value)
+        elif key == "timeouts":
+            kwargs[key] = _sub(doc, key, JobTimeouts, value)
+        elif key == "outbid":
+            kwargs[key] = _outbid_from(doc, value)
+        elif key == "profile" and isinstance(value, Mapping):
+            pname = str(data.get("name", "job")).strip() or "job"
+            kwargs[key] = load_profiles({"profiles": {pname: dict(value)}})[pname]
+        else:
+            kwargs[key] = value
+    try:
+        return Job(**kwargs)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        key = next((k for k in _JOB_KEYS if k in message and k in data), None)
+        raise doc.error(f"invalid job: {message}", *((key,) if key else ())) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Results and events

@@ -1,0 +1,297 @@
+"""Steps of a job that watch an attempt: its phases, its heartbeat, and the reactions."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import attrs
+
+from vastkit.api.models import Instance as ApiInstance
+from vastkit.api.models import InstanceState
+from vastkit.errors import (
+    APIError,
+    AuthenticationError,
+    JobError,
+    PermissionDeniedError,
+)
+from vastkit.jobs.state import AttemptOver, LiveAttempt
+from vastkit.rundir import (
+    Heartbeat,
+    ResultStatus,
+)
+
+if TYPE_CHECKING:
+    from vastkit.jobs.orchestrator import JobRunner
+
+
+logger = logging.getLogger("vastkit.jobs")
+
+
+def wait_running(runner: JobRunner, live: LiveAttempt) -> None:
+    """Wait through provisioning and loading with a deadline per phase."""
+    seen_phase: list[str] = [""]
+
+    def on_state(view: ApiInstance, phase: str, in_phase: float) -> None:
+        runner.observe(live, view)
+        now = runner.clock.now()
+        if phase != seen_phase[0]:
+            seen_phase[0] = phase
+            if phase == "loading":
+                runner.ledger.mark_phase(live.ledger_id, "loading", at=now)
+            runner.emit("phase", f"instance {live.instance_id}: {phase}", live=live)
+        runner.check_limits(live)
+        runner.beat()
+
+    outcome = runner.provisioner.wait_running(
+        lambda: runner.poll(live),
+        runner.t.instance_timeouts(),
+        on_state=on_state,
+        expect_bid_stop=live.bid is not None,
+    )
+    if not outcome.ok:
+        if outcome.reason == "outbid":
+            runner.stay_off(live.machine_id)
+        raise AttemptOver(outcome.reason, outcome.detail, blame=outcome.blame_machine)
+    now = runner.clock.now()
+    if outcome.instance is not None:
+        runner.observe(live, outcome.instance)
+    live.running_at = now
+    live.beat_changed = now
+    runner.ledger.mark_phase(live.ledger_id, "running", at=now)
+    runner.emit(
+        "running",
+        f"instance {live.instance_id} is running; waiting for the worker",
+        live=live,
+    )
+
+
+def watch(runner: JobRunner, live: LiveAttempt) -> None:
+    """Watch a running attempt until it ends (raises :class:`AttemptOver`)."""
+    while True:
+        runner.beat()
+        try:
+            view = runner.poll(live)
+        except (AuthenticationError, PermissionDeniedError):
+            raise
+        except APIError as exc:
+            logger.warning("listing instances failed (%s); looking again later", exc)
+            view = live.view
+            if view is None:
+                runner.check_limits(live)
+                runner.clock.sleep(runner.t.poll_interval)
+                continue
+        now = runner.clock.now()
+        if view is not None:
+            runner.observe(live, view)
+        # a result committed before the cap or the deadline ends the job as it says
+        runner.read_worker(live, now)
+        runner.check_limits(live)
+        if view is None:
+            raise AttemptOver("vanished", "the instance no longer exists")
+        runner.react(live, view, now)
+        runner.status_line(live)
+        runner.clock.sleep(runner.t.poll_interval)
+
+
+def read_worker(runner: JobRunner, live: LiveAttempt, now: float) -> None:
+    """Read the job's result and the attempt's heartbeat from the store."""
+    try:
+        result = runner.rundir.read_result()
+    except (JobError, OSError) as exc:
+        logger.warning("could not read result.json: %s", exc)
+        result = None
+    if result is not None and result.attempt == live.number:
+        runner.final = result
+        raise AttemptOver("result", result.reason or result.status.value)
+    try:
+        beat = runner.rundir.read_heartbeat(live.number)
+    except (JobError, OSError) as exc:
+        logger.warning("could not read the heartbeat: %s", exc)
+        return
+    if beat is None:
+        return
+    key = (beat.time, beat.step, beat.phase, beat.checkpoint_step, beat.message)
+    if key != live.beat_key:
+        live.beat_key = key
+        live.beat_changed = now
+        runner.on_heartbeat(live, beat, now)
+
+
+def on_heartbeat(runner: JobRunner, live: LiveAttempt, beat: Heartbeat, now: float) -> None:
+    if live.ready_at is None:
+        live.ready_at = now
+        runner.ledger.mark_phase(live.ledger_id, "ready", at=now)
+        runner.emit(
+            "worker_ready",
+            f"attempt {live.number}: the worker runs the command on machine {live.machine_id}",
+            live=live,
+            step=beat.step,
+        )
+    if beat.step is not None and beat.step != live.last_step:
+        if live.last_step is None and live.resumed_from is None:
+            live.resumed_from = beat.step
+        live.last_step = beat.step
+        runner.last_step = beat.step
+        runner.emit(
+            "progress",
+            f"attempt {live.number}: step {beat.step}",
+            live=live,
+            step=beat.step,
+            level=logging.DEBUG,
+        )
+    if beat.checkpoint_step is not None and beat.checkpoint_step != live.checkpoint_step:
+        live.checkpoint_step = beat.checkpoint_step
+        runner.emit(
+            "checkpoint",
+            f"attempt {live.number}: checkpoint committed at step {beat.checkpoint_step}",
+            live=live,
+            step=beat.checkpoint_step,
+        )
+
+
+def react(runner: JobRunner, live: LiveAttempt, view: ApiInstance, now: float) -> None:
+    state = view.state
+    if state is not InstanceState.OUTBID and live.outbid_since is not None:
+        live.outbid_since = None
+        live.raised_for_outbid = False
+        live.beat_changed = now
+        runner.emit("outbid_recovered", f"instance {live.instance_id} runs again", live=live)
+    if state not in (InstanceState.OFFLINE, InstanceState.UNKNOWN):
+        live.lost_since = None
+    if state is not InstanceState.LOADING:
+        live.loading_since = None
+    if state is not InstanceState.STOPPED:
+        live.stopped_since = None
+    if state is InstanceState.RUNNING:
+        if live.ready_at is None:
+            if now - (live.running_at or now) >= runner.t.worker_ready:
+                raise AttemptOver(
+                    "worker_never_started",
+                    f"no heartbeat {runner.t.worker_ready:.0f} s after the container ran",
+                    blame=True,
+                )
+        elif now - live.beat_changed >= runner.t.heartbeat_stale:
+            runner.emit(
+                "heartbeat_stale",
+                f"attempt {live.number}: no heartbeat for {now - live.beat_changed:.0f} s",
+                live=live,
+                level=logging.WARNING,
+            )
+            raise AttemptOver(
+                "heartbeat_stale",
+                f"the worker's heartbeat did not change for {now - live.beat_changed:.0f} s",
+                blame=True,
+            )
+        return
+    if state is InstanceState.OUTBID:
+        runner.on_outbid(live, view, now)
+        return
+    if state in (InstanceState.OFFLINE, InstanceState.UNKNOWN):
+        if live.lost_since is None:
+            live.lost_since = now
+            runner.emit(
+                "host_lost",
+                f"instance {live.instance_id}: host is {state.value}; "
+                f"grace {runner.t.host_lost_grace:.0f} s",
+                live=live,
+                level=logging.WARNING,
+            )
+        if now - live.lost_since >= runner.t.host_lost_grace:
+            raise AttemptOver(
+                "host_lost",
+                f"the host was {state.value} for {now - live.lost_since:.0f} s",
+                blame=True,
+            )
+        live.beat_changed = now  # no heartbeat is expected from a frozen host
+        return
+    if state is InstanceState.EXITED:
+        runner.read_worker(live, now)
+        try:
+            attempt_result = runner.rundir.read_attempt_result(live.number)
+        except (JobError, OSError):
+            attempt_result = None
+        if attempt_result is not None and attempt_result.status in (
+            ResultStatus.PREEMPTED,
+            ResultStatus.ABANDONED,
+        ):
+            raise AttemptOver("preempted", attempt_result.reason or "")
+        if attempt_result is not None and attempt_result.status is ResultStatus.FAILED:
+            runner.final = attempt_result
+            raise AttemptOver("result", attempt_result.reason or "the worker failed")
+        raise AttemptOver("worker_crashed", "the container exited without a result", blame=True)
+    if state is InstanceState.LOADING:
+        if live.loading_since is None:
+            live.loading_since = now
+        elif now - live.loading_since >= runner.t.loading:
+            raise AttemptOver("loading_deadline", "stuck restarting", blame=True)
+        live.beat_changed = now
+        return
+    if state is InstanceState.FAILED:
+        raise AttemptOver("failed", view.status_msg or "the container failed", blame=True)
+    # stopped (by someone else, or scheduling) or provisioning again
+    if live.stopped_since is None:
+        live.stopped_since = now
+    elif now - live.stopped_since >= runner.t.host_lost_grace:
+        raise AttemptOver("stopped", f"the instance stayed {state.value}")
+    live.beat_changed = now
+
+
+def on_outbid(runner: JobRunner, live: LiveAttempt, view: ApiInstance, now: float) -> None:
+    live.beat_changed = now
+    if live.outbid_since is None:
+        live.outbid_since = now
+        runner.emit(
+            "outbid",
+            f"instance {live.instance_id} on machine {live.machine_id} was outbid "
+            f"(our bid {live.bid or 0:.4f} $/h)",
+            live=live,
+            level=logging.WARNING,
+        )
+    assert live.bid is not None
+    assert live.bid_cap is not None
+    decision = runner.job.outbid.decide(
+        outbid_for=now - live.outbid_since,
+        current_bid=live.bid,
+        min_bid=view.min_bid,
+        cap=live.bid_cap,
+        raised_at_current=live.raised_for_outbid,
+    )
+    if decision.action == "raise" and decision.bid is not None:
+        try:
+            runner.client.change_bid(live.instance_id, decision.bid)
+        except (AuthenticationError, PermissionDeniedError):
+            raise
+        except APIError as exc:
+            logger.warning("raising the bid failed: %s", exc)
+            return
+        live.meter.reprice(runner.clock.now(), attrs.evolve(live.price, gpu_dph=decision.bid))
+        live.bid = decision.bid
+        live.raised_for_outbid = True
+        runner.ledger.update_attempt(live.ledger_id, bid=decision.bid)
+        runner.sample(live)
+        runner.emit("bid_raised", f"instance {live.instance_id}: {decision.reason}", live=live)
+    elif decision.action == "give_up":
+        if live.machine_id is not None:
+            runner.stay_off(live.machine_id)
+        raise AttemptOver("outbid", decision.reason)
+    else:
+        runner.emit(
+            "outbid_waiting",
+            f"instance {live.instance_id}: {decision.reason}",
+            live=live,
+            level=logging.DEBUG,
+        )
+
+
+def status_line(runner: JobRunner, live: LiveAttempt) -> None:
+    step = f", step {live.last_step}" if live.last_step is not None else ""
+    ckpt = f", checkpoint {live.checkpoint_step}" if live.checkpoint_step is not None else ""
+    spent = runner.spent(live)
+    line = (
+        f"{runner.job.name}: attempt {live.number} {live.state.value} on machine "
+        f"{live.machine_id}{step}{ckpt}; ${spent:.4f} so far"
+    )
+    if line != runner._last_line:
+        runner._last_line = line
+        runner.progress.update(line)
