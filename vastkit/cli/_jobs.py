@@ -19,6 +19,7 @@ from ._parser import Commands
 
 if TYPE_CHECKING:
     from vastkit.jobs import JobEvent
+    from vastkit.ledger import RunRecord
     from vastkit.rundir import RunDir
 
 __all__ = ["register_launch", "register_logs"]
@@ -188,7 +189,7 @@ def _instance_logs(ctx: Context, instance_id: int) -> int:
         shown = text
 
 
-def _find_rundir(ctx: Context, run_id: str, run: Any) -> RunDir:
+def _find_rundir(ctx: Context, run_id: str, run: RunRecord | None) -> RunDir:
     """The run directory of ``run_id``: from ``--job``, ``--store``, or the ledger's run row."""
     from vastkit.rundir import RunDir
 
