@@ -27,9 +27,9 @@ from vastkit.emulator._emulator import (
 from vastkit.emulator._faults import FaultRule
 from vastkit.emulator._limits import DEFAULT_RATE_LIMITS
 from vastkit.emulator._market import GPU_MODELS, GpuModel
+from vastkit.emulator._model import Timings
 from vastkit.emulator._runners import ContainerSpec, ProcessRunner, Runner, ScriptedRunner
 from vastkit.emulator._server import EmulatorTransport
-from vastkit.emulator._state import Timings
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",

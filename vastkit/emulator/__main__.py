@@ -8,7 +8,7 @@ import sys
 import threading
 
 from vastkit.emulator._emulator import Emulator
-from vastkit.emulator._state import Timings
+from vastkit.emulator._model import Timings
 
 
 def main(argv: list[str] | None = None) -> int:

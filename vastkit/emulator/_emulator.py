@@ -17,11 +17,12 @@ from vastkit.clock import Clock, ManualClock, SystemClock
 from vastkit.emulator._app import App
 from vastkit.emulator._faults import FAULT_KINDS, FaultRule
 from vastkit.emulator._limits import DEFAULT_RATE_LIMITS
+from vastkit.emulator._model import Instance, Timings
 from vastkit.emulator._offer_columns import render_offer
 from vastkit.emulator._render import charges, render_instance, reported_states
 from vastkit.emulator._runners import ProcessRunner, Runner, ScriptedRunner
 from vastkit.emulator._server import EmulatorTransport, LoopbackServer
-from vastkit.emulator._state import Instance, State, Timings
+from vastkit.emulator._state import State
 
 __all__ = ["AcceleratedClock", "Emulator", "InstanceView", "UserView", "serve"]
 
@@ -252,7 +253,7 @@ class Emulator:
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
-        self._state.on_url = lambda: self._server.url if self._server else None
+        self._state.containers.url = lambda: self._server.url if self._server else None
 
     def __repr__(self) -> str:
         where = self._server.url if self._server else "in-process"
@@ -374,7 +375,8 @@ class Emulator:
         """The account's credit and total spend."""
         self.tick()
         with self._state.lock:
-            return UserView(credit=self._state.credit, total_spend=self._state.total_spend)
+            account = self._state.account
+            return UserView(credit=account.credit, total_spend=account.total_spend)
 
     @property
     def events(self) -> list[tuple[float, str, int]]:
@@ -403,7 +405,7 @@ class Emulator:
             KeyError: No such current offer id.
         """
         with self._state.lock:
-            machine = self._state.by_ask_id[offer_id]
+            machine = self._state.catalog.by_ask_id[offer_id]
             return render_offer(self._state, machine, kind, storage)
 
     def logs(self, instance_id: int) -> str:
@@ -498,7 +500,7 @@ class Emulator:
                 if instance_id is None:
                     raise ValueError("give machine_id or instance_id")
                 machine_id = self._machine_of(instance_id)
-            self._state.set_host_status(self._state.by_machine_id[machine_id], status)
+            self._state.set_host_status(self._state.catalog.by_machine_id[machine_id], status)
 
     def inject(
         self,
@@ -575,7 +577,7 @@ class Emulator:
         """Set the account's credit in $."""
         self.tick()
         with self._state.lock:
-            self._state.credit = float(credit)
+            self._state.account.credit = float(credit)
 
     def finish(self, instance_id: int, code: int = 0) -> None:
         """Scripted runner: make the instance's container's main process end with ``code``."""

@@ -11,7 +11,7 @@ import math
 import random
 from dataclasses import dataclass
 
-__all__ = ["GPU_MODELS", "GpuModel", "Machine", "generate_catalog"]
+__all__ = ["GPU_MODELS", "Catalog", "GpuModel", "Machine", "generate_catalog"]
 
 HOURS_PER_STORAGE_MONTH = 720.0
 
@@ -364,3 +364,27 @@ def generate_catalog(seed: int, count: int, now: float) -> list[Machine]:
         m.host_status = "online"
         machines.append(m)
     return machines
+
+
+class Catalog:
+    """The machines on the market, found by machine id and by current offer id.
+
+    Args:
+        machines: The generated machines.
+        rng: Draws the gaps between reissued offer ids (shared with the state's other ids, so
+            the same seed and calls give the same ids).
+    """
+
+    def __init__(self, machines: list[Machine], rng: random.Random) -> None:
+        self.machines = machines
+        self.by_machine_id = {m.id: m for m in machines}
+        self.by_ask_id = {m.ask_id: m for m in machines}
+        self.next_ask_id = 30_000_000
+        self._rng = rng
+
+    def reissue(self, machine: Machine) -> None:
+        """Give ``machine`` a new offer id (it came back on the market)."""
+        self.by_ask_id.pop(machine.ask_id, None)
+        self.next_ask_id += 1 + self._rng.randint(0, 50)
+        machine.ask_id = self.next_ask_id
+        self.by_ask_id[machine.ask_id] = machine

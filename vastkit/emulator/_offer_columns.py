@@ -119,7 +119,7 @@ class OfferReader:
 
     def gpu_rate(self, m: Machine) -> float:
         """The GPU price in $/h: the minimum bid for bids, else ``dph_base``."""
-        return self.state.min_bid(m) if self.kind == "bid" else m.dph_base
+        return self.state.scheduler.min_bid(m) if self.kind == "bid" else m.dph_base
 
     def total_rate(self, m: Machine) -> float:
         """GPU plus storage in $/h (``dph_total``)."""
@@ -155,7 +155,7 @@ _COMPUTED: dict[str, Callable[[OfferReader, Machine], Any]] = {
     "dph_base": OfferReader.gpu_rate,
     "storage_total_cost": lambda r, m: m.storage_dph(r.storage),
     "dph_total": OfferReader.total_rate,
-    "min_bid": lambda r, m: r.state.min_bid(m),
+    "min_bid": lambda r, m: r.state.scheduler.min_bid(m),
     "is_bid": lambda r, m: r.kind == "bid",
     "total_flops": lambda r, m: m.total_flops,
     "dlperf_per_dphtotal": lambda r, m: r.per_dollar(m, "dlperf_per_dphtotal"),
@@ -163,8 +163,8 @@ _COMPUTED: dict[str, Callable[[OfferReader, Machine], Any]] = {
     "score": lambda r, m: r.per_dollar(m, "score"),
     "reliability": lambda r, m: m.reliability,
     "expected_reliability": lambda r, m: m.reliability,
-    "rentable": lambda r, m: r.state.rentable(m),
-    "rented": lambda r, m: r.state.rented_by_user(m),
+    "rentable": lambda r, m: r.state.scheduler.rentable(m),
+    "rented": lambda r, m: r.state.scheduler.rented_by_user(m),
     "vericode": lambda r, m: _VERICODES[m.verification],
     "verified": lambda r, m: m.verification == "verified",
     "external": lambda r, m: False,

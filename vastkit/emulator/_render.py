@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vastkit.emulator._market import HOURS_PER_STORAGE_MONTH, Machine
-from vastkit.emulator._state import Instance, State
+from vastkit.emulator._model import Instance
+from vastkit.emulator._state import State
 
 __all__ = [
     "charges",
@@ -138,7 +139,7 @@ def _place_fields(state: State, m: Machine) -> dict[str, Any]:
         "geolocation": m.geolocation,
         "country_code": m.country_code,
         "verification": m.verification,
-        "rentable": state.rentable(m),
+        "rentable": state.scheduler.rentable(m),
         "hosting_type": m.hosting_type,
         "external": False,
     }
@@ -226,7 +227,7 @@ def _price_fields(state: State, inst: Instance, running: bool) -> dict[str, Any]
         "inet_up_billed": rounded(inst.up_gb * 1_000_000, 3),
         "inet_down_billed": rounded(inst.down_gb * 1_000_000, 3),
         "is_bid": inst.is_bid,
-        "min_bid": state.min_bid(m),
+        "min_bid": state.scheduler.min_bid(m),
         "dph_base": rounded(inst.price),
         "dph_total": rounded(total),
         "storage_cost": inst.storage_cost,
@@ -267,8 +268,8 @@ def user_object(state: State) -> dict[str, Any]:
         "email": "emulator@example.com",
         "username": "emulator",
         "fullname": "Vast Emulator",
-        "credit": rounded(state.credit),
-        "balance": rounded(min(state.credit, 0.0)),
+        "credit": rounded(state.account.credit),
+        "balance": rounded(min(state.account.credit, 0.0)),
         "balance_threshold": 0.0,
         "balance_threshold_enabled": False,
         "autobill_threshold": None,
@@ -293,7 +294,7 @@ def user_object(state: State) -> dict[str, Any]:
         "ssh_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEmulatorEmulatorEmulatorEmulator emu",
         "user": "emulator",
         "host_agreement_accepted": False,
-        "total_spend": rounded(state.total_spend),
+        "total_spend": rounded(state.account.total_spend),
     }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from vastkit.emulator._http import Request, Response, error, presented_key
-from vastkit.emulator._state import Instance
+from vastkit.emulator._model import Instance
 
 __all__ = [
     "INSTANCE_KEY_ROUTES",
