@@ -48,6 +48,7 @@ import fsspec
 from fsspec.callbacks import Callback
 
 from vastkit._documents import converter as document_converter
+from vastkit._store import Store
 from vastkit._version import __version__
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
@@ -67,6 +68,7 @@ __all__ = [
     "check_outputs",
     "dataset_cache_url",
     "fetch",
+    "fetch_artifact",
     "folder_digest",
     "input_env_name",
     "is_local_path",
@@ -398,19 +400,7 @@ def _read_manifest(base: RunDir) -> DatasetManifest | None:
 
 
 def _cached_sizes(base: RunDir) -> dict[str, int]:
-    root = base.path_of("data")
-    base.fs.invalidate_cache(root)
-    try:
-        found = base.fs.find(root, detail=True)
-    except FileNotFoundError:
-        return {}
-    sizes: dict[str, int] = {}
-    for path, info in found.items():
-        if info.get("type", "file") != "file":
-            continue
-        rel = posixpath.relpath(str(path), root)
-        sizes[rel] = int(info.get("size") or 0)
-    return sizes
+    return base.store.find(base.path_of("data"))
 
 
 def upload_dataset(
@@ -550,23 +540,25 @@ def resolve_inputs(
 # Fetching
 
 
-def fetch(
+def fetch_artifact(
     url: str,
     destination: str | os.PathLike[str],
     storage_options: Mapping[str, Any] | None = None,
     *,
     progress: bool | None = None,
+    clock: Clock | None = None,
 ) -> Path:
     """Download a folder or a file from any fsspec store into a local folder.
 
     A folder's files keep their relative paths under ``destination``; a single file lands as
-    ``destination/<its name>``.
+    ``destination/<its name>``. Transient store errors are retried (waiting on ``clock``).
 
     Args:
         url: What to fetch.
         destination: The local folder (created if missing).
         storage_options: fsspec options.
         progress: Progress bars (see :func:`upload_dataset`).
+        clock: The clock for the waits between retries (default: the system clock).
 
     Returns:
         The local path of what was fetched (``destination`` for a folder, the file's path for
@@ -577,19 +569,12 @@ def fetch(
     """
     dest = Path(destination)
     try:
-        fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-        root = root.rstrip("/")
-        fs.invalidate_cache(root)
-        if fs.isdir(root):
-            found = fs.find(root, detail=True)
-            items = [
-                (posixpath.relpath(str(p), root), str(p), int(info.get("size") or 0))
-                for p, info in sorted(found.items())
-                if info.get("type", "file") == "file"
-            ]
+        store = Store(url, storage_options, clock=clock)
+        root = store.root
+        if store.isdir(root):
+            items = [(rel, f"{root}/{rel}", size) for rel, size in store.find(root).items()]
             target = dest
-        elif fs.isfile(root):
-            size = int(fs.info(root).get("size") or 0)
+        elif (size := store.size(root)) is not None:
             items = [(posixpath.basename(root), root, size)]
             target = dest / posixpath.basename(root)
         else:
@@ -603,12 +588,16 @@ def fetch(
                 local = dest / rel
                 local.parent.mkdir(parents=True, exist_ok=True)
                 cb.reset()
-                fs.get_file(remote, str(local), callback=cb)
+                store.download(remote, str(local), callback=cb)
     except JobError:
         raise
     except Exception as exc:
         raise JobError(f"fetching {url} failed: {type(exc).__name__}: {exc}") from exc
     return target
+
+
+fetch = fetch_artifact
+"""The former name of :func:`fetch_artifact`, kept while ``vastkit.fetch`` still points here."""
 
 
 # --------------------------------------------------------------------------------------------

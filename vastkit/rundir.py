@@ -22,7 +22,8 @@ MinIO, a local folder)::
 
 Every object is written whole before it becomes visible (:meth:`RunDir.write_bytes`): on object
 stores a single PUT is atomic; on a local folder the bytes go to a hidden temporary name that is
-then renamed. Nothing is ever appended to, so the layout works on stores without append.
+fsynced, then renamed. Nothing is ever appended to, so the layout works on stores without append.
+Every store call goes through :class:`vastkit._store.Store`, which retries transient errors.
 
 Readers tolerate objects that do not exist yet (they return ``None``); an object that exists but
 cannot be decoded raises :class:`~vastkit.errors.JobError` naming the object.
@@ -37,28 +38,28 @@ orchestrator went silent) writes only ``attempts/<n>/result.json``, so the orche
 from __future__ import annotations
 
 import enum
-import fnmatch
-import gzip
-import io
 import json
 import logging
 import os
 import posixpath
-import tarfile
-import uuid
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import attrs
 import fsspec
 
+from vastkit._bundle import (
+    DEFAULT_BUNDLE_EXCLUDES,
+    make_bundle,
+    unpack_bundle,
+)
 from vastkit._documents import converter as document_converter
 from vastkit._documents import decode_json, encode_json
+from vastkit._store import Store
 from vastkit._version import __version__
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
+from vastkit.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_BUNDLE_EXCLUDES",
@@ -87,26 +88,6 @@ JOB_SPEC_VERSION = 2
 Version 2 added ``inputs`` and ``outputs``. A spec that uses neither is still written as
 version 1, so older workers keep reading it; one that uses them is written as version 2, so an
 older worker refuses it instead of silently running without its inputs."""
-
-DEFAULT_BUNDLE_EXCLUDES: tuple[str, ...] = (
-    ".git",
-    ".hg",
-    ".svn",
-    "__pycache__",
-    "*.pyc",
-    ".venv",
-    "venv",
-    ".mypy_cache",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".ipynb_checkpoints",
-    "node_modules",
-    ".DS_Store",
-)
-"""Names left out of a code bundle (matched against every path component, fnmatch style)."""
-
-DEFAULT_BUNDLE_MAX_BYTES = 200 * 1024 * 1024
-"""The largest working directory :func:`make_bundle` packs (uncompressed bytes)."""
 
 _CHUNK_DIGITS = 8
 
@@ -174,6 +155,7 @@ class CheckpointSettings:
             return
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"every_steps must be a positive integer, 'auto' or None: {value!r}")
+
     every_seconds: float | None = None
     """Save at most this often, in seconds (``None``: not by time)."""
     keep_last: int = 3
@@ -376,22 +358,6 @@ def _check_attempt(attempt: int) -> int:
     return attempt
 
 
-def _replace_local(path: str, fill: Callable[[Path], object]) -> None:
-    """Write a local file whole: ``fill`` a hidden temporary name beside it, then rename it over.
-
-    The temporary file is removed when ``fill`` or the rename fails.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        fill(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # --------------------------------------------------------------------------------------------
 # The run directory
 
@@ -399,11 +365,17 @@ def _replace_local(path: str, fill: Callable[[Path], object]) -> None:
 class RunDir:
     """The run directory of one run, over any fsspec store.
 
+    Every store call goes through one :class:`~vastkit._store.Store`: whole writes, reads that
+    return ``None`` for a missing object, and retries of transient errors on ``clock``.
+
     Args:
         url: The run directory, ``<store_url>/<run_id>`` (``s3://bucket/runs/abc``,
             ``file:///data/runs/abc``, a plain local path, ``memory://runs/abc``).
         storage_options: Options for the fsspec filesystem (credentials, endpoint).
-        clock: The clock used by :meth:`follow_log` and for times the run directory stamps.
+        clock: The clock used by :meth:`follow_log`, for times the run directory stamps, and for
+            the waits between retries.
+        retry: How transient store errors are retried (default: the store's policy, six tries
+            within two minutes).
 
     Raises:
         ValueError: ``url`` is empty.
@@ -415,17 +387,20 @@ class RunDir:
         storage_options: Mapping[str, Any] | None = None,
         *,
         clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if not url:
             raise ValueError("a run directory URL is required")
         self.url = url.rstrip("/")
         self.storage_options: dict[str, Any] = dict(storage_options or {})
         self.clock: Clock = clock or SystemClock()
-        fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
-        self.fs: fsspec.AbstractFileSystem = fs
-        self._root: str = root.rstrip("/")
-        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-        self._local = "file" in protocols or "local" in protocols
+        self.store = Store(self.url, self.storage_options, retry=retry, clock=self.clock)
+        """The store under the run directory."""
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec file system of the store."""
+        return self.store.fs
 
     def __repr__(self) -> str:
         return f"RunDir({self.url!r})"
@@ -433,7 +408,7 @@ class RunDir:
     @property
     def run_id(self) -> str:
         """The last component of the URL."""
-        return posixpath.basename(self._root)
+        return posixpath.basename(self.store.root)
 
     def url_of(self, *parts: str) -> str:
         """The URL of an object in the run directory (``url_of("attempts", "1")``)."""
@@ -448,39 +423,23 @@ class RunDir:
         suffix = (spec.checkpoint.url_suffix if spec is not None else "").strip("/")
         return self.url_of(suffix) if suffix else self.url
 
-    def _path(self, rel: str) -> str:
-        return f"{self._root}/{rel}"
-
     def path_of(self, rel: str) -> str:
         """The filesystem path (for :attr:`fs`) of an object in the run directory."""
-        return self._path(rel)
+        return self.store.path(rel)
 
     def put_file(self, local: str | os.PathLike[str], rel: str, *, callback: Any = None) -> None:
-        """Upload a local file as one object (multipart where the store does it).
-
-        On a local folder the file is copied to a hidden temporary name and then renamed, like
-        :meth:`write_bytes`.
+        """Upload a local file as one object, whole (multipart where the store does it).
 
         Args:
             local: The local file.
             rel: The object's path relative to the run directory.
             callback: An fsspec callback that follows the bytes moved.
         """
-        path = self._path(rel)
-        kwargs: dict[str, Any] = {} if callback is None else {"callback": callback}
-        if self._local:
-            _replace_local(path, lambda tmp: self.fs.put_file(os.fspath(local), str(tmp), **kwargs))
-        else:
-            self.fs.put_file(os.fspath(local), path, **kwargs)
+        self.store.put(local, self.store.path(rel), callback=callback)
 
     def delete(self, rel: str) -> None:
         """Remove an object (nothing happens when it does not exist)."""
-        path = self._path(rel)
-        try:
-            self.fs.rm_file(path)
-        except FileNotFoundError:
-            pass
-        self.fs.invalidate_cache(path)
+        self.store.delete(self.store.path(rel))
 
     def next_index(self, folder: str, suffix: str = "") -> int:
         """The first free number of a gapless chunk sequence (``folder/<00000000><suffix>``).
@@ -511,31 +470,26 @@ class RunDir:
         """Write one object whole: readers see all of it or nothing.
 
         On a local folder the bytes go to a hidden temporary name in the same directory that is
-        then renamed over the target; elsewhere a single PUT is atomic.
+        fsynced and then renamed over the target; elsewhere a single PUT is atomic.
 
         Args:
             rel: The object's path relative to the run directory.
             data: The content.
         """
-        path = self._path(rel)
-        if self._local:
-            _replace_local(path, lambda tmp: tmp.write_bytes(data))
-        else:
-            self.fs.pipe_file(path, data)
+        self.store.write(self.store.path(rel), data)
 
     def read_bytes(self, rel: str) -> bytes | None:
         """The content of an object, or ``None`` when it does not exist (or is still empty)."""
-        try:
-            data: bytes = self.fs.cat_file(self._path(rel))
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
-        return data or None
+        return self.store.read(self.store.path(rel)) or None
 
     def exists(self, rel: str) -> bool:
         """Whether an object exists (never answered from a cached listing)."""
-        path = self._path(rel)
-        self.fs.invalidate_cache(path)
-        return bool(self.fs.exists(path))
+        return self.store.exists(self.store.path(rel))
+
+    def numbered(self, rel: str) -> list[int]:
+        """The numbers that name entries directly under a folder (``attempts/``), ascending."""
+        names = (posixpath.basename(e) for e in self.store.ls(self.store.path(rel)))
+        return sorted({int(name) for name in names if name.isdigit()})
 
     def _write_value(self, rel: str, value: Any) -> None:
         self.write_bytes(rel, encode_json(value))
@@ -609,18 +563,7 @@ class RunDir:
 
     def attempts(self) -> list[int]:
         """The attempt numbers that have a directory, ascending."""
-        folder = self._path("attempts")
-        self.fs.invalidate_cache(folder)  # listings are cached by some filesystems (s3fs)
-        try:
-            entries = self.fs.ls(folder, detail=False)
-        except FileNotFoundError:
-            return []
-        found = {
-            int(name)
-            for name in (posixpath.basename(str(e).rstrip("/")) for e in entries)
-            if name.isdigit()
-        }
-        return sorted(found)
+        return self.numbered("attempts")
 
     def write_heartbeat(self, heartbeat: Heartbeat) -> None:
         """Write ``attempts/<n>/heartbeat.json``."""
@@ -664,17 +607,7 @@ class RunDir:
     def read_start_results(self, attempt: int) -> list[AttemptResult]:
         """The archived results of earlier starts of an attempt, in start order."""
         n = _check_attempt(attempt)
-        folder = self._path(f"attempts/{n}/starts")
-        self.fs.invalidate_cache(folder)
-        try:
-            entries = self.fs.ls(folder, detail=False)
-        except FileNotFoundError:
-            return []
-        starts = sorted(
-            int(name)
-            for name in (posixpath.basename(str(e).rstrip("/")) for e in entries)
-            if name.isdigit()
-        )
+        starts = self.numbered(f"attempts/{n}/starts")
         found: list[AttemptResult] = []
         for start in starts:
             result = self._read_value(f"attempts/{n}/starts/{start}/result.json", AttemptResult)
@@ -793,140 +726,3 @@ class RunDir:
                         records.append(decode_json(line, MetricRecord, self.url_of(rel)))
                 index += 1
         return records
-
-
-# --------------------------------------------------------------------------------------------
-# Code bundles
-
-
-def _excluded(rel: PurePosixPath, patterns: Iterable[str]) -> bool:
-    pats = tuple(patterns)
-    text = rel.as_posix()
-    return any(fnmatch.fnmatch(part, pat) for part in rel.parts for pat in pats) or any(
-        fnmatch.fnmatch(text, pat) for pat in pats
-    )
-
-
-def make_bundle(
-    directory: str | os.PathLike[str],
-    *,
-    exclude: Iterable[str] = DEFAULT_BUNDLE_EXCLUDES,
-    max_bytes: int = DEFAULT_BUNDLE_MAX_BYTES,
-) -> bytes:
-    """Pack a working directory into ``code.tar.gz`` bytes.
-
-    Regular files and directories are packed in sorted order; symbolic links and special files
-    are left out (a link could point anywhere on the worker).
-
-    Args:
-        directory: The directory to pack.
-        exclude: fnmatch patterns matched against every path component and against the whole
-            relative path (``.git``, ``*.pyc``, ``data/*.bin``).
-        max_bytes: The most uncompressed bytes to pack.
-
-    Returns:
-        The gzip-compressed tar archive.
-
-    Raises:
-        JobError: The directory does not exist, or holds more than ``max_bytes``; the message
-            names the largest files so you know what to exclude.
-    """
-    root = Path(directory)
-    if not root.is_dir():
-        raise JobError(f"cannot bundle {str(root)!r}: not a directory")
-    patterns = tuple(exclude)
-    files: list[tuple[Path, PurePosixPath, int]] = []
-    dirs: list[PurePosixPath] = []
-    total = 0
-    for current, dirnames, filenames in os.walk(root):
-        here = Path(current)
-        rel_here = PurePosixPath(here.relative_to(root).as_posix())
-        kept = []
-        for name in sorted(dirnames):
-            rel = rel_here / name
-            if _excluded(rel, patterns) or (here / name).is_symlink():
-                continue
-            kept.append(name)
-            dirs.append(rel)
-        dirnames[:] = kept
-        for name in sorted(filenames):
-            path = here / name
-            rel = rel_here / name
-            if _excluded(rel, patterns) or path.is_symlink() or not path.is_file():
-                continue
-            size = path.stat().st_size
-            total += size
-            files.append((path, rel, size))
-    if total > max_bytes:
-        biggest = sorted(files, key=lambda f: f[2], reverse=True)[:3]
-        names = ", ".join(f"{rel.as_posix()} ({size / 1e6:.1f} MB)" for _, rel, size in biggest)
-        raise JobError(
-            f"the working directory {str(root)!r} holds {total / 1e6:.1f} MB, more than the "
-            f"bundle limit of {max_bytes / 1e6:.1f} MB; largest files: {names}. Exclude them "
-            "or put data in the store"
-        )
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
-        for rel in dirs:
-            info = tarfile.TarInfo(rel.as_posix())
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        for path, rel, _ in files:
-            info = tar.gettarinfo(str(path), arcname=rel.as_posix())
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            with open(path, "rb") as fh:
-                tar.addfile(info, fh)
-    return buffer.getvalue()
-
-
-def unpack_bundle(data: bytes, destination: str | os.PathLike[str]) -> list[str]:
-    """Unpack ``code.tar.gz`` bytes into a directory, refusing anything unsafe.
-
-    Every member must be a regular file or directory whose path stays inside ``destination``:
-    absolute paths, ``..`` components, links and device files are refused before anything is
-    written.
-
-    Args:
-        data: The archive.
-        destination: Where to unpack (created if missing).
-
-    Returns:
-        The relative paths of the files unpacked.
-
-    Raises:
-        JobError: The archive is unreadable or holds an unsafe member (named in the message).
-    """
-    dest = Path(destination)
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            members = tar.getmembers()
-            _check_members(members)
-            dest.mkdir(parents=True, exist_ok=True)
-            resolved = dest.resolve()
-            for member in members:
-                target = (resolved / member.name).resolve()
-                if target != resolved and resolved not in target.parents:
-                    raise JobError(f"the code bundle holds an unsafe path: {member.name!r}")
-            tar.extractall(resolved, filter="data")
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise JobError(f"the code bundle is not a readable .tar.gz: {exc}") from exc
-    return [m.name for m in members if m.isfile()]
-
-
-def _check_members(members: Sequence[tarfile.TarInfo]) -> None:
-    for member in members:
-        name = member.name
-        parts = PurePosixPath(name).parts
-        if (
-            not name
-            or name.startswith(("/", "\\"))
-            or ".." in parts
-            or ":" in (parts[0] if parts else "")
-        ):
-            raise JobError(f"the code bundle holds an unsafe path: {name!r}")
-        if not (member.isfile() or member.isdir()):
-            raise JobError(
-                f"the code bundle holds {name!r}, which is not a regular file or directory"
-            )

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from vastkit.checkpoint.naming import auto_interval_steps
 from vastkit.checkpoint import CheckpointManager, CheckpointWarning, RetryPolicy
+from vastkit.checkpoint.naming import auto_interval_steps
 from vastkit.clock import ManualClock
 from vastkit.errors import CheckpointCorruptError, CheckpointError
 

@@ -66,7 +66,8 @@ def test_destroy_self_uses_the_container_key_and_never_logs_it(
         ("DELETE", "https://console.example/api/v0/instances/31337/")
     ] * 2
     assert seen[0].headers["Authorization"] == "Bearer s3cr3t-container-key"
-    assert clock.slept == [2.0]
+    assert len(clock.slept) == 1
+    assert 1.0 <= clock.slept[0] <= 2.0  # 2 s, jittered to 50-100 %
     assert "s3cr3t" not in caplog.text
     assert "answered HTTP 500" in caplog.text
 
@@ -99,5 +100,7 @@ def test_destroy_self_gives_up_after_its_tries(caplog: pytest.LogCaptureFixture)
             http=http,
             tries=3,
         )
-    assert clock.slept == [2.0, 4.0]
+    assert len(clock.slept) == 2  # 2 s then 4 s, jittered to 50-100 %
+    assert 1.0 <= clock.slept[0] <= 2.0
+    assert 2.0 <= clock.slept[1] <= 4.0
     assert "could not destroy instance 9: it keeps costing money" in caplog.text

@@ -175,16 +175,18 @@ def test_readers_never_see_a_half_written_object(tmp_path: Path) -> None:
 def test_a_failed_write_keeps_the_old_object_and_cleans_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rd = RunDir((tmp_path / "run").as_uri())
+    clock = ManualClock()
+    rd = RunDir((tmp_path / "run").as_uri(), clock=clock)
     rd.write_bytes("x", b"old")
 
     def boom(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("vastkit.rundir.os.replace", boom)
+    monkeypatch.setattr("vastkit._store.os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
         rd.write_bytes("x", b"new")
     monkeypatch.undo()
+    assert len(clock.slept) == 5  # retried as the store's policy allows, in virtual time
     assert rd.read_bytes("x") == b"old"
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["x"]
 

@@ -24,10 +24,11 @@ from typing import IO, Any
 
 import httpx
 
-from vastkit._ckpt_policy import CHECKPOINTS_DIR, MANIFEST_NAME, Manifest, step_dirname
 from vastkit._documents import converter as document_converter
+from vastkit.checkpoint.naming import CHECKPOINTS_DIR, MANIFEST_NAME, Manifest, step_dirname
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
+from vastkit.retry import RetryPolicy, retry_call
 from vastkit.rundir import (
     AttemptResult,
     Heartbeat,
@@ -145,36 +146,52 @@ def destroy_self(
         return False
     url = f"{base_url.rstrip('/')}/api/v0/instances/{container_id}/"
     client = http or httpx.Client(timeout=30.0)
+    tried = [0]
+
+    def delete() -> httpx.Response:
+        tried[0] += 1
+        try:
+            response = client.delete(url, headers={"Authorization": f"Bearer {key}"})
+        except httpx.HTTPError as exc:
+            logger.warning("self-destroy try %d/%d failed: %s", tried[0], tries, type(exc).__name__)
+            raise
+        if not (response.is_success or response.status_code == 404):
+            logger.warning(
+                "self-destroy try %d/%d of instance %s answered HTTP %d",
+                tried[0],
+                tries,
+                container_id,
+                response.status_code,
+            )
+            raise _Refused(response.status_code)
+        return response
+
     try:
-        for attempt in range(1, tries + 1):
-            try:
-                response = client.delete(url, headers={"Authorization": f"Bearer {key}"})
-            except httpx.HTTPError as exc:
-                logger.warning(
-                    "self-destroy try %d/%d failed: %s", attempt, tries, type(exc).__name__
-                )
-            else:
-                if response.is_success or response.status_code == 404:
-                    logger.warning(
-                        "self-destroy of instance %s accepted (HTTP %d)",
-                        container_id,
-                        response.status_code,
-                    )
-                    return True
-                logger.warning(
-                    "self-destroy try %d/%d of instance %s answered HTTP %d",
-                    attempt,
-                    tries,
-                    container_id,
-                    response.status_code,
-                )
-            if attempt < tries:
-                clock.sleep(2.0 * attempt)
+        response = retry_call(
+            delete,
+            policy=RetryPolicy(attempts=tries, initial_delay=2.0, multiplier=2.0),
+            clock=clock,
+            retry_if=lambda exc: isinstance(exc, httpx.HTTPError | _Refused),
+            what="self-destroy",
+        )
+    except (httpx.HTTPError, _Refused):
+        logger.error("could not destroy instance %s: it keeps costing money", container_id)
+        return False
     finally:
         if http is None:
             client.close()
-    logger.error("could not destroy instance %s: it keeps costing money", container_id)
-    return False
+    logger.warning(
+        "self-destroy of instance %s accepted (HTTP %d)", container_id, response.status_code
+    )
+    return True
+
+
+class _Refused(Exception):
+    """The self-destroy call was answered, but not with success or 404."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
 
 
 class _Output:
@@ -455,23 +472,21 @@ class Worker:
 
     def _read_job(self, tries: int = 5) -> JobSpec:
         """Read job.json, retrying store errors (a missing or garbled spec is final)."""
-        delay = 1.0
-        for attempt in range(1, tries + 1):
-            try:
-                spec = self.rundir.read_job()
-            except JobError:
-                raise
-            except Exception as exc:
-                if attempt == tries:
-                    raise
-                logger.warning("could not read job.json (try %d/%d): %s", attempt, tries, exc)
-                self.clock.sleep(delay)
-                delay *= 2
-                continue
-            if spec is None:
-                raise JobError(f"{self.rundir.url_of('job.json')} does not exist")
-            return spec
-        raise AssertionError("unreachable")
+
+        def log(exc: Exception, retry: int, wait: float) -> None:
+            logger.warning("could not read job.json (try %d/%d): %s", retry, tries, exc)
+
+        spec = retry_call(
+            self.rundir.read_job,
+            policy=RetryPolicy(attempts=tries, initial_delay=1.0, multiplier=2.0),
+            clock=self.clock,
+            retry_if=lambda exc: not isinstance(exc, JobError),
+            on_retry=log,
+            what="reading job.json",
+        )
+        if spec is None:
+            raise JobError(f"{self.rundir.url_of('job.json')} does not exist")
+        return spec
 
     def _prepare(self, spec: JobSpec) -> Path:
         assert self._status_dir is not None
@@ -492,7 +507,7 @@ class Worker:
 
     def _fetch_inputs(self, spec: JobSpec) -> None:
         """Fetch every input (once per host) and remember its ``VASTKIT_INPUT_<NAME>``."""
-        from vastkit.artifacts import fetch, input_env_name
+        from vastkit.artifacts import fetch_artifact, input_env_name
 
         for name, url in sorted(spec.inputs.items()):
             key = hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -506,7 +521,7 @@ class Worker:
                 self.note(f"input {name!r} already fetched to {local}")
             if local is None:
                 self.note(f"fetching input {name!r} from {url}")
-                local = fetch(url, dest, self.storage_options)
+                local = fetch_artifact(url, dest, self.storage_options, clock=self.clock)
                 write_json_atomic(marker, {"url": url, "path": str(local)})
                 self.note(f"input {name!r} is at {local}")
             self._input_env[input_env_name(name)] = str(local)
@@ -749,13 +764,21 @@ class Worker:
             reason=reason,
             start=self._start_no,
         )
-        for try_ in range(3):
-            try:
-                self.rundir.write_attempt_result(result)
-                return
-            except Exception as exc:
-                logger.error("could not write the result (try %d/3): %s", try_ + 1, exc)
-                self.clock.sleep(2.0)
+
+        def log(exc: Exception, retry: int, wait: float) -> None:
+            logger.error("could not write the result (try %d/3): %s", retry, exc)
+
+        try:
+            retry_call(
+                lambda: self.rundir.write_attempt_result(result),
+                policy=RetryPolicy(attempts=3, initial_delay=2.0, multiplier=1.0),
+                clock=self.clock,
+                retry_if=lambda exc: True,
+                on_retry=log,
+                what="writing the result",
+            )
+        except Exception as exc:
+            logger.error("could not write the result (try 3/3): %s", exc)
 
 
 def _describe_exit(code: int | None) -> str:
