@@ -17,19 +17,15 @@ Example:
 
 from __future__ import annotations
 
-from vastkit.emulator._emulator import (
-    AcceleratedClock,
-    Emulator,
-    InstanceView,
-    UserView,
-    serve,
-)
+from vastkit.emulator._emulator import Emulator, serve
 from vastkit.emulator._faults import FaultRule
 from vastkit.emulator._limits import DEFAULT_RATE_LIMITS
 from vastkit.emulator._market import GPU_MODELS, GpuModel
 from vastkit.emulator._model import Timings
 from vastkit.emulator._runners import ContainerSpec, ProcessRunner, Runner, ScriptedRunner
 from vastkit.emulator._server import EmulatorTransport
+from vastkit.emulator._time import AcceleratedClock
+from vastkit.emulator._views import InstanceView, UserView
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",

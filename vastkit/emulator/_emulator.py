@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
@@ -17,128 +14,21 @@ from vastkit.clock import Clock, ManualClock, SystemClock
 from vastkit.emulator._app import App
 from vastkit.emulator._faults import FAULT_KINDS, FaultRule
 from vastkit.emulator._limits import DEFAULT_RATE_LIMITS
-from vastkit.emulator._model import Instance, Timings
+from vastkit.emulator._model import Timings
 from vastkit.emulator._offer_columns import render_offer
-from vastkit.emulator._render import charges, render_instance, reported_states
+from vastkit.emulator._render import charges, render_instance
 from vastkit.emulator._runners import ProcessRunner, Runner, ScriptedRunner
 from vastkit.emulator._server import EmulatorTransport, LoopbackServer
 from vastkit.emulator._state import State
+from vastkit.emulator._time import AcceleratedClock, Ticker
+from vastkit.emulator._views import InstanceView, UserView, instance_view
 
-__all__ = ["AcceleratedClock", "Emulator", "InstanceView", "UserView", "serve"]
+__all__ = ["Emulator", "serve"]
 
 logger = logging.getLogger("vastkit.emulator")
 
 IN_PROCESS_URL = "http://vast.emulator"
 """The base URL to use with :attr:`Emulator.transport` when no server runs."""
-
-
-class AcceleratedClock:
-    """Real time sped up by ``factor``: one real second is ``factor`` emulated seconds.
-
-    Args:
-        factor: The speed-up (60: one emulated minute per real second).
-        start: The emulated time at creation (default: the real time).
-    """
-
-    def __init__(self, factor: float, start: float | None = None) -> None:
-        if factor <= 0:
-            raise ValueError(f"factor must be positive, not {factor}")
-        self.factor = float(factor)
-        self._start = time.time() if start is None else float(start)
-        self._t0 = time.monotonic()
-
-    def now(self) -> float:
-        """The emulated time in Unix seconds."""
-        return self._start + (time.monotonic() - self._t0) * self.factor
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds`` of emulated time (``seconds / factor`` real seconds)."""
-        if seconds > 0:
-            time.sleep(seconds / self.factor)
-
-    def __repr__(self) -> str:
-        return f"AcceleratedClock(factor={self.factor})"
-
-
-@dataclass(frozen=True)
-class InstanceView:
-    """A snapshot of one emulated instance, for inspection in tests."""
-
-    id: int
-    """The instance id."""
-    machine_id: int
-    """The machine it rents."""
-    offer_id: int
-    """The machine's current offer id."""
-    label: str | None
-    """The label."""
-    actual_status: str | None
-    """What the API reports as ``actual_status``."""
-    intended_status: str
-    """``running`` or ``stopped``."""
-    cur_state: str
-    """``running`` (holds the GPUs) or ``stopped``."""
-    next_state: str
-    """Same as ``cur_state`` in the emulator."""
-    status_msg: str | None
-    """Vast's human detail."""
-    is_bid: bool
-    """Interruptible rental."""
-    price: float
-    """The contract's GPU rate in $/h: the on-demand ``dph_base``, or the bid."""
-    disk_gb: float
-    """Allocated disk."""
-    gpu_cost: float
-    """GPU charges so far, $."""
-    disk_cost: float
-    """Storage charges so far, $."""
-    bandwidth_cost: float
-    """Upload plus download charges so far, $."""
-    outbid: bool
-    """A bid instance that lost its GPUs (the stopped triple)."""
-    env: Mapping[str, str]
-    """The request's env (variables and Docker options)."""
-    api_key: str = field(repr=False)
-    """The per-instance key (``CONTAINER_API_KEY``)."""
-
-    @property
-    def total_cost(self) -> float:
-        """Everything it cost so far, $."""
-        return self.gpu_cost + self.disk_cost + self.bandwidth_cost
-
-
-@dataclass(frozen=True)
-class UserView:
-    """The emulated account's money."""
-
-    credit: float
-    """Remaining credit in $."""
-    total_spend: float
-    """Everything spent so far in $."""
-
-
-def _view(inst: Instance) -> InstanceView:
-    states = reported_states(inst)
-    return InstanceView(
-        id=inst.id,
-        machine_id=inst.machine.id,
-        offer_id=inst.machine.ask_id,
-        label=inst.label,
-        actual_status=states.actual_status,
-        intended_status=states.intended_status,
-        cur_state=states.cur_state,
-        next_state=states.cur_state,
-        status_msg=inst.status_msg,
-        is_bid=inst.is_bid,
-        price=inst.price,
-        disk_gb=inst.disk,
-        gpu_cost=inst.gpu_cost,
-        disk_cost=inst.disk_cost,
-        bandwidth_cost=inst.bwu_cost + inst.bwd_cost,
-        outbid=inst.outbid,
-        env=dict(inst.env),
-        api_key=inst.api_key,
-    )
 
 
 class Emulator:
@@ -203,14 +93,7 @@ class Emulator:
             clock = AcceleratedClock(speed) if speed else SystemClock()
         self.clock: Clock = clock
         """The emulator's clock."""
-        if runner == "scripted":
-            runner_obj: Runner = ScriptedRunner()
-        elif runner == "process":
-            runner_obj = ProcessRunner()
-        elif isinstance(runner, str):
-            raise ValueError(f"runner must be 'scripted', 'process' or a Runner, not {runner!r}")
-        else:
-            runner_obj = runner
+        runner_obj = _make_runner(runner)
         self.runner: Runner = runner_obj
         """What runs inside instances."""
         if preemption_mtbp_s is not None and preemption_mtbp_s <= 0:
@@ -231,13 +114,7 @@ class Emulator:
         self._state.oci_error_probability = oci_error_probability
         self.api_key: str = api_key or self._state.new_key()
         """The account's API key (give it as ``Authorization: Bearer``)."""
-        if rate_limits is True:
-            limits = dict(DEFAULT_RATE_LIMITS)
-        elif rate_limits is False:
-            limits = {}
-        else:
-            limits = {**DEFAULT_RATE_LIMITS, **rate_limits}
-        search_limited = bool(limits.pop("search", 1.0)) if rate_limits is not False else False
+        limits, search_limited = _endpoint_limits(rate_limits)
         self._app = App(
             self._state,
             clock.now,
@@ -250,8 +127,7 @@ class Emulator:
             default_search_limit=default_search_limit,
         )
         self._server: LoopbackServer | None = None
-        self._ticker: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._ticker: Ticker | None = None
         self._closed = False
         self._state.containers.url = lambda: self._server.url if self._server else None
 
@@ -297,31 +173,18 @@ class Emulator:
         self._server = LoopbackServer(self._app, host, port)
         self._server.start()
         if not isinstance(self.clock, ManualClock):
-            self._ticker = threading.Thread(
-                target=self._tick_loop,
-                args=(tick_s,),
-                name="vastkit-emulator-ticker",
-                daemon=True,
-            )
+            self._ticker = Ticker(self.tick, tick_s)
             self._ticker.start()
         logger.info("Vast emulator serving on %s", self._server.url)
         return self
-
-    def _tick_loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                self.tick()
-            except Exception:  # pragma: no cover - keep the ticker alive
-                logger.exception("emulator tick failed")
 
     def close(self) -> None:
         """Stop serving, kill every container process, remove their files. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
         if self._ticker is not None:
-            self._ticker.join(5)
+            self._ticker.stop()
         if self._server is not None:
             self._server.stop()
         with self._state.lock:
@@ -352,7 +215,7 @@ class Emulator:
         """Snapshots of the live instances, by id."""
         self.tick()
         with self._state.lock:
-            return [_view(i) for _, i in sorted(self._state.instances.items())]
+            return [instance_view(i) for _, i in sorted(self._state.instances.items())]
 
     def instance(self, instance_id: int) -> InstanceView:
         """A snapshot of a live instance.
@@ -362,7 +225,7 @@ class Emulator:
         """
         self.tick()
         with self._state.lock:
-            return _view(self._state.instances[instance_id])
+            return instance_view(self._state.instances[instance_id])
 
     def instance_json(self, instance_id: int) -> dict[str, Any]:
         """The instance object the API would answer."""
@@ -593,6 +456,26 @@ class Emulator:
             raise TypeError("write_log() needs the scripted runner")
         with self._state.lock:
             self.runner.write_log(instance_id, text)
+
+
+def _make_runner(runner: Literal["scripted", "process"] | Runner) -> Runner:
+    if runner == "scripted":
+        return ScriptedRunner()
+    if runner == "process":
+        return ProcessRunner()
+    if isinstance(runner, str):
+        raise ValueError(f"runner must be 'scripted', 'process' or a Runner, not {runner!r}")
+    return runner
+
+
+def _endpoint_limits(rate_limits: bool | Mapping[str, float]) -> tuple[dict[str, float], bool]:
+    """The per-endpoint intervals, and whether offer search has its 10-per-minute window."""
+    if rate_limits is False:
+        return {}, False
+    limits = dict(DEFAULT_RATE_LIMITS)
+    if rate_limits is not True:
+        limits.update(rate_limits)
+    return limits, bool(limits.pop("search", 1.0))
 
 
 @contextlib.contextmanager

@@ -263,6 +263,9 @@ class Machine:
         return disk_gb * self.storage_cost / HOURS_PER_STORAGE_MONTH
 
 
+_MODEL_WEIGHTS = [g.weight for g in GPU_MODELS]
+
+
 def _weighted(rng: random.Random, items: tuple[tuple[str, float], ...]) -> str:
     return rng.choices([name for name, _ in items], weights=[w for _, w in items])[0]
 
@@ -284,86 +287,108 @@ def generate_catalog(seed: int, count: int, now: float) -> list[Machine]:
     if not 1 <= count <= 50_000:
         raise ValueError(f"offers must be between 1 and 50000, not {count}")
     rng = random.Random(f"vastkit-emulator-catalog:{seed}")
-    model_weights = [m.weight for m in GPU_MODELS]
     machine_ids = rng.sample(range(10_000, 99_999), count)
     machine_ids.sort()
     ask_ids = rng.sample(range(20_000_000, 29_999_999), count)
     hosts: list[int] = []
-    machines: list[Machine] = []
-    for index in range(count):
-        m = Machine()
-        m.id = machine_ids[index]
-        m.ask_id = ask_ids[index]
-        # About 2 machines per host, as in the scrape (268 machines, 121 hosts).
-        if hosts and rng.random() < 0.55:
-            m.host_id = rng.choice(hosts[-20:])
-        else:
-            m.host_id = rng.randint(1_000, 399_999)
-            hosts.append(m.host_id)
-        model = rng.choices(GPU_MODELS, weights=model_weights)[0]
-        m.gpu_model = model
-        if model.datacenter_card:
-            m.num_gpus = rng.choices((1, 2, 4, 8), weights=(30, 20, 20, 30))[0]
-        else:
-            m.num_gpus = rng.choices((1, 2, 4, 6, 8, 9), weights=(420, 205, 105, 3, 56, 2))[0]
-        # Per-GPU price: log-uniform in the band, with a small tail above it.
-        low, high = math.log(model.price_low), math.log(model.price_high)
-        per_gpu = math.exp(rng.uniform(low, high))
-        if rng.random() < 0.03:
-            per_gpu *= rng.uniform(1.2, 2.0)
-        m.dph_base = round(per_gpu * m.num_gpus, 4)
-        # Host floor for bids: around 60% of on-demand, sometimes above it (section 14).
-        ratio = min(max(rng.lognormvariate(math.log(0.6), 0.35), 0.05), 1.4)
-        m.price_min_bid = round(max(0.001, m.dph_base * ratio), 4)
-        m.storage_cost = round(rng.choice((0.1, 0.15, 0.2, 0.25, 0.3)) * rng.uniform(0.5, 1.2), 6)
-        m.inet_up_cost = round(rng.uniform(0.0, 0.02), 4)
-        m.inet_down_cost = round(rng.uniform(0.0, 0.02), 4)
-        m.inet_up = round(rng.lognormvariate(math.log(400), 0.8), 1)
-        m.inet_down = round(rng.lognormvariate(math.log(700), 0.8), 1)
-        m.hosting_type = 1 if rng.random() < (0.6 if model.datacenter_card else 0.15) else 0
-        rel = 1.0 - rng.lognormvariate(math.log(0.02), 0.9)
-        m.reliability = round(min(max(rel, 0.55), 0.9995), 4)
-        m.verification = rng.choices(("verified", "unverified", "deverified"), weights=(80, 16, 4))[
-            0
-        ]
-        m.geolocation = _weighted(rng, _LOCATIONS)
-        m.public_ipaddr = (
-            f"{rng.choice((38, 64, 70, 89, 108, 142, 185, 195, 203))}."
-            f"{rng.randint(1, 254)}.{rng.randint(1, 254)}.{rng.randint(1, 254)}"
-        )
-        m.static_ip = rng.random() < 0.4
-        driver_index = rng.randint(max(model.min_driver, 0), len(_DRIVERS) - 1)
-        m.driver_version, m.cuda_max_good = _DRIVERS[driver_index]
-        m.compute_cap = model.compute_cap
-        m.cpu_name = rng.choice(_CPUS)
-        m.cpu_arch = "amd64"
-        m.cpu_cores = rng.choice((16, 24, 32, 48, 64, 96, 128, 192, 256))
-        m.cpu_ghz = round(rng.uniform(2.0, 5.2), 2)
-        ram_gb = rng.choice((32, 64, 128, 256, 512, 1024, 2048))
-        m.cpu_ram = int(ram_gb * 1024 * rng.uniform(0.95, 1.0))
-        m.disk_space = round(rng.lognormvariate(math.log(300 * m.num_gpus**0.5), 0.7) + 20, 1)
-        m.disk_bw = round(rng.uniform(500, 7000), 1)
-        m.disk_name = rng.choice(_DISKS)
-        m.mobo_name = rng.choice(_MOBOS)
-        m.pci_gen = float(rng.choice((3, 4, 4, 5)))
-        m.pcie_bw = round({3.0: 12.5, 4.0: 25.0, 5.0: 53.5}[m.pci_gen] * rng.uniform(0.8, 1.0), 1)
-        m.gpu_mem_bw = round(model.mem_bw * rng.uniform(0.9, 1.0), 1)
-        m.bw_nvlink = round(rng.choice((0.0, 0.0, 100.0, 600.0)) if m.num_gpus > 1 else 0.0, 1)
-        m.direct_port_count = rng.choice((0, 10, 20, 50, 100, 200, 1000))
-        m.direct_port_start = rng.randint(10, 60) * 1000 if m.direct_port_count else -1
-        m.dlperf = round(model.dlperf * m.num_gpus * rng.uniform(0.85, 1.05), 2)
-        m.has_avx = 1
-        m.os_version = rng.choice(("20.04", "22.04", "22.04", "24.04"))
-        m.vms_enabled = rng.random() < 0.2
-        m.start_date = round(now - rng.uniform(3_600, 90 * 86_400), 1)
-        # Contract end dates: mostly weeks to months ahead, some within a day.
-        if rng.random() < 0.05:
-            m.end_date = round(now + rng.uniform(2 * 3_600, 36 * 3_600), 1)
-        else:
-            m.end_date = round(now + rng.uniform(3 * 86_400, 180 * 86_400), 1)
-        m.host_status = "online"
-        machines.append(m)
-    return machines
+    return [_machine(rng, machine_ids[i], ask_ids[i], hosts, now) for i in range(count)]
+
+
+def _machine(
+    rng: random.Random, machine_id: int, ask_id: int, hosts: list[int], now: float
+) -> Machine:
+    """One machine; every draw comes from ``rng`` in a fixed order (the catalog depends on it)."""
+    m = Machine()
+    m.id = machine_id
+    m.ask_id = ask_id
+    # About 2 machines per host, as in the scrape (268 machines, 121 hosts).
+    if hosts and rng.random() < 0.55:
+        m.host_id = rng.choice(hosts[-20:])
+    else:
+        m.host_id = rng.randint(1_000, 399_999)
+        hosts.append(m.host_id)
+    model = rng.choices(GPU_MODELS, weights=_MODEL_WEIGHTS)[0]
+    m.gpu_model = model
+    if model.datacenter_card:
+        m.num_gpus = rng.choices((1, 2, 4, 8), weights=(30, 20, 20, 30))[0]
+    else:
+        m.num_gpus = rng.choices((1, 2, 4, 6, 8, 9), weights=(420, 205, 105, 3, 56, 2))[0]
+    _set_prices(m, rng, model)
+    _set_network_and_trust(m, rng, model)
+    _set_hardware(m, rng, model)
+    _set_dates(m, rng, now)
+    m.host_status = "online"
+    return m
+
+
+def _set_prices(m: Machine, rng: random.Random, model: GpuModel) -> None:
+    """GPU price, bid floor, storage and traffic prices."""
+    # Per-GPU price: log-uniform in the band, with a small tail above it.
+    low, high = math.log(model.price_low), math.log(model.price_high)
+    per_gpu = math.exp(rng.uniform(low, high))
+    if rng.random() < 0.03:
+        per_gpu *= rng.uniform(1.2, 2.0)
+    m.dph_base = round(per_gpu * m.num_gpus, 4)
+    # Host floor for bids: around 60% of on-demand, sometimes above it (section 14).
+    ratio = min(max(rng.lognormvariate(math.log(0.6), 0.35), 0.05), 1.4)
+    m.price_min_bid = round(max(0.001, m.dph_base * ratio), 4)
+    m.storage_cost = round(rng.choice((0.1, 0.15, 0.2, 0.25, 0.3)) * rng.uniform(0.5, 1.2), 6)
+    m.inet_up_cost = round(rng.uniform(0.0, 0.02), 4)
+    m.inet_down_cost = round(rng.uniform(0.0, 0.02), 4)
+
+
+def _set_network_and_trust(m: Machine, rng: random.Random, model: GpuModel) -> None:
+    """Bandwidth, hosting type, reliability, verification, location and address."""
+    m.inet_up = round(rng.lognormvariate(math.log(400), 0.8), 1)
+    m.inet_down = round(rng.lognormvariate(math.log(700), 0.8), 1)
+    m.hosting_type = 1 if rng.random() < (0.6 if model.datacenter_card else 0.15) else 0
+    rel = 1.0 - rng.lognormvariate(math.log(0.02), 0.9)
+    m.reliability = round(min(max(rel, 0.55), 0.9995), 4)
+    verifications = ("verified", "unverified", "deverified")
+    m.verification = rng.choices(verifications, weights=(80, 16, 4))[0]
+    m.geolocation = _weighted(rng, _LOCATIONS)
+    m.public_ipaddr = (
+        f"{rng.choice((38, 64, 70, 89, 108, 142, 185, 195, 203))}."
+        f"{rng.randint(1, 254)}.{rng.randint(1, 254)}.{rng.randint(1, 254)}"
+    )
+    m.static_ip = rng.random() < 0.4
+
+
+def _set_hardware(m: Machine, rng: random.Random, model: GpuModel) -> None:
+    """Driver, CPU, memory, disk, PCIe, ports and performance."""
+    driver_index = rng.randint(max(model.min_driver, 0), len(_DRIVERS) - 1)
+    m.driver_version, m.cuda_max_good = _DRIVERS[driver_index]
+    m.compute_cap = model.compute_cap
+    m.cpu_name = rng.choice(_CPUS)
+    m.cpu_arch = "amd64"
+    m.cpu_cores = rng.choice((16, 24, 32, 48, 64, 96, 128, 192, 256))
+    m.cpu_ghz = round(rng.uniform(2.0, 5.2), 2)
+    ram_gb = rng.choice((32, 64, 128, 256, 512, 1024, 2048))
+    m.cpu_ram = int(ram_gb * 1024 * rng.uniform(0.95, 1.0))
+    m.disk_space = round(rng.lognormvariate(math.log(300 * m.num_gpus**0.5), 0.7) + 20, 1)
+    m.disk_bw = round(rng.uniform(500, 7000), 1)
+    m.disk_name = rng.choice(_DISKS)
+    m.mobo_name = rng.choice(_MOBOS)
+    m.pci_gen = float(rng.choice((3, 4, 4, 5)))
+    m.pcie_bw = round({3.0: 12.5, 4.0: 25.0, 5.0: 53.5}[m.pci_gen] * rng.uniform(0.8, 1.0), 1)
+    m.gpu_mem_bw = round(model.mem_bw * rng.uniform(0.9, 1.0), 1)
+    m.bw_nvlink = round(rng.choice((0.0, 0.0, 100.0, 600.0)) if m.num_gpus > 1 else 0.0, 1)
+    m.direct_port_count = rng.choice((0, 10, 20, 50, 100, 200, 1000))
+    m.direct_port_start = rng.randint(10, 60) * 1000 if m.direct_port_count else -1
+    m.dlperf = round(model.dlperf * m.num_gpus * rng.uniform(0.85, 1.05), 2)
+    m.has_avx = 1
+    m.os_version = rng.choice(("20.04", "22.04", "22.04", "24.04"))
+    m.vms_enabled = rng.random() < 0.2
+
+
+def _set_dates(m: Machine, rng: random.Random, now: float) -> None:
+    """When the machine was listed and when its offer ends."""
+    m.start_date = round(now - rng.uniform(3_600, 90 * 86_400), 1)
+    # Contract end dates: mostly weeks to months ahead, some within a day.
+    if rng.random() < 0.05:
+        m.end_date = round(now + rng.uniform(2 * 3_600, 36 * 3_600), 1)
+    else:
+        m.end_date = round(now + rng.uniform(3 * 86_400, 180 * 86_400), 1)
 
 
 class Catalog:
