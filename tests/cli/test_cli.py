@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import socket
@@ -12,7 +13,7 @@ import pytest
 
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest
-from vastkit.cli import EXIT_CODES, main
+from vastkit.cli import EXIT_CODES, build_parser, main
 from vastkit.emulator import Emulator, ScriptedRunner
 from vastkit.ledger import Ledger
 from vastkit.rundir import AttemptResult, ResultStatus, RunDir
@@ -57,6 +58,7 @@ def _one_error_line(result: Result) -> str:
         ["budgets", "validate"],
         ["emulator"],
         ["emulator", "serve"],
+        ["doctor"],
         ["demo"],
     ],
 )
@@ -67,6 +69,46 @@ def test_help_on_every_level(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "exit codes:" in out
     for code in EXIT_CODES:
         assert f"\n  {code:>3}  " in out
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands of ``parser`` (or of a command group), in the order --help lists them."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def test_every_command_runs_a_handler_and_help_lists_them_in_working_order() -> None:
+    parser = build_parser()
+    top = _commands(parser)
+    assert list(top) == [
+        "offers",
+        "launch",
+        "ps",
+        "logs",
+        "stop",
+        "destroy",
+        "reap",
+        "cost-report",
+        "profiles",
+        "budgets",
+        "emulator",
+        "doctor",
+        "demo",
+    ]
+    leaves = []
+    for name, sub in top.items():
+        actions = _commands(sub)
+        leaves += [(f"{name} {a}", p) for a, p in actions.items()] if actions else [(name, sub)]
+    for name, leaf in leaves:
+        assert callable(leaf.get_default("handler")), name
+    assert [name for name, _ in leaves if " " in name] == [
+        "profiles list",
+        "profiles validate",
+        "budgets validate",
+        "emulator serve",
+    ]
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
