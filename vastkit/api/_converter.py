@@ -17,9 +17,12 @@ Vast's field names appear only here, in the rename rules. The rules:
 Structuring failures become :class:`~vastkit.errors.ResponseValidationError` whose ``errors``
 name JSON paths into the response with Vast's names, e.g. ``$.offers[3].dph_total``.
 
-Speed: lists of offers and instances go through a generated constructor per class (plain Python
-with the same coercions, no per-field error bookkeeping); only when that fails does the cattrs
-converter run again with detailed validation, to say exactly what was wrong and where.
+Speed: lists of offers and instances (:data:`FAST_PATH`) go through a generated constructor per
+class (plain Python with the same coercions, no per-field error bookkeeping): measured on 50,000
+offers from the emulator's catalog it takes 50-65 % of the cattrs converter's time. When
+an item does not fit, the cattrs converter runs again with detailed validation, to say exactly
+what was wrong and where; if cattrs accepts what the fast path refused, the two disagree and
+:class:`FastPathMismatch` is raised (a vastkit bug), never papered over.
 """
 
 from __future__ import annotations
@@ -45,7 +48,14 @@ from vastkit.api.models import (
 )
 from vastkit.errors import ResponseValidationError
 
-__all__ = ["RENAMES", "make_converter", "structure", "structure_list"]
+__all__ = [
+    "FAST_PATH",
+    "RENAMES",
+    "FastPathMismatch",
+    "make_converter",
+    "structure",
+    "structure_list",
+]
 
 T = TypeVar("T")
 
@@ -354,12 +364,21 @@ def _converter() -> cattrs.Converter:
     return make_converter()
 
 
+FAST_PATH: Final = frozenset({Offer, Instance})
+"""The classes whose lists are structured by a generated constructor first (the long lists)."""
+
+_DATA_ERRORS: Final = (KeyError, TypeError, ValueError, AttributeError)
+"""What the coercions raise for data that does not fit (a missing key, a wrong type, a non-object
+item); anything else from the fast path is a bug and propagates."""
+
+
+class FastPathMismatch(AssertionError):
+    """The fast path refused data that the detailed converter accepts: a vastkit bug."""
+
+
 @functools.cache
-def _fast(cls: type) -> Callable[[Mapping[str, Any]], Any] | None:
-    try:
-        return _compile_fast(cls)
-    except TypeError:
-        return None
+def _fast(cls: type) -> Callable[[Mapping[str, Any]], Any]:
+    return _compile_fast(cls)
 
 
 def _wire_name(cls: type | None, name: str) -> str:
@@ -423,8 +442,9 @@ def structure(data: Any, cls: type[T], *, path: str = "$") -> T:
 def structure_list(items: Any, cls: type[T], *, path: str = "$") -> list[T]:
     """Structure a JSON array of objects into a list of ``cls``, fast.
 
-    Every item goes through a generated constructor first; if any item fails, the whole list is
-    structured again by the cattrs converter, whose detailed validation names every bad field.
+    For :data:`FAST_PATH` classes every item goes through a generated constructor first; if an
+    item does not fit, the whole list is structured again by the cattrs converter, whose detailed
+    validation names every bad field. Other classes go to the cattrs converter directly.
 
     Args:
         items: The decoded JSON array.
@@ -433,6 +453,7 @@ def structure_list(items: Any, cls: type[T], *, path: str = "$") -> list[T]:
 
     Raises:
         ResponseValidationError: ``items`` is not an array, or an item does not fit ``cls``.
+        FastPathMismatch: The fast path and the cattrs converter disagree (a vastkit bug).
     """
     if not isinstance(items, Sequence) or isinstance(items, str | bytes):
         raise ResponseValidationError(
@@ -440,13 +461,19 @@ def structure_list(items: Any, cls: type[T], *, path: str = "$") -> list[T]:
             errors=[f"expected an array, got {type(items).__name__} @ {path}"],
             body=items,
         )
-    fast = _fast(cast(type, cls))
-    if fast is not None:
+    fast_error: Exception | None = None
+    if cls in FAST_PATH:
+        fast = _fast(cast(type, cls))
         try:
             return [fast(item) for item in items]
-        except Exception:
-            pass  # the slow path below explains what was wrong
+        except _DATA_ERRORS as exc:
+            fast_error = exc  # the detailed converter below names what was wrong, and where
     try:
-        return _converter().structure(items, list[cls])  # type: ignore[valid-type]
+        structured: list[T] = _converter().structure(items, list[cls])  # type: ignore[valid-type]
     except Exception as exc:
         raise _fail(exc, items, path, f"{cls.__name__} list") from exc
+    if fast_error is not None:
+        raise FastPathMismatch(
+            f"the fast path refused a {cls.__name__} list that cattrs accepts: {fast_error!r}"
+        ) from fast_error
+    return structured
