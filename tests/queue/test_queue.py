@@ -66,36 +66,28 @@ def test_ten_jobs_run_three_at_a_time_and_all_finish(
 def test_one_list_call_per_poll_whatever_the_number_of_jobs(
     emu: Emulator, fleet: Fleet, client: Client, ledger_path: Path, store_url: str
 ) -> None:
-    fleet.work_s = 3.0
     queue = JobQueue(ledger_path, client=client, concurrency=10, claim_interval=0.2)
-    for n in range(10):
-        queue.submit(make_job(store_url, f"job-{n}"))
+    ids = [queue.submit(make_job(store_url, f"job-{n}")) for n in range(10)]
+    fleet.hold.update(ids)  # the work goes on until all ten run at once
+    started = queue.clock.now()
     runner = threading.Thread(target=queue.run)
     runner.start()
     try:
         deadline = time.monotonic() + 30
-        while len(fleet.running_since) < 10:  # every instance runs and the fleet works on it
+        while len(fleet.running_since) < 10:
             assert time.monotonic() < deadline, "ten jobs never ran at once"
             time.sleep(0.05)
-        time.sleep(2 * FAST.poll_interval)  # every driver is in its watch loop
-        before, served_before, started = queue.list_calls, queue._instances.served, time.time()  # type: ignore[union-attr]
-        time.sleep(1.6)  # a measuring window of eight poll intervals
-        calls = queue.list_calls - before
-        served = queue._instances.served - served_before  # type: ignore[union-attr]
-        window = time.time() - started
-        live = fleet.live_count()
+        fleet.hold.clear()
     finally:
         runner.join()
         queue.close()
-    polls = window / FAST.poll_interval
-    per_poll = calls / polls
-    print(
-        f"\n{live} running jobs: {calls} list calls in {window:.2f} s ({polls:.1f} poll "
-        f"intervals) = {per_poll:.2f} per poll; {served} driver looks served"
-    )
-    assert live == 10
-    assert served >= 5 * calls  # the drivers looked far more often than the API was called
-    assert per_poll <= 1.1  # one paged list call per poll for the whole queue
+    polls = (queue.clock.now() - started) / FAST.poll_interval
+    # A list call is made a poll interval after the previous one, or for the first look of a
+    # driver whose instance is newer than the last list: never once per driver and poll. The
+    # bound holds however slowly the machine runs (see test_shared_instances.py for the count).
+    assert fleet.max_live == 10
+    assert queue.list_calls <= 1 + polls + creates(emu)
+    assert creates(emu) == 10
     assert all(r.status == "succeeded" for r in JobQueue(ledger_path).list())
 
 
@@ -243,11 +235,32 @@ def attr_evolve_workdir(job: object, workdir: str) -> object:
     return attrs.evolve(job, workdir=workdir)  # type: ignore[misc]
 
 
-def test_stored_jobs_only_rebuild_vastkit_classes() -> None:
+def test_a_stored_job_names_no_class_and_a_bad_one_names_its_field() -> None:
     data = job_to_dict(make_job("memory://x"))
-    data["timeouts"]["__class__"] = "subprocess:Popen"
-    with pytest.raises(ValueError, match="only vastkit classes"):
+    data["timeouts"]["__class__"] = "subprocess:Popen"  # nothing is ever imported by name
+    assert job_from_dict(data) == make_job("memory://x")
+    data["timeouts"]["poll_interval"] = "soon"
+    with pytest.raises(ValueError, match=r"\$\.timeouts\.poll_interval"):
         job_from_dict(data)
+
+
+def test_a_job_queued_by_an_older_vastkit_reads_back() -> None:
+    old = {
+        "__class__": "vastkit.jobs:Job",
+        "name": "old",
+        "command": {"__tuple__": ["python", "train.py"]},
+        "profile": "dev-test",
+        "store_url": "memory://x",
+        "timeouts": {"__class__": "vastkit.jobs:JobTimeouts", "poll_interval": 3},
+        "outputs": {"__tuple__": ["out/"]},
+    }
+    job = job_from_dict(old)
+    assert (job.command, job.profile, job.outputs) == (
+        ("python", "train.py"),
+        "dev-test",
+        ("out/",),
+    )
+    assert job.timeouts.poll_interval == 3
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
@@ -347,7 +360,7 @@ def test_a_driver_whose_lease_was_taken_over_lets_go_without_touching_the_instan
         while taker.get(job_id).claims < 2:  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the expired job was never claimed"
             time.sleep(0.05)
-        while job_id in stalled._drivers:  # the first driver lets go at its next poll
+        while job_id in stalled.driving:  # the first driver lets go at its next poll
             assert time.monotonic() < deadline, "the first driver never let go"
             time.sleep(0.05)
         assert len(emu.instances) == 1  # it left the instance to the new driver

@@ -1,0 +1,79 @@
+"""The queue's shared instance list, in virtual time: one list call per poll interval."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vastkit.api.models import Instance
+from vastkit.clock import ManualClock
+from vastkit.queue._instances import SharedInstances
+
+POLL = 10.0
+
+
+class CountingClient:
+    """Records when each list call was made."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.calls: list[float] = []
+
+    def list_instances(self) -> list[Instance]:
+        self.calls.append(self.clock.now())
+        return []
+
+
+def test_ten_drivers_share_one_list_call_per_poll_interval() -> None:
+    clock = ManualClock()
+    client = CountingClient(clock)
+    shared = SharedInstances(client, clock, max_age=POLL)
+    created = clock.now()  # every driver's instance was created before the first look
+    clock.advance(1)
+    for _ in range(8):  # eight poll intervals
+        for _driver in range(10):  # ten drivers look, at slightly different moments
+            assert shared(created) == []
+            clock.advance(0.1)
+        clock.advance(POLL - 1.0)
+    assert (len(client.calls), shared.served) == (8, 80)
+
+
+def test_a_driver_with_a_newer_instance_gets_a_fresh_list() -> None:
+    clock = ManualClock()
+    client = CountingClient(clock)
+    shared = SharedInstances(client, clock, max_age=POLL)
+    shared(-math.inf)
+    clock.advance(1)
+    created = clock.now()  # an instance created after the last list
+    clock.advance(1)
+    shared(created)
+    assert len(client.calls) == 2  # it is never read as vanished
+    clock.advance(1)
+    shared(created)
+    shared(-math.inf)
+    assert len(client.calls) == 2  # and then shares the list again
+
+
+@given(
+    looks=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=3 * POLL), st.booleans()), max_size=60
+    )
+)
+def test_list_calls_are_a_poll_interval_apart_unless_a_newer_instance_asks(
+    looks: list[tuple[float, bool]],
+) -> None:
+    clock = ManualClock()
+    client = CountingClient(clock)
+    shared = SharedInstances(client, clock, max_age=POLL)
+    previous_call = -math.inf
+    for wait, new_instance in looks:
+        clock.advance(wait)
+        fresh_after = clock.now() if new_instance else -math.inf
+        before = len(client.calls)
+        shared(fresh_after)
+        if len(client.calls) > before:
+            assert clock.now() - previous_call >= POLL or fresh_after >= previous_call
+            previous_call = clock.now()
+    assert shared.served == len(looks)
