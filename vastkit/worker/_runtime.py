@@ -7,7 +7,6 @@ self-destroy call): never the account client, and the account API key never reac
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,6 @@ from typing import IO, Any
 import httpx
 
 from vastkit._documents import converter as document_converter
-from vastkit.checkpoint.naming import CHECKPOINTS_DIR, MANIFEST_NAME, Manifest, step_dirname
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
 from vastkit.retry import RetryPolicy, retry_call
@@ -33,13 +31,13 @@ from vastkit.rundir import (
     AttemptResult,
     Heartbeat,
     JobSpec,
-    MetricRecord,
     OrchestratorBeat,
     Phase,
     ResultStatus,
     RunDir,
     unpack_bundle,
 )
+from vastkit.worker._progress import ProgressReader
 from vastkit.worker._protocol import (
     ENV_ATTEMPT,
     ENV_CHECKPOINT_URL,
@@ -48,12 +46,10 @@ from vastkit.worker._protocol import (
     ENV_STATUS_DIR,
     ENV_STORAGE_OPTIONS,
     JOB_FILE,
-    METRICS_FILE,
-    STATUS_FILE,
     STOP_FILE,
-    read_status,
     write_json_atomic,
 )
+from vastkit.worker._transfers import fetch_inputs, upload_job_outputs
 
 __all__ = ["LivenessWatch", "Worker", "backstop_reason", "destroy_self", "main"]
 
@@ -290,10 +286,7 @@ class Worker:
         self._kill_at: float | None = None
         self._log_index = 0
         self._metrics_index = 0
-        self._metrics_offset = 0
-        self._metrics_pending: list[MetricRecord] = []
-        self._last_metrics: dict[str, float] = {}
-        self._status: dict[str, Any] = {}
+        self._progress = ProgressReader(self.storage_options, self.clock)
         self._host = socket.gethostname()
         self._status_dir: Path | None = None
         self._spec: JobSpec | None = None
@@ -301,9 +294,6 @@ class Worker:
         self._cwd: Path | None = None
         self._input_env: dict[str, str] = {}
         self._stop_began: float | None = None
-        self._ckpt_dir: RunDir | None = None
-        self._ckpt_metrics_step: int | None = None
-        self._metric_steps: dict[str, int] = {}
         inputs = inputs_dir or self.environ.get(ENV_INPUTS_DIR)
         self.inputs_dir = Path(inputs) if inputs else Path(tempfile.gettempdir()) / "vastkit-inputs"
 
@@ -341,6 +331,7 @@ class Worker:
         """
         started = self.clock.now()
         self._status_dir = Path(tempfile.mkdtemp(prefix="vastkit-status-"))
+        self._progress.status_dir = self._status_dir
         try:
             return self._run(started)
         finally:
@@ -352,6 +343,7 @@ class Worker:
         try:
             spec = self._read_job()
             self._spec = spec
+            self._progress.checkpoint_url = self.rundir.checkpoint_url(spec)
             cwd = self._prepare(spec)
             self._cwd = cwd
         except Exception as exc:
@@ -502,60 +494,23 @@ class Worker:
         else:
             cwd = self.workdir or Path.cwd()
             cwd.mkdir(parents=True, exist_ok=True)
-        self._fetch_inputs(spec)
+        self._input_env = fetch_inputs(
+            spec, self.inputs_dir, self.storage_options, clock=self.clock, note=self.note
+        )
         return cwd
-
-    def _fetch_inputs(self, spec: JobSpec) -> None:
-        """Fetch every input (once per host) and remember its ``VASTKIT_INPUT_<NAME>``."""
-        from vastkit.artifacts import fetch_artifact, input_env_name
-
-        for name, url in sorted(spec.inputs.items()):
-            key = hashlib.sha256(url.encode()).hexdigest()[:16]
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-            dest = self.inputs_dir / spec.run_id / f"{safe}-{key}"
-            marker = self.inputs_dir / spec.run_id / f"{safe}-{key}.done.json"
-            local: Path | None = None
-            done = read_status(marker)
-            if done.get("url") == url and Path(str(done.get("path"))).exists():
-                local = Path(str(done["path"]))
-                self.note(f"input {name!r} already fetched to {local}")
-            if local is None:
-                self.note(f"fetching input {name!r} from {url}")
-                local = fetch_artifact(url, dest, self.storage_options, clock=self.clock)
-                write_json_atomic(marker, {"url": url, "path": str(local)})
-                self.note(f"input {name!r} is at {local}")
-            self._input_env[input_env_name(name)] = str(local)
 
     def _upload_outputs(self, spec: JobSpec, cwd: Path, grace: float) -> None:
         """Upload the outputs; after a stop, only within what is left of the grace period."""
-        if not spec.outputs:
-            return
-        from vastkit.artifacts import upload_outputs
-
-        deadline = None if self._stop_began is None else self._stop_began + grace
-        try:
-            uploaded, skipped = upload_outputs(
-                cwd,
-                spec.outputs,
-                self.rundir.url,
-                self.storage_options,
-                attempt=self.attempt,
-                deadline=deadline,
-                clock=self.clock,
-            )
-        except Exception as exc:
-            self.note(f"could not upload the outputs: {exc}", level=logging.ERROR)
-            return
-        size = sum(o.size for o in uploaded)
-        self.note(
-            f"uploaded {len(uploaded)} output file(s), {size} bytes, to {self.rundir.url}/outputs/"
+        upload_job_outputs(
+            spec,
+            cwd,
+            self.rundir.url,
+            self.storage_options,
+            attempt=self.attempt,
+            deadline=None if self._stop_began is None else self._stop_began + grace,
+            clock=self.clock,
+            note=self.note,
         )
-        if skipped:
-            self.note(
-                f"{len(skipped)} output file(s) not uploaded (grace period over or errors): "
-                + ", ".join(skipped[:5]),
-                level=logging.WARNING,
-            )
 
     def _start(self, spec: JobSpec, cwd: Path) -> subprocess.Popen[bytes]:
         assert self._status_dir is not None
@@ -635,81 +590,14 @@ class Worker:
 
     # -- store writes ------------------------------------------------------------------------
 
-    def _read_progress(self) -> None:
-        if self._status_dir is None:
-            return
-        status = read_status(self._status_dir / STATUS_FILE)
-        if status:
-            self._status = status
-        self._read_metrics_file()
-        self._checkpoint_metrics()
-
-    def _read_metrics_file(self) -> None:
-        assert self._status_dir is not None
-        path = self._status_dir / METRICS_FILE
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(self._metrics_offset)
-                data = fh.read()
-        except FileNotFoundError:
-            return
-        end = data.rfind(b"\n")
-        if end < 0:
-            return
-        self._metrics_offset += end + 1
-        for line in data[: end + 1].splitlines():
-            try:
-                record = document_converter.structure(json.loads(line), MetricRecord)
-            except Exception:
-                logger.warning("ignoring a malformed metrics line: %r", line[:200])
-                continue
-            self._add_metrics(record)
-
-    def _add_metrics(self, record: MetricRecord) -> None:
-        self._metrics_pending.append(record)
-        for name, value in record.values.items():
-            if record.step >= self._metric_steps.get(name, record.step):
-                self._last_metrics[name] = value
-                self._metric_steps[name] = record.step
-
-    def _checkpoint_metrics(self) -> None:
-        """Turn the metrics of the newest reported checkpoint into a metric record (once)."""
-        step = self._int_status("checkpoint_step")
-        if step is None or step == self._ckpt_metrics_step or self._spec is None:
-            return
-        if self._ckpt_dir is None:
-            self._ckpt_dir = RunDir(self.rundir.checkpoint_url(self._spec), self.storage_options)
-        rel = f"{CHECKPOINTS_DIR}/{step_dirname(step)}/{MANIFEST_NAME}"
-        try:
-            data = self._ckpt_dir.read_bytes(rel)
-            if data is None:
-                return  # not committed yet (an async save): look again at the next heartbeat
-            manifest = Manifest.from_json(data)
-        except Exception as exc:
-            logger.warning("could not read the manifest of checkpoint %d: %s", step, exc)
-            self._ckpt_metrics_step = step
-            return
-        self._ckpt_metrics_step = step
-        if manifest.metrics:
-            values = {str(k): float(v) for k, v in manifest.metrics.items()}
-            self._add_metrics(
-                MetricRecord(
-                    step=manifest.step, time=manifest.time, values=values, source="checkpoint"
-                )
-            )
-
-    def _int_status(self, key: str) -> int | None:
-        value = self._status.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
     def _heartbeat(self, message: str | None = None) -> None:
-        self._read_progress()
+        self._progress.read()
         beat = Heartbeat(
             attempt=self.attempt,
             time=self.clock.now(),
             phase=self._phase,
-            step=self._int_status("step"),
-            checkpoint_step=self._int_status("checkpoint_step"),
+            step=self._progress.int_status("step"),
+            checkpoint_step=self._progress.int_status("checkpoint_step"),
             pid=os.getpid(),
             child_pid=self._proc.pid if self._proc is not None else None,
             host=self._host,
@@ -732,24 +620,24 @@ class Worker:
                 self._output.put_back(data)
             else:
                 self._log_index += 1
-        self._read_progress()
-        if self._metrics_pending:
+        self._progress.read()
+        if self._progress.pending:
             try:
                 self.rundir.write_metrics_chunk(
-                    self.attempt, self._metrics_index, self._metrics_pending
+                    self.attempt, self._metrics_index, self._progress.pending
                 )
             except Exception as exc:
                 logger.warning("could not upload metrics chunk %d: %s", self._metrics_index, exc)
             else:
                 self._metrics_index += 1
-                self._metrics_pending = []
+                self._progress.pending = []
 
     def _finish(self, exit_code: int | None, status: ResultStatus, reason: str | None) -> None:
         """Flush everything, write the last heartbeat, then the result (last of all)."""
         self._phase = Phase.FINISHED
         for _ in range(3):
             self._flush()
-            if not self._output.pending() and not self._metrics_pending:
+            if not self._output.pending() and not self._progress.pending:
                 break
             self.clock.sleep(1.0)
         self._heartbeat(message=reason)
@@ -758,9 +646,9 @@ class Worker:
             status=status,
             exit_code=exit_code,
             ended_at=self.clock.now(),
-            metrics=dict(self._last_metrics),
-            step=self._int_status("step"),
-            checkpoint_step=self._int_status("checkpoint_step"),
+            metrics=dict(self._progress.last_metrics),
+            step=self._progress.int_status("step"),
+            checkpoint_step=self._progress.int_status("checkpoint_step"),
             reason=reason,
             start=self._start_no,
         )
