@@ -7,14 +7,24 @@ the current holder keeps the machine, then the oldest claim wins.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vastkit.emulator._containers import Containers
 from vastkit.emulator._market import Catalog, Machine
 from vastkit.emulator._model import INF, Competitor, Instance
 
-__all__ = ["Claim", "Scheduler"]
+__all__ = ["Claim", "CompetitorClaim", "Scheduler"]
 
-Claim = int | str
-"""An instance id, or ``"c<competitor id>"``."""
+
+@dataclass(frozen=True)
+class CompetitorClaim:
+    """A scripted competitor's claim on a machine."""
+
+    competitor_id: int
+
+
+Claim = int | CompetitorClaim
+"""An instance id (the user's claim), or a competitor's claim."""
 
 
 class Scheduler:
@@ -61,8 +71,8 @@ class Scheduler:
         holder = self.holder.get(machine.id)
         if holder is None:
             return None
-        if isinstance(holder, str):
-            comp = self.competitors[int(holder[1:])]
+        if isinstance(holder, CompetitorClaim):
+            comp = self.competitors[holder.competitor_id]
             return INF if comp.price is None else comp.price
         inst = self.instances[holder]
         return inst.price if inst.is_bid else INF
@@ -87,8 +97,8 @@ class Scheduler:
 
     def rank(self, claim: Claim) -> tuple[int, float, int, float]:
         """A claim's priority (higher wins): on-demand, price, holds it now, age."""
-        if isinstance(claim, str):
-            comp = self.competitors[int(claim[1:])]
+        if isinstance(claim, CompetitorClaim):
+            comp = self.competitors[claim.competitor_id]
             held = 1 if self.holder.get(comp.machine_id) == claim else 0
             if comp.price is None:
                 return (1, 0.0, held, -comp.start)
@@ -112,7 +122,7 @@ class Scheduler:
     def _all_claims(self, machine: Machine, now: float) -> list[Claim]:
         claims: list[Claim] = [i.id for i in self.machine_instances(machine)]
         claims += [
-            f"c{c.id}"
+            CompetitorClaim(c.id)
             for c in self.competitors.values()
             if c.machine_id == machine.id and c.active(now)
         ]
@@ -161,7 +171,7 @@ class Scheduler:
             claims.append(inst.id)
         for comp in self.competitors.values():
             if comp.machine_id == machine.id and comp.active(now):
-                claims.append(f"c{comp.id}")
+                claims.append(CompetitorClaim(comp.id))
         return claims
 
     def _lose(self, inst: Instance, now: float) -> None:
