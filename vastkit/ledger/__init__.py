@@ -79,7 +79,7 @@ def default_ledger_path() -> Path:
     return Path(state).expanduser() / "vastkit" / "ledger.db"
 
 
-class Ledger(RunsTable, IntentsTable, AttemptsTable, BlocksTable, QueueTable):
+class Ledger(QueueTable, BlocksTable, AttemptsTable, IntentsTable, RunsTable):
     """The SQLite ledger.
 
     Its methods come by table: runs (:meth:`record_run`, :meth:`get_run`...), create intents
