@@ -17,7 +17,7 @@ from vastkit.artifacts import (
     check_inputs,
     check_outputs,
     dataset_cache_url,
-    fetch,
+    fetch_artifact,
     folder_digest,
     input_env_name,
     is_local_path,
@@ -170,15 +170,15 @@ def test_resolve_inputs_uploads_local_ones_and_keeps_urls(tmp_path: Path) -> Non
 def test_fetch_a_folder_and_a_file(tmp_path: Path) -> None:
     cache = (tmp_path / "cache").as_uri()
     up = upload_dataset(make_folder(tmp_path / "src", FILES), cache)
-    local = fetch(up.url, tmp_path / "got", progress=True)
+    local = fetch_artifact(up.url, tmp_path / "got", progress=True)
     assert local == tmp_path / "got"
     got = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file()}
     assert got == FILES
-    one = fetch(f"{up.url}/vocab.txt", tmp_path / "one")
+    one = fetch_artifact(f"{up.url}/vocab.txt", tmp_path / "one")
     assert one == tmp_path / "one" / "vocab.txt"
     assert one.read_bytes() == FILES["vocab.txt"]
     with pytest.raises(JobError, match="nothing to fetch"):
-        fetch(f"{up.url}/nope", tmp_path / "x")
+        fetch_artifact(f"{up.url}/nope", tmp_path / "x")
 
 
 # -- outputs --------------------------------------------------------------------------------------
