@@ -1,4 +1,4 @@
-"""Type-checked, never run: exercises the public signatures under ``mypy --strict`` (stamina's habit).
+"""Type-checked, never run: the public signatures under ``mypy --strict`` (stamina's habit).
 
 A change that breaks how users annotate against vastkit fails CI here first.
 """
