@@ -21,16 +21,15 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-import vastkit.checkpoint as ckpt
-from vastkit._ckpt_policy import MANIFEST_NAME, step_dirname
+import vastkit._store as store_layer
 from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager
+from vastkit.checkpoint.naming import MANIFEST_NAME, step_dirname
 
 STEP = 10
 
@@ -57,16 +56,14 @@ def worker(url: str, where: str, is_async: bool, say: Callable[[str], None]) -> 
     say(f"COMMITTED {committed}")
     doomed = committed + STEP
     folder = f"/{step_dirname(doomed)}/"
-    original = ckpt._atomic_local_write
+    original = store_layer.atomic_local_write
 
     def partial(path: str, data: bytes | memoryview) -> None:
-        tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as fh:
+        with store_layer.atomic_local_file(path) as fh:  # the real whole write, killed half way
             fh.write(bytes(data)[: max(1, len(data) // 2)])
             fh.flush()
             os.fsync(fh.fileno())
-        stop_dead(doomed)
+            stop_dead(doomed)
 
     def hooked(path: str, data: bytes | memoryview) -> None:
         if folder not in path:
@@ -80,7 +77,7 @@ def worker(url: str, where: str, is_async: bool, say: Callable[[str], None]) -> 
             partial(path, data)
         return original(path, data)
 
-    ckpt._atomic_local_write = hooked
+    store_layer.atomic_local_write = hooked
     mgr.save(doomed, state(doomed))
     if is_async:
         mgr.wait()

@@ -42,9 +42,9 @@ import pytest
 
 from tests._support.fault_matrix import CellRecord, matrix_of
 from tests.jobs.conftest import BID_PROFILE, FAST, ON_DEMAND, FakeWorkers, HookedClock
-from vastkit._ckpt_policy import CHECKPOINTS_DIR, step_dirname
 from vastkit.api.client import Client
 from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager
+from vastkit.checkpoint.naming import CHECKPOINTS_DIR, step_dirname
 from vastkit.emulator import Emulator, Timings
 from vastkit.instance import OutbidPolicy, parse_label
 from vastkit.jobs import Job, JobEvent, JobResult, run_job

@@ -20,10 +20,11 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from tests._support.fault_matrix import CellRecord, matrix_of
 from tests.faults.conftest import FaultWorld, reasons, succeeded, torn_checkpoints
-from vastkit._ckpt_policy import MANIFEST_NAME, RetryPolicy
 from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager
+from vastkit.checkpoint.naming import MANIFEST_NAME
 from vastkit.clock import ManualClock
 from vastkit.errors import CheckpointError
+from vastkit.retry import RetryPolicy
 
 pytestmark = pytest.mark.faults
 

@@ -22,8 +22,8 @@ import torch
 from tests._support.fault_matrix import CellRecord, matrix_of
 from tests._support.processes import Lines, ProcessGroups
 from tests.faults.conftest import torn_checkpoints
-from vastkit._ckpt_policy import MANIFEST_NAME, step_dirname
 from vastkit.checkpoint import CheckpointManager
+from vastkit.checkpoint.naming import MANIFEST_NAME, step_dirname
 
 pytestmark = pytest.mark.faults
 
