@@ -60,6 +60,7 @@ __all__ = [
     "Destroyer",
     "InstanceTimeouts",
     "PhaseOutcome",
+    "PhaseTracker",
     "PhaseWaiter",
     "Provisioner",
     "destroy_confirmed",
@@ -145,13 +146,133 @@ class PhaseOutcome:
     """Whether the failure points at the machine (so it should be blocked for a while)."""
 
 
+@attrs.define
+class PhaseTracker:
+    """The decisions of a wait for ``running``, as a state machine over observations (no I/O).
+
+    Feed it what each poll saw (:meth:`see`, or :meth:`poll_failed` when the poll raised), then
+    ask :meth:`decide` whether the wait is over. :class:`PhaseWaiter` is the shell that polls
+    and sleeps; tests drive the tracker directly with generated observations.
+
+    Args:
+        timeouts: The deadlines.
+        start: When the wait began.
+        expect_bid_stop: Treat the stopped triple of a bid instance as ``outbid``.
+    """
+
+    timeouts: InstanceTimeouts
+    start: float
+    expect_bid_stop: bool = True
+    first_seen: dict[str, float] = attrs.field(factory=dict)
+    """When each phase was first seen."""
+    lost_since: float | None = None
+    """Since when the host has been ``offline``/``unknown`` (None: it is not)."""
+    last: ApiInstance | None = None
+    """The last view seen."""
+    failed_polls: int = 0
+    """Polls that raised an API error."""
+
+    def see(self, view: ApiInstance, now: float) -> tuple[str, float]:
+        """Record ``view`` at ``now``; returns its phase and the seconds spent in that phase."""
+        self.last = view
+        phase = phase_of(view.state)
+        self.first_seen.setdefault(phase, now)
+        return phase, now - self.first_seen[phase]
+
+    def poll_failed(self) -> None:
+        """Record a poll that raised (no news: the last view stands)."""
+        self.failed_polls += 1
+
+    def vanished(self, now: float) -> PhaseOutcome:
+        """The outcome when the instance no longer exists."""
+        return PhaseOutcome(
+            ok=False,
+            reason="vanished",
+            detail="the instance disappeared before it ran (destroyed elsewhere?)",
+            instance=self.last,
+            elapsed=now - self.start,
+        )
+
+    def decide(self, now: float) -> PhaseOutcome | None:
+        """Whether the wait is over at ``now`` (an outcome), or goes on (None)."""
+        elapsed = now - self.start
+        view = self.last
+        if view is not None:
+            outcome = self._by_state(view, now, elapsed)
+            if outcome is not None:
+                return outcome
+        t = self.timeouts
+        if elapsed >= t.running:
+            state_text = view.state.value if view is not None else "never seen"
+            return PhaseOutcome(
+                ok=False,
+                reason="running_deadline",
+                detail=(
+                    f"not running after {elapsed:.0f} s (deadline {t.running:.0f} s); "
+                    f"last state {state_text}"
+                    + (f", {self.failed_polls} failed polls" if self.failed_polls else "")
+                ),
+                instance=view,
+                elapsed=elapsed,
+                blame_machine=view is not None,
+            )
+        return None
+
+    def _by_state(self, view: ApiInstance, now: float, elapsed: float) -> PhaseOutcome | None:
+        t = self.timeouts
+        state = view.state
+        msg = (view.status_msg or "").strip()
+
+        def end(reason: str, detail: str, *, blame: bool = True) -> PhaseOutcome:
+            return PhaseOutcome(
+                ok=False,
+                reason=reason,
+                detail=detail,
+                instance=view,
+                elapsed=elapsed,
+                blame_machine=blame,
+            )
+
+        if state is InstanceState.RUNNING:
+            return PhaseOutcome(ok=True, reason="running", instance=view, elapsed=elapsed)
+        if state is InstanceState.EXITED:
+            return end("exited", f"the container exited{': ' + msg if msg else ''}")
+        if state is InstanceState.FAILED:
+            return end("failed", f"the container failed to start: {msg}")
+        if state is InstanceState.OUTBID and self.expect_bid_stop:
+            return end("outbid", "outbid before it started", blame=False)
+        if state in (InstanceState.OFFLINE, InstanceState.UNKNOWN):
+            if self.lost_since is None:
+                self.lost_since = now
+            if now - self.lost_since >= t.host_lost_grace:
+                return end(
+                    "host_lost",
+                    f"the host was {state.value} for {now - self.lost_since:.0f} s "
+                    f"(grace {t.host_lost_grace:.0f} s)",
+                )
+        else:
+            self.lost_since = None
+        phase = phase_of(state)
+        if phase in ("provisioning", "loading"):
+            limit = t.provisioning if phase == "provisioning" else t.loading
+            spent = now - self.first_seen.get(phase, now)
+            if spent >= limit:
+                return end(
+                    f"{phase}_deadline",
+                    f"still {phase} after {spent:.0f} s (deadline {limit:.0f} s)"
+                    + (f"; Vast says: {msg}" if msg else ""),
+                )
+        return None
+
+
 class PhaseWaiter:
     """Polls an instance until it runs, with a deadline per phase.
 
     Phases are ``provisioning`` (accepted, no container yet; also "scheduling", i.e. stopped
     while waiting for GPUs), ``loading`` (image pull and container start) and the total time to
     ``running``. The time in a phase counts from the first poll that saw it. ``offline`` or
-    ``unknown`` for longer than the grace period means the host is lost.
+    ``unknown`` for longer than the grace period means the host is lost. The decisions are the
+    :class:`PhaseTracker`'s; this class only polls, reports and sleeps.
 
     Args:
         poll: Returns the current view of the instance, or None when it no longer exists. An
@@ -185,119 +306,30 @@ class PhaseWaiter:
         Returns:
             The outcome; never raises for an instance that fails to start.
         """
-        t = self._timeouts
-        start = self._clock.now()
-        first_seen: dict[str, float] = {}
-        lost_since: float | None = None
-        last: ApiInstance | None = None
-        api_errors = 0
+        tracker = PhaseTracker(
+            self._timeouts, self._clock.now(), expect_bid_stop=self._expect_bid_stop
+        )
         while True:
-            now = self._clock.now()
             try:
                 view = self._poll()
             except APIError as exc:
                 if isinstance(exc, AuthenticationError | PermissionDeniedError):
                     raise
-                api_errors += 1
                 logger.warning("polling the instance failed (%s); will retry", exc)
-                view = last
-                gone = False
+                tracker.poll_failed()
+                view = tracker.last
             else:
-                gone = view is None
+                if view is None:
+                    return tracker.vanished(self._clock.now())
             now = self._clock.now()
-            elapsed = now - start
-            if gone:
-                return PhaseOutcome(
-                    ok=False,
-                    reason="vanished",
-                    detail="the instance disappeared before it ran (destroyed elsewhere?)",
-                    instance=last,
-                    elapsed=elapsed,
-                )
             if view is not None:
-                last = view
-                state = view.state
-                phase = phase_of(state)
-                if phase not in first_seen:
-                    first_seen[phase] = now
+                phase, in_phase = tracker.see(view, now)
                 if self._on_state is not None:
-                    self._on_state(view, phase, now - first_seen[phase])
-                msg = (view.status_msg or "").strip()
-                if state is InstanceState.RUNNING:
-                    return PhaseOutcome(ok=True, reason="running", instance=view, elapsed=elapsed)
-                if state is InstanceState.EXITED:
-                    return PhaseOutcome(
-                        ok=False,
-                        reason="exited",
-                        detail=f"the container exited{': ' + msg if msg else ''}",
-                        instance=view,
-                        elapsed=elapsed,
-                        blame_machine=True,
-                    )
-                if state is InstanceState.FAILED:
-                    return PhaseOutcome(
-                        ok=False,
-                        reason="failed",
-                        detail=f"the container failed to start: {msg}",
-                        instance=view,
-                        elapsed=elapsed,
-                        blame_machine=True,
-                    )
-                if state is InstanceState.OUTBID and self._expect_bid_stop:
-                    return PhaseOutcome(
-                        ok=False,
-                        reason="outbid",
-                        detail="outbid before it started",
-                        instance=view,
-                        elapsed=elapsed,
-                    )
-                if state in (InstanceState.OFFLINE, InstanceState.UNKNOWN):
-                    if lost_since is None:
-                        lost_since = now
-                    if now - lost_since >= t.host_lost_grace:
-                        return PhaseOutcome(
-                            ok=False,
-                            reason="host_lost",
-                            detail=(
-                                f"the host was {state.value} for "
-                                f"{now - lost_since:.0f} s (grace {t.host_lost_grace:.0f} s)"
-                            ),
-                            instance=view,
-                            elapsed=elapsed,
-                            blame_machine=True,
-                        )
-                else:
-                    lost_since = None
-                if phase in ("provisioning", "loading"):
-                    limit = t.provisioning if phase == "provisioning" else t.loading
-                    spent = now - first_seen[phase]
-                    if spent >= limit:
-                        return PhaseOutcome(
-                            ok=False,
-                            reason=f"{phase}_deadline",
-                            detail=(
-                                f"still {phase} after {spent:.0f} s (deadline {limit:.0f} s)"
-                                + (f"; Vast says: {msg}" if msg else "")
-                            ),
-                            instance=view,
-                            elapsed=elapsed,
-                            blame_machine=True,
-                        )
-            if elapsed >= t.running:
-                state_text = last.state.value if last is not None else "never seen"
-                return PhaseOutcome(
-                    ok=False,
-                    reason="running_deadline",
-                    detail=(
-                        f"not running after {elapsed:.0f} s (deadline {t.running:.0f} s); "
-                        f"last state {state_text}"
-                        + (f", {api_errors} failed polls" if api_errors else "")
-                    ),
-                    instance=last,
-                    elapsed=elapsed,
-                    blame_machine=last is not None,
-                )
-            self._clock.sleep(t.poll_interval)
+                    self._on_state(view, phase, in_phase)
+            outcome = tracker.decide(now)
+            if outcome is not None:
+                return outcome
+            self._clock.sleep(self._timeouts.poll_interval)
 
 
 def phase_of(state: InstanceState) -> str:
@@ -539,8 +571,15 @@ class Provisioner:
     ) -> AttemptTicket:
         """Write the create intent and the attempt row before renting ``offer``."""
         intent_id, attempt_id = record_create_intent(
-            self.ledger, run_id, attempt, offer=offer, label=label, bid=bid, price=price,
-            disk_gb=disk_gb, at=self.clock.now(),
+            self.ledger,
+            run_id,
+            attempt,
+            offer=offer,
+            label=label,
+            bid=bid,
+            price=price,
+            disk_gb=disk_gb,
+            at=self.clock.now(),
         )
         return AttemptTicket(intent_id, attempt_id)
 
@@ -620,7 +659,9 @@ class Provisioner:
             if found:
                 logger.warning(
                     "create of %s failed (%s) but instance %s was rented: adopting it",
-                    label, last, found[0],
+                    label,
+                    last,
+                    found[0],
                 )
                 return self._keep_first(found)
             wait = self.create_policy.delay(tries, self.rng)
@@ -628,9 +669,7 @@ class Provisioner:
                 return CreateFailure(kind=CreateFailureKind.CREATE_FAILED, detail=str(last))
             self.clock.sleep(wait)
 
-    def _refused(
-        self, exc: APIStatusError, request: CreateInstanceRequest
-    ) -> CreateFailure | None:
+    def _refused(self, exc: APIStatusError, request: CreateInstanceRequest) -> CreateFailure | None:
         """What an error answer to a create means; None when it may have rented (retry)."""
         contract = exc.new_contract
         if contract is not None:
@@ -700,6 +739,9 @@ class Provisioner:
     def destroy(self, instance_id: int) -> float:
         """Destroy until confirmed gone (:func:`destroy_confirmed`); returns when it was gone."""
         return destroy_confirmed(
-            self.client, instance_id, clock=self.clock, deadline=self.destroy_deadline,
+            self.client,
+            instance_id,
+            clock=self.clock,
+            deadline=self.destroy_deadline,
             rng=self.rng,
         )

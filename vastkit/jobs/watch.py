@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 import attrs
 
 from vastkit.api.models import Instance as ApiInstance
-from vastkit.api.models import InstanceState
 from vastkit.errors import (
     APIError,
     AuthenticationError,
     JobError,
     PermissionDeniedError,
 )
+from vastkit.jobs import reactions
+from vastkit.jobs.reactions import Act, Timers
 from vastkit.jobs.state import AttemptOver, LiveAttempt
 from vastkit.rundir import (
     Heartbeat,
@@ -151,90 +152,50 @@ def on_heartbeat(runner: JobRunner, live: LiveAttempt, beat: Heartbeat, now: flo
 
 
 def react(runner: JobRunner, live: LiveAttempt, view: ApiInstance, now: float) -> None:
-    state = view.state
-    if state is not InstanceState.OUTBID and live.outbid_since is not None:
-        live.outbid_since = None
-        live.raised_for_outbid = False
-        live.beat_changed = now
-        runner.emit("outbid_recovered", f"instance {live.instance_id} runs again", live=live)
-    if state not in (InstanceState.OFFLINE, InstanceState.UNKNOWN):
-        live.lost_since = None
-    if state is not InstanceState.LOADING:
-        live.loading_since = None
-    if state is not InstanceState.STOPPED:
-        live.stopped_since = None
-    if state is InstanceState.RUNNING:
-        if live.ready_at is None:
-            if now - (live.running_at or now) >= runner.t.worker_ready:
-                raise AttemptOver(
-                    "worker_never_started",
-                    f"no heartbeat {runner.t.worker_ready:.0f} s after the container ran",
-                    blame=True,
-                )
-        elif now - live.beat_changed >= runner.t.heartbeat_stale:
-            runner.emit(
-                "heartbeat_stale",
-                f"attempt {live.number}: no heartbeat for {now - live.beat_changed:.0f} s",
-                live=live,
-                level=logging.WARNING,
-            )
-            raise AttemptOver(
-                "heartbeat_stale",
-                f"the worker's heartbeat did not change for {now - live.beat_changed:.0f} s",
-                blame=True,
-            )
-        return
-    if state is InstanceState.OUTBID:
+    """Carry out the reaction table's answer (:func:`vastkit.jobs.reactions.react`)."""
+    before = Timers(**{f.name: getattr(live, f.name) for f in attrs.fields(Timers)})
+    reaction = reactions.react(
+        view.state,
+        before,
+        now,
+        runner.t,
+        attempt=live.number,
+        instance_id=live.instance_id,
+        status_msg=view.status_msg,
+    )
+    for field in attrs.fields(Timers):
+        setattr(live, field.name, getattr(reaction.timers, field.name))
+    for notice in reaction.notices:
+        runner.emit(
+            notice.kind,
+            notice.message,
+            live=live,
+            level=logging.WARNING if notice.warning else logging.INFO,
+        )
+    if reaction.act is Act.END:
+        raise AttemptOver(reaction.reason, reaction.detail, blame=reaction.blame)
+    if reaction.act is Act.OUTBID:
         runner.on_outbid(live, view, now)
-        return
-    if state in (InstanceState.OFFLINE, InstanceState.UNKNOWN):
-        if live.lost_since is None:
-            live.lost_since = now
-            runner.emit(
-                "host_lost",
-                f"instance {live.instance_id}: host is {state.value}; "
-                f"grace {runner.t.host_lost_grace:.0f} s",
-                live=live,
-                level=logging.WARNING,
-            )
-        if now - live.lost_since >= runner.t.host_lost_grace:
-            raise AttemptOver(
-                "host_lost",
-                f"the host was {state.value} for {now - live.lost_since:.0f} s",
-                blame=True,
-            )
-        live.beat_changed = now  # no heartbeat is expected from a frozen host
-        return
-    if state is InstanceState.EXITED:
-        runner.read_worker(live, now)
-        try:
-            attempt_result = runner.rundir.read_attempt_result(live.number)
-        except (JobError, OSError):
-            attempt_result = None
-        if attempt_result is not None and attempt_result.status in (
-            ResultStatus.PREEMPTED,
-            ResultStatus.ABANDONED,
-        ):
-            raise AttemptOver("preempted", attempt_result.reason or "")
-        if attempt_result is not None and attempt_result.status is ResultStatus.FAILED:
-            runner.final = attempt_result
-            raise AttemptOver("result", attempt_result.reason or "the worker failed")
-        raise AttemptOver("worker_crashed", "the container exited without a result", blame=True)
-    if state is InstanceState.LOADING:
-        if live.loading_since is None:
-            live.loading_since = now
-        elif now - live.loading_since >= runner.t.loading:
-            raise AttemptOver("loading_deadline", "stuck restarting", blame=True)
-        live.beat_changed = now
-        return
-    if state is InstanceState.FAILED:
-        raise AttemptOver("failed", view.status_msg or "the container failed", blame=True)
-    # stopped (by someone else, or scheduling) or provisioning again
-    if live.stopped_since is None:
-        live.stopped_since = now
-    elif now - live.stopped_since >= runner.t.host_lost_grace:
-        raise AttemptOver("stopped", f"the instance stayed {state.value}")
-    live.beat_changed = now
+    elif reaction.act is Act.EXITED:
+        exited(runner, live, now)
+
+
+def exited(runner: JobRunner, live: LiveAttempt, now: float) -> None:
+    """The container exited: end the attempt as the worker's attempt result says."""
+    runner.read_worker(live, now)
+    try:
+        attempt_result = runner.rundir.read_attempt_result(live.number)
+    except (JobError, OSError):
+        attempt_result = None
+    if attempt_result is not None and attempt_result.status in (
+        ResultStatus.PREEMPTED,
+        ResultStatus.ABANDONED,
+    ):
+        raise AttemptOver("preempted", attempt_result.reason or "")
+    if attempt_result is not None and attempt_result.status is ResultStatus.FAILED:
+        runner.final = attempt_result
+        raise AttemptOver("result", attempt_result.reason or "the worker failed")
+    raise AttemptOver("worker_crashed", "the container exited without a result", blame=True)
 
 
 def on_outbid(runner: JobRunner, live: LiveAttempt, view: ApiInstance, now: float) -> None:
