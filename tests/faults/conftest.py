@@ -46,9 +46,10 @@ from vastkit.api.client import Client
 from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager
 from vastkit.checkpoint.naming import CHECKPOINTS_DIR, step_dirname
 from vastkit.emulator import Emulator, Timings
-from vastkit.instance import OutbidPolicy, parse_label
 from vastkit.jobs import Job, JobEvent, JobResult, run_job
+from vastkit.labels import parse_label
 from vastkit.ledger import Ledger
+from vastkit.outbid import OutbidPolicy
 from vastkit.rundir import ResultStatus
 
 PHASES = (
