@@ -28,7 +28,16 @@ from vastkit.emulator._instances import InstanceEndpoints
 from vastkit.emulator._limits import RateLimiter
 from vastkit.emulator._logs import LogEndpoints
 from vastkit.emulator._offers import OfferEndpoints
-from vastkit.emulator._routes import PUBLIC, ROUTES, Auth, Call, Handler, authenticate, route
+from vastkit.emulator._routes import (
+    PUBLIC,
+    ROUTES,
+    Auth,
+    Call,
+    Handler,
+    Routed,
+    authenticate,
+    route,
+)
 from vastkit.emulator._state import State
 
 __all__ = ["App"]
@@ -91,12 +100,12 @@ class App:
         with self.state.lock:
             now = self.clock_now()
             self.state.advance_to(now)
-            response = self._handle(request, now)
-            self.requests.append((request.method, route(request).endpoint or "?", response.status))
+            routed = route(request)
+            response = self._handle(request, routed, now)
+            self.requests.append((request.method, routed.endpoint or "?", response.status))
             return response
 
-    def _handle(self, request: Request, now: float) -> Response:
-        routed = route(request)
+    def _handle(self, request: Request, routed: Routed, now: float) -> Response:
         name, match = routed.endpoint, routed.match
         if name is None or match is None:
             return _no_route(request, routed.path_known)
@@ -120,6 +129,8 @@ class App:
             response = json_response(exc.status, exc.body)
         if rule is None:
             return response
+        # A processed fault fails the answer now that the request has taken effect; slow and
+        # malformed faults spoil the real answer.
         late = fault_answer(rule, name, now, self.limiter)
         return late if late is not None else spoil(rule, response)
 
