@@ -21,7 +21,7 @@ import json
 import os
 import signal
 import sys
-import time
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -41,8 +41,7 @@ def state(step: int) -> dict[str, Any]:
 def worker(url: str, where: str, is_async: bool, say: Callable[[str], None]) -> None:
     def stop_dead(step: int) -> None:
         say(f"MID-SAVE {step}")
-        while True:
-            time.sleep(60)
+        threading.Event().wait()  # until the driver's SIGKILL
 
     mgr = CheckpointManager(url, async_save=is_async, keep_last=2, capture_rng=False)
     latest = mgr.latest(verify="full")
