@@ -159,33 +159,79 @@ def reconcile(
         LedgerError: The ledger could not be read or written.
     """
     clock = clock or getattr(client, "clock", None) or SystemClock()
-    instances = client.list_instances()
-    now = clock.now()
-    actions: list[ReconcileAction] = []
-    runs: dict[str, RunRecord | None] = {}
-    attempts: dict[str, dict[int, AttemptRecord]] = {}
-    intents: dict[str, dict[str, CreateIntent]] = {}
+    pass_ = _Pass(
+        client,
+        ledger,
+        clock,
+        dry_run=dry_run,
+        intent_grace=intent_grace,
+        destroy_deadline=destroy_deadline,
+    )
+    report = pass_.run()
+    if report.destroyed or report.closed or report.failed:
+        logger.warning("%s", report.summary())
+    else:
+        logger.info("%s", report.summary())
+    return report
 
-    def run_of(run_id: str) -> RunRecord | None:
-        if run_id not in runs:
-            runs[run_id] = ledger.get_run(run_id)
-            attempts[run_id] = {a.attempt: a for a in ledger.attempts(run_id)}
-            intents[run_id] = {i.label: i for i in ledger.intents(run_id)}
-        return runs[run_id]
 
-    ours: list[tuple[ApiInstance, str, int]] = []
-    for inst in instances:
-        parsed = parse_label(inst.label)
-        if parsed is not None:
-            ours.append((inst, *parsed))
-    listed_labels = {(inst.label or "").strip() for inst, _, _ in ours}
-    listed_ids = {inst.id for inst in instances}
+class _Pass:
+    """One reconcile pass: the instance list read once, the ledger rows read once per run."""
 
-    for inst, run_id, number in ours:
+    def __init__(
+        self,
+        client: Client,
+        ledger: Ledger,
+        clock: Clock,
+        *,
+        dry_run: bool,
+        intent_grace: float,
+        destroy_deadline: float,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.clock = clock
+        self.dry_run = dry_run
+        self.intent_grace = intent_grace
+        self.destroy_deadline = destroy_deadline
+        self.actions: list[ReconcileAction] = []
+        self.runs: dict[str, RunRecord | None] = {}
+        self.attempts: dict[str, dict[int, AttemptRecord]] = {}
+        self.intents: dict[str, dict[str, CreateIntent]] = {}
+        self.now = clock.now()
+
+    def run(self) -> ReconcileReport:
+        instances = self.client.list_instances()
+        self.now = self.clock.now()
+        ours: list[tuple[ApiInstance, str, int]] = []
+        for inst in instances:
+            parsed = parse_label(inst.label)
+            if parsed is not None:
+                ours.append((inst, *parsed))
+        for inst, run_id, number in ours:
+            self.judge_listed(inst, run_id, number)
+        self.close_intents({(inst.label or "").strip() for inst, _, _ in ours})
+        self.close_runs({inst.id for inst in instances})
+        return ReconcileReport(
+            dry_run=self.dry_run,
+            listed=len(instances),
+            ours=len(ours),
+            actions=tuple(self.actions),
+        )
+
+    def run_of(self, run_id: str) -> RunRecord | None:
+        if run_id not in self.runs:
+            self.runs[run_id] = self.ledger.get_run(run_id)
+            self.attempts[run_id] = {a.attempt: a for a in self.ledger.attempts(run_id)}
+            self.intents[run_id] = {i.label: i for i in self.ledger.intents(run_id)}
+        return self.runs[run_id]
+
+    def judge_listed(self, inst: ApiInstance, run_id: str, number: int) -> None:
+        """Destroy, adopt, keep or leave one listed instance that carries our label."""
         label = (inst.label or "").strip()
-        run = run_of(run_id)
-        attempt = attempts.get(run_id, {}).get(number)
-        intent = intents.get(run_id, {}).get(label)
+        run = self.run_of(run_id)
+        attempt = self.attempts.get(run_id, {}).get(number)
+        intent = self.intents.get(run_id, {}).get(label)
         base: dict[str, Any] = {
             "instance_id": inst.id,
             "label": label,
@@ -194,88 +240,83 @@ def reconcile(
         }
         verdict, reason = _judge(run, attempt, intent, inst)
         if verdict == "destroy":
-            actions.append(
+            self.actions.append(
                 _destroy(
-                    client,
-                    ledger,
-                    clock,
+                    self.client,
+                    self.ledger,
+                    self.clock,
                     inst,
                     attempt=attempt,
                     intent=intent,
                     reason=reason,
                     base=base,
-                    dry_run=dry_run,
-                    deadline=destroy_deadline,
+                    dry_run=self.dry_run,
+                    deadline=self.destroy_deadline,
                 )
             )
         elif verdict == "adopt":
-            if not dry_run:
-                _adopt(ledger, clock, inst, attempt, intent)
-            actions.append(ReconcileAction(action="adopted", reason=reason, **base))
-        elif verdict == "kept":
-            actions.append(ReconcileAction(action="kept", reason=reason, **base))
+            if not self.dry_run:
+                _adopt(self.ledger, self.clock, inst, attempt, intent)
+            self.actions.append(ReconcileAction(action="adopted", reason=reason, **base))
         else:
-            actions.append(ReconcileAction(action="left", reason=reason, **base))
+            action = "kept" if verdict == "kept" else "left"
+            self.actions.append(ReconcileAction(action=action, reason=reason, **base))
 
-    # Ledger rows with no instance behind them.
-    for intent in ledger.pending_intents():
-        if intent.label in listed_labels:
-            continue
-        run = run_of(intent.run_id)
-        alive = owner_alive(run.metadata if run is not None else None)
-        stale = now - intent.created_at >= intent_grace
-        if alive is False or (alive is None and stale):
-            reason = "create intent never completed and no instance carries its label"
-            if not dry_run:
-                ledger.complete_intent(intent.id, error="abandoned (reconciled)", at=now)
-                attempt = attempts.get(intent.run_id, {}).get(intent.attempt)
+    def close_intents(self, listed_labels: set[str]) -> None:
+        """Close create intents that no listed instance carries the label of."""
+        now = self.now
+        for intent in self.ledger.pending_intents():
+            if intent.label in listed_labels:
+                continue
+            run = self.run_of(intent.run_id)
+            alive = owner_alive(run.metadata if run is not None else None)
+            stale = now - intent.created_at >= self.intent_grace
+            if not (alive is False or (alive is None and stale)):
+                continue
+            if not self.dry_run:
+                self.ledger.complete_intent(intent.id, error="abandoned (reconciled)", at=now)
+                attempt = self.attempts.get(intent.run_id, {}).get(intent.attempt)
                 if attempt is not None and attempt.ended_at is None:
-                    ledger.update_attempt(attempt.id, end_reason="abandoned", ended_at=now)
-            actions.append(
+                    self.ledger.update_attempt(attempt.id, end_reason="abandoned", ended_at=now)
+            self.actions.append(
                 ReconcileAction(
                     action="closed",
-                    reason=reason,
+                    reason="create intent never completed and no instance carries its label",
                     label=intent.label,
                     run_id=intent.run_id,
                     attempt=intent.attempt,
                 )
             )
 
-    def close_vanished(run_attempts: Iterable[AttemptRecord], alive: bool | None) -> None:
-        for attempt in run_attempts:
-            _close_vanished(
-                ledger,
-                attempt,
-                alive=alive,
-                listed_ids=listed_ids,
-                now=now,
-                intent_grace=intent_grace,
-                actions=actions,
-                dry_run=dry_run,
-            )
+    def close_runs(self, listed_ids: set[int]) -> None:
+        """Close attempts with no instance behind them, and runs whose owner is gone."""
 
-    for run_id in list(runs):
-        run = runs[run_id]
-        alive = owner_alive(run.metadata if run is not None else None)
-        close_vanished(attempts.get(run_id, {}).values(), alive)
-    for run in ledger.runs(status="running"):
-        if run.run_id in runs:
-            continue
-        alive = owner_alive(run.metadata)
-        if alive is True:
-            continue
-        close_vanished(ledger.attempts(run.run_id), alive)
-        if alive is False and not dry_run:
-            ledger.end_run(run.run_id, "orphaned", at=now)
+        def close_vanished(run_attempts: Iterable[AttemptRecord], alive: bool | None) -> None:
+            for attempt in run_attempts:
+                _close_vanished(
+                    self.ledger,
+                    attempt,
+                    alive=alive,
+                    listed_ids=listed_ids,
+                    now=self.now,
+                    intent_grace=self.intent_grace,
+                    actions=self.actions,
+                    dry_run=self.dry_run,
+                )
 
-    report = ReconcileReport(
-        dry_run=dry_run, listed=len(instances), ours=len(ours), actions=tuple(actions)
-    )
-    if report.destroyed or report.closed or report.failed:
-        logger.warning("%s", report.summary())
-    else:
-        logger.info("%s", report.summary())
-    return report
+        for run_id in list(self.runs):
+            run = self.runs[run_id]
+            alive = owner_alive(run.metadata if run is not None else None)
+            close_vanished(self.attempts.get(run_id, {}).values(), alive)
+        for run in self.ledger.runs(status="running"):
+            if run.run_id in self.runs:
+                continue
+            alive = owner_alive(run.metadata)
+            if alive is True:
+                continue
+            close_vanished(self.ledger.attempts(run.run_id), alive)
+            if alive is False and not self.dry_run:
+                self.ledger.end_run(run.run_id, "orphaned", at=self.now)
 
 
 def _judge(
@@ -294,11 +335,7 @@ def _judge(
         return "destroy", (
             f"the ledger says attempt {attempt.attempt} ended ({attempt.end_reason or 'ended'})"
         )
-    if (
-        attempt is not None
-        and attempt.instance_id is not None
-        and attempt.instance_id != inst.id
-    ):
+    if attempt is not None and attempt.instance_id is not None and attempt.instance_id != inst.id:
         return "destroy", (
             f"a second instance for attempt {attempt.attempt} "
             f"(the ledger has instance {attempt.instance_id})"
@@ -312,13 +349,12 @@ def _judge(
         owner = run.metadata.get("owner") if isinstance(run.metadata, Mapping) else None
         host = owner.get("host") if isinstance(owner, Mapping) else None
         return "left", (
-            f"its run is live and owned by a process on {host}" if host
+            f"its run is live and owned by a process on {host}"
+            if host
             else "its run is live and records no owner"
         )
     owner = run.metadata.get("owner", {})
-    return "destroy", (
-        f"its owner process {owner.get('pid')} on {owner.get('host')} is gone"
-    )
+    return "destroy", (f"its owner process {owner.get('pid')} on {owner.get('host')} is gone")
 
 
 def _destroy(
