@@ -8,7 +8,9 @@ how many instances were alive at once (in all, and per project).
 
 Time is real but small: the emulator's phases take 0.2 s, jobs poll every 0.2 s, and a job's
 "work" takes well under a second, so ten jobs finish in a few seconds and the orchestrator
-subprocesses of the restart tests share the clock with this process.
+subprocesses of the restart tests share the clock with this process. No assertion depends on
+how fast the machine is: a test that wants to see jobs run at the same time sets
+:attr:`Fleet.gate`, so the work waits until they do.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class Fleet:
     work_s: float = 0.6
     hold: set[str] = field(default_factory=set)
     """Run ids whose work never ends (for cancel tests)."""
+    gate: int = 0
+    """Hold all work until this many instances run at once, then let it go on (0: no gate)."""
     max_live: int = 0
     max_live_by_project: dict[str, int] = field(default_factory=dict)
     project_of: dict[str, str] = field(default_factory=dict)
@@ -97,13 +101,15 @@ class Fleet:
                 counts[project] = counts.get(project, 0) + 1
         for project, count in counts.items():
             self.max_live_by_project[project] = max(self.max_live_by_project.get(project, 0), count)
+        if sum(1 for view, _, _ in live if view.actual_status == "running") >= self.gate:
+            self.gate = 0
         for view, run_id, attempt in live:
             self.instances_by_run.setdefault(run_id, set()).add(view.id)
             if view.actual_status != "running" or view.id in self.done:
                 continue
             started = self.running_since.setdefault(view.id, now)
             rundir = RunDir(f"{self.store_url}/{run_id}")
-            if now - started >= self.work_s and run_id not in self.hold:
+            if now - started >= self.work_s and run_id not in self.hold and not self.gate:
                 self.done.add(view.id)
                 rundir.write_attempt_result(
                     AttemptResult(

@@ -91,6 +91,7 @@ def test_two_orchestrators_share_the_work_without_overlap(
     emu: Emulator, fleet: Fleet, tmp_path: Path, store_url: str
 ) -> None:
     fleet.work_s = 0.8
+    fleet.gate = 4  # no work ends before both processes drive two jobs each
     ledger_path = tmp_path / "ledger.db"
     with JobQueue(ledger_path) as queue:
         ids = [queue.submit(make_job(store_url, f"job-{n}")) for n in range(8)]
