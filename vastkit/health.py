@@ -450,38 +450,21 @@ def check(
     local_clock = clock or SystemClock()
     items: list[CheckItem] = []
     if settings is None:
-        try:
-            settings = load_config(env=env)
-        except ConfigError as exc:
-            items.append(
-                CheckItem(
-                    name="config",
-                    status=CheckStatus.FAIL,
-                    detail=str(exc),
-                    fix="correct the config file at the line shown (or unset VASTKIT_ENV / "
-                    "VASTKIT_CONFIG if they point at the wrong place)",
-                )
-            )
-            return HealthReport(items=tuple(items), env=env)
+        loaded = _load_settings(env)
+        if isinstance(loaded, CheckItem):
+            return HealthReport(items=(loaded,), env=env)
+        settings = loaded
     items.append(_config_item(settings))
 
     secret: str | None = None
     own_client = client is None
     api: Client | None = client
     if api is None:
-        try:
-            secret = settings.api_key()
-            api = settings.client(secret)
-        except ConfigError as exc:
-            items.append(
-                CheckItem(
-                    name="api key",
-                    status=CheckStatus.FAIL,
-                    detail=str(exc),
-                    fix="export VAST_API_KEY, or set api_key_env/api_key_file in vastkit.yaml "
-                    "(create a key at https://cloud.vast.ai/manage-keys/)",
-                )
-            )
+        opened = _open_client(settings)
+        if isinstance(opened, CheckItem):
+            items.append(opened)
+        else:
+            secret, api = opened
     try:
         key_ok = False
         if api is not None:
@@ -506,6 +489,35 @@ def check(
     if secret:
         items = [_redact(item, secret) for item in items]
     return HealthReport(items=tuple(items), env=settings.env, config_path=settings.config_path)
+
+
+def _load_settings(env: str | None) -> Settings | CheckItem:
+    """The settings of ``env``, or the failed "config" item that says why there are none."""
+    try:
+        return load_config(env=env)
+    except ConfigError as exc:
+        return CheckItem(
+            name="config",
+            status=CheckStatus.FAIL,
+            detail=str(exc),
+            fix="correct the config file at the line shown (or unset VASTKIT_ENV / "
+            "VASTKIT_CONFIG if they point at the wrong place)",
+        )
+
+
+def _open_client(settings: Settings) -> tuple[str, Client] | CheckItem:
+    """The API key and a client built with it, or the failed "api key" item."""
+    try:
+        secret = settings.api_key()
+        return secret, settings.client(secret)
+    except ConfigError as exc:
+        return CheckItem(
+            name="api key",
+            status=CheckStatus.FAIL,
+            detail=str(exc),
+            fix="export VAST_API_KEY, or set api_key_env/api_key_file in vastkit.yaml "
+            "(create a key at https://cloud.vast.ai/manage-keys/)",
+        )
 
 
 def _skipped(name: str, why: str) -> CheckItem:
