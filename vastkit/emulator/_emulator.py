@@ -17,7 +17,7 @@ from vastkit.emulator._limits import DEFAULT_RATE_LIMITS
 from vastkit.emulator._model import Timings
 from vastkit.emulator._offer_columns import render_offer
 from vastkit.emulator._render import charges, render_instance
-from vastkit.emulator._runners import ProcessRunner, Runner, ScriptedRunner
+from vastkit.emulator._runners import Runner, ScriptedRunner, make_runner
 from vastkit.emulator._server import EmulatorTransport, LoopbackServer
 from vastkit.emulator._state import State
 from vastkit.emulator._time import AcceleratedClock, Ticker
@@ -93,7 +93,7 @@ class Emulator:
             clock = AcceleratedClock(speed) if speed else SystemClock()
         self.clock: Clock = clock
         """The emulator's clock."""
-        runner_obj = _make_runner(runner)
+        runner_obj = make_runner(runner)
         self.runner: Runner = runner_obj
         """What runs inside instances."""
         if preemption_mtbp_s is not None and preemption_mtbp_s <= 0:
@@ -456,16 +456,6 @@ class Emulator:
             raise TypeError("write_log() needs the scripted runner")
         with self._state.lock:
             self.runner.write_log(instance_id, text)
-
-
-def _make_runner(runner: Literal["scripted", "process"] | Runner) -> Runner:
-    if runner == "scripted":
-        return ScriptedRunner()
-    if runner == "process":
-        return ProcessRunner()
-    if isinstance(runner, str):
-        raise ValueError(f"runner must be 'scripted', 'process' or a Runner, not {runner!r}")
-    return runner
 
 
 def _endpoint_limits(rate_limits: bool | Mapping[str, float]) -> tuple[dict[str, float], bool]:

@@ -118,21 +118,34 @@ def parse_search(query: Any) -> SearchSpec:
     if not isinstance(query, dict):
         raise QueryError("the query must be a JSON object")
     spec = SearchSpec()
+    spec.type = _rental_type(query)
+    if query.get("limit") is not None:
+        spec.limit = int(_number(query["limit"], "limit"))
+    if query.get("allocated_storage") is not None:
+        spec.allocated_storage = _number(query["allocated_storage"], "allocated_storage")
+    spec.order.extend(_order(query.get("order", [["score", "desc"]])))
+    for raw_column, condition in query.items():
+        if raw_column not in NON_FILTER_KEYS:
+            spec.filters.extend(_filters(raw_column, condition))
+    return spec
+
+
+def _rental_type(query: dict[str, Any]) -> str:
     raw_type = query.get("type", "on-demand")
     if raw_type is None:
         raw_type = "on-demand"
     if not isinstance(raw_type, str) or raw_type.lower() not in _TYPES:
         raise QueryError(f"type: {raw_type!r} is not one of on-demand, bid, reserved")
-    spec.type = _TYPES[raw_type.lower()]
-    if query.get("limit") is not None:
-        spec.limit = int(_number(query["limit"], "limit"))
-    if query.get("allocated_storage") is not None:
-        spec.allocated_storage = _number(query["allocated_storage"], "allocated_storage")
-    order = query.get("order", [["score", "desc"]])
+    return _TYPES[raw_type.lower()]
+
+
+def _order(order: Any) -> list[tuple[str, bool]]:
+    """``order`` as ``(column, descending)`` pairs; one bare pair is accepted too."""
     if isinstance(order, list) and len(order) == 2 and all(isinstance(x, str) for x in order):
         order = [order]
     if not isinstance(order, list):
         raise QueryError("order must be a list of [column, direction] pairs")
+    pairs = []
     for item in order:
         if isinstance(item, str):
             column, direction = item, "asc"
@@ -141,37 +154,38 @@ def parse_search(query: Any) -> SearchSpec:
             direction = str(item[1]) if len(item) > 1 else "asc"
         else:
             raise QueryError(f"order: {item!r} is not a [column, direction] pair")
-        spec.order.append((_RENAMES.get(column, column), direction.lower() == "desc"))
-    for raw_column, condition in query.items():
-        if raw_column in NON_FILTER_KEYS:
-            continue
-        column = raw_column
-        scale = 1.0
-        if column in _TIMES_1000:
-            column, scale = _TIMES_1000[column], 1000.0
-        column = _RENAMES.get(column, column)
-        if not isinstance(condition, dict):
-            # A bare value is an equality (some hand-written queries do this).
-            condition = {"eq": condition}
-        for op, value in condition.items():
-            if op not in OPERATORS:
-                raise QueryError(f"{raw_column}: unknown operator {op!r}")
-            if op in ("in", "notin", "nin") and not isinstance(value, list):
-                value = [value]
-            if column == "driver_vers":
-                value = (
-                    [_driver_int(v) for v in value]
-                    if isinstance(value, list)
-                    else (_driver_int(value))
-                )
-            if scale != 1.0:
-                value = (
-                    [_number(v, raw_column) * scale for v in value]
-                    if isinstance(value, list)
-                    else _number(value, raw_column) * scale
-                )
-            spec.filters.append((column, "notin" if op == "nin" else op, value))
-    return spec
+        pairs.append((_RENAMES.get(column, column), direction.lower() == "desc"))
+    return pairs
+
+
+def _filters(raw_column: str, condition: Any) -> list[tuple[str, str, Any]]:
+    """The ``(column, operator, value)`` filters of one query key, values normalised."""
+    column = raw_column
+    scale = 1.0
+    if column in _TIMES_1000:
+        column, scale = _TIMES_1000[column], 1000.0
+    column = _RENAMES.get(column, column)
+    if not isinstance(condition, dict):
+        # A bare value is an equality (some hand-written queries do this).
+        condition = {"eq": condition}
+    filters = []
+    for op, value in condition.items():
+        if op not in OPERATORS:
+            raise QueryError(f"{raw_column}: unknown operator {op!r}")
+        if op in ("in", "notin", "nin") and not isinstance(value, list):
+            value = [value]
+        if column == "driver_vers":
+            value = (
+                [_driver_int(v) for v in value] if isinstance(value, list) else _driver_int(value)
+            )
+        if scale != 1.0:
+            value = (
+                [_number(v, raw_column) * scale for v in value]
+                if isinstance(value, list)
+                else _number(value, raw_column) * scale
+            )
+        filters.append((column, "notin" if op == "nin" else op, value))
+    return filters
 
 
 def _coerce(sample: Any, value: Any, column: str) -> Any:

@@ -20,9 +20,9 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol, runtime_checkable
+from typing import IO, Literal, Protocol, runtime_checkable
 
-__all__ = ["ContainerSpec", "ProcessRunner", "Runner", "ScriptedRunner"]
+__all__ = ["ContainerSpec", "ProcessRunner", "Runner", "ScriptedRunner", "make_runner"]
 
 logger = logging.getLogger("vastkit.emulator")
 
@@ -328,3 +328,18 @@ class ProcessRunner:
                 self._reap(instance_id, signal.SIGKILL)
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def make_runner(runner: Literal["scripted", "process"] | Runner) -> Runner:
+    """The runner an :class:`~vastkit.emulator.Emulator` was asked for, by name or as given.
+
+    Raises:
+        ValueError: An unknown name.
+    """
+    if runner == "scripted":
+        return ScriptedRunner()
+    if runner == "process":
+        return ProcessRunner()
+    if isinstance(runner, str):
+        raise ValueError(f"runner must be 'scripted', 'process' or a Runner, not {runner!r}")
+    return runner
