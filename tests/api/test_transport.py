@@ -15,7 +15,7 @@ import respx
 
 from tests._support.api_factories import BASE, KEY, instance_json
 from vastkit.api import Client, CreateInstanceRequest
-from vastkit.api._transport import PACING_MARGIN, RetryPolicy, parse_retry_after
+from vastkit.api._transport import PACING_MARGIN, parse_retry_after
 from vastkit.clock import ManualClock
 from vastkit.errors import (
     APIConnectionError,
@@ -31,6 +31,7 @@ from vastkit.errors import (
     SearchQuotaExceededError,
     ServerError,
 )
+from vastkit.retry import RetryPolicy
 
 USER = "/api/v0/users/current"
 USER_BODY = {"id": 7, "email": "me@example.com", "credit": 3.0}
