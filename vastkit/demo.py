@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -232,49 +232,24 @@ def run_demo(
             emu.serve()
             narrator = _Narrator(emu, stream, preempt_at_step=preempt_at_step, t0=started)
             say = narrator.say
-            say("vastkit demo: a PyTorch job that survives losing its GPU")
-            say(f"  marketplace: the Vast emulator at {emu.url} (its instances run locally)")
-            say(f"  store:       {store_text}")
-            say(
-                f"  profile:     {DEMO_PROFILE.name} - {DEMO_PROFILE.description}; "
-                f"checkpoint every {checkpoint_every} steps, {total_steps} steps in all"
-            )
             budgets = load_budgets(DEMO_BUDGETS)
             limit = budgets.projects["demo"].limit_usd
-            say(
-                f"  budget:      project 'demo' may spend ${limit:.2f} in all (budgets.yaml); "
-                f"the profile's worst case (${worst_case_usd(DEMO_PROFILE):.2f}) must fit before "
-                "anything is rented, and every poll checks the spend"
+            _introduce(
+                say,
+                emu_url=emu.url,
+                store_text=store_text,
+                checkpoint_every=checkpoint_every,
+                total_steps=total_steps,
+                limit=limit,
             )
             client = stack.enter_context(Client(emu.api_key, base_url=emu.url))
             ledger = stack.enter_context(Ledger(root / "ledger.db"))
-            job = Job(
-                name="demo-mlp",
-                command=(sys.executable, "-m", "vastkit._demo_train"),
-                profile=DEMO_PROFILE,
-                store_url=store_url,
-                storage_options=options,
-                env={"DEMO_TOTAL_STEPS": str(total_steps), "DEMO_STEP_SECONDS": str(step_seconds)},
-                checkpoint=CheckpointSettings(every_steps=checkpoint_every, keep_last=2),
-                project="demo",
-                outbid=OutbidPolicy.raise_bid(then_wait_s=2.0),
-                timeouts=JobTimeouts(
-                    poll_interval=1.0,
-                    provisioning=60,
-                    loading=60,
-                    running=120,
-                    worker_ready=90,
-                    heartbeat_stale=60,
-                    host_lost_grace=10,
-                    stop_grace=15,
-                    heartbeat_interval=1.0,
-                    worker_grace=10,
-                    orchestrator_timeout=120,
-                    log_flush_seconds=1.0,
-                    relaunch_delay=1.0,
-                    destroy=60,
-                ),
-                max_cost_usd=1.0,
+            job = _demo_job(
+                store_url,
+                options,
+                total_steps=total_steps,
+                step_seconds=step_seconds,
+                checkpoint_every=checkpoint_every,
             )
             result = run_job(
                 job,
@@ -313,6 +288,69 @@ def run_demo(
     )
     stream.flush()
     return outcome
+
+
+def _introduce(
+    say: Callable[[str], None],
+    *,
+    emu_url: str,
+    store_text: str,
+    checkpoint_every: int,
+    total_steps: int,
+    limit: float,
+) -> None:
+    """The demo's opening lines: the marketplace, the store, the profile and the budget."""
+    say("vastkit demo: a PyTorch job that survives losing its GPU")
+    say(f"  marketplace: the Vast emulator at {emu_url} (its instances run locally)")
+    say(f"  store:       {store_text}")
+    say(
+        f"  profile:     {DEMO_PROFILE.name} - {DEMO_PROFILE.description}; "
+        f"checkpoint every {checkpoint_every} steps, {total_steps} steps in all"
+    )
+    say(
+        f"  budget:      project 'demo' may spend ${limit:.2f} in all (budgets.yaml); "
+        f"the profile's worst case (${worst_case_usd(DEMO_PROFILE):.2f}) must fit before "
+        "anything is rented, and every poll checks the spend"
+    )
+
+
+def _demo_job(
+    store_url: str,
+    options: dict[str, Any],
+    *,
+    total_steps: int,
+    step_seconds: float,
+    checkpoint_every: int,
+) -> Job:
+    """The demo's training job: fast deadlines, a raise-then-move outbid policy, a $1 cap."""
+    return Job(
+        name="demo-mlp",
+        command=(sys.executable, "-m", "vastkit._demo_train"),
+        profile=DEMO_PROFILE,
+        store_url=store_url,
+        storage_options=options,
+        env={"DEMO_TOTAL_STEPS": str(total_steps), "DEMO_STEP_SECONDS": str(step_seconds)},
+        checkpoint=CheckpointSettings(every_steps=checkpoint_every, keep_last=2),
+        project="demo",
+        outbid=OutbidPolicy.raise_bid(then_wait_s=2.0),
+        timeouts=JobTimeouts(
+            poll_interval=1.0,
+            provisioning=60,
+            loading=60,
+            running=120,
+            worker_ready=90,
+            heartbeat_stale=60,
+            host_lost_grace=10,
+            stop_grace=15,
+            heartbeat_interval=1.0,
+            worker_grace=10,
+            orchestrator_timeout=120,
+            log_flush_seconds=1.0,
+            relaunch_delay=1.0,
+            destroy=60,
+        ),
+        max_cost_usd=1.0,
+    )
 
 
 @contextlib.contextmanager
