@@ -266,26 +266,8 @@ def cost_report(
         daily[(_day(sample["at"]), key)] += sample["cost_usd"]
     vast: dict[str, float] | None = None
     if charges is not None:
-        vast = defaultdict(float)
-        for charge in charges:
-            key = NOT_IN_LEDGER
-            instance = charge.instance_id
-            known = ledger.attempts(instance_id=instance) if instance is not None else []
-            if known:
-                run = ledger.get_run(known[0].run_id)
-                when = charge.start if charge.start is not None else charge.end
-                key = _group_key(
-                    by,
-                    {
-                        "project": run.project if run else None,
-                        "team": run.team if run else None,
-                        "run_id": known[0].run_id,
-                        "gpu_name": known[0].gpu_name,
-                        "num_gpus": known[0].num_gpus,
-                        "at": when if when is not None else 0.0,
-                    },
-                )
-            vast[key] += charge.amount
+        vast = _charges_by_key(ledger, by, charges)
+        for key in vast:
             cost.setdefault(key, 0.0)
     rows = []
     for key, total in cost.items():
@@ -311,3 +293,28 @@ def cost_report(
         rows=tuple(rows),
         daily=tuple((day, key, value) for (day, key), value in sorted(daily.items())),
     )
+
+
+def _charges_by_key(ledger: Ledger, by: str, charges: Iterable[Charge]) -> dict[str, float]:
+    """Vast's charges grouped like the ledger's spend, matched to attempts by instance id."""
+    vast: dict[str, float] = defaultdict(float)
+    for charge in charges:
+        key = NOT_IN_LEDGER
+        instance = charge.instance_id
+        known = ledger.attempts(instance_id=instance) if instance is not None else []
+        if known:
+            run = ledger.get_run(known[0].run_id)
+            when = charge.start if charge.start is not None else charge.end
+            key = _group_key(
+                by,
+                {
+                    "project": run.project if run else None,
+                    "team": run.team if run else None,
+                    "run_id": known[0].run_id,
+                    "gpu_name": known[0].gpu_name,
+                    "num_gpus": known[0].num_gpus,
+                    "at": when if when is not None else 0.0,
+                },
+            )
+        vast[key] += charge.amount
+    return vast
