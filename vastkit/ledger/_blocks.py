@@ -40,9 +40,11 @@ class BlocksTable(Tables):
         with self._db.write() as tx:
             tx.execute(
                 "INSERT INTO blocked_machines (machine_id, reason, blocked_at, expires_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT(machine_id) DO UPDATE SET "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (machine_id) DO UPDATE SET "
                 "reason = excluded.reason, blocked_at = excluded.blocked_at, "
-                "expires_at = MAX(expires_at, excluded.expires_at), count = count + 1",
+                "expires_at = CASE WHEN excluded.expires_at > blocked_machines.expires_at "
+                "THEN excluded.expires_at ELSE blocked_machines.expires_at END, "
+                "count = blocked_machines.count + 1",
                 (machine_id, reason, now, now + for_s),
             )
             row = tx.one("SELECT * FROM blocked_machines WHERE machine_id = ?", (machine_id,))

@@ -5,6 +5,11 @@ Every statement of the ledger runs through a :class:`Database`: inside :meth:`Da
 come back as plain dicts and the driver's errors as :class:`~vastkit.errors.LedgerError`
 (:class:`RowConflict` when a write breaks a constraint), so the table modules never see
 ``sqlite3``. A PostgreSQL backend is another class with these few methods.
+
+The statements of the table modules are written in SQL that SQLite and PostgreSQL both accept
+(``ON CONFLICT`` upserts, ``CASE`` rather than two-argument ``MAX``), with ``?`` placeholders;
+what differs (placeholders, the new row's id, pragmas, the schema's column types) stays here and
+in ``_schema``.
 """
 
 from __future__ import annotations

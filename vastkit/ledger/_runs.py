@@ -59,8 +59,8 @@ class RunsTable(Tables):
         meta = json.dumps(dict(metadata or {}), sort_keys=True)
         with self._db.write() as tx:
             tx.execute(
-                "INSERT OR IGNORE INTO runs (run_id, name, project, team, profile, status, "
-                "created_at, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (run_id, name, project, team, profile, status, created_at, "
+                "metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
                 (run_id, name, project, team, profile, status, self._now(at), meta),
             )
             row = tx.one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
