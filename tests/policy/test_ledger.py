@@ -124,6 +124,30 @@ def test_api_errors_read_well(ledger: Ledger) -> None:
         ledger.runs()
 
 
+def test_a_row_that_does_not_fit_its_record_is_a_ledger_error(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    ledger.record_run("r1")
+    ledger.record_run("r2")
+    conn = sqlite3.connect(tmp_path / "ledger.db")
+    conn.execute("UPDATE runs SET metadata = 'not json' WHERE run_id = 'r1'")
+    conn.execute("UPDATE runs SET created_at = 'yesterday' WHERE run_id = 'r2'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerError, match="the metadata of a ledger row is not JSON"):
+        ledger.get_run("r1")
+    with pytest.raises(LedgerError, match=r"RunRecord.*\$\.created_at"):
+        ledger.get_run("r2")
+
+
+def test_no_sqlite_error_escapes_a_write(ledger: Ledger) -> None:
+    with pytest.raises(LedgerError, match="no such table"), ledger._db.write() as tx:
+        tx.execute("INSERT INTO nowhere VALUES (1)")
+    ledger.enqueue("j1", name="j", spec={})
+    with pytest.raises(LedgerError, match="cannot queue job 'j1'"):
+        ledger.enqueue("j1", name="j", spec={})
+
+
 def test_cost_samples_accrue_at_the_rate_in_force(ledger: Ledger) -> None:
     ledger.record_run("r1", project="vision", team="ml")
     attempt = ledger.record_attempt("r1", 1)
