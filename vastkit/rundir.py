@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import attrs
-import fsspec
 
 from vastkit._bundle import (
     DEFAULT_BUNDLE_EXCLUDES,
@@ -397,11 +396,6 @@ class RunDir:
         self.store = Store(self.url, self.storage_options, retry=retry, clock=self.clock)
         """The store under the run directory."""
 
-    @property
-    def fs(self) -> fsspec.AbstractFileSystem:
-        """The fsspec file system of the store."""
-        return self.store.fs
-
     def __repr__(self) -> str:
         return f"RunDir({self.url!r})"
 
@@ -424,7 +418,7 @@ class RunDir:
         return self.url_of(suffix) if suffix else self.url
 
     def path_of(self, rel: str) -> str:
-        """The filesystem path (for :attr:`fs`) of an object in the run directory."""
+        """The store path (for :attr:`store`) of an object in the run directory."""
         return self.store.path(rel)
 
     def put_file(self, local: str | os.PathLike[str], rel: str, *, callback: Any = None) -> None:
