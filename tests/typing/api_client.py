@@ -21,6 +21,7 @@ from vastkit.api import (
 )
 from vastkit.clock import ManualClock
 from vastkit.errors import APIStatusError, ResponseValidationError, SearchQuotaExceededError
+from vastkit.retry import RetryPolicy
 
 wire: dict[str, object] = parse_query("gpu_name=RTX_4090 num_gpus>=1")
 order: list[list[str]] = parse_order("dph+")
@@ -62,6 +63,10 @@ with Client(
     user: User = vast.current_user()
     charges: list[Charge] = vast.charges(0, datetime(2026, 1, 1, tzinfo=UTC))
     requests: int = vast.stats.total_requests
+
+
+with Client("key", retry=RetryPolicy(attempts=2, deadline=30.0)) as patient:
+    policy: RetryPolicy = patient.retry
 
 
 def handle(exc: Exception) -> object:
