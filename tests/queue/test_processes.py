@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests._support.processes import ProcessGroups
 from vastkit.emulator import Emulator
 from vastkit.ledger import Ledger
 from vastkit.queue import JobQueue
@@ -21,6 +22,10 @@ from .conftest import Fleet, make_job, queue_process
 
 LEASE_TTL = 1.5
 """A short lease, so the restarted queue adopts the dead one's jobs quickly."""
+
+SHARED_LEASE_TTL = 60.0
+"""The lease of two live processes that share a queue: long enough that a process the machine's
+load stalls for a while keeps its jobs (a lost lease would be claimed by the other)."""
 
 
 def creates(emu: Emulator) -> int:
@@ -31,9 +36,16 @@ def creates(emu: Emulator) -> int:
     )
 
 
-def start(emu: Emulator, ledger_path: Path, concurrency: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        queue_process(emu.url, emu.api_key, str(ledger_path), str(concurrency), str(LEASE_TTL)),
+def start(
+    processes: ProcessGroups,
+    emu: Emulator,
+    ledger_path: Path,
+    concurrency: int,
+    ttl: float = LEASE_TTL,
+) -> subprocess.Popen[str]:
+    """An orchestrator subprocess, killed with its process group when the test ends."""
+    return processes.popen(
+        queue_process(emu.url, emu.api_key, str(ledger_path), str(concurrency), str(ttl)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -41,14 +53,14 @@ def start(emu: Emulator, ledger_path: Path, concurrency: int) -> subprocess.Pope
 
 
 def test_a_killed_orchestrator_is_replaced_without_duplicates_or_leaks(
-    emu: Emulator, fleet: Fleet, tmp_path: Path, store_url: str
+    emu: Emulator, fleet: Fleet, tmp_path: Path, store_url: str, processes: ProcessGroups
 ) -> None:
     fleet.work_s = 1.0
     ledger_path = tmp_path / "ledger.db"
     with JobQueue(ledger_path) as queue:
         ids = [queue.submit(make_job(store_url, f"job-{n}")) for n in range(10)]
 
-    first = start(emu, ledger_path, concurrency=3)
+    first = start(processes, emu, ledger_path, concurrency=3)
     deadline = time.monotonic() + 60
     with Ledger(ledger_path) as ledger:
         # Kill it once some jobs have ended and others have instances running.
@@ -64,7 +76,7 @@ def test_a_killed_orchestrator_is_replaced_without_duplicates_or_leaks(
     orphans = {v.id for v in emu.instances}
     assert orphans  # the dead orchestrator left instances running
 
-    second = start(emu, ledger_path, concurrency=3)
+    second = start(processes, emu, ledger_path, concurrency=3)
     _out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
 
@@ -88,14 +100,16 @@ def test_a_killed_orchestrator_is_replaced_without_duplicates_or_leaks(
 
 
 def test_two_orchestrators_share_the_work_without_overlap(
-    emu: Emulator, fleet: Fleet, tmp_path: Path, store_url: str
+    emu: Emulator, fleet: Fleet, tmp_path: Path, store_url: str, processes: ProcessGroups
 ) -> None:
     fleet.work_s = 0.8
     fleet.gate = 4  # no work ends before both processes drive two jobs each
     ledger_path = tmp_path / "ledger.db"
     with JobQueue(ledger_path) as queue:
         ids = [queue.submit(make_job(store_url, f"job-{n}")) for n in range(8)]
-    procs = [start(emu, ledger_path, concurrency=2) for _ in range(2)]
+    procs = [
+        start(processes, emu, ledger_path, concurrency=2, ttl=SHARED_LEASE_TTL) for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
@@ -115,14 +129,14 @@ def test_two_orchestrators_share_the_work_without_overlap(
 
 
 def test_sigterm_stops_the_jobs_destroys_their_instances_and_requeues_them(
-    emu: Emulator, fleet: Fleet, tmp_path: Path, store_url: str
+    emu: Emulator, fleet: Fleet, tmp_path: Path, store_url: str, processes: ProcessGroups
 ) -> None:
     fleet.work_s = 0.5
     ledger_path = tmp_path / "ledger.db"
     with JobQueue(ledger_path) as queue:
         ids = [queue.submit(make_job(store_url, f"job-{n}")) for n in range(3)]
     fleet.hold.update(ids)  # the work never ends while the first orchestrator runs
-    first = start(emu, ledger_path, concurrency=2)
+    first = start(processes, emu, ledger_path, concurrency=2)
     deadline = time.monotonic() + 60
     while len(fleet.running_since) < 2:
         assert first.poll() is None, first.communicate()
@@ -145,7 +159,7 @@ def test_sigterm_stops_the_jobs_destroys_their_instances_and_requeues_them(
             assert attempt.cost_usd > 0  # what it ran for is recorded
 
     fleet.hold.clear()
-    second = start(emu, ledger_path, concurrency=2)
+    second = start(processes, emu, ledger_path, concurrency=2)
     _out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
     with JobQueue(ledger_path) as queue:
