@@ -30,6 +30,7 @@ __all__ = [
     "accrued_cost",
     "bid_cap",
     "hourly_rate",
+    "storage_usd",
     "worst_case_usd",
 ]
 
@@ -196,6 +197,19 @@ def worst_case_usd(
     if storage_dph is None:
         storage_dph = profile.disk_gb * ASSUMED_STORAGE_COST_PER_GB_MONTH / HOURS_PER_STORAGE_MONTH
     return profile.max_dph * profile.max_duration_hours + storage_dph * overhead_hours
+
+
+def storage_usd(
+    storage_dph: float | None, created_at: float | None, ended_at: float
+) -> float:
+    """The storage an instance billed from ``created_at`` to ``ended_at`` (0 if never created).
+
+    Storage bills in every state but ``offline``; this is the upper bound a finished attempt's
+    GPU/storage split uses (its total comes from the ledger's samples).
+    """
+    if not storage_dph or created_at is None:
+        return 0.0
+    return storage_dph * max(ended_at - created_at, 0.0) / 3600.0
 
 
 def bid_cap(profile: GpuProfile, *, storage_dph: float, policy: OutbidPolicy) -> float:

@@ -21,6 +21,7 @@ from vastkit.errors import (
 from vastkit.jobs.result import AttemptSummary, CostBreakdown, JobResult
 from vastkit.jobs.spec import JobStatus
 from vastkit.jobs.state import AttemptOver, LiveAttempt
+from vastkit.money import storage_usd
 from vastkit.rundir import (
     AttemptResult,
     ResultStatus,
@@ -176,11 +177,11 @@ def result(runner: JobRunner, status: JobStatus, reason: str) -> JobResult:
     attempts = tuple(runner.summaries[n] for n in sorted(runner.summaries))
     records = runner.ledger.attempts(runner.run_id)
     by_attempt = {a.attempt: a.cost_usd for a in records}
-    storage = 0.0
-    for rec in records:
-        if rec.storage_dph and rec.created_at is not None:
-            end = rec.destroyed_at or rec.ended_at or runner.clock.now()
-            storage += rec.storage_dph * max(end - rec.created_at, 0.0) / 3600.0
+    now = runner.clock.now()
+    storage = sum(
+        storage_usd(rec.storage_dph, rec.created_at, rec.destroyed_at or rec.ended_at or now)
+        for rec in records
+    )
     total = sum(by_attempt.values())
     storage = min(storage, total)
     checkpoints: tuple[CheckpointInfo, ...] = ()

@@ -247,7 +247,7 @@ def failed_create_summary(
         running_at=None,
         ready_at=None,
         ended_at=now,
-        end_reason=reason.split(":", maxsplit=1)[0],
+        end_reason=reason,
         cost_usd=0.0,
     )
 
