@@ -9,7 +9,12 @@ import pytest
 
 from vastkit.clock import ManualClock
 from vastkit.rundir import OrchestratorBeat, ResultStatus
-from vastkit.worker._runtime import LivenessWatch, backstop_reason, destroy_self
+from vastkit.worker._runtime import (
+    LivenessWatch,
+    attempt_outcome,
+    backstop_reason,
+    destroy_self,
+)
 
 
 def test_deadline_and_silence_decisions() -> None:
@@ -104,3 +109,22 @@ def test_destroy_self_gives_up_after_its_tries(caplog: pytest.LogCaptureFixture)
     assert 1.0 <= clock.slept[0] <= 2.0
     assert 2.0 <= clock.slept[1] <= 4.0
     assert "could not destroy instance 9: it keeps costing money" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "stop", "expected"),
+    [
+        (0, None, (ResultStatus.SUCCEEDED, "the command exited 0")),
+        (3, None, (ResultStatus.FAILED, "the command exited with exit code 3")),
+        (-15, (ResultStatus.PREEMPTED, "SIGTERM received"), None),
+        (0, (ResultStatus.CANCELLED, None), (ResultStatus.CANCELLED, "stopped")),
+    ],
+)
+def test_a_stop_the_worker_began_decides_the_outcome_over_the_exit_code(
+    exit_code: int,
+    stop: tuple[ResultStatus, str | None] | None,
+    expected: tuple[ResultStatus, str] | None,
+) -> None:
+    status, reason = stop if stop is not None else (None, None)
+    outcome = attempt_outcome(exit_code, status, reason)
+    assert outcome == (expected or (status, reason))

@@ -51,7 +51,14 @@ from vastkit.worker._protocol import (
 )
 from vastkit.worker._transfers import fetch_inputs, upload_job_outputs
 
-__all__ = ["LivenessWatch", "Worker", "backstop_reason", "destroy_self", "main"]
+__all__ = [
+    "LivenessWatch",
+    "Worker",
+    "attempt_outcome",
+    "backstop_reason",
+    "destroy_self",
+    "main",
+]
 
 logger = logging.getLogger("vastkit.worker")
 
@@ -188,6 +195,21 @@ class _Refused(Exception):
     def __init__(self, status_code: int) -> None:
         super().__init__(f"HTTP {status_code}")
         self.status_code = status_code
+
+
+def attempt_outcome(
+    exit_code: int, stop_status: ResultStatus | None, stop_reason: str | None
+) -> tuple[ResultStatus, str]:
+    """How an attempt ended, from the command's exit code and the stop the worker began (if any).
+
+    A stop the worker began (preempted, cancelled, timed out, abandoned) wins over the exit code;
+    otherwise 0 is success and anything else a failure.
+    """
+    if stop_status is not None:
+        return stop_status, stop_reason or "stopped"
+    if exit_code == 0:
+        return ResultStatus.SUCCEEDED, "the command exited 0"
+    return ResultStatus.FAILED, f"the command exited with {_describe_exit(exit_code)}"
 
 
 class _Output:
@@ -364,13 +386,39 @@ class Worker:
             self.note(reason, level=logging.ERROR)
             self._finish(127, ResultStatus.FAILED, reason)
             return EXIT_FAILED
-        assert self._proc.stdout is not None
+        exit_code = self._supervise(self._proc, spec, liveness)
+        status, reason = attempt_outcome(exit_code, self._stop_status, self._stop_reason)
+        self.note(f"attempt {self.attempt} ended: {status.value} ({reason})")
+        backstop = status in (ResultStatus.ABANDONED, ResultStatus.TIMED_OUT)
+        if backstop:
+            self.note(f"BACKSTOP: destroying this instance ({reason})", level=logging.WARNING)
+        self._upload_outputs(spec, cwd, settings.grace_period)
+        self._finish(exit_code, status, reason)
+        if backstop:
+            destroy_self(
+                base_url=settings.api_base_url,
+                environ=self.environ,
+                clock=self.clock,
+                http=self.http,
+            )
+        return EXIT_FAILED if status is ResultStatus.FAILED else EXIT_OK
+
+    def _supervise(
+        self, proc: subprocess.Popen[bytes], spec: JobSpec, liveness: LivenessWatch
+    ) -> int:
+        """Pump the command's output, beat, flush and watch the signals until it exits.
+
+        Returns:
+            The command's exit code.
+        """
+        assert proc.stdout is not None
+        settings = spec.attempt
         reader = threading.Thread(
-            target=self._output.pump, args=(self._proc.stdout,), name="vastkit-output", daemon=True
+            target=self._output.pump, args=(proc.stdout,), name="vastkit-output", daemon=True
         )
         reader.start()
         self._phase = Phase.RUNNING
-        self.note(f"started attempt {self.attempt} of run {spec.run_id}: pid {self._proc.pid}")
+        self.note(f"started attempt {self.attempt} of run {spec.run_id}: pid {proc.pid}")
         last_beat = self.clock.now()
         last_flush = last_beat
         self._heartbeat()
@@ -380,7 +428,7 @@ class Worker:
             if self._stop_requested.is_set() and self._stop_status is None:
                 why = f"{self._stop_signal or 'SIGTERM'} received"
                 self._begin_stop(ResultStatus.PREEMPTED, why, settings.grace_period)
-            exited = self._proc.poll() is not None
+            exited = proc.poll() is not None
             if exited:
                 break
             if self._kill_at is not None and now >= self._kill_at:
@@ -401,36 +449,15 @@ class Worker:
                 last_flush = now
                 self._flush()
             self.clock.sleep(self.tick)
-        exit_code = self._proc.returncode
+        exit_code = proc.returncode
         reader.join(timeout=5.0)
         if reader.is_alive():
             # Something the command started still holds the output pipe: end the whole group.
             self._signal_group(signal.SIGKILL)
             reader.join(timeout=5.0)
         if not reader.is_alive():
-            self._proc.stdout.close()
-        if self._stop_status is not None:
-            status = self._stop_status
-            reason = self._stop_reason or "stopped"
-        elif exit_code == 0:
-            status, reason = ResultStatus.SUCCEEDED, "the command exited 0"
-        else:
-            status = ResultStatus.FAILED
-            reason = f"the command exited with {_describe_exit(exit_code)}"
-        self.note(f"attempt {self.attempt} ended: {status.value} ({reason})")
-        backstop = status in (ResultStatus.ABANDONED, ResultStatus.TIMED_OUT)
-        if backstop:
-            self.note(f"BACKSTOP: destroying this instance ({reason})", level=logging.WARNING)
-        self._upload_outputs(spec, cwd, settings.grace_period)
-        self._finish(exit_code, status, reason)
-        if backstop:
-            destroy_self(
-                base_url=settings.api_base_url,
-                environ=self.environ,
-                clock=self.clock,
-                http=self.http,
-            )
-        return EXIT_FAILED if status is ResultStatus.FAILED else EXIT_OK
+            proc.stdout.close()
+        return exit_code
 
     def _continue_attempt(self) -> None:
         """Continue an attempt whose container restarted (outbid, then won back).

@@ -1,0 +1,171 @@
+"""The one store layer (vastkit._store): whole writes, reads, listings, retries, per backend."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fsspec.callbacks import Callback
+
+from vastkit._store import STORE_RETRY, Store, atomic_local_write, is_transient
+from vastkit.clock import ManualClock
+from vastkit.errors import CheckpointError
+from vastkit.retry import RetryPolicy
+
+
+def test_objects_round_trip_and_missing_ones_read_as_none(
+    store: tuple[str, dict[str, Any]],
+) -> None:
+    url, options = store
+    st = Store(url, options, clock=ManualClock())
+    path = st.path("a", "b.bin")
+    assert st.read(path) is None
+    assert not st.exists(path)
+    assert st.size(path) is None
+    st.write(path, b"x" * 1000)
+    st.write(st.path("a", "c", "d.bin"), memoryview(b"yz"))
+    assert st.read(path) == b"x" * 1000
+    assert st.exists(path)
+    assert st.size(path) == 1000
+    assert st.isdir(st.path("a"))
+    assert st.sizes(st.path("a")) == {"b.bin": 1000}
+    assert st.find(st.path("a")) == {"b.bin": 1000, "c/d.bin": 2}
+    assert [p.rsplit("/", 1)[-1] for p in sorted(st.ls(st.path("a")))] == ["b.bin", "c"]
+    assert st.ls(st.path("nothing")) == []
+    st.delete(path)
+    st.delete(path)  # a missing object is no error
+    assert st.read(path) is None
+    st.delete(st.path("a"), recursive=True)
+    assert st.find(st.path("a")) == {}
+
+
+def test_put_and_download_move_a_file_whole_and_report_progress(
+    store: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    url, options = store
+    st = Store(url, options, clock=ManualClock())
+    local = tmp_path / "local.bin"
+    local.write_bytes(os.urandom(300_000))
+    seen = Callback()
+    st.put(local, st.path("up", "file.bin"), callback=seen)
+    assert st.read(st.path("up", "file.bin")) == local.read_bytes()
+    assert seen.value == 300_000
+    back = tmp_path / "back.bin"
+    st.download(st.path("up", "file.bin"), str(back))
+    assert back.read_bytes() == local.read_bytes()
+
+
+def test_a_failed_local_write_keeps_the_old_object_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "dir" / "obj"
+    atomic_local_write(str(target), b"old")
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr("vastkit._store.os.fsync", counting_fsync)
+    atomic_local_write(str(target), b"new")
+    assert len(synced) == 2  # the file, then its directory
+    assert target.read_bytes() == b"new"
+
+    def full(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("vastkit._store.os.replace", full)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_local_write(str(target), b"newer")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in target.parent.iterdir()] == ["obj"]
+
+
+def test_transient_errors_are_retried_on_the_clock_and_final_ones_are_not(
+    flaky: Any,
+) -> None:
+    url, fs_cls = flaky
+    left = {"n": 2}
+
+    def reset_twice(path: str, value: Any) -> None:
+        if left["n"]:
+            left["n"] -= 1
+            raise ConnectionError("connection reset by peer")
+
+    fs_cls.hooks["pipe"] = reset_twice
+    clock = ManualClock()
+    st = Store(url, clock=clock, retry=RetryPolicy(attempts=3, initial_delay=1.0))
+    st.write(st.path("x"), b"1")
+    assert st.read(st.path("x")) == b"1"
+    assert len(clock.slept) == 2
+    assert 0.5 <= clock.slept[0] <= 1.0
+    assert 1.0 <= clock.slept[1] <= 2.0
+
+    def denied(path: str, value: Any) -> None:
+        raise PermissionError("access denied")
+
+    fs_cls.hooks["pipe"] = denied
+    with pytest.raises(PermissionError):
+        st.write(st.path("y"), b"2")
+    assert len(clock.slept) == 2  # no retry of a final error
+
+
+def test_retries_stop_at_the_policy_bound(flaky: Any) -> None:
+    url, fs_cls = flaky
+
+    def always(path: str, value: Any) -> None:
+        raise TimeoutError("slow")
+
+    fs_cls.hooks["pipe"] = always
+    clock = ManualClock()
+    start = clock.now()
+    st = Store(url, clock=clock)
+    with pytest.raises(TimeoutError):
+        st.write(st.path("x"), b"1")
+    assert len(clock.slept) == STORE_RETRY.attempts - 1
+    assert STORE_RETRY.deadline is not None
+    assert clock.now() - start <= STORE_RETRY.deadline
+
+
+class _BotoLike(Exception):
+    __module__ = "botocore.exceptions"
+
+    def __init__(self, status: int | None, name: str = "ClientError") -> None:
+        super().__init__(name)
+        self.response = {"ResponseMetadata": {"HTTPStatusCode": status}} if status else {}
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (OSError("io"), True),
+        (FileNotFoundError(), False),
+        (PermissionError(), False),
+        (ValueError(), False),
+        (CheckpointError("ours"), False),
+        (_BotoLike(503), True),
+        (_BotoLike(429), True),
+        (_BotoLike(408), True),
+        (_BotoLike(403), False),
+        (_BotoLike(404), False),
+        (RuntimeError("unrelated"), False),
+    ],
+)
+def test_transient_classification(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient
+
+
+@pytest.mark.s3
+def test_s3_urls_turn_off_the_per_part_checksum(s3_bucket: tuple[str, dict[str, Any]]) -> None:
+    bucket, options = s3_bucket
+    st = Store(f"{bucket}/run", options)
+    assert st.is_s3
+    assert st.storage_options == options  # the caller's options are not changed
+    config = st.fs.config_kwargs if hasattr(st.fs, "config_kwargs") else {}
+    assert config.get("request_checksum_calculation") == "when_required"
