@@ -48,15 +48,33 @@ def child_env(env: Mapping[str, str] | None = None, **extra: str) -> dict[str, s
 def kill_group(proc: subprocess.Popen[Any]) -> None:
     """SIGKILL ``proc``'s process group (a child of :class:`ProcessGroups` leads its own), reap
     ``proc`` and close its pipes. Safe to call twice."""
+    _kill(proc)
+    _close_pipes(proc)
+
+
+def _kill(proc: subprocess.Popen[Any]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()  # the leader, should it have left its group
     proc.wait()
+
+
+def _close_pipes(proc: subprocess.Popen[Any]) -> None:
     for pipe in (proc.stdin, proc.stdout, proc.stderr):
         if pipe is not None:
             with contextlib.suppress(OSError):
                 pipe.close()
+
+
+def _drain(pipe: IO[Any] | None) -> tuple[threading.Thread | None, list[Any]]:
+    """Read ``pipe`` to its end on a thread (like ``communicate``)."""
+    got: list[Any] = []
+    if pipe is None:
+        return None, got
+    thread = threading.Thread(target=lambda: got.append(pipe.read()), daemon=True)
+    thread.start()
+    return thread, got
 
 
 class ProcessGroups:
@@ -101,10 +119,22 @@ class ProcessGroups:
         if input is not None:
             kwargs["stdin"] = subprocess.PIPE
         proc = self.popen(args, **kwargs)
+        readers = [_drain(proc.stdout), _drain(proc.stderr)]
         try:
-            out, err = proc.communicate(input, timeout=timeout)
+            if proc.stdin is not None and input is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(input)
+                    proc.stdin.close()
+            # Wait for the child itself, not for the end of its output: a grandchild that
+            # inherited the pipes would hold them open forever.
+            proc.wait(timeout=timeout)
         finally:
-            kill_group(proc)
+            _kill(proc)  # whatever it left behind dies, and the pipes reach their end
+            for thread, _ in readers:
+                if thread is not None:
+                    thread.join(HANG_S)
+            _close_pipes(proc)
+        out, err = (got[0] if got else None for _, got in readers)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def close(self) -> None:
