@@ -38,6 +38,7 @@ from vastkit.retry import RetryPolicy, retry_call
 __all__ = [
     "DEFAULT_CHUNK",
     "DEFAULT_CONCURRENCY",
+    "POLLING_RETRY",
     "STORE_RETRY",
     "Store",
     "atomic_local_file",
@@ -58,7 +59,13 @@ DEFAULT_CONCURRENCY = 10
 _READ_CHUNK = 32 * 2**20
 
 STORE_RETRY = RetryPolicy(attempts=6, initial_delay=0.25, max_delay=8.0, deadline=120.0)
-"""The default policy for store calls: six tries within two minutes, waits of 0.25 s to 8 s."""
+"""The default policy for store calls (checkpoints, datasets): six tries within two minutes,
+waits of 0.25 s to 8 s."""
+
+POLLING_RETRY = RetryPolicy(attempts=3, initial_delay=0.25, max_delay=2.0, deadline=10.0)
+"""The policy for the run directory's small objects, read and written from polling loops (the
+worker's, the orchestrator's): three tries within ten seconds, so a loop is never held up for
+long; the loop's next round is the next try."""
 
 _PERMANENT = (
     FileNotFoundError,

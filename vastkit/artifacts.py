@@ -48,7 +48,7 @@ import fsspec
 from fsspec.callbacks import Callback
 
 from vastkit._documents import converter as document_converter
-from vastkit._store import Store
+from vastkit._store import STORE_RETRY, Store
 from vastkit._version import __version__
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
@@ -437,7 +437,7 @@ def upload_dataset(
     files = _scan(src)
     digest, entries = _describe(files)
     total = sum(e.size for e in entries)
-    base = RunDir(f"{cache_url.rstrip('/')}/{digest}", storage_options)
+    base = RunDir(f"{cache_url.rstrip('/')}/{digest}", storage_options, retry=STORE_RETRY)
     url = base.url_of("data", src.name) if src.is_file() else base.url_of("data")
     try:
         manifest = _read_manifest(base)
@@ -654,7 +654,10 @@ def upload_outputs(
     """
     check_outputs(outputs)
     clk = clock or SystemClock()
-    rundir = RunDir(run_url, storage_options, clock=clk)
+    retry = STORE_RETRY
+    if deadline is not None:  # never retry past the deadline (the worker's grace period)
+        retry = attrs.evolve(retry, deadline=max(0.0, deadline - clk.now()))
+    rundir = RunDir(run_url, storage_options, clock=clk, retry=retry)
     files = _collect_outputs(Path(cwd), outputs)
     uploaded: list[OutputFile] = []
     skipped: list[str] = []

@@ -54,7 +54,7 @@ from vastkit._bundle import (
 )
 from vastkit._documents import converter as document_converter
 from vastkit._documents import decode_json, encode_json
-from vastkit._store import Store
+from vastkit._store import POLLING_RETRY, Store
 from vastkit._version import __version__
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
@@ -373,8 +373,9 @@ class RunDir:
         storage_options: Options for the fsspec filesystem (credentials, endpoint).
         clock: The clock used by :meth:`follow_log`, for times the run directory stamps, and for
             the waits between retries.
-        retry: How transient store errors are retried (default: the store's policy, six tries
-            within two minutes).
+        retry: How transient store errors are retried (default: three tries within ten seconds,
+            :data:`~vastkit._store.POLLING_RETRY`: the run directory is read and written from
+            polling loops, whose next round is the next try).
 
     Raises:
         ValueError: ``url`` is empty.
@@ -393,7 +394,12 @@ class RunDir:
         self.url = url.rstrip("/")
         self.storage_options: dict[str, Any] = dict(storage_options or {})
         self.clock: Clock = clock or SystemClock()
-        self.store = Store(self.url, self.storage_options, retry=retry, clock=self.clock)
+        self.store = Store(
+            self.url,
+            self.storage_options,
+            retry=retry if retry is not None else POLLING_RETRY,
+            clock=self.clock,
+        )
         """The store under the run directory."""
 
     def __repr__(self) -> str:
