@@ -29,8 +29,7 @@ from typing import Any, Protocol
 import attrs
 
 from vastkit.api.client import Client
-from vastkit.api.models import CreateInstanceRequest, InstanceState, Offer
-from vastkit.api.models import Instance as ApiInstance
+from vastkit.api.models import CreateInstanceRequest, InstanceInfo, InstanceState, Offer
 from vastkit.clock import Clock
 from vastkit.errors import (
     APIConnectionError,
@@ -138,7 +137,7 @@ class PhaseOutcome:
     ``running_deadline``, ``exited``, ``failed``, ``host_lost``, ``outbid``, ``vanished``."""
     detail: str = ""
     """A human explanation (with Vast's ``status_msg`` when it said something)."""
-    instance: ApiInstance | None = None
+    instance: InstanceInfo | None = None
     """The last view of the instance."""
     elapsed: float = 0.0
     """Seconds from the start of the wait to its end."""
@@ -167,12 +166,12 @@ class PhaseTracker:
     """When each phase was first seen."""
     lost_since: float | None = None
     """Since when the host has been ``offline``/``unknown`` (None: it is not)."""
-    last: ApiInstance | None = None
+    last: InstanceInfo | None = None
     """The last view seen."""
     failed_polls: int = 0
     """Polls that raised an API error."""
 
-    def see(self, view: ApiInstance, now: float) -> tuple[str, float]:
+    def see(self, view: InstanceInfo, now: float) -> tuple[str, float]:
         """Record ``view`` at ``now``; returns its phase and the seconds spent in that phase."""
         self.last = view
         phase = phase_of(view.state)
@@ -218,7 +217,7 @@ class PhaseTracker:
             )
         return None
 
-    def _by_state(self, view: ApiInstance, now: float, elapsed: float) -> PhaseOutcome | None:
+    def _by_state(self, view: InstanceInfo, now: float, elapsed: float) -> PhaseOutcome | None:
         t = self.timeouts
         state = view.state
         msg = (view.status_msg or "").strip()
@@ -287,11 +286,11 @@ class PhaseWaiter:
 
     def __init__(
         self,
-        poll: Callable[[], ApiInstance | None],
+        poll: Callable[[], InstanceInfo | None],
         *,
         clock: Clock,
         timeouts: InstanceTimeouts,
-        on_state: Callable[[ApiInstance, str, float], None] | None = None,
+        on_state: Callable[[InstanceInfo, str, float], None] | None = None,
         expect_bid_stop: bool = True,
     ) -> None:
         self._poll = poll
@@ -345,7 +344,7 @@ class Destroyer(Protocol):
 
     def destroy_instance(self, instance_id: int) -> bool: ...
 
-    def get_instance(self, instance_id: int) -> ApiInstance | None: ...
+    def get_instance(self, instance_id: int) -> InstanceInfo | None: ...
 
 
 def destroy_confirmed(
@@ -612,10 +611,40 @@ class Provisioner:
 
     def ended(self, ticket: AttemptTicket, reason: str, *, when: float) -> None:
         """Record that the attempt's instance is confirmed gone at ``when``."""
-        self.ledger.add_cost_sample(ticket.attempt_id, state="destroyed", rate_dph=0.0, at=when)
-        self.ledger.update_attempt(
-            ticket.attempt_id, end_reason=reason, ended_at=when, destroyed_at=when
-        )
+        self._settle(ticket.attempt_id, reason, when)
+
+    def _settle(self, attempt_id: int, reason: str, when: float) -> None:
+        self.ledger.add_cost_sample(attempt_id, state="destroyed", rate_dph=0.0, at=when)
+        self.ledger.update_attempt(attempt_id, end_reason=reason, ended_at=when, destroyed_at=when)
+
+    def retire(
+        self,
+        attempt_id: int,
+        instance_id: int,
+        reason: str,
+        *,
+        detail: str = "",
+        block_machine: int | None = None,
+        block_for: float = 0.0,
+    ) -> float:
+        """Destroy an attempt's instance until confirmed and settle the attempt in the ledger.
+
+        Args:
+            attempt_id: The attempt's ledger row.
+            instance_id: Its instance.
+            reason: Why it ends, as recorded.
+            detail: The explanation (recorded with a machine block).
+            block_machine: A machine to keep out of every driver's searches (it failed us).
+            block_for: For how many seconds.
+
+        Returns:
+            When the instance was confirmed gone.
+        """
+        gone_at = self.destroy(instance_id)
+        self._settle(attempt_id, reason, gone_at)
+        if block_machine is not None:
+            self.block(block_machine, reason, detail, for_s=block_for)
+        return gone_at
 
     def block(self, machine_id: int, reason: str, detail: str, *, for_s: float) -> None:
         """Keep ``machine_id`` out of every driver's searches for ``for_s`` seconds."""
@@ -721,10 +750,10 @@ class Provisioner:
 
     def wait_running(
         self,
-        poll: Callable[[], ApiInstance | None],
+        poll: Callable[[], InstanceInfo | None],
         timeouts: InstanceTimeouts,
         *,
-        on_state: Callable[[ApiInstance, str, float], None] | None = None,
+        on_state: Callable[[InstanceInfo, str, float], None] | None = None,
         expect_bid_stop: bool = True,
     ) -> PhaseOutcome:
         """Wait through the phases of a new instance (see :class:`PhaseWaiter`)."""

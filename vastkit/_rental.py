@@ -28,8 +28,7 @@ from vastkit._provision import (
     Provisioner,
 )
 from vastkit.api.client import Client
-from vastkit.api.models import CreateInstanceRequest, InstanceState
-from vastkit.api.models import Instance as ApiInstance
+from vastkit.api.models import CreateInstanceRequest, InstanceInfo, InstanceState
 from vastkit.budget import BudgetGuard
 from vastkit.clock import Clock
 from vastkit.errors import APIError, ProvisioningError
@@ -46,6 +45,7 @@ __all__ = [
     "InstanceEvent",
     "ProvisioningAttempt",
     "RentalBase",
+    "Trial",
     "live_instances",
 ]
 
@@ -122,6 +122,44 @@ class ProvisioningAttempt:
         )
 
 
+@attrs.frozen
+class Trial:
+    """One create on one offer: what is needed to report it."""
+
+    number: int
+    """The attempt number."""
+    candidate: Candidate
+    """The offer tried."""
+    bid: float | None
+    """The bid sent (None: on demand)."""
+    started: float
+    """When it began."""
+    ticket: AttemptTicket
+    """Its ledger rows."""
+
+    def report(
+        self,
+        outcome: str,
+        now: float,
+        *,
+        detail: str = "",
+        instance_id: int | None = None,
+        blocked: bool = False,
+    ) -> ProvisioningAttempt:
+        """The :class:`ProvisioningAttempt` for how it ended at ``now``."""
+        return ProvisioningAttempt(
+            attempt=self.number,
+            offer_id=self.candidate.offer.id,
+            machine_id=self.candidate.offer.machine_id,
+            outcome=outcome,
+            detail=detail,
+            instance_id=instance_id,
+            bid=self.bid,
+            seconds=now - self.started,
+            machine_blocked=blocked,
+        )
+
+
 class RentalBase:
     """One rental's state and the steps that change it (see the module docstring)."""
 
@@ -152,7 +190,7 @@ class RentalBase:
         self._launched = False
         self._destroyed = False
         self._kept = False
-        self._view: ApiInstance | None = None
+        self._view: InstanceInfo | None = None
         self._candidate: Candidate | None = None
         self._bid: float | None = None
         self._bid_cap_value: float | None = None
@@ -288,7 +326,7 @@ class RentalBase:
             attempts=list(self.attempts),
         )
 
-    def _require_view(self) -> ApiInstance:
+    def _require_view(self) -> InstanceInfo:
         assert self._view is not None
         return self._view
 
@@ -307,23 +345,6 @@ class RentalBase:
     def _bid_cap(self, storage_dph: float) -> float:
         return bid_cap(self.profile, storage_dph=storage_dph, policy=self.outbid_policy)
 
-    def _record(self, candidate: Candidate, bid: float | None, started: float, outcome: str,
-                *, detail: str = "", instance_id: int | None = None,
-                blocked: bool = False) -> None:
-        self.attempts.append(
-            ProvisioningAttempt(
-                attempt=self._attempt_no,
-                offer_id=candidate.offer.id,
-                machine_id=candidate.offer.machine_id,
-                outcome=outcome,
-                detail=detail,
-                instance_id=instance_id,
-                bid=bid,
-                seconds=self._clock.now() - started,
-                machine_blocked=blocked,
-            )
-        )
-
     def _try_offer(self, candidate: Candidate, bid: float | None) -> tuple[bool, float | None]:
         """One create on ``candidate`` and the wait that follows.
 
@@ -340,8 +361,13 @@ class RentalBase:
         label = make_label(self.run_id, attempt)
         started = self._clock.now()
         request = CreateInstanceRequest(
-            image=self.image, disk_gb=self.disk_gb, env=self.env, onstart=self.onstart,
-            label=label, price=bid, runtype=self.runtype,
+            image=self.image,
+            disk_gb=self.disk_gb,
+            env=self.env,
+            onstart=self.onstart,
+            label=label,
+            price=bid,
+            runtype=self.runtype,
         )
         price = ContractPrice.from_offer(offer, disk_gb=self.disk_gb, bid=bid)
         self._status(
@@ -350,37 +376,46 @@ class RentalBase:
         )
         self._emit("offer_chosen", f"attempt {attempt}: renting offer {offer.id}")
         ticket = engine.begin(
-            self.run_id, attempt, offer=offer, label=label, bid=bid, price=price,
+            self.run_id,
+            attempt,
+            offer=offer,
+            label=label,
+            bid=bid,
+            price=price,
             disk_gb=self.disk_gb,
         )
+        trial = Trial(attempt, candidate, bid, started, ticket)
         self._pending_label = label
         created = engine.create(offer, request)
         self._pending_label = None
         if isinstance(created, CreateFailure):
-            return False, self._create_failed(candidate, bid, started, ticket, created)
+            return False, self._create_failed(trial, created)
         self._meter = CostMeter(price, start=self._clock.now())
         engine.created(ticket, created, price)
         self._ticket = ticket
         self._sampled = None
         self._bid = bid
         self._bid_cap_value = self._bid_cap(price.storage_dph) if bid is not None else None
-        self._view = ApiInstance(id=created, machine_id=offer.machine_id, label=label,
-                                 is_bid=bid is not None)
+        self._view = InstanceInfo(
+            id=created, machine_id=offer.machine_id, label=label, is_bid=bid is not None
+        )
         self._emit("created", f"attempt {attempt}: instance {created} created")
-        return self._wait_running(candidate, bid, started, ticket, created)
+        return self._wait_running(trial, created)
 
-    def _create_failed(self, candidate: Candidate, bid: float | None, started: float,
-                       ticket: AttemptTicket, failure: CreateFailure) -> float | None:
+    def _create_failed(self, trial: Trial, failure: CreateFailure) -> float | None:
+        candidate, bid = trial.candidate, trial.bid
+        self._provisioner().failed(trial.ticket, failure)
         if failure.kind is CreateFailureKind.REJECTED:
-            self._provisioner().failed(ticket, failure)
             raise ProvisioningError(
                 f"Vast refused the create on offer {candidate.offer.id}: {failure.detail}",
                 attempts=list(self.attempts),
             )
-        self._provisioner().failed(ticket, failure)
         outcome = failure.kind.value
-        self._record(candidate, bid, started, outcome, detail=failure.detail,
-                     instance_id=failure.contract)
+        self.attempts.append(
+            trial.report(
+                outcome, self._clock.now(), detail=failure.detail, instance_id=failure.contract
+            )
+        )
         self._emit(
             "bid_too_low" if failure.kind is CreateFailureKind.BID_TOO_LOW else "offer_failed",
             f"attempt {self._attempt_no} on offer {candidate.offer.id}: {outcome}: "
@@ -389,19 +424,18 @@ class RentalBase:
         if failure.kind is CreateFailureKind.BID_TOO_LOW and bid is not None:
             price = ContractPrice.from_offer(candidate.offer, disk_gb=self.disk_gb, bid=bid)
             return self.outbid_policy.next_bid(
-                current_bid=bid, min_bid=candidate.offer.min_bid,
+                current_bid=bid,
+                min_bid=candidate.offer.min_bid,
                 cap=self._bid_cap(price.storage_dph),
             )
         return None
 
-    def _wait_running(self, candidate: Candidate, bid: float | None, started: float,
-                      ticket: AttemptTicket, instance_id: int) -> tuple[bool, float | None]:
+    def _wait_running(self, trial: Trial, instance_id: int) -> tuple[bool, float | None]:
         engine = self._provisioner()
-        offer = candidate.offer
-        attempt = self._attempt_no
+        ticket, bid, offer = trial.ticket, trial.bid, trial.candidate.offer
         last_phase: list[str] = [""]
 
-        def on_state(view: ApiInstance, phase: str, in_phase: float) -> None:
+        def on_state(view: InstanceInfo, phase: str, in_phase: float) -> None:
             now = self._clock.now()
             self._observe(view, now)
             if phase != last_phase[0]:
@@ -426,7 +460,7 @@ class RentalBase:
             now = self._clock.now()
             self._observe(outcome.instance, now)
             self._get_ledger().mark_phase(ticket.attempt_id, "running", at=now)
-            self._record(candidate, bid, started, "running", instance_id=instance_id)
+            self.attempts.append(trial.report("running", now, instance_id=instance_id))
             self._emit("running", f"instance {instance_id} is running", state=InstanceState.RUNNING)
             return True, None
 
@@ -434,22 +468,30 @@ class RentalBase:
         blocked = outcome.blame_machine and outcome.reason in MACHINE_FAILURES
         self._status(f"{self.profile.name}: instance {instance_id} {outcome.reason}; destroying")
         with self._signals.deferring():
-            gone_at = engine.destroy(instance_id)
-            assert self._meter is not None
-            cost = self._meter.close(gone_at)
-            engine.ended(ticket, outcome.reason, when=gone_at)
-            logger.info("attempt %s ended (%s), cost $%.4f", ticket.attempt_id, outcome.reason,
-                        cost)
+            gone_at = engine.retire(
+                ticket.attempt_id,
+                instance_id,
+                outcome.reason,
+                detail=outcome.detail,
+                block_machine=offer.machine_id if blocked else None,
+                block_for=self.timeouts.machine_block,
+            )
+        assert self._meter is not None
+        self._meter.close(gone_at)
         self._view = None
         self._ticket = None
-        if blocked:
-            engine.block(offer.machine_id, outcome.reason, outcome.detail,
-                         for_s=self.timeouts.machine_block)
-        self._record(candidate, bid, started, outcome.reason, detail=outcome.detail,
-                     instance_id=instance_id, blocked=blocked)
+        self.attempts.append(
+            trial.report(
+                outcome.reason,
+                self._clock.now(),
+                detail=outcome.detail,
+                instance_id=instance_id,
+                blocked=blocked,
+            )
+        )
         self._emit(
             "offer_failed",
-            f"attempt {attempt}: instance {instance_id} on machine {offer.machine_id} "
+            f"attempt {trial.number}: instance {instance_id} on machine {offer.machine_id} "
             f"{outcome.reason}: {outcome.detail}; destroyed"
             + (", machine blocked" if blocked else ""),
         )
@@ -465,13 +507,13 @@ class RentalBase:
 
     # -- observing and ending ------------------------------------------------------------------
 
-    def _observe(self, view: ApiInstance, now: float) -> None:
+    def _observe(self, view: InstanceInfo, now: float) -> None:
         self._view = view
         if self._meter is not None:
             self._meter.observe(now, view.state)
         self._sample(view.state, now)
 
-    def _apply_outbid_policy(self, view: ApiInstance, now: float) -> None:
+    def _apply_outbid_policy(self, view: InstanceInfo, now: float) -> None:
         state = view.state
         if state is not InstanceState.OUTBID or self._bid is None:
             if self._outbid_since is not None and state is InstanceState.RUNNING:
@@ -553,7 +595,9 @@ class RentalBase:
         except APIError as exc:
             logger.error(
                 "cannot list instances labelled %s (%s): one may exist and bill; "
-                "vastkit.reconcile will destroy it once the API answers", label, exc,
+                "vastkit.reconcile will destroy it once the API answers",
+                label,
+                exc,
             )
             return
         with self._signals.deferring():

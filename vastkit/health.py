@@ -2,7 +2,7 @@
 
 ::
 
-    report = vastkit.check()          # or vastkit.check("prod")
+    report = vastkit.health_check()          # or vastkit.health_check("prod")
     print(report)                     # plain text; report.render() prints a rich table
     if not report.ok:
         raise SystemExit(1)
@@ -64,8 +64,8 @@ __all__ = [
     "CheckItem",
     "CheckStatus",
     "HealthReport",
-    "check",
     "check_store_writable",
+    "health_check",
 ]
 
 logger = logging.getLogger("vastkit.health")
@@ -423,7 +423,7 @@ def check_worker_store_access(
 # -- check() ------------------------------------------------------------------------------------
 
 
-def check(
+def health_check(
     env: str | None = None,
     *,
     settings: Settings | None = None,

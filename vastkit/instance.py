@@ -41,8 +41,7 @@ from vastkit._rental import (
     live_instances,
 )
 from vastkit.api.client import Client
-from vastkit.api.models import Instance as ApiInstance
-from vastkit.api.models import InstanceState, Offer, PortBinding
+from vastkit.api.models import InstanceInfo, InstanceState, Offer, PortBinding
 from vastkit.budget import BudgetGuard
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import DestroyFailedError, ProvisioningError
@@ -301,7 +300,7 @@ class Instance(RentalBase):
 
     # -- what a user reads ---------------------------------------------------------------------
 
-    def _require(self) -> ApiInstance:
+    def _require(self) -> InstanceInfo:
         if self._view is None:
             raise RuntimeError("the instance is not launched yet; use 'with' or Instance.launch()")
         return self._view
@@ -335,7 +334,7 @@ class Instance(RentalBase):
         return self.offer.machine_id
 
     @property
-    def instance(self) -> ApiInstance:
+    def instance(self) -> InstanceInfo:
         """The last view of the instance from the API (see :meth:`refresh`)."""
         return self._require()
 
@@ -392,7 +391,7 @@ class Instance(RentalBase):
 
     # -- what a user does ----------------------------------------------------------------------
 
-    def refresh(self) -> ApiInstance:
+    def refresh(self) -> InstanceInfo:
         """Look at the instance again, apply the outbid policy, and return the new view.
 
         Returns:
@@ -418,7 +417,7 @@ class Instance(RentalBase):
 
     def wait_until(
         self, state: InstanceState | str, *, timeout: float | None = None
-    ) -> ApiInstance:
+    ) -> InstanceInfo:
         """Poll until the instance is in ``state``.
 
         Args:
@@ -439,8 +438,7 @@ class Instance(RentalBase):
         while True:
             if self._destroyed:
                 raise ProvisioningError(
-                    f"instance {self.id} ended ({self._end_reason}) before reaching "
-                    f"{target.value}",
+                    f"instance {self.id} ended ({self._end_reason}) before reaching {target.value}",
                     attempts=list(self.attempts),
                 )
             view = self.refresh()

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from vastkit.api.models import HOURS_PER_STORAGE_MONTH, Instance, InstanceState, Offer
+from vastkit.api.models import HOURS_PER_STORAGE_MONTH, InstanceInfo, InstanceState, Offer
 from vastkit.outbid import OutbidPolicy
 from vastkit.profiles import GpuProfile
 
@@ -39,6 +39,7 @@ ASSUMED_STORAGE_COST_PER_GB_MONTH = 0.30
 what Vast hosts charge, so the worst case stays a worst case."""
 
 GB = 1e9
+
 
 @attrs.frozen(kw_only=True)
 class ContractPrice:
@@ -87,7 +88,7 @@ class ContractPrice:
         )
 
     @classmethod
-    def from_instance(cls, instance: Instance) -> ContractPrice:
+    def from_instance(cls, instance: InstanceInfo) -> ContractPrice:
         """Price a rented instance from its own fields (``dph_base`` is the bid when ``is_bid``).
 
         Args:
@@ -199,9 +200,7 @@ def worst_case_usd(
     return profile.max_dph * profile.max_duration_hours + storage_dph * overhead_hours
 
 
-def storage_usd(
-    storage_dph: float | None, created_at: float | None, ended_at: float
-) -> float:
+def storage_usd(storage_dph: float | None, created_at: float | None, ended_at: float) -> float:
     """The storage an instance billed from ``created_at`` to ``ended_at`` (0 if never created).
 
     Storage bills in every state but ``offline``; this is the upper bound a finished attempt's

@@ -40,7 +40,7 @@ import attrs
 from vastkit._owner import owner_alive
 from vastkit._provision import destroy_confirmed
 from vastkit.api.client import Client
-from vastkit.api.models import Instance as ApiInstance
+from vastkit.api.models import InstanceInfo
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import APIError, DestroyFailedError
 from vastkit.labels import LABEL_PREFIX, parse_label
@@ -203,7 +203,7 @@ class _Pass:
     def run(self) -> ReconcileReport:
         instances = self.client.list_instances()
         self.now = self.clock.now()
-        ours: list[tuple[ApiInstance, str, int]] = []
+        ours: list[tuple[InstanceInfo, str, int]] = []
         for inst in instances:
             parsed = parse_label(inst.label)
             if parsed is not None:
@@ -226,7 +226,7 @@ class _Pass:
             self.intents[run_id] = {i.label: i for i in self.ledger.intents(run_id)}
         return self.runs[run_id]
 
-    def judge_listed(self, inst: ApiInstance, run_id: str, number: int) -> None:
+    def judge_listed(self, inst: InstanceInfo, run_id: str, number: int) -> None:
         """Destroy, adopt, keep or leave one listed instance that carries our label."""
         label = (inst.label or "").strip()
         run = self.run_of(run_id)
@@ -323,7 +323,7 @@ def _judge(
     run: RunRecord | None,
     attempt: AttemptRecord | None,
     intent: CreateIntent | None,
-    inst: ApiInstance,
+    inst: InstanceInfo,
 ) -> tuple[str, str]:
     if run is None or (attempt is None and intent is None):
         return "destroy", "its label is vastkit's but the ledger has no row for it"
@@ -361,7 +361,7 @@ def _destroy(
     client: Client,
     ledger: Ledger,
     clock: Clock,
-    inst: ApiInstance,
+    inst: InstanceInfo,
     *,
     attempt: AttemptRecord | None,
     intent: CreateIntent | None,
@@ -387,7 +387,7 @@ def _destroy(
 def _adopt(
     ledger: Ledger,
     clock: Clock,
-    inst: ApiInstance,
+    inst: InstanceInfo,
     attempt: AttemptRecord | None,
     intent: CreateIntent | None,
 ) -> None:

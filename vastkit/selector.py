@@ -2,7 +2,7 @@
 
 Pure policy (layer 2): plain data in, decisions out, no I/O. The caller searches with
 :func:`build_query`, then passes the offers (and the ledger's blocked machines) to
-:func:`explain` or :func:`select_offers`::
+:func:`explain_offers` or :func:`select_offers`::
 
     query = build_query(profile)
     offers = client.search_offers(query)
@@ -36,7 +36,7 @@ __all__ = [
     "Rejection",
     "build_query",
     "effective_price",
-    "explain",
+    "explain_offers",
     "select_offers",
 ]
 
@@ -205,7 +205,8 @@ class Explanation:
         if not self.considered:
             return head + (
                 " (the search returned no offers; the server applies the profile's filters, so"
-                " search more broadly and call explain() to see what rejects each offer)"
+                " search more broadly: `vastkit offers --profile NAME --explain` or"
+                " explain_offers() shows what rejects each offer)"
             )
         counts = self.counts()
         if not counts:
@@ -466,7 +467,7 @@ def _rank_key(profile: GpuProfile, candidate: Candidate) -> tuple[float, ...]:
     return tail
 
 
-def explain(
+def explain_offers(
     profile: GpuProfile,
     offers: Iterable[Offer],
     *,
@@ -529,7 +530,7 @@ def select_offers(
         NoOfferError: No offer qualifies; ``.explanation`` is the :class:`Explanation` and the
             message summarises the rejection reasons with counts.
     """
-    explanation = explain(profile, offers, now=now, blocked=blocked)
+    explanation = explain_offers(profile, offers, now=now, blocked=blocked)
     if not explanation.candidates:
         raise NoOfferError(f"no offer qualifies: {explanation.summary()}", explanation=explanation)
     return explanation.candidates

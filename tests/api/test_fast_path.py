@@ -9,7 +9,7 @@ import pytest
 
 from vastkit.api import _converter
 from vastkit.api._converter import FAST_PATH, FastPathMismatch, make_converter, structure_list
-from vastkit.api.models import Charge, Instance, Offer
+from vastkit.api.models import Charge, InstanceInfo, Offer
 from vastkit.errors import ResponseValidationError
 
 
@@ -29,7 +29,7 @@ def _offer(offer_id: int, **overrides: Any) -> dict[str, Any]:
 
 
 def test_long_lists_of_offers_and_instances_take_the_fast_path() -> None:
-    assert frozenset({Offer, Instance}) == FAST_PATH
+    assert frozenset({Offer, InstanceInfo}) == FAST_PATH
     assert Charge not in FAST_PATH
 
 

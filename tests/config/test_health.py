@@ -1,4 +1,4 @@
-"""vastkit.check() against the emulator (loopback HTTP) and moto S3."""
+"""vastkit.health_check() against the emulator (loopback HTTP) and moto S3."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from vastkit.clock import ManualClock
 from vastkit.config import Settings
 from vastkit.emulator import Emulator, serve
 from vastkit.errors import ConfigError
-from vastkit.health import CheckStatus, HealthReport, check, check_store_writable
+from vastkit.health import CheckStatus, HealthReport, check_store_writable, health_check
 
 PROFILES = """\
 profiles:
@@ -74,7 +74,7 @@ def _bucket_objects(store: str, options: dict[str, Any]) -> list[str]:
 def test_all_green(
     settings: Settings, client: Client, s3_bucket: tuple[str, dict[str, Any]]
 ) -> None:
-    report = check(settings=settings, client=client)
+    report = health_check(settings=settings, client=client)
     assert [(i.name, i.status) for i in report.items] == [
         ("config", CheckStatus.OK),
         ("api key", CheckStatus.OK),
@@ -108,7 +108,7 @@ def test_check_builds_its_client_from_the_settings(
     settings: Settings, emu: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VAST_API_KEY", emu.api_key)
-    report = check(settings=settings, worker_probe=False)
+    report = health_check(settings=settings, worker_probe=False)
     assert report.ok, report.to_text()
     assert report["worker credentials"].status is CheckStatus.SKIP
     assert emu.api_key not in report.to_json()
@@ -117,7 +117,7 @@ def test_check_builds_its_client_from_the_settings(
 @pytest.mark.s3
 def test_a_bad_key_fails_with_a_fix(settings: Settings, emu: Emulator) -> None:
     with Client("wrong-key", base_url=emu.url, clock=ManualClock(), max_retries=0) as bad:
-        report = check(settings=settings, client=bad, worker_probe=False)
+        report = health_check(settings=settings, client=bad, worker_probe=False)
     assert not report.ok
     item = report["api key"]
     assert item.status is CheckStatus.FAIL
@@ -131,7 +131,7 @@ def test_a_bad_key_fails_with_a_fix(settings: Settings, emu: Emulator) -> None:
 
 
 def test_no_key_at_all_fails_with_a_fix(tmp_path: Path) -> None:
-    report = check(settings=Settings(ledger_path=str(tmp_path / "l.db")))
+    report = health_check(settings=Settings(ledger_path=str(tmp_path / "l.db")))
     item = report["api key"]
     assert item.status is CheckStatus.FAIL
     assert "no Vast API key" in item.detail
@@ -144,7 +144,7 @@ def test_no_key_at_all_fails_with_a_fix(tmp_path: Path) -> None:
 @pytest.mark.s3
 def test_a_missing_bucket_fails_naming_the_cause(settings: Settings, client: Client) -> None:
     missing = Settings(**{**_fields(settings), "store_url": "s3://no-such-bucket-4711/runs"})
-    report = check(settings=missing, client=client)
+    report = health_check(settings=missing, client=client)
     item = report["store"]
     assert item.status is CheckStatus.FAIL
     assert "NoSuchBucket" in item.detail
@@ -162,7 +162,7 @@ def test_wrong_credentials_fail_naming_the_cause(
     monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # moto checks keys
     options = {**settings.storage_options, "key": "AKIAWRONG", "secret": "s3cr3t-value"}
     wrong = Settings(**{**_fields(settings), "storage_options": options})
-    report = check(settings=wrong, client=client, worker_probe=False)
+    report = health_check(settings=wrong, client=client, worker_probe=False)
     item = report["store"]
     assert item.status is CheckStatus.FAIL
     assert "InvalidAccessKeyId" in item.detail
@@ -178,7 +178,7 @@ def test_credentials_only_in_the_local_environment_fail_for_the_worker(
     # s3_server fixture), but a worker receives only storage_options.
     options = {"client_kwargs": dict(settings.storage_options["client_kwargs"])}
     local_only = Settings(**{**_fields(settings), "storage_options": options})
-    report = check(settings=local_only, client=client)
+    report = health_check(settings=local_only, client=client)
     assert report["store"].status is CheckStatus.OK
     worker = report["worker credentials"]
     assert worker.status is CheckStatus.FAIL
@@ -218,7 +218,7 @@ def test_a_local_store_with_the_emulator_is_green(
     settings = Settings(
         base_url=emu.url, store_url=str(tmp_path / "runs"), ledger_path=str(tmp_path / "l.db")
     )
-    report = check(settings=settings, client=client)
+    report = health_check(settings=settings, client=client)
     assert report.ok, report.to_text()
     assert report["store"].status is CheckStatus.OK
     assert report["worker credentials"].status is CheckStatus.OK
@@ -227,13 +227,13 @@ def test_a_local_store_with_the_emulator_is_green(
 def test_a_skewed_clock_warns(tmp_path: Path, client: Client) -> None:
     settings = Settings(ledger_path=str(tmp_path / "l.db"))
     behind = ManualClock(start=time.time() - 600)
-    report = check(settings=settings, client=client, clock=behind, worker_probe=False)
+    report = health_check(settings=settings, client=client, clock=behind, worker_probe=False)
     item = report["clock"]
     assert item.status is CheckStatus.WARN
     assert "behind the API's" in item.detail
     assert item.fix is not None
     assert "ntp" in item.fix.lower()
-    in_time = check(settings=settings, client=client, clock=ManualClock(start=time.time()))
+    in_time = health_check(settings=settings, client=client, clock=ManualClock(start=time.time()))
     assert in_time["clock"].status is CheckStatus.OK
 
 
@@ -245,7 +245,7 @@ def test_broken_profiles_and_budgets_fail_with_their_line(tmp_path: Path, client
     settings = Settings(
         profiles_file=str(profiles), budgets_file=str(budgets), ledger_path=str(tmp_path / "l.db")
     )
-    report = check(settings=settings, client=client)
+    report = health_check(settings=settings, client=client)
     item = report["profiles"]
     assert item.status is CheckStatus.FAIL
     assert f"{profiles}:4" in item.detail
@@ -257,7 +257,7 @@ def test_broken_profiles_and_budgets_fail_with_their_line(tmp_path: Path, client
 def test_a_ledger_that_cannot_open_fails(tmp_path: Path, client: Client) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    report = check(settings=Settings(ledger_path=str(blocker / "ledger.db")), client=client)
+    report = health_check(settings=Settings(ledger_path=str(blocker / "ledger.db")), client=client)
     assert report["ledger"].status is CheckStatus.FAIL
     assert report["reconcile"].status is CheckStatus.SKIP
 
@@ -269,7 +269,7 @@ def test_an_orphaned_instance_warns_in_reconcile(
     client.create_instance(
         offer.id, CreateInstanceRequest(image="ubuntu", label="vastkit/lost-run/1", disk_gb=10)
     )
-    report = check(settings=Settings(ledger_path=str(tmp_path / "l.db")), client=client)
+    report = health_check(settings=Settings(ledger_path=str(tmp_path / "l.db")), client=client)
     item = report["reconcile"]
     assert item.status is CheckStatus.WARN
     assert "1 orphaned" in item.detail
@@ -282,7 +282,7 @@ def test_a_broken_config_file_is_the_first_failure(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (isolated / "vastkit.yaml").write_text("stor_url: s3://b\n")
-    report = check()
+    report = health_check()
     assert not report.ok
     assert [(i.name, i.status) for i in report.items] == [("config", CheckStatus.FAIL)]
     assert "vastkit.yaml:1" in report.items[0].detail
@@ -297,7 +297,7 @@ def test_vast_api_key_overriding_the_configured_source_warns(
         "    api_key_env: PROD_KEY\n"
     )
     monkeypatch.setenv("VAST_API_KEY", emu.api_key)
-    report = check(worker_probe=False)
+    report = health_check(worker_probe=False)
     assert report.env == "prod"
     assert report["config"].status is CheckStatus.WARN
     assert "overrides the api_key_env" in report["config"].detail

@@ -31,8 +31,13 @@ INTERRUPTIBLE = GpuProfile(
 """An interruptible profile."""
 
 FAST = InstanceTimeouts(
-    provisioning=60, loading=120, running=300, host_lost_grace=30, poll_interval=5,
-    destroy=120, machine_block=3600,
+    provisioning=60,
+    loading=120,
+    running=300,
+    host_lost_grace=30,
+    poll_interval=5,
+    destroy=120,
+    machine_block=3600,
 )
 """Deadlines well above the emulator's phase timings below (10 s + 30 s)."""
 

@@ -54,9 +54,7 @@ def test_with_block_rents_waits_and_destroys(
         assert inst.ssh_command
         assert inst.ssh_command.startswith("ssh -p ")
         assert inst.public_ip
-        assert inst.dph == pytest.approx(
-            inst.offer.dph_base + inst.offer.storage_dph(16), rel=1e-4
-        )
+        assert inst.dph == pytest.approx(inst.offer.dph_base + inst.offer.storage_dph(16), rel=1e-4)
         # 10 s provisioning + 30 s loading, seen through 5 s polls
         assert 40 <= clock.now() - start <= 50
         clock.advance(3600)
@@ -111,7 +109,11 @@ def test_entering_twice_is_an_error_and_destroy_is_idempotent(make: Make, emu: E
 def test_launch_without_with_and_destroy(make: Make, emu: Emulator, client: Client) -> None:
     inst = make()
     inst = Instance.launch(
-        inst.profile, client=client, ledger=inst._ledger, clock=inst._clock, timeouts=inst.timeouts,
+        inst.profile,
+        client=client,
+        ledger=inst._ledger,
+        clock=inst._clock,
+        timeouts=inst.timeouts,
         progress=False,
     )
     assert inst.state is InstanceState.RUNNING
@@ -124,8 +126,12 @@ def test_launch_without_with_and_destroy(make: Make, emu: Emulator, client: Clie
 def test_a_live_instance_garbage_collected_warns(make: Make, emu: Emulator, client: Client) -> None:
     template = make()
     inst = Instance.launch(
-        template.profile, client=client, ledger=template._ledger, clock=template._clock,
-        timeouts=template.timeouts, progress=False,
+        template.profile,
+        client=client,
+        ledger=template._ledger,
+        clock=template._clock,
+        timeouts=template.timeouts,
+        progress=False,
     )
     instance_id = inst.id
     with pytest.warns(ResourceWarning, match=f"Instance {instance_id}"):  # noqa: PT031
@@ -167,7 +173,9 @@ def test_inside_the_block(make: Make, emu: Emulator, clock: ManualClock) -> None
 
 
 def test_profile_forms_and_bad_arguments(
-    make: Make, tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    make: Make,
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     path = tmp_path / "gpu_profiles.yaml"
     path.write_text("profiles:\n  mine:\n    gpu_name: RTX_4090\n    max_dph: 0.4\n")
@@ -235,9 +243,7 @@ def test_every_offer_overrunning_provisioning_raises_with_each_attempt(
     assert {a.machine_id for a in attempts} <= ledger.blocked_machines()
 
 
-def test_container_exiting_while_starting(
-    make: Make, emu: Emulator, clock: ManualClock
-) -> None:
+def test_container_exiting_while_starting(make: Make, emu: Emulator, clock: ManualClock) -> None:
     done: list[int] = []
 
     def hook(event: InstanceEvent) -> None:
@@ -340,9 +346,7 @@ def test_reconcile_on_entry_with_a_failing_list_rents_nothing(make: Make, emu: E
 
 
 def test_budget_refusal_rents_nothing(make: Make, emu: Emulator, ledger: Ledger) -> None:
-    budgets: Budgets = load_budgets(
-        {"projects": {"vision": {"limit_usd": 0.5, "period": "total"}}}
-    )
+    budgets: Budgets = load_budgets({"projects": {"vision": {"limit_usd": 0.5, "period": "total"}}})
     guard = BudgetGuard(budgets, ledger, project="vision")
     with pytest.raises(BudgetExceededError, match="worst case"):
         with make(budget=guard, project="vision"):
@@ -379,15 +383,21 @@ def test_bid_is_min_bid_plus_margin_within_the_cap(
 
 
 def test_outbid_while_running_raises_the_bid_and_recovers(
-    make: Make, emu: Emulator, interruptible: GpuProfile, clock: ManualClock,
+    make: Make,
+    emu: Emulator,
+    interruptible: GpuProfile,
+    clock: ManualClock,
     events: list[InstanceEvent],
 ) -> None:
     with make(interruptible, outbid=OutbidPolicy.raise_bid(step=0.2)) as inst:
         first_bid = inst.bid
         assert first_bid is not None
         emu.preempt(inst.id, price=round(first_bid * 1.1, 4))
-        assert inst.refresh().state in (InstanceState.OUTBID, InstanceState.LOADING,
-                                        InstanceState.RUNNING)
+        assert inst.refresh().state in (
+            InstanceState.OUTBID,
+            InstanceState.LOADING,
+            InstanceState.RUNNING,
+        )
         assert "outbid" in kinds(events)
         assert "bid_raised" in kinds(events)
         assert inst.bid is not None
@@ -399,7 +409,10 @@ def test_outbid_while_running_raises_the_bid_and_recovers(
 
 
 def test_outbid_with_give_up_policy_destroys(
-    make: Make, emu: Emulator, interruptible: GpuProfile, ledger: Ledger,
+    make: Make,
+    emu: Emulator,
+    interruptible: GpuProfile,
+    ledger: Ledger,
     events: list[InstanceEvent],
 ) -> None:
     with make(interruptible, outbid=OutbidPolicy.give_up()) as inst:
@@ -416,7 +429,10 @@ def test_outbid_with_give_up_policy_destroys(
 
 
 def test_outbid_with_wait_policy_waits_for_the_gpus(
-    make: Make, emu: Emulator, interruptible: GpuProfile, clock: ManualClock,
+    make: Make,
+    emu: Emulator,
+    interruptible: GpuProfile,
+    clock: ManualClock,
     events: list[InstanceEvent],
 ) -> None:
     with make(interruptible, outbid=OutbidPolicy.wait(600)) as inst:
@@ -467,9 +483,13 @@ def test_bid_too_low_at_creation_destroys_that_instance_and_rebids(
 def test_full_life_with_the_documented_rate_limits(clock: ManualClock, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from vastkit.emulator import Timings, serve
 
-    with serve(seed=1, clock=clock, offers=300, timings=Timings(provision_s=10, loading_s=30)) \
-            as emu, Client(emu.api_key, base_url=emu.url, clock=clock) as client, \
-            Ledger(tmp_path / "l.db", clock=clock) as ledger:
+    with (
+        serve(
+            seed=1, clock=clock, offers=300, timings=Timings(provision_s=10, loading_s=30)
+        ) as emu,
+        Client(emu.api_key, base_url=emu.url, clock=clock) as client,
+        Ledger(tmp_path / "l.db", clock=clock) as ledger,
+    ):
         profile = GpuProfile(name="t", gpu_name="RTX_4090", max_dph=0.5, max_duration_hours=4)
         with Instance(profile, client=client, ledger=ledger, clock=clock, progress=False) as inst:
             assert inst.state is InstanceState.RUNNING

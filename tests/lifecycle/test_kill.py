@@ -77,9 +77,10 @@ class Orchestrator:
 
 
 def reconcile_after(emu: Emulator, ledger_path: Path):  # type: ignore[no-untyped-def]
-    with Client(emu.api_key, base_url=emu.url, min_intervals={}) as client, Ledger(
-        ledger_path
-    ) as ledger:
+    with (
+        Client(emu.api_key, base_url=emu.url, min_intervals={}) as client,
+        Ledger(ledger_path) as ledger,
+    ):
         report = reconcile(client, ledger)
         pending = ledger.pending_intents()
         attempts = [a for run in ledger.runs() for a in ledger.attempts(run.run_id)]

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vastkit.api.models import Instance as ApiInstance
-from vastkit.api.models import InstanceState
+from vastkit.api.models import InstanceInfo, InstanceState
 from vastkit.clock import ManualClock
 from vastkit.instance import (
     CostMeter,
@@ -47,8 +46,18 @@ def test_label_round_trips(run_id: str, attempt: int) -> None:
 
 @pytest.mark.parametrize(
     "label",
-    [None, "", "vastkit/", "vastkit/run", "vastkit/run/0", "vastkit/run/x", "other/run/1",
-     "vastkit/a b/1", "vastkit/run/1/2", "VASTKIT/run/1"],
+    [
+        None,
+        "",
+        "vastkit/",
+        "vastkit/run",
+        "vastkit/run/0",
+        "vastkit/run/x",
+        "other/run/1",
+        "vastkit/a b/1",
+        "vastkit/run/1/2",
+        "VASTKIT/run/1",
+    ],
 )
 def test_foreign_labels_are_not_ours(label: str | None) -> None:
     assert parse_label(label) is None
@@ -72,17 +81,17 @@ def test_new_run_ids_are_unique_and_valid() -> None:
 # -- the phase state machine -------------------------------------------------------------------
 
 
-def view(actual: str | None, **fields: object) -> ApiInstance:
-    return ApiInstance(id=7, machine_id=1, actual_status=actual, **fields)  # type: ignore[arg-type]
+def view(actual: str | None, **fields: object) -> InstanceInfo:
+    return InstanceInfo(id=7, machine_id=1, actual_status=actual, **fields)  # type: ignore[arg-type]
 
 
-def scripted(clock: ManualClock, timeline: list[tuple[float, ApiInstance | None]]):  # type: ignore[no-untyped-def]
+def scripted(clock: ManualClock, timeline: list[tuple[float, InstanceInfo | None]]):  # type: ignore[no-untyped-def]
     """A poll function that returns, at each moment, the last view whose start time passed."""
     start = clock.now()
 
-    def poll() -> ApiInstance | None:
+    def poll() -> InstanceInfo | None:
         elapsed = clock.now() - start
-        current: ApiInstance | None = timeline[0][1]
+        current: InstanceInfo | None = timeline[0][1]
         for at, item in timeline:
             if elapsed >= at:
                 current = item
@@ -91,8 +100,9 @@ def scripted(clock: ManualClock, timeline: list[tuple[float, ApiInstance | None]
     return poll
 
 
-TIMEOUTS = InstanceTimeouts(provisioning=60, loading=120, running=300, host_lost_grace=30,
-                            poll_interval=5)
+TIMEOUTS = InstanceTimeouts(
+    provisioning=60, loading=120, running=300, host_lost_grace=30, poll_interval=5
+)
 
 
 def test_reaches_running_through_the_phases() -> None:
@@ -123,7 +133,7 @@ def test_reaches_running_through_the_phases() -> None:
     ],
 )
 def test_each_failure_is_classified_at_its_deadline(
-    timeline: list[tuple[float, ApiInstance | None]], reason: str, elapsed: float
+    timeline: list[tuple[float, InstanceInfo | None]], reason: str, elapsed: float
 ) -> None:
     clock = ManualClock()
     outcome = PhaseWaiter(scripted(clock, timeline), clock=clock, timeouts=TIMEOUTS).wait()
@@ -144,8 +154,9 @@ def test_total_deadline_catches_phase_ping_pong() -> None:
 
 
 def test_outbid_at_start_is_its_own_outcome_for_bids_only() -> None:
-    stopped = view("stopped", is_bid=True, cur_state="stopped", intended_status="stopped",
-                   next_state="stopped")
+    stopped = view(
+        "stopped", is_bid=True, cur_state="stopped", intended_status="stopped", next_state="stopped"
+    )
     clock = ManualClock()
     outcome = PhaseWaiter(scripted(clock, [(0, stopped)]), clock=clock, timeouts=TIMEOUTS).wait()
     assert outcome.reason == "outbid"
@@ -154,8 +165,12 @@ def test_outbid_at_start_is_its_own_outcome_for_bids_only() -> None:
 
 def test_offline_that_recovers_within_grace_is_tolerated() -> None:
     clock = ManualClock()
-    timeline = [(0, view(None)), (10, view("offline")), (30, view("loading")),
-                (40, view("running"))]
+    timeline = [
+        (0, view(None)),
+        (10, view("offline")),
+        (30, view("loading")),
+        (40, view("running")),
+    ]
     outcome = PhaseWaiter(scripted(clock, timeline), clock=clock, timeouts=TIMEOUTS).wait()
     assert outcome.ok
 
@@ -197,15 +212,19 @@ def test_after_a_raise_it_waits_unless_min_bid_passes_the_bid() -> None:
 
 
 def test_wait_and_give_up_policies() -> None:
-    assert OutbidPolicy.give_up().decide(outbid_for=0, current_bid=1, min_bid=9, cap=9).action \
+    assert (
+        OutbidPolicy.give_up().decide(outbid_for=0, current_bid=1, min_bid=9, cap=9).action
         == "give_up"
+    )
     wait = OutbidPolicy.wait(60)
     assert wait.decide(outbid_for=59, current_bid=1, min_bid=9, cap=9).action == "wait"
     assert wait.decide(outbid_for=60, current_bid=1, min_bid=9, cap=9).action == "give_up"
 
 
 @given(
-    bid=st.floats(0.01, 10), min_bid=st.floats(0.001, 20), cap=st.floats(0.01, 10),
+    bid=st.floats(0.01, 10),
+    min_bid=st.floats(0.001, 20),
+    cap=st.floats(0.01, 10),
     step=st.floats(0.01, 2),
 )
 def test_a_raise_never_passes_the_cap(bid: float, min_bid: float, cap: float, step: float) -> None:
@@ -249,7 +268,9 @@ def test_progress_writes_plain_lines_only_on_change_when_not_a_terminal() -> Non
         progress.update(text)
     progress.close("done")
     assert out.getvalue().splitlines() == [
-        "vastkit: searching", "vastkit: loading 5 s", "vastkit: done"
+        "vastkit: searching",
+        "vastkit: loading 5 s",
+        "vastkit: done",
     ]
 
 

@@ -6,14 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vastkit._provision import InstanceTimeouts, PhaseOutcome, PhaseTracker, phase_of
-from vastkit.api.models import Instance as ApiInstance
-from vastkit.api.models import InstanceState
+from vastkit.api.models import InstanceInfo, InstanceState
 
 TIMEOUTS = InstanceTimeouts(
     provisioning=100.0, loading=200.0, running=500.0, host_lost_grace=30.0, poll_interval=5.0
 )
 
 STATES = st.sampled_from(list(InstanceState))
+
 
 @st.composite
 def _steps(draw: st.DrawFn) -> list[tuple[InstanceState, float]]:
@@ -32,7 +32,7 @@ def _steps(draw: st.DrawFn) -> list[tuple[InstanceState, float]]:
 STEPS = _steps()
 
 
-def _view(state: InstanceState) -> ApiInstance:
+def _view(state: InstanceState) -> InstanceInfo:
     # The API model derives ``state`` from Vast's three status fields; build views that read as
     # each state through the same converter the client uses.
     fields = {
@@ -46,7 +46,7 @@ def _view(state: InstanceState) -> ApiInstance:
         InstanceState.UNKNOWN: ("unknown", "running", "running"),
         InstanceState.FAILED: ("created", "running", "running"),
     }[state]
-    view = ApiInstance(
+    view = InstanceInfo(
         id=1,
         actual_status=fields[0],
         intended_status=fields[1],
@@ -61,7 +61,7 @@ def _view(state: InstanceState) -> ApiInstance:
 def _run(steps: list[tuple[InstanceState, float]], *, bid: bool = True):
     tracker = PhaseTracker(TIMEOUTS, 0.0, expect_bid_stop=bid)
     now = 0.0
-    seen: list[tuple[float, ApiInstance]] = []
+    seen: list[tuple[float, InstanceInfo]] = []
     for state, dt in steps:
         now += dt
         view = _view(state)

@@ -71,13 +71,27 @@ def test_dry_run_changes_nothing(
     assert "would destroy 1" in report.summary()
 
 
-def record(ledger: Ledger, run_id: str, offer: Offer, *, owner: dict | None, clock: ManualClock,  # type: ignore[type-arg]
-           instance_id: int | None = None, complete: bool = True) -> int:
+def record(
+    ledger: Ledger,
+    run_id: str,
+    offer: Offer,
+    *,
+    owner: dict | None,
+    clock: ManualClock,  # type: ignore[type-arg]
+    instance_id: int | None = None,
+    complete: bool = True,
+) -> int:
     ledger.record_run(run_id, metadata={"owner": owner} if owner else {}, status="running")
     label = make_label(run_id, 1)
     intent = ledger.begin_intent(run_id, 1, offer_id=offer.id, label=label)
-    attempt = ledger.record_attempt(run_id, 1, offer_id=offer.id, machine_id=offer.machine_id,
-                                    label=label, intent_at=clock.now())
+    attempt = ledger.record_attempt(
+        run_id,
+        1,
+        offer_id=offer.id,
+        machine_id=offer.machine_id,
+        label=label,
+        intent_at=clock.now(),
+    )
     if complete and instance_id is not None:
         ledger.complete_intent(intent, instance_id=instance_id)
         ledger.update_attempt(attempt, instance_id=instance_id, created_at=clock.now())
@@ -120,8 +134,9 @@ def test_an_instance_whose_row_ended_is_destroyed(
 ) -> None:
     (offer,) = offers(client, on_demand, 1)
     instance_id = rent(client, offer, make_label("ended", 1))
-    attempt = record(ledger, "ended", offer, owner=owner_metadata(), clock=clock,
-                     instance_id=instance_id)
+    attempt = record(
+        ledger, "ended", offer, owner=owner_metadata(), clock=clock, instance_id=instance_id
+    )
     ledger.update_attempt(attempt, end_reason="exit", ended_at=clock.now())
     report = reconcile(client, ledger)
     assert "ended" in report.destroyed[0].reason
@@ -147,8 +162,9 @@ def test_unknown_owner_intents_wait_for_the_grace_period(
     client: Client, ledger: Ledger, on_demand: GpuProfile, clock: ManualClock
 ) -> None:
     (offer,) = offers(client, on_demand, 1)
-    record(ledger, "elsewhere", offer, owner={"host": "other", "pid": 1}, clock=clock,
-           complete=False)
+    record(
+        ledger, "elsewhere", offer, owner={"host": "other", "pid": 1}, clock=clock, complete=False
+    )
     assert reconcile(client, ledger, intent_grace=600).closed == ()
     clock.advance(601)
     assert len(reconcile(client, ledger, intent_grace=600).closed) == 1
@@ -159,8 +175,14 @@ def test_a_live_row_owned_elsewhere_is_left_alone(
 ) -> None:
     (offer,) = offers(client, on_demand, 1)
     instance_id = rent(client, offer, make_label("remote", 1))
-    record(ledger, "remote", offer, owner={"host": "ci-runner-7", "pid": 12}, clock=clock,
-           instance_id=instance_id)
+    record(
+        ledger,
+        "remote",
+        offer,
+        owner={"host": "ci-runner-7", "pid": 12},
+        clock=clock,
+        instance_id=instance_id,
+    )
     report = reconcile(client, ledger)
     assert [x.instance_id for x in report.left] == [instance_id]
     assert "ci-runner-7" in report.left[0].reason

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vastkit.api.models import Instance, InstanceState
+from vastkit.api.models import InstanceInfo, InstanceState
 from vastkit.budget import BudgetAction, BudgetGuard, Budgets, load_budgets
 from vastkit.clock import ManualClock
 from vastkit.errors import BudgetExceededError, ConfigError
@@ -184,7 +184,7 @@ def test_contract_price_from_offer_and_instance() -> None:
     offer = make_offer(dph_base=0.3, storage_cost_per_gb_month=0.72, min_bid=0.1)
     assert ContractPrice.from_offer(offer, disk_gb=10).dph_total == pytest.approx(0.31)
     assert ContractPrice.from_offer(offer, disk_gb=10, bid=0.12).gpu_dph == 0.12
-    instance = Instance(
+    instance = InstanceInfo(
         id=1, dph_base=0.12, disk_space_gb=10, storage_cost_per_gb_month=0.72, is_bid=True
     )
     assert ContractPrice.from_instance(instance).storage_dph == pytest.approx(0.01)

@@ -17,7 +17,7 @@ from vastkit.selector import (
     Reason,
     build_query,
     effective_price,
-    explain,
+    explain_offers,
     select_offers,
 )
 
@@ -113,7 +113,7 @@ def test_explain_accounts_for_every_offer() -> None:
         make_offer(id=7, machine_id=7),
         make_offer(id=8, machine_id=8, verification="unverified", dph_base=0.9),
     ]
-    explanation = explain(DEV, offers, now=NOW, blocked={7})
+    explanation = explain_offers(DEV, offers, now=NOW, blocked={7})
     assert [c.offer.id for c in explanation.candidates] == [2, 1]
     assert explanation.considered == 8
     assert {r.offer.id: r.reasons for r in explanation.rejections} == {
@@ -151,7 +151,7 @@ def test_no_offer_error_carries_the_explanation() -> None:
 
 def test_interruptible_needs_min_bid() -> None:
     profile = GpuProfile(name="b", gpu_name="RTX 4090", max_dph=0.25, rental="interruptible")
-    explanation = explain(profile, [make_offer(min_bid=None)], now=NOW)
+    explanation = explain_offers(profile, [make_offer(min_bid=None)], now=NOW)
     assert explanation.rejections[0].reasons == (Reason.NOT_BIDDABLE,)
 
 
@@ -159,7 +159,7 @@ def test_extra_query_is_rechecked() -> None:
     profile = GpuProfile(
         name="x", gpu_name="RTX 4090", max_dph=1, extra_query={"cpu_ram": {"gte": 64000}}
     )
-    explanation = explain(
+    explanation = explain_offers(
         profile,
         [make_offer(id=1, cpu_ram_mb=32000.0), make_offer(id=2, cpu_ram_mb=128000.0)],
         now=NOW,
@@ -268,7 +268,7 @@ def test_every_pick_satisfies_every_constraint_and_is_optimal(
     scenario: tuple[GpuProfile, list[Offer]], blocked: frozenset[int]
 ) -> None:
     profile, offers = scenario
-    explanation = explain(profile, offers, now=NOW, blocked=blocked)
+    explanation = explain_offers(profile, offers, now=NOW, blocked=blocked)
     # every offer is accounted for exactly once
     ids = sorted(
         [c.offer.id for c in explanation.candidates] + [r.offer.id for r in explanation.rejections]
@@ -291,8 +291,8 @@ def test_ties_break_deterministically(
     profile, offers = scenario
     shuffled = list(offers)
     random.Random(seed).shuffle(shuffled)
-    first = explain(profile, offers, now=NOW, blocked=blocked)
-    second = explain(profile, shuffled, now=NOW, blocked=blocked)
+    first = explain_offers(profile, offers, now=NOW, blocked=blocked)
+    second = explain_offers(profile, shuffled, now=NOW, blocked=blocked)
     assert [c.offer.id for c in first.candidates] == [c.offer.id for c in second.candidates]
 
 
@@ -302,7 +302,9 @@ def test_no_offer_error_exactly_when_nothing_qualifies(
     scenario: tuple[GpuProfile, list[Offer]], blocked: frozenset[int]
 ) -> None:
     profile, offers = scenario
-    qualifying = [o for o in offers if explain(profile, [o], now=NOW, blocked=blocked).candidates]
+    qualifying = [
+        o for o in offers if explain_offers(profile, [o], now=NOW, blocked=blocked).candidates
+    ]
     if qualifying:
         picks = select_offers(profile, offers, now=NOW, blocked=blocked)
         assert {c.offer.id for c in picks} == {o.id for o in qualifying}

@@ -13,7 +13,7 @@ from vastkit.clock import ManualClock
 from vastkit.emulator import Emulator, serve
 from vastkit.errors import NoOfferError
 from vastkit.profiles import GpuProfile, builtin_profiles
-from vastkit.selector import build_query, explain, select_offers
+from vastkit.selector import build_query, explain_offers, select_offers
 
 RELAXED = GpuProfile(
     name="relaxed-4090", gpu_name="RTX_4090", max_dph=0.6, reliability_min=0.9,
@@ -51,7 +51,7 @@ def test_pick_is_what_a_careful_human_would_pick(
         .with_limit(1000)
     )
     everything = client.search_offers(broad)
-    explanation = explain(profile, everything, now=now)
+    explanation = explain_offers(profile, everything, now=now)
     assert explanation.considered == len({o.id for o in everything})
     assert sum(explanation.first_reason_counts().values()) == len(explanation.rejections)
 

@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vastkit.api.models import Instance
+from vastkit.api.models import InstanceInfo
 from vastkit.clock import ManualClock
 from vastkit.queue._instances import SharedInstances
 
@@ -21,7 +21,7 @@ class CountingClient:
         self.clock = clock
         self.calls: list[float] = []
 
-    def list_instances(self) -> list[Instance]:
+    def list_instances(self) -> list[InstanceInfo]:
         self.calls.append(self.clock.now())
         return []
 

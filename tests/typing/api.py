@@ -6,15 +6,16 @@ A change that breaks how users annotate against vastkit fails CI here first.
 from __future__ import annotations
 
 import vastkit
-from vastkit.api.models import Instance, InstanceState, Offer
+import vastkit.clock
+from vastkit.api.models import InstanceInfo, InstanceState, Offer
 
 clock: vastkit.Clock = vastkit.ManualClock(start=0.0)
 clock.sleep(1.5)
 now: float = clock.now()
-real: vastkit.Clock = vastkit.SystemClock()
+real: vastkit.Clock = vastkit.clock.SystemClock()
 
 
-def state_of(instance: Instance) -> InstanceState:
+def state_of(instance: InstanceInfo) -> InstanceState:
     return instance.state
 
 

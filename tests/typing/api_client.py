@@ -12,7 +12,7 @@ from vastkit.api import (
     Client,
     CreatedInstance,
     CreateInstanceRequest,
-    Instance,
+    InstanceInfo,
     Offer,
     OfferQuery,
     User,
@@ -51,8 +51,8 @@ with Client(
     offers = vast.search_offers("num_gpus=1", type="bid", order="dph+", limit=5)
     offers = vast.search_offers({"num_gpus": {"eq": 1}}, allocated_storage=10.0)
     created: CreatedInstance = vast.create_instance(1, CreateInstanceRequest(image="img"))
-    one: Instance | None = vast.get_instance(created.id)
-    many: list[Instance] = vast.list_instances(label="x", filters={"actual_status": {"eq": "x"}})
+    one: InstanceInfo | None = vast.get_instance(created.id)
+    many: list[InstanceInfo] = vast.list_instances(label="x", filters={"actual_status": {"eq": "x"}})
     vast.stop_instance(1)
     vast.start_instance(1)
     vast.label_instance(1, "y")

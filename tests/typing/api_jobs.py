@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import vastkit
+import vastkit.health
 from vastkit import worker
 from vastkit.rundir import CheckpointSettings
 
@@ -49,9 +50,9 @@ with vastkit.CheckpointManager("s3://bucket/ckpt", every_steps=100, keep_last=2)
     state = manager.load()
 
 settings: vastkit.Settings = vastkit.load_config(env="prod")
-report: vastkit.HealthReport = vastkit.check("prod", worker_probe=False)
+report: vastkit.HealthReport = vastkit.health_check("prod", worker_probe=False)
 healthy: bool = report.ok
-vastkit.check_store_writable("s3://bucket/runs", {"anon": False}, run_id="probe")
+vastkit.health.check_store_writable("s3://bucket/runs", {"anon": False}, run_id="probe")
 
 ctx = worker.context()
 should: bool = ctx.should_stop()

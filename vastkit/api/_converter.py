@@ -41,7 +41,7 @@ from vastkit.api.models import (
     Charge,
     ChargeItem,
     CreatedInstance,
-    Instance,
+    InstanceInfo,
     Offer,
     PortBinding,
     User,
@@ -72,7 +72,7 @@ RENAMES: Final[Mapping[type, Mapping[str, str]]] = {
         "inet_down_cost_per_gb": "inet_down_cost",
         "storage_cost_per_gb_month": "storage_cost",
     },
-    Instance: {
+    InstanceInfo: {
         "image": "image_uuid",
         "env": "extra_env",
         "gpu_ram_mb": "gpu_ram",
@@ -85,7 +85,7 @@ RENAMES: Final[Mapping[type, Mapping[str, str]]] = {
 }
 """Our attribute name -> Vast's field name, per class."""
 
-_PREFER_RELIABILITY2: Final = frozenset({Offer, Instance})
+_PREFER_RELIABILITY2: Final = frozenset({Offer, InstanceInfo})
 
 
 # --- scalar coercions (shared by the fast path and the cattrs hooks) -------------------------
@@ -225,7 +225,7 @@ def _special_hooks(cls: type) -> dict[str, Callable[[Any], Any]]:
     names = {field.name for field in attrs.fields(cls)}
     if "public_ipaddr" in names:
         hooks["public_ipaddr"] = _c_stripped
-    if cls is Instance:
+    if cls is InstanceInfo:
         hooks["env"] = _c_env
         hooks["ports"] = _c_ports
     return hooks
@@ -303,7 +303,7 @@ def make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(detailed_validation=True, forbid_extra_keys=False)
     for typ, fn in _SCALARS.items():
         converter.register_structure_hook(typ, _as_hook(fn))
-    for cls in (Offer, Instance, CreatedInstance, User, ChargeItem, Charge, PortBinding):
+    for cls in (Offer, InstanceInfo, CreatedInstance, User, ChargeItem, Charge, PortBinding):
         converter.register_structure_hook(cls, _structure_fn(converter, cls))
     return converter
 
@@ -364,7 +364,7 @@ def _converter() -> cattrs.Converter:
     return make_converter()
 
 
-FAST_PATH: Final = frozenset({Offer, Instance})
+FAST_PATH: Final = frozenset({Offer, InstanceInfo})
 """The classes whose lists are structured by a generated constructor first (the long lists)."""
 
 _DATA_ERRORS: Final = (KeyError, TypeError, ValueError, AttributeError)

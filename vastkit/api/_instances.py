@@ -10,7 +10,7 @@ from typing import Any, Final
 from vastkit.api._converter import structure
 from vastkit.api._responses import all_pages, check_id, expect_field, raise_if_unsuccessful
 from vastkit.api._transport import Transport
-from vastkit.api.models import CreatedInstance, CreateInstanceRequest, Instance
+from vastkit.api.models import CreatedInstance, CreateInstanceRequest, InstanceInfo
 from vastkit.clock import Clock
 from vastkit.errors import (
     APITimeoutError,
@@ -95,7 +95,7 @@ class InstanceEndpoints:
         )
         return created
 
-    def get_instance(self, instance_id: int) -> Instance | None:
+    def get_instance(self, instance_id: int) -> InstanceInfo | None:
         """One instance (``GET /api/v0/instances/{id}/``), or None when it does not exist.
 
         Raises:
@@ -122,14 +122,14 @@ class InstanceEndpoints:
             if not matches:
                 return None
             raw = matches[0]
-        return structure(raw, Instance, path="$.instances")
+        return structure(raw, InstanceInfo, path="$.instances")
 
     def list_instances(
         self,
         *,
         label: str | None = None,
         filters: Mapping[str, Mapping[str, Any]] | None = None,
-    ) -> list[Instance]:
+    ) -> list[InstanceInfo]:
         """Every instance of the account (``GET /api/v1/instances/``), all pages.
 
         Args:
@@ -156,7 +156,7 @@ class InstanceEndpoints:
             params,
             endpoint="list_instances",
             key="instances",
-            cls=Instance,
+            cls=InstanceInfo,
             what="instance list",
         )
 

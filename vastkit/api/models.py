@@ -20,7 +20,7 @@ __all__ = [
     "ChargeItem",
     "CreateInstanceRequest",
     "CreatedInstance",
-    "Instance",
+    "InstanceInfo",
     "InstanceState",
     "Offer",
     "PortBinding",
@@ -202,7 +202,7 @@ def _country_code(geolocation: str | None) -> str | None:
 
 
 @attrs.frozen(kw_only=True)
-class Instance:
+class InstanceInfo:
     """A rented instance (a "contract"), from the instance endpoints."""
 
     id: int

@@ -1,4 +1,4 @@
-"""``vastkit doctor``: the health checks of :func:`vastkit.check`, printed."""
+"""``vastkit doctor``: the health checks of :func:`vastkit.health_check`, printed."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ def register_doctor(commands: Commands) -> None:
     p = commands.add(
         "doctor",
         "check that everything is ready: key, balance, store, profiles, budgets, ledger, clock",
-        "Run the health checks of `vastkit.check()`: the API key is accepted (and the balance),\n"
-        "the store is writable with the credentials a worker would receive, the profiles and\n"
-        "budgets files parse, the ledger opens and reconciles (dry run), and the local clock\n"
-        "agrees with the API's. Each failing item says how to fix it; exit 1 if any failed.",
+        "Run the health checks of `vastkit.health_check()`: the API key is accepted (and the\n"
+        "balance), the store is writable with the credentials a worker would receive, the\n"
+        "profiles and budgets files parse, the ledger opens and reconciles (dry run), and the\n"
+        "local clock agrees with the API's. Each failing item says how to fix it; exit 1 if any\n"
+        "failed.",
         handler=_cmd_doctor,
     )
     p.add_argument(
@@ -33,11 +34,11 @@ def register_doctor(commands: Commands) -> None:
 
 
 def _cmd_doctor(ctx: Context) -> int:
-    from vastkit.health import check
+    from vastkit.health import health_check
 
     args = ctx.args
     explicit = any(ctx.opt(name) is not None for name in ("url", "api_key_file", "api_key_env"))
-    report = check(
+    report = health_check(
         args.env,
         client=ctx.client if explicit else None,
         worker_probe=not args.no_worker_probe,

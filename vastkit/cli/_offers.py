@@ -146,7 +146,7 @@ _EXPLAIN_DROPPED: Final = (
 
 def _offers_by_profile(ctx: Context, limit: int) -> int:
     from vastkit.profiles import get_profile
-    from vastkit.selector import build_query, explain
+    from vastkit.selector import build_query, explain_offers
 
     args = ctx.args
     profile = _with_rental(get_profile(args.profile, args.profiles), args.type)
@@ -160,7 +160,7 @@ def _offers_by_profile(ctx: Context, limit: int) -> int:
     now = time.time()
     ledger = ctx.existing_ledger()
     blocked = ledger.blocked_machines(now) if ledger is not None else frozenset()
-    explanation = explain(profile, offers, now=now, blocked=blocked)
+    explanation = explain_offers(profile, offers, now=now, blocked=blocked)
     rows = _candidate_rows(explanation, limit)
     if ctx.out.json_mode:
         ctx.out.json(_profile_doc(profile, explanation, rows, explain=args.explain))

@@ -74,14 +74,16 @@ def destroy(
 ) -> None:
     if live.closed:
         return
-    gone_at = runner.provisioner.destroy(live.instance_id)
-    live.close(gone_at)
-    runner.sample(live, destroyed_at=gone_at)
-    runner.ledger.update_attempt(
-        live.ledger_id, end_reason=reason, ended_at=gone_at, destroyed_at=gone_at
+    gone_at = runner.provisioner.retire(
+        live.ledger_id,
+        live.instance_id,
+        reason,
+        detail=detail,
+        block_machine=live.machine_id if blame else None,
+        block_for=runner.t.machine_block,
     )
-    if blame and live.machine_id is not None:
-        runner.provisioner.block(live.machine_id, reason, detail, for_s=runner.t.machine_block)
+    live.close(gone_at)
+    live.recorded_at = max(gone_at, live.recorded_at)
     record = runner.ledger.get_attempt(live.ledger_id)
     cost = record.cost_usd if record is not None else live.cost
     runner.summaries[live.number] = AttemptSummary(

@@ -13,8 +13,7 @@ from vastkit._provision import (
     CreateFailure,
     CreateFailureKind,
 )
-from vastkit.api.models import CreateInstanceRequest
-from vastkit.api.models import Instance as ApiInstance
+from vastkit.api.models import CreateInstanceRequest, InstanceInfo
 from vastkit.artifacts import (
     resolve_inputs,
 )
@@ -97,7 +96,7 @@ def adopt(runner: JobRunner) -> None:
     ours = [(inst, number) for inst, number in runner.list_ours()]
     records = {a.attempt: a for a in runner.ledger.attempts(runner.run_id)}
     ours.sort(key=lambda pair: pair[1])
-    keep: tuple[ApiInstance, int] | None = None
+    keep: tuple[InstanceInfo, int] | None = None
     for inst, number in reversed(ours):
         rec = records.get(number)
         if rec is not None and rec.ended_at is None and keep is None:

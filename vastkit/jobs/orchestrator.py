@@ -19,8 +19,7 @@ from vastkit._provision import (
     Provisioner,
 )
 from vastkit.api.client import Client
-from vastkit.api.models import Instance as ApiInstance
-from vastkit.api.models import InstanceState
+from vastkit.api.models import InstanceInfo, InstanceState
 from vastkit.budget import BudgetAction, BudgetGuard, Budgets, load_budgets
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import (
@@ -67,7 +66,7 @@ class JobRunner:
         run_id: str | None,
         progress: bool | None,
         progress_file: IO[str] | None,
-        instance_source: Callable[[float], Sequence[ApiInstance]] | None = None,
+        instance_source: Callable[[float], Sequence[InstanceInfo]] | None = None,
         cancel_check: Callable[[], str | None] | None = None,
         reconcile_first: bool = True,
         launch_lock: AbstractContextManager[Any] | None = None,
@@ -323,7 +322,7 @@ class JobRunner:
 
     # -- instances -----------------------------------------------------------------------------
 
-    def list_ours(self, fresh_after: float = -math.inf) -> list[tuple[ApiInstance, int]]:
+    def list_ours(self, fresh_after: float = -math.inf) -> list[tuple[InstanceInfo, int]]:
         """One paged list call: every instance labelled for this run, with its attempt number.
 
         With a shared ``instance_source`` the list may be another runner's, taken after
@@ -341,9 +340,9 @@ class JobRunner:
                 found.append((inst, parsed[1]))
         return found
 
-    def poll(self, live: LiveAttempt) -> ApiInstance | None:
+    def poll(self, live: LiveAttempt) -> InstanceInfo | None:
         """The current view of ``live``'s instance; strays of this run are destroyed."""
-        view: ApiInstance | None = None
+        view: InstanceInfo | None = None
         for inst, number in self.list_ours(live.created_at):
             if inst.id == live.instance_id:
                 view = inst
@@ -356,7 +355,7 @@ class JobRunner:
                 self.provisioner.destroy(inst.id)
         return view
 
-    def observe(self, live: LiveAttempt, view: ApiInstance) -> None:
+    def observe(self, live: LiveAttempt, view: InstanceInfo) -> None:
         live.view = view
         state = view.state
         if state is not live.state:
@@ -447,10 +446,10 @@ class JobRunner:
     def on_heartbeat(self, live: LiveAttempt, beat: Heartbeat, now: float) -> None:
         return watch_steps.on_heartbeat(self, live, beat, now)
 
-    def react(self, live: LiveAttempt, view: ApiInstance, now: float) -> None:
+    def react(self, live: LiveAttempt, view: InstanceInfo, now: float) -> None:
         return watch_steps.react(self, live, view, now)
 
-    def on_outbid(self, live: LiveAttempt, view: ApiInstance, now: float) -> None:
+    def on_outbid(self, live: LiveAttempt, view: InstanceInfo, now: float) -> None:
         return watch_steps.on_outbid(self, live, view, now)
 
     def status_line(self, live: LiveAttempt) -> None:

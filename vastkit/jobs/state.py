@@ -10,8 +10,7 @@ from typing import Any
 import attrs
 
 from vastkit._yaml import did_you_mean
-from vastkit.api.models import Instance as ApiInstance
-from vastkit.api.models import InstanceState
+from vastkit.api.models import InstanceInfo, InstanceState
 from vastkit.errors import (
     ConfigError,
 )
@@ -62,7 +61,7 @@ class LiveAttempt:
     stopped_since: float | None = None
     resumed_from: int | None = None
     closed: bool = False
-    view: ApiInstance | None = None
+    view: InstanceInfo | None = None
 
     @property
     def price(self) -> ContractPrice:

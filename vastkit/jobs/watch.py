@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from vastkit.api.models import Instance as ApiInstance
+from vastkit.api.models import InstanceInfo
 from vastkit.errors import (
     APIError,
     AuthenticationError,
@@ -33,7 +33,7 @@ def wait_running(runner: JobRunner, live: LiveAttempt) -> None:
     """Wait through provisioning and loading with a deadline per phase."""
     seen_phase: list[str] = [""]
 
-    def on_state(view: ApiInstance, phase: str, in_phase: float) -> None:
+    def on_state(view: InstanceInfo, phase: str, in_phase: float) -> None:
         runner.observe(live, view)
         now = runner.clock.now()
         if phase != seen_phase[0]:
@@ -151,7 +151,7 @@ def on_heartbeat(runner: JobRunner, live: LiveAttempt, beat: Heartbeat, now: flo
         )
 
 
-def react(runner: JobRunner, live: LiveAttempt, view: ApiInstance, now: float) -> None:
+def react(runner: JobRunner, live: LiveAttempt, view: InstanceInfo, now: float) -> None:
     """Carry out the reaction table's answer (:func:`vastkit.jobs.reactions.react`)."""
     before = Timers(**{f.name: getattr(live, f.name) for f in attrs.fields(Timers)})
     reaction = reactions.react(
@@ -198,7 +198,7 @@ def exited(runner: JobRunner, live: LiveAttempt, now: float) -> None:
     raise AttemptOver("worker_crashed", "the container exited without a result", blame=True)
 
 
-def on_outbid(runner: JobRunner, live: LiveAttempt, view: ApiInstance, now: float) -> None:
+def on_outbid(runner: JobRunner, live: LiveAttempt, view: InstanceInfo, now: float) -> None:
     live.beat_changed = now
     if live.outbid_since is None:
         live.outbid_since = now

@@ -6,7 +6,7 @@ import math
 import threading
 from typing import Protocol
 
-from vastkit.api.models import Instance as ApiInstance
+from vastkit.api.models import InstanceInfo
 from vastkit.clock import Clock
 
 __all__ = ["InstanceLister", "SharedInstances"]
@@ -15,7 +15,7 @@ __all__ = ["InstanceLister", "SharedInstances"]
 class InstanceLister(Protocol):
     """What :class:`SharedInstances` needs of the client."""
 
-    def list_instances(self) -> list[ApiInstance]:
+    def list_instances(self) -> list[InstanceInfo]:
         """Every instance of the account (all pages)."""
         ...
 
@@ -43,10 +43,10 @@ class SharedInstances:
         self.served = 0
         """Looks served to drivers (from a fresh call or the last list)."""
         self._lock = threading.Lock()
-        self._cache: list[ApiInstance] | None = None
+        self._cache: list[InstanceInfo] | None = None
         self._taken_at = -math.inf
 
-    def __call__(self, fresh_after: float) -> list[ApiInstance]:
+    def __call__(self, fresh_after: float) -> list[InstanceInfo]:
         """The instances, as listed after ``fresh_after`` and at most ``max_age`` ago."""
         with self._lock:
             self.served += 1
