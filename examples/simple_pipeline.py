@@ -29,7 +29,7 @@ from vastkit.api.client import Client
 from vastkit.jobs import Job, JobEvent, JobTimeouts, run_job
 from vastkit.ledger import Ledger
 from vastkit.profiles import get_profile
-from vastkit.selector import build_query, explain
+from vastkit.selector import build_query, explain_offers
 
 # The command the worker runs: it writes one artifact into the run directory, next to the logs.
 COMMAND = """
@@ -84,7 +84,7 @@ def main() -> int:
     with marketplace() as (client, store, options, ledger):
         # 1. search: what the profile would rent, and why other offers were rejected
         offers = client.search_offers(build_query(profile))
-        found = explain(profile, offers, now=client.clock.now())
+        found = explain_offers(profile, offers, now=client.clock.now())
         print(found.summary())
         best = found.candidates[0]
         print(
