@@ -403,6 +403,17 @@ def _cached_sizes(base: RunDir) -> dict[str, int]:
     return base.store.find(base.path_of("data"))
 
 
+def _is_cached(
+    manifest: DatasetManifest | None,
+    digest: str,
+    entries: Sequence[DatasetFile],
+    present: Mapping[str, int],
+) -> bool:
+    """Whether the cache holds the dataset whole: its manifest, and every file at its size."""
+    complete = all(present.get(e.path) == e.size for e in entries)
+    return manifest is not None and manifest.digest == digest and complete
+
+
 def upload_dataset(
     source: str | os.PathLike[str],
     cache_url: str,
@@ -442,14 +453,16 @@ def upload_dataset(
     try:
         manifest = _read_manifest(base)
         present = _cached_sizes(base)
-        complete = all(present.get(e.path) == e.size for e in entries)
-        if manifest is not None and manifest.digest == digest and complete:
+        if _is_cached(manifest, digest, entries, present):
             logger.info("dataset %s is already in the cache (%s)", src, base.url)
             return DatasetUpload(
                 url=url, digest=digest, uploaded=False, files=len(entries), total_bytes=total
             )
-        todo = [(rel, local, e) for (rel, local), e in zip(files, entries, strict=True)]
-        todo = [t for t in todo if present.get(t[0]) != t[2].size]
+        todo = [
+            (rel, local, e)
+            for (rel, local), e in zip(files, entries, strict=True)
+            if present.get(rel) != e.size
+        ]
         todo_bytes = sum(t[2].size for t in todo)
         logger.info(
             "uploading %d files (%d bytes) of %s to the dataset cache %s",
