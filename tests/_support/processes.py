@@ -77,6 +77,14 @@ def _drain(pipe: IO[Any] | None) -> tuple[threading.Thread | None, list[Any]]:
     return thread, got
 
 
+def _feed(pipe: IO[Any], data: str | bytes) -> None:
+    """Write ``data`` to ``pipe`` and close it (on a thread: a child that reads nothing must
+    not block the caller)."""
+    with contextlib.suppress(OSError, ValueError):
+        pipe.write(data)
+        pipe.close()
+
+
 class ProcessGroups:
     """Starts children in their own process groups and kills every group at :meth:`close`."""
 
@@ -120,11 +128,9 @@ class ProcessGroups:
             kwargs["stdin"] = subprocess.PIPE
         proc = self.popen(args, **kwargs)
         readers = [_drain(proc.stdout), _drain(proc.stderr)]
+        if proc.stdin is not None and input is not None:
+            threading.Thread(target=_feed, args=(proc.stdin, input), daemon=True).start()
         try:
-            if proc.stdin is not None and input is not None:
-                with contextlib.suppress(BrokenPipeError):
-                    proc.stdin.write(input)
-                    proc.stdin.close()
             # Wait for the child itself, not for the end of its output: a grandchild that
             # inherited the pipes would hold them open forever.
             proc.wait(timeout=timeout)

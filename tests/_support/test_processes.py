@@ -98,3 +98,19 @@ def test_a_child_finds_the_repository() -> None:
 def test_popen_chooses_the_group_itself(processes: ProcessGroups) -> None:
     with pytest.raises(TypeError, match="start_new_session"):
         processes.popen([sys.executable, "-c", "pass"], start_new_session=False)
+
+
+def test_run_feeds_input_and_returns_the_output(processes: ProcessGroups) -> None:
+    done = processes.run(
+        [sys.executable, "-c", "import sys; print(sys.stdin.read().upper())"],
+        input="hello",
+        text=True,
+    )
+    assert (done.returncode, done.stdout) == (0, "HELLO\n")
+
+
+def test_run_past_its_limit_raises_and_kills(processes: ProcessGroups) -> None:
+    with pytest.raises(subprocess.TimeoutExpired):
+        processes.run([sys.executable, "-c", SPAWNER, "wait"], timeout=0.5)
+    (child,) = processes.started
+    assert child.returncode == -9
