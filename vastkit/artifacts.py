@@ -67,7 +67,6 @@ __all__ = [
     "check_inputs",
     "check_outputs",
     "dataset_cache_url",
-    "fetch",
     "fetch_artifact",
     "folder_digest",
     "input_env_name",
@@ -607,10 +606,6 @@ def fetch_artifact(
     except Exception as exc:
         raise JobError(f"fetching {url} failed: {type(exc).__name__}: {exc}") from exc
     return target
-
-
-fetch = fetch_artifact
-"""The former name of :func:`fetch_artifact`, kept while ``vastkit.fetch`` still points here."""
 
 
 # --------------------------------------------------------------------------------------------
