@@ -14,12 +14,14 @@ through ``PYTHONPATH`` (see :func:`child_env`), whatever directory its script li
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import queue
 import signal
 import subprocess
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -85,12 +87,24 @@ def _feed(pipe: IO[Any], data: str | bytes) -> None:
         pipe.close()
 
 
+_OPEN: weakref.WeakSet[ProcessGroups] = weakref.WeakSet()
+"""Every :class:`ProcessGroups` not closed yet."""
+
+
+@atexit.register
+def _close_forgotten() -> None:
+    """A safety net: kill what a helper that was never closed left running."""
+    for groups in list(_OPEN):
+        groups.close()
+
+
 class ProcessGroups:
     """Starts children in their own process groups and kills every group at :meth:`close`."""
 
     def __init__(self) -> None:
         self.started: list[subprocess.Popen[Any]] = []
         """Every child started, in order."""
+        _OPEN.add(self)
 
     def popen(self, args: Sequence[str | os.PathLike[str]], **kwargs: Any) -> subprocess.Popen[Any]:
         """:class:`subprocess.Popen` in a new session, with :func:`child_env` (``env=`` is the
@@ -147,6 +161,7 @@ class ProcessGroups:
         """Kill every child's process group, newest first. Idempotent."""
         while self.started:
             kill_group(self.started.pop())
+        _OPEN.discard(self)
 
     def __enter__(self) -> ProcessGroups:
         return self
