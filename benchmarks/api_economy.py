@@ -32,7 +32,7 @@ from vastkit.api.models import CreateInstanceRequest
 from vastkit.clock import ManualClock
 from vastkit.emulator import Emulator
 from vastkit.errors import RateLimitError
-from vastkit.instance import parse_label
+from vastkit.labels import parse_label
 
 SDK_TRIES = 3
 SDK_DELAY = 0.15

@@ -13,8 +13,8 @@ something:
   in every state (so a preempted instance keeps billing storage until it is destroyed);
 * preemptions as the emulator draws them: a running bid instance is outbid after an exponential
   time with mean MTBP, counted from ``running``;
-* the checkpoint interval: :func:`vastkit._ckpt_policy.auto_interval_steps` (``every_steps="auto"``,
-  Young/Daly bounded below by the upload time) with the stall and upload measured by the
+* the checkpoint interval: :func:`vastkit.checkpoint.naming.auto_interval_steps`
+  (``every_steps="auto"``, Young/Daly bounded below by the upload time) with the stall and upload measured by the
   checkpoint benchmark and the ``CheckpointManager``'s default MTBF (6 h);
 * the reaction: the orchestrator sees the outbid at its next poll (``JobTimeouts.poll_interval``,
   15 s, uniform phase), destroys the instance and rents again (the ``OutbidPolicy.give_up()``
@@ -46,9 +46,9 @@ from typing import Any
 
 import attrs
 
-from vastkit._ckpt_policy import auto_interval_steps
 from vastkit.api._converter import structure_list
 from vastkit.api.models import Offer
+from vastkit.checkpoint.naming import auto_interval_steps
 from vastkit.emulator import Emulator, Timings
 from vastkit.jobs import JobTimeouts
 from vastkit.money import ContractPrice

@@ -34,13 +34,14 @@ from typing import Any
 
 import attrs
 
-from vastkit._ckpt_policy import auto_interval_steps
 from vastkit.api.client import Client
+from vastkit.checkpoint.naming import auto_interval_steps
 from vastkit.clock import ManualClock
 from vastkit.emulator import Emulator
-from vastkit.instance import OutbidPolicy, parse_label
 from vastkit.jobs import Job, run_job
+from vastkit.labels import parse_label
 from vastkit.ledger import Ledger
+from vastkit.outbid import OutbidPolicy
 from vastkit.profiles import get_profile
 from vastkit.rundir import AttemptResult, Heartbeat, Phase, ResultStatus, RunDir
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from vastkit.api.client import Client
-from vastkit.instance import OutbidPolicy
 from vastkit.jobs import Job, JobEvent, JobTimeouts, run_job
 from vastkit.ledger import Ledger
+from vastkit.outbid import OutbidPolicy
 from vastkit.profiles import GpuProfile
 from vastkit.rundir import CheckpointSettings, RunDir
 

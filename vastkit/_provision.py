@@ -153,7 +153,7 @@ class PhaseTracker:
     ask :meth:`decide` whether the wait is over. :class:`PhaseWaiter` is the shell that polls
     and sleeps; tests drive the tracker directly with generated observations.
 
-    Args:
+    Attributes:
         timeouts: The deadlines.
         start: When the wait began.
         expect_bid_stop: Treat the stopped triple of a bid instance as ``outbid``.

@@ -32,10 +32,10 @@ from vastkit.api.client import Client
 from vastkit.budget import load_budgets
 from vastkit.cost_report import cost_report
 from vastkit.emulator import Emulator, ProcessRunner, Timings
-from vastkit.instance import OutbidPolicy
 from vastkit.jobs import Job, JobEvent, JobResult, JobTimeouts, run_job
 from vastkit.ledger import Ledger
 from vastkit.money import worst_case_usd
+from vastkit.outbid import OutbidPolicy
 from vastkit.profiles import GpuProfile
 from vastkit.rundir import CheckpointSettings, RunDir
 

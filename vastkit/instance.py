@@ -1,16 +1,11 @@
 """The instance lifecycle: rent, wait through each phase, use, and always destroy.
 
-:class:`Instance` is the context manager users hold. The parts it is built from are public too,
-for the job layer and for tests: every one waits through an injected
-:class:`~vastkit.clock.Clock`, so tests drive hours of virtual time in milliseconds.
-
-- the label scheme ``vastkit/<run_id>/<attempt>`` and its parser;
-- :class:`PhaseWaiter`, the per-phase deadline state machine that waits for ``running``;
-- :func:`destroy_confirmed`, destroy retried with backoff until the API says the instance is gone;
-- :class:`SignalGuard`, which turns SIGTERM into an exception in the main thread and defers
-  interrupts while an instance is being destroyed;
-- :class:`Progress`, a live status line (rich in a terminal or a notebook, plain lines otherwise);
-- :class:`CostMeter`, which accrues cost from the rented contract's prices and observed states.
+:class:`Instance` is the context manager users hold. It rents through the attempt engine
+(:mod:`vastkit._provision`: search, create intent, safe create, phase waits, confirmed destroy,
+machine blocking) with the machinery of one rental in :mod:`vastkit._rental`; every wait goes
+through an injected :class:`~vastkit.clock.Clock`, so tests drive hours of virtual time in
+milliseconds. Labels live in :mod:`vastkit.labels`, the outbid policy in :mod:`vastkit.outbid`
+and the cost meter in :mod:`vastkit.money`.
 """
 
 from __future__ import annotations
@@ -25,14 +20,9 @@ from typing import Any
 
 import attrs
 
-from vastkit._console import Progress, SignalGuard
-from vastkit._owner import owner_alive, owner_metadata, pid_alive
 from vastkit._provision import (
     DEFAULT_IMAGE,
     InstanceTimeouts,
-    PhaseOutcome,
-    PhaseWaiter,
-    destroy_confirmed,
 )
 from vastkit._rental import (
     InstanceEvent,
@@ -44,35 +34,17 @@ from vastkit.api.client import Client
 from vastkit.api.models import InstanceInfo, InstanceState, Offer, PortBinding
 from vastkit.budget import BudgetGuard
 from vastkit.clock import Clock, SystemClock
-from vastkit.errors import DestroyFailedError, ProvisioningError
-from vastkit.labels import LABEL_PREFIX, make_label, new_run_id, parse_label
+from vastkit.errors import ProvisioningError
+from vastkit.labels import make_label, new_run_id
 from vastkit.ledger import Ledger
-from vastkit.money import CostMeter
-from vastkit.outbid import OutbidDecision, OutbidPolicy
+from vastkit.outbid import OutbidPolicy
 from vastkit.profiles import GpuProfile, get_profile
 
 __all__ = [
-    "DEFAULT_IMAGE",
-    "LABEL_PREFIX",
-    "CostMeter",
-    "DestroyFailedError",
     "Instance",
     "InstanceEvent",
     "InstanceTimeouts",
-    "OutbidDecision",
-    "OutbidPolicy",
-    "PhaseOutcome",
-    "PhaseWaiter",
-    "Progress",
     "ProvisioningAttempt",
-    "SignalGuard",
-    "destroy_confirmed",
-    "make_label",
-    "new_run_id",
-    "owner_alive",
-    "owner_metadata",
-    "parse_label",
-    "pid_alive",
 ]
 
 logger = logging.getLogger("vastkit.instance")

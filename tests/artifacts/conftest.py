@@ -14,8 +14,8 @@ import pytest
 from vastkit.api.client import Client
 from vastkit.clock import ManualClock
 from vastkit.emulator import Emulator, ProcessRunner, Timings, serve
-from vastkit.instance import parse_label
 from vastkit.jobs import Job, JobEvent, JobResult, JobTimeouts, run_job
+from vastkit.labels import parse_label
 from vastkit.ledger import Ledger
 from vastkit.profiles import GpuProfile
 from vastkit.rundir import AttemptResult, ResultStatus, RunDir

@@ -13,9 +13,9 @@ import pytest
 from vastkit.api.client import Client
 from vastkit.emulator import Emulator
 from vastkit.errors import ConfigError
-from vastkit.instance import OutbidPolicy
 from vastkit.jobs import Job, JobEvent, run_job
 from vastkit.ledger import Ledger
+from vastkit.outbid import OutbidPolicy
 from vastkit.rundir import RunDir
 
 from .conftest import BID_PROFILE, REAL, World

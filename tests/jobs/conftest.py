@@ -26,9 +26,10 @@ import pytest
 from vastkit.api.client import Client
 from vastkit.clock import ManualClock, SystemClock
 from vastkit.emulator import Emulator, Timings, serve
-from vastkit.instance import OutbidPolicy, parse_label
 from vastkit.jobs import Job, JobEvent, JobResult, JobTimeouts, run_job
+from vastkit.labels import parse_label
 from vastkit.ledger import Ledger
+from vastkit.outbid import OutbidPolicy
 from vastkit.profiles import GpuProfile
 from vastkit.rundir import AttemptResult, Heartbeat, Phase, ResultStatus, RunDir
 

@@ -16,9 +16,9 @@ import pytest
 
 from vastkit.api.client import Client
 from vastkit.emulator import Emulator, ProcessRunner, Timings, serve
-from vastkit.instance import OutbidPolicy
 from vastkit.jobs import Job, JobEvent, JobTimeouts, run_job
 from vastkit.ledger import Ledger
+from vastkit.outbid import OutbidPolicy
 from vastkit.rundir import CheckpointSettings, RunDir
 
 from .conftest import BID_PROFILE

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from vastkit.errors import ConfigError
-from vastkit.instance import OutbidPolicy
 from vastkit.jobs import Job, JobTimeouts
+from vastkit.outbid import OutbidPolicy
 from vastkit.profiles import GpuProfile
 from vastkit.rundir import CheckpointSettings
 

@@ -23,8 +23,10 @@ from vastkit.errors import (
     ProvisioningError,
     ServerError,
 )
-from vastkit.instance import Instance, InstanceEvent, InstanceTimeouts, OutbidPolicy, parse_label
+from vastkit.instance import Instance, InstanceEvent, InstanceTimeouts
+from vastkit.labels import parse_label
 from vastkit.ledger import Ledger
+from vastkit.outbid import OutbidPolicy
 from vastkit.profiles import GpuProfile
 from vastkit.reconcile import reconcile
 

@@ -13,22 +13,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vastkit._console import Progress, SignalGuard
+from vastkit._owner import owner_alive, owner_metadata
+from vastkit._provision import PhaseWaiter
 from vastkit.api.models import InstanceInfo, InstanceState
 from vastkit.clock import ManualClock
-from vastkit.instance import (
-    CostMeter,
-    InstanceTimeouts,
-    OutbidPolicy,
-    PhaseWaiter,
-    Progress,
-    SignalGuard,
-    make_label,
-    new_run_id,
-    owner_alive,
-    owner_metadata,
-    parse_label,
-)
-from vastkit.money import ContractPrice
+from vastkit.instance import InstanceTimeouts
+from vastkit.labels import make_label, new_run_id, parse_label
+from vastkit.money import ContractPrice, CostMeter
+from vastkit.outbid import OutbidPolicy
 
 # -- labels ------------------------------------------------------------------------------------
 
@@ -351,7 +344,7 @@ def test_this_process_is_alive_and_a_dead_one_is_not() -> None:
 
 
 def test_next_bid_reaches_a_cap_with_more_than_six_decimals_and_stops() -> None:
-    from vastkit.instance import OutbidPolicy
+    from vastkit.outbid import OutbidPolicy
 
     policy = OutbidPolicy(action="raise", step=0.5)
     cap = 0.1234564  # rounds down on the 6-decimal grid

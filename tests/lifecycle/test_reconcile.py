@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from vastkit._owner import owner_metadata
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest, Offer
 from vastkit.clock import ManualClock
 from vastkit.emulator import Emulator
 from vastkit.errors import ServerError
-from vastkit.instance import make_label, owner_metadata
+from vastkit.labels import make_label
 from vastkit.ledger import Ledger
 from vastkit.profiles import GpuProfile
 from vastkit.reconcile import reconcile

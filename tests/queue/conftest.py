@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from vastkit.emulator import Emulator, Timings, serve
-from vastkit.instance import parse_label
 from vastkit.jobs import Job, JobTimeouts
+from vastkit.labels import parse_label
 from vastkit.profiles import GpuProfile
 from vastkit.rundir import AttemptResult, Heartbeat, Phase, ResultStatus, RunDir
 

@@ -11,9 +11,9 @@ import pytest
 
 from vastkit.api.client import Client
 from vastkit.emulator import Emulator
-from vastkit.instance import OutbidPolicy
 from vastkit.jobs import JobEvent, JobTimeouts
 from vastkit.ledger import Ledger
+from vastkit.outbid import OutbidPolicy
 from vastkit.profiles import GpuProfile
 from vastkit.queue import JobQueue, QueuedJob, job_from_dict, job_to_dict
 from vastkit.rundir import CheckpointSettings

@@ -66,7 +66,7 @@ def _parse_instance_id(text: str) -> int:
 
 
 def _cmd_ps(ctx: Context) -> int:
-    from vastkit.instance import parse_label
+    from vastkit.labels import parse_label
 
     instances = ctx.client.list_instances()
     now = time.time()

@@ -126,7 +126,7 @@ def _event_printer(ctx: Context) -> Callable[[JobEvent], None]:
 
 
 def _launch_detached(ctx: Context, name: str) -> int:
-    from vastkit.instance import new_run_id
+    from vastkit.labels import new_run_id
 
     run_id = ctx.args.run_id or new_run_id()
     folder = ctx.ledger_path().parent / "orchestrators"

@@ -160,7 +160,7 @@ class AttemptsTable(Tables):
             attempt_id: The attempt.
             state: The instance state from now on (``"running"``, ``"stopped"``...); None or
                 ``"destroyed"`` when it no longer exists.
-            rate_dph: The rate from now on in $/h (see :func:`vastkit.budget.hourly_rate`).
+            rate_dph: The rate from now on in $/h (see :func:`vastkit.money.hourly_rate`).
             at: The time; default now. Must not be before the previous sample.
             extra_usd: A one-off amount to add.
 

@@ -11,11 +11,12 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Literal
 
+from vastkit._console import SignalGuard
 from vastkit.api.client import Client
 from vastkit.budget import Budgets, load_budgets
 from vastkit.clock import Clock, SystemClock
-from vastkit.instance import SignalGuard, new_run_id
 from vastkit.jobs import Job, JobEvent, JobRunner
+from vastkit.labels import new_run_id
 from vastkit.ledger import Ledger
 from vastkit.profiles import GpuProfile
 from vastkit.queue._drivers import DriverPool
