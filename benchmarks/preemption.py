@@ -14,8 +14,8 @@ something:
 * preemptions as the emulator draws them: a running bid instance is outbid after an exponential
   time with mean MTBP, counted from ``running``;
 * the checkpoint interval: :func:`vastkit.checkpoint.naming.auto_interval_steps`
-  (``every_steps="auto"``, Young/Daly bounded below by the upload time) with the stall and upload measured by the
-  checkpoint benchmark and the ``CheckpointManager``'s default MTBF (6 h);
+  (``every_steps="auto"``, Young/Daly bounded below by the upload time) with the stall and
+  upload measured by the checkpoint benchmark and the ``CheckpointManager``'s default MTBF (6 h);
 * the reaction: the orchestrator sees the outbid at its next poll (``JobTimeouts.poll_interval``,
   15 s, uniform phase), destroys the instance and rents again (the ``OutbidPolicy.give_up()``
   reaction; the default raise-bid policy trades recovery time for a higher price and is not
