@@ -14,7 +14,7 @@ from vastkit.api._converter import make_converter, structure, structure_list
 from vastkit.api.models import (
     Charge,
     CreatedInstance,
-    Instance,
+    InstanceInfo,
     InstanceState,
     Offer,
     PortBinding,
@@ -91,7 +91,7 @@ def test_null_in_a_field_with_a_default_gives_the_default() -> None:
 
 def test_instance_env_ports_image_and_ip() -> None:
     raw = instance_json(42)
-    for inst in (structure(raw, Instance), structure_list([raw], Instance)[0]):
+    for inst in (structure(raw, InstanceInfo), structure_list([raw], InstanceInfo)[0]):
         assert inst.image == "pytorch/pytorch:latest"
         assert inst.env == {"DOG": "CAT", "-p 8080:8080": "1"}
         assert inst.ports["22/tcp"] == (
@@ -111,7 +111,7 @@ def test_instance_without_ports_or_env() -> None:
     raw = instance_json(
         1, ports=None, extra_env=None, public_ipaddr=None, actual_status=None, is_bid=None
     )
-    for inst in (structure(raw, Instance), structure_list([raw], Instance)[0]):
+    for inst in (structure(raw, InstanceInfo), structure_list([raw], InstanceInfo)[0]):
         assert inst.ports == {}
         assert inst.env == {}
         assert inst.public_ipaddr is None
@@ -128,7 +128,7 @@ def test_outbid_instance_state() -> None:
         intended_status="stopped",
         next_state="stopped",
     )
-    assert structure(raw, Instance).state is InstanceState.OUTBID
+    assert structure(raw, InstanceInfo).state is InstanceState.OUTBID
 
 
 def test_created_user_and_charges() -> None:
@@ -205,7 +205,7 @@ def test_a_non_object_item_and_a_non_list() -> None:
 )
 def test_garbled_instance_names_the_wire_field(overrides: dict[str, Any], path: str) -> None:
     with pytest.raises(ResponseValidationError) as info:
-        structure_list([instance_json(1, **overrides)], Instance, path="$.instances")
+        structure_list([instance_json(1, **overrides)], InstanceInfo, path="$.instances")
     assert any(error.endswith(f"@ {path}") for error in info.value.errors), info.value.errors
 
 
@@ -228,7 +228,7 @@ _json = st.recursive(
 
 
 _PLAIN_OFFER = structure_list([offer_json(1)], Offer)[0]
-_PLAIN_INSTANCE = structure_list([instance_json(1)], Instance)[0]
+_PLAIN_INSTANCE = structure_list([instance_json(1)], InstanceInfo)[0]
 _CONVERTER = make_converter()
 
 
@@ -238,7 +238,7 @@ def test_unknown_fields_are_ignored(extra: dict[str, Any]) -> None:
     plain_offer, plain_instance = _PLAIN_OFFER, _PLAIN_INSTANCE
     assert structure_list([{**offer_json(1), **extra}], Offer)[0] == plain_offer
     assert structure({**offer_json(1), **extra}, Offer) == plain_offer
-    assert structure_list([{**instance_json(1), **extra}], Instance)[0] == plain_instance
+    assert structure_list([{**instance_json(1), **extra}], InstanceInfo)[0] == plain_instance
 
 
 _REQUIRED_NUMERIC = ["id", "machine_id", "num_gpus", "dph_base", "dph_total"]
