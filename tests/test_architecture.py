@@ -15,12 +15,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import vastkit
-
-# Removed once the one-engine redesign (issue 14) has landed every part.
-IN_PROGRESS = pytest.mark.xfail(reason="issue 14 in progress", strict=False)
 
 ROOT = Path(vastkit.__file__).parent
 MAX_FILE_LINES = 900
@@ -134,7 +129,6 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-@IN_PROGRESS
 def test_the_import_graph_has_no_cycle() -> None:
     assert _cycles(_edges()) == []
 
@@ -150,7 +144,6 @@ def _private_module_violation(importer: str, path: Path, target: str) -> bool:
     return False
 
 
-@IN_PROGRESS
 def test_no_private_name_crosses_a_module_or_package_boundary() -> None:
     bad = []
     for module, (path, tree) in SOURCES.items():
@@ -176,7 +169,6 @@ def test_no_private_name_crosses_a_module_or_package_boundary() -> None:
     assert bad == []
 
 
-@IN_PROGRESS
 def test_one_place_creates_instances() -> None:
     sites = []
     for module, (_path, tree) in SOURCES.items():
@@ -192,7 +184,6 @@ def test_one_place_creates_instances() -> None:
     assert len(sites) == 1, sites
 
 
-@IN_PROGRESS
 def test_no_giant_files_or_classes() -> None:
     big = []
     for module, (path, tree) in SOURCES.items():
@@ -207,6 +198,5 @@ def test_no_giant_files_or_classes() -> None:
     assert big == []
 
 
-@IN_PROGRESS
 def test_the_facade_is_small() -> None:
     assert len(vastkit.__all__) <= MAX_EXPORTS
