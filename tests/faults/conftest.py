@@ -1,8 +1,8 @@
 """The fault matrix: a world in virtual time where faults are injected at a chosen job phase.
 
 A cell of the matrix runs one job (:func:`vastkit.run_job`) against the in-process emulator on
-a :class:`~tests.jobs.conftest.HookedClock`, with the workers played by a :class:`Fleet` (the
-jobs tests' :class:`~tests.jobs.conftest.FakeWorkers` that also commits real checkpoints to the
+a :class:`~tests._support.world.HookedClock`, with the workers played by a :class:`Fleet` (the
+jobs tests' :class:`~tests._support.world.FakeWorkers` that also commits real checkpoints to the
 store). A fault is armed with :meth:`FaultWorld.at`: it fires the first time the job reaches a
 phase, seen from the orchestrator's events (searching, creating, provisioning, loading, worker
 starting, running) or from the worker's side (checkpointing: a checkpoint is being committed;
@@ -41,7 +41,7 @@ import httpx
 import pytest
 
 from tests._support.fault_matrix import CellRecord, matrix_of
-from tests.jobs.conftest import BID_PROFILE, FAST, ON_DEMAND, FakeWorkers, HookedClock
+from tests._support.world import BID_PROFILE, FAST, ON_DEMAND, FakeWorkers, HookedClock
 from vastkit.api.client import Client
 from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager
 from vastkit.checkpoint.naming import CHECKPOINTS_DIR, step_dirname

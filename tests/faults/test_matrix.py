@@ -16,6 +16,7 @@ import attrs
 import httpx
 import pytest
 
+from tests._support.world import Seat
 from tests.faults.conftest import (
     BID,
     DEMAND,
@@ -26,7 +27,6 @@ from tests.faults.conftest import (
     reasons,
     succeeded,
 )
-from tests.jobs.conftest import _Seat
 from vastkit.budget import Budget, Budgets
 from vastkit.errors import BudgetExceededError
 
@@ -260,7 +260,7 @@ def never_starts(world: FaultWorld, phase: str, variant: str) -> None:
         def no_worker() -> None:
             iid = world.current()
             (run_id,) = world.run_ids
-            fleet.seats[iid] = _Seat(
+            fleet.seats[iid] = Seat(
                 attempt=1, run_id=run_id, step=0, last=world.clock.now(), frozen=True
             )
 

@@ -2,7 +2,7 @@
 
 The orchestrator runs as a subprocess against a loopback emulator in this process and kills
 itself with SIGKILL at a phase (``_dying_orchestrator.py``). Time is virtual and belongs to the
-test: the emulator runs on a :class:`~tests.jobs.conftest.HookedClock`, and the orchestrator's
+test: the emulator runs on a :class:`~tests._support.world.HookedClock`, and the orchestrator's
 clock asks the test to advance it (``SLEEP s`` on its stdout, the new time on its stdin), so the
 workers, played here by the fleet after every advance, and the emulator's state machine see the
 same moments on an idle or a busy machine. Then ``run_job(job, run_id=...)`` in this process
@@ -24,9 +24,9 @@ import pytest
 
 from tests._support.fault_matrix import CellRecord, matrix_of
 from tests._support.processes import Lines, ProcessGroups
+from tests._support.world import HookedClock
 from tests.faults.conftest import Fleet, Probe, SamplingTransport, torn_checkpoints
 from tests.jobs._restart_job import make_job
-from tests.jobs.conftest import HookedClock
 from vastkit.api.client import Client
 from vastkit.emulator import Emulator, Timings, serve
 from vastkit.jobs import JobEvent, run_job

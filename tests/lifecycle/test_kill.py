@@ -12,19 +12,18 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests._support.processes import HANG_S, Lines, ProcessGroups, kill_group
 from vastkit.api.client import Client
 from vastkit.emulator import Emulator, Timings, serve
 from vastkit.ledger import Ledger
 from vastkit.reconcile import reconcile
 
 SCRIPT = Path(__file__).with_name("_orchestrator.py")
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -38,42 +37,53 @@ def live_emu() -> Iterator[Emulator]:
 
 
 class Orchestrator:
-    def __init__(self, emu: Emulator, ledger: Path, point: str) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        env.pop("VAST_API_KEY", None)
-        self.proc = subprocess.Popen(
+    """The orchestrator subprocess, in its own process group (killed whole at teardown); its
+    output is read on threads, so every wait has a hang guard."""
+
+    def __init__(self, processes: ProcessGroups, emu: Emulator, ledger: Path, point: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "VAST_API_KEY"}
+        self.proc = processes.popen(
             [sys.executable, str(SCRIPT), emu.url, emu.api_key, str(ledger), point],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
         )
-        self.lines: list[str] = []
+        assert self.proc.stdout is not None
+        assert self.proc.stderr is not None
+        self._out = Lines(self.proc.stdout)
+        self._err = Lines(self.proc.stderr)
+        self.lines = self._out.seen
 
-    def wait_for(self, prefix: str, timeout: float = 60.0) -> str:
-        found: list[str] = []
+    def wait_for(self, prefix: str) -> str:
+        """The first line that starts with ``prefix`` (fails if the output ends first)."""
+        while True:
+            try:
+                line = self._out.next()
+            except TimeoutError:
+                line = None
+            if line is None:
+                kill_group(self.proc)
+                pytest.fail(f"orchestrator never printed {prefix!r}: {self.lines}\n{self.errors()}")
+            if line.startswith(prefix):
+                return line.strip()
 
-        def read() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.lines.append(line.rstrip("\n"))
-                if line.startswith(prefix):
-                    found.append(line.strip())
-                    return
+    def finish(self) -> tuple[int, str]:
+        """Wait for the process to end (a hang guard, not a deadline): its exit code and
+        stderr."""
+        while self._out.next() is not None:
+            pass
+        code = self.proc.wait(timeout=HANG_S)
+        return code, self.errors()
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not found:
-            self.proc.kill()
-            _, err = self.proc.communicate(timeout=10)
-            pytest.fail(f"orchestrator never printed {prefix!r}: {self.lines}\n{err}")
-        return found[0]
-
-    def finish(self, timeout: float = 60.0) -> tuple[int, str]:
-        out, err = self.proc.communicate(timeout=timeout)
-        self.lines.extend(out.splitlines())
-        return self.proc.returncode, err
+    def errors(self) -> str:
+        """Everything it wrote to stderr (up to the end, or to a hang guard)."""
+        try:
+            while self._err.next() is not None:
+                pass
+        except TimeoutError:
+            pass
+        return "\n".join(self._err.seen)
 
 
 def reconcile_after(emu: Emulator, ledger_path: Path):  # type: ignore[no-untyped-def]
@@ -99,10 +109,14 @@ def reconcile_after(emu: Emulator, ledger_path: Path):  # type: ignore[no-untype
     ],
 )
 def test_sigkill_at_every_phase_then_reconcile_leaves_nothing_billing(
-    live_emu: Emulator, tmp_path: Path, point: str, expect_destroyed: int
+    live_emu: Emulator,
+    tmp_path: Path,
+    processes: ProcessGroups,
+    point: str,
+    expect_destroyed: int,
 ) -> None:
     ledger_path = tmp_path / "ledger.db"
-    orch = Orchestrator(live_emu, ledger_path, point)
+    orch = Orchestrator(processes, live_emu, ledger_path, point)
     orch.wait_for("PAUSED")
     orch.proc.send_signal(signal.SIGKILL)
     code, _ = orch.finish()
@@ -123,9 +137,11 @@ def test_sigkill_at_every_phase_then_reconcile_leaves_nothing_billing(
     assert again.closed == ()
 
 
-def test_sigterm_destroys_before_the_process_exits(live_emu: Emulator, tmp_path: Path) -> None:
+def test_sigterm_destroys_before_the_process_exits(
+    live_emu: Emulator, tmp_path: Path, processes: ProcessGroups
+) -> None:
     ledger_path = tmp_path / "ledger.db"
-    orch = Orchestrator(live_emu, ledger_path, "signal")
+    orch = Orchestrator(processes, live_emu, ledger_path, "signal")
     orch.wait_for("PAUSED")
     assert len(live_emu.instances) == 1
     orch.proc.send_signal(signal.SIGTERM)
@@ -141,10 +157,10 @@ def test_sigterm_destroys_before_the_process_exits(live_emu: Emulator, tmp_path:
 
 
 def test_sigterm_while_waiting_destroys_the_starting_instance(
-    live_emu: Emulator, tmp_path: Path
+    live_emu: Emulator, tmp_path: Path, processes: ProcessGroups
 ) -> None:
     ledger_path = tmp_path / "ledger.db"
-    orch = Orchestrator(live_emu, ledger_path, "waiting")
+    orch = Orchestrator(processes, live_emu, ledger_path, "waiting")
     orch.wait_for("PAUSED")
     assert len(live_emu.instances) == 1
     orch.proc.send_signal(signal.SIGTERM)
@@ -153,9 +169,11 @@ def test_sigterm_while_waiting_destroys_the_starting_instance(
     assert live_emu.instances == []
 
 
-def test_ctrl_c_destroys_before_the_process_exits(live_emu: Emulator, tmp_path: Path) -> None:
+def test_ctrl_c_destroys_before_the_process_exits(
+    live_emu: Emulator, tmp_path: Path, processes: ProcessGroups
+) -> None:
     ledger_path = tmp_path / "ledger.db"
-    orch = Orchestrator(live_emu, ledger_path, "signal")
+    orch = Orchestrator(processes, live_emu, ledger_path, "signal")
     orch.wait_for("PAUSED")
     orch.proc.send_signal(signal.SIGINT)
     code, err = orch.finish()
