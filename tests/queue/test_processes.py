@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from tests._support.processes import ProcessGroups
+from tests._support.processes import HANG_S, ProcessGroups
+from tests._support.waiting import wait_until
 from vastkit.emulator import Emulator
 from vastkit.ledger import Ledger
 from vastkit.queue import JobQueue
@@ -61,23 +61,21 @@ def test_a_killed_orchestrator_is_replaced_without_duplicates_or_leaks(
         ids = [queue.submit(make_job(store_url, f"job-{n}")) for n in range(10)]
 
     first = start(processes, emu, ledger_path, concurrency=3)
-    deadline = time.monotonic() + 60
     with Ledger(ledger_path) as ledger:
-        # Kill it once some jobs have ended and others have instances running.
-        while True:
+
+        def some_ended_others_run() -> bool:
             assert first.poll() is None, first.communicate()
-            done = len(ledger.queue_entries("succeeded"))
-            if done >= 2 and fleet.live_count() >= 2:
-                break
-            assert time.monotonic() < deadline, "the first orchestrator made no progress"
-            time.sleep(0.05)
+            return len(ledger.queue_entries("succeeded")) >= 2 and fleet.live_count() >= 2
+
+        # Kill it once some jobs have ended and others have instances running.
+        wait_until(some_ended_others_run, "the first orchestrator made progress")
     os.kill(first.pid, signal.SIGKILL)
     first.communicate()
     orphans = {v.id for v in emu.instances}
     assert orphans  # the dead orchestrator left instances running
 
     second = start(processes, emu, ledger_path, concurrency=3)
-    _out, err = second.communicate(timeout=120)
+    _out, err = second.communicate(timeout=HANG_S)
     assert second.returncode == 0, err
 
     with JobQueue(ledger_path) as queue:
@@ -110,7 +108,7 @@ def test_two_orchestrators_share_the_work_without_overlap(
     procs = [
         start(processes, emu, ledger_path, concurrency=2, ttl=SHARED_LEASE_TTL) for _ in range(2)
     ]
-    outputs = [p.communicate(timeout=120) for p in procs]
+    outputs = [p.communicate(timeout=HANG_S) for p in procs]
     for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     done_counts = [int(out.split()[1]) for out, _ in outputs]
@@ -137,13 +135,14 @@ def test_sigterm_stops_the_jobs_destroys_their_instances_and_requeues_them(
         ids = [queue.submit(make_job(store_url, f"job-{n}")) for n in range(3)]
     fleet.hold.update(ids)  # the work never ends while the first orchestrator runs
     first = start(processes, emu, ledger_path, concurrency=2)
-    deadline = time.monotonic() + 60
-    while len(fleet.running_since) < 2:
+
+    def both_run() -> bool:
         assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, "the jobs never ran"
-        time.sleep(0.05)
+        return len(fleet.running_since) >= 2
+
+    wait_until(both_run, "the jobs ran")
     first.send_signal(signal.SIGTERM)
-    _out, err = first.communicate(timeout=60)
+    _out, err = first.communicate(timeout=HANG_S)
     assert first.returncode != 0
     assert emu.instances == []  # it destroyed what it rented before exiting
     with JobQueue(ledger_path) as queue:
@@ -160,7 +159,7 @@ def test_sigterm_stops_the_jobs_destroys_their_instances_and_requeues_them(
 
     fleet.hold.clear()
     second = start(processes, emu, ledger_path, concurrency=2)
-    _out, err = second.communicate(timeout=120)
+    _out, err = second.communicate(timeout=HANG_S)
     assert second.returncode == 0, err
     with JobQueue(ledger_path) as queue:
         assert [r.status for r in queue.list()] == ["succeeded"] * 3

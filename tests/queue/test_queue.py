@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests._support.processes import HANG_S
+from tests._support.waiting import wait_until
 from vastkit.api.client import Client
 from vastkit.emulator import Emulator
 from vastkit.jobs import JobEvent, JobTimeouts
@@ -138,10 +139,10 @@ def test_cancel_stops_a_running_job_destroys_its_instance_and_records_the_cost(
     runner = threading.Thread(target=queue.run)
     runner.start()
     try:
-        deadline = time.monotonic() + 30
-        while not any(e.kind == "worker_ready" and e.run_id == forever for e in events):
-            assert time.monotonic() < deadline, "the job never ran"
-            time.sleep(0.05)
+        wait_until(
+            lambda: any(e.kind == "worker_ready" and e.run_id == forever for e in events),
+            "the job ran",
+        )
         record = queue.cancel(forever)
     finally:
         runner.join()
@@ -336,10 +337,7 @@ def test_a_driver_whose_lease_was_taken_over_lets_go_without_touching_the_instan
     first_done: list[QueuedJob] = []
     first = threading.Thread(target=lambda: first_done.extend(stalled.run()))
     first.start()
-    deadline = time.monotonic() + 30
-    while not any(e.kind == "worker_ready" for e in events):
-        assert time.monotonic() < deadline, "the job never ran"
-        time.sleep(0.05)
+    wait_until(lambda: any(e.kind == "worker_ready" for e in events), "the job ran")
     # As if the first driver had stalled past its lease: it expires, and another queue adopts.
     conn = sqlite3.connect(ledger_path)
     conn.execute("UPDATE queue_jobs SET lease_expires_at = 0")
@@ -350,16 +348,18 @@ def test_a_driver_whose_lease_was_taken_over_lets_go_without_touching_the_instan
         done: list[QueuedJob] = []
         second = threading.Thread(target=lambda: done.extend(taker.run()))
         second.start()
-        while taker.get(job_id).claims < 2:  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the expired job was never claimed"
-            time.sleep(0.05)
-        while job_id in stalled.driving:  # the first driver lets go at its next poll
-            assert time.monotonic() < deadline, "the first driver never let go"
-            time.sleep(0.05)
+        wait_until(
+            lambda: taker.get(job_id).claims >= 2,  # type: ignore[union-attr]
+            "the expired job was claimed",
+        )
+        # the first driver lets go at its next poll
+        wait_until(lambda: job_id not in stalled.driving, "the first driver let go")
         assert len(emu.instances) == 1  # it left the instance to the new driver
         fleet.hold.clear()
-        second.join(timeout=60)
-        first.join(timeout=60)  # its run() waited for the job to end elsewhere
+        second.join(timeout=HANG_S)
+        first.join(timeout=HANG_S)  # its run() waited for the job to end elsewhere
+        assert not second.is_alive()
+        assert not first.is_alive()
         taker.close()
     stalled.close()
     assert first_done == []
