@@ -3,18 +3,20 @@ installed script), the ``launch`` command, and ``emulator serve``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests._support.processes import HANG_S, Lines, ProcessGroups
+from tests._support.waiting import wait_until
 from vastkit.emulator import Emulator
 from vastkit.ledger import Ledger
 
@@ -31,21 +33,31 @@ def _env(emu: Emulator, **extra: str) -> dict[str, str]:
 
 
 def _run(
-    args: list[str], env: dict[str, str], timeout: float = 60
+    processes: ProcessGroups, args: list[str], env: dict[str, str], timeout: float = HANG_S
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    """Run the CLI in its own process group (killed whole when it returns); ``timeout`` is a
+    hang guard."""
+    return processes.run(args, env=env, text=True, timeout=timeout)
 
 
-def test_python_m_vastkit_cli_json_and_exit_codes(emu: Emulator, tmp_path: Path) -> None:
+def test_python_m_vastkit_cli_json_and_exit_codes(
+    emu: Emulator, tmp_path: Path, processes: ProcessGroups
+) -> None:
     env = _env(emu, VAST_URL=emu.url, VASTKIT_LEDGER=str(tmp_path / "ledger.db"))
-    ok = _run([sys.executable, "-m", "vastkit.cli", "offers", "gpu_name=RTX_3090", "--json"], env)
+    ok = _run(
+        processes,
+        [sys.executable, "-m", "vastkit.cli", "offers", "gpu_name=RTX_3090", "--json"],
+        env,
+    )
     assert ok.returncode == 0, ok.stderr
     offers = json.loads(ok.stdout)["offers"]
     assert offers
     assert {o["gpu_name"] for o in offers} == {"RTX 3090"}
-    bad = _run([sys.executable, "-m", "vastkit", "ps"], {**env, "VAST_API_KEY": "definitely-wrong"})
+    bad = _run(
+        processes,
+        [sys.executable, "-m", "vastkit", "ps"],
+        {**env, "VAST_API_KEY": "definitely-wrong"},
+    )
     assert bad.returncode == 3
     assert bad.stdout == ""
     assert bad.stderr.startswith("vastkit: error: the API refused the key in $VAST_API_KEY")
@@ -53,7 +65,7 @@ def test_python_m_vastkit_cli_json_and_exit_codes(emu: Emulator, tmp_path: Path)
     assert "definitely-wrong" not in bad.stderr
 
 
-def test_installed_script(emu: Emulator, tmp_path: Path) -> None:
+def test_installed_script(emu: Emulator, tmp_path: Path, processes: ProcessGroups) -> None:
     script = Path(sys.executable).parent / "vastkit"
     if not script.exists():
         found = shutil.which("vastkit")
@@ -62,13 +74,15 @@ def test_installed_script(emu: Emulator, tmp_path: Path) -> None:
         script = Path(found)
     env = _env(emu)
     result = _run(
-        [str(script), "--url", emu.url, "--ledger", str(tmp_path / "l.db"), "ps", "--json"], env
+        processes,
+        [str(script), "--url", emu.url, "--ledger", str(tmp_path / "l.db"), "ps", "--json"],
+        env,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"instances": []}
     bad = tmp_path / "profiles.yaml"
     bad.write_text("profiles:\n  x:\n    gpu_name: RTX_4090\n    max_dph: cheap\n")
-    result = _run([str(script), "profiles", "validate", str(bad)], env)
+    result = _run(processes, [str(script), "profiles", "validate", str(bad)], env)
     assert result.returncode == 2
     assert result.stderr.startswith(f"vastkit: error: {bad}:4")
 
@@ -119,13 +133,13 @@ def test_launch_bad_job_file_exits_2(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_launch_detach_returns_at_once_and_the_orchestrator_runs_on(
-    emu: Emulator, tmp_path: Path
+    emu: Emulator, tmp_path: Path, processes: ProcessGroups
 ) -> None:
     ledger = tmp_path / "state" / "ledger.db"
     job = _job(tmp_path, profile="dev-test")  # no offer qualifies: the orchestrator exits 4
     env = _env(emu)
-    started = time.monotonic()
     result = _run(
+        processes,
         [
             sys.executable,
             "-m",
@@ -146,11 +160,16 @@ def test_launch_detach_returns_at_once_and_the_orchestrator_runs_on(
     assert doc["name"] == "cli-test"
     log = Path(doc["log"])
     assert log.parent == ledger.parent / "orchestrators"
-    deadline = started + 60
-    while time.monotonic() < deadline:
-        if "vastkit: error:" in (log.read_text() if log.exists() else ""):
-            break
-        time.sleep(0.2)
+    try:
+        wait_until(
+            lambda: "vastkit: error:" in (log.read_text() if log.exists() else ""),
+            "the detached orchestrator logged its error",
+            poll=0.2,
+        )
+    finally:
+        # It left the CLI's process group (a session of its own): end it should it still run.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(doc["pid"], signal.SIGKILL)
     text = log.read_text()
     assert "vastkit: error: no offer qualifies" in text
     with Ledger(ledger) as led:
@@ -162,9 +181,9 @@ def test_launch_detach_returns_at_once_and_the_orchestrator_runs_on(
 # -- emulator serve -------------------------------------------------------------------------
 
 
-def test_emulator_serve_then_use_it(tmp_path: Path) -> None:
+def test_emulator_serve_then_use_it(tmp_path: Path, processes: ProcessGroups) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "VASTKIT_"))}
-    proc = subprocess.Popen(
+    proc = processes.popen(
         [
             sys.executable,
             "-m",
@@ -184,14 +203,17 @@ def test_emulator_serve_then_use_it(tmp_path: Path) -> None:
         text=True,
         env=env,
     )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        second = proc.stdout.readline()
+        first = out.next() or ""
+        second = out.next() or ""
         assert first.startswith("Vast emulator listening on http://127.0.0.1:")
         url = first.rsplit(" ", 1)[1].strip()
         key = second.split(": ", 1)[1].strip()
         result = _run(
+            processes,
             [
                 sys.executable,
                 "-m",
@@ -211,8 +233,8 @@ def test_emulator_serve_then_use_it(tmp_path: Path) -> None:
         assert len(json.loads(result.stdout)["offers"]) == 3
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        proc.wait(timeout=HANG_S)
+    assert proc.returncode == 0, err.seen
 
 
 # -- a real job, end to end ---------------------------------------------------------------
@@ -280,8 +302,8 @@ def test_launch_runs_a_job_and_logs_reads_its_output(
 
 
 @pytest.mark.slow
-def test_vastkit_demo(tmp_path: Path) -> None:
+def test_vastkit_demo(tmp_path: Path, processes: ProcessGroups) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "VASTKIT_"))}
-    result = _run([sys.executable, "-m", "vastkit.cli", "demo"], env, timeout=280)
+    result = _run(processes, [sys.executable, "-m", "vastkit.cli", "demo"], env, timeout=280)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "demo OK: succeeded, 1 preemption(s)" in result.stdout
