@@ -10,10 +10,13 @@ Both :class:`vastkit.Instance` and ``run_job`` rent through one :class:`Provisio
    client. A create that may have reached the server (timeout, 5xx, 429, a garbled answer) is
    retried only after listing by label proved it rented nothing; an instance found is adopted,
    never a second one rented for the attempt;
-4. :class:`PhaseWaiter` waits through provisioning, loading and running with a deadline per phase
-   (a pure decision per observation: :func:`phase_of` and the outcome table in :meth:`wait`);
-5. :func:`destroy_confirmed` destroys until the API confirms the instance is gone;
-   :meth:`Provisioner.block` keeps a machine that failed us out of every driver's searches.
+4. :class:`PhaseWaiter` waits through provisioning, loading and running with a deadline per phase;
+   the decisions are :class:`PhaseTracker`'s, a state machine over observations with no I/O;
+5. :meth:`Provisioner.retire` destroys until the API confirms the instance is gone
+   (:func:`destroy_confirmed`), settles the attempt in the ledger and blocks a machine that failed
+   us, for every driver's searches.
+
+Every wait goes through the injected clock and every retry through :mod:`vastkit.retry`.
 
 Outcomes are values (:class:`CreateFailure`, :class:`PhaseOutcome`), never strings parsed back.
 """
@@ -47,7 +50,7 @@ from vastkit.errors import (
 from vastkit.ledger import Ledger
 from vastkit.money import ContractPrice
 from vastkit.profiles import GpuProfile
-from vastkit.retry import RetryPolicy
+from vastkit.retry import RetryPolicy, retry_call
 from vastkit.selector import Candidate, build_query, select_offers
 
 __all__ = [
@@ -64,7 +67,6 @@ __all__ = [
     "Provisioner",
     "destroy_confirmed",
     "phase_of",
-    "record_create_intent",
 ]
 
 logger = logging.getLogger("vastkit.instance")
@@ -380,74 +382,58 @@ def destroy_confirmed(
         AuthenticationError: The API key was refused.
         PermissionDeniedError: The key may not destroy this instance.
     """
-    rng = rng or random.Random()
     start = clock.now()
-    delay = first_delay
-    tries = 0
-    last_problem = ""
-    while True:
-        tries += 1
-        try:
-            existed = client.destroy_instance(instance_id)
-            if not existed:
-                return clock.now()
-            if client.get_instance(instance_id) is None:
-                return clock.now()
-            last_problem = "the instance is still listed after destroy"
-        except (AuthenticationError, PermissionDeniedError):
-            raise
-        except APIError as exc:
-            last_problem = str(exc)
-            logger.warning("destroying instance %s failed (try %d): %s", instance_id, tries, exc)
-        if clock.now() - start >= deadline:
-            raise DestroyFailedError(
-                f"instance {instance_id} could not be confirmed destroyed after {tries} tries "
-                f"over {clock.now() - start:.0f} s ({last_problem}); it may still be billing: "
-                f"destroy it by hand (vastai destroy instance {instance_id}) or run "
-                "vastkit.reconcile",
-                instance_id=instance_id,
-            )
-        clock.sleep(delay * rng.uniform(0.5, 1.0))
-        delay = min(delay * 2.0, max_delay)
-
-
-def record_create_intent(
-    ledger: Ledger,
-    run_id: str,
-    attempt: int,
-    *,
-    offer: Offer,
-    label: str,
-    bid: float | None,
-    price: ContractPrice,
-    disk_gb: float,
-    at: float,
-) -> tuple[int, int]:
-    """Write the create intent and the attempt row before renting ``offer`` (the ``run_job``
-    orchestrator records its attempts the same way).
-
-    Returns:
-        The intent id and the attempt id.
-    """
-    intent_id = ledger.begin_intent(run_id, attempt, offer_id=offer.id, label=label, at=at)
-    attempt_id = ledger.record_attempt(
-        run_id,
-        attempt,
-        offer_id=offer.id,
-        machine_id=offer.machine_id,
-        label=label,
-        rental="interruptible" if bid is not None else "on-demand",
-        bid=bid,
-        gpu_name=offer.gpu_name,
-        num_gpus=offer.num_gpus,
-        disk_gb=disk_gb,
-        dph_base=offer.dph_base,
-        dph_total=price.dph_total,
-        storage_cost=offer.storage_cost_per_gb_month,
-        storage_dph=price.storage_dph,
-        intent_at=at,
+    policy = RetryPolicy(
+        attempts=None,
+        initial_delay=first_delay,
+        max_delay=max_delay,
+        deadline=deadline,
+        persistent=True,
     )
-    return intent_id, attempt_id
+    tries = [0]
+
+    def destroy_once() -> float:
+        tries[0] += 1
+        if not client.destroy_instance(instance_id):
+            return clock.now()
+        if client.get_instance(instance_id) is None:
+            return clock.now()
+        raise _StillListed("the instance is still listed after destroy")
+
+    def log(exc: Exception, retry: int, wait: float) -> None:
+        if not isinstance(exc, _StillListed):
+            logger.warning("destroying instance %s failed (try %d): %s", instance_id, retry, exc)
+
+    try:
+        return retry_call(
+            destroy_once,
+            policy=policy,
+            clock=clock,
+            retry_if=_destroy_may_succeed_later,
+            rng=rng,
+            on_retry=log,
+            what=f"destroying instance {instance_id}",
+        )
+    except (_StillListed, APIError) as exc:
+        if isinstance(exc, AuthenticationError | PermissionDeniedError):
+            raise
+        raise DestroyFailedError(
+            f"instance {instance_id} could not be confirmed destroyed after {tries[0]} tries "
+            f"over {clock.now() - start:.0f} s ({exc}); it may still be billing: "
+            f"destroy it by hand (vastai destroy instance {instance_id}) or run "
+            "vastkit.reconcile",
+            instance_id=instance_id,
+        ) from exc
+
+
+class _StillListed(Exception):
+    """A destroy was answered, but the instance is still listed."""
+
+
+def _destroy_may_succeed_later(exc: Exception) -> bool:
+    if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        return False
+    return isinstance(exc, _StillListed | APIError)
 
 
 class CreateFailureKind(enum.StrEnum):
@@ -517,7 +503,15 @@ class Provisioner:
         self.create_policy = RetryPolicy(
             attempts=create_retries + 1, initial_delay=2.0, multiplier=2.0, max_delay=30.0
         )
-        self.retry_interval = retry_interval
+        self.list_policy = RetryPolicy(
+            attempts=None,
+            initial_delay=retry_interval,
+            multiplier=1.0,
+            max_delay=retry_interval,
+            deadline=destroy_deadline,
+            jitter=False,
+            persistent=True,
+        )
         self.rng = rng if rng is not None else random.Random()
 
     # -- choosing ------------------------------------------------------------------------------
@@ -569,16 +563,24 @@ class Provisioner:
         disk_gb: float,
     ) -> AttemptTicket:
         """Write the create intent and the attempt row before renting ``offer``."""
-        intent_id, attempt_id = record_create_intent(
-            self.ledger,
+        at = self.clock.now()
+        intent_id = self.ledger.begin_intent(run_id, attempt, offer_id=offer.id, label=label, at=at)
+        attempt_id = self.ledger.record_attempt(
             run_id,
             attempt,
-            offer=offer,
+            offer_id=offer.id,
+            machine_id=offer.machine_id,
             label=label,
+            rental="interruptible" if bid is not None else "on-demand",
             bid=bid,
-            price=price,
+            gpu_name=offer.gpu_name,
+            num_gpus=offer.num_gpus,
             disk_gb=disk_gb,
-            at=self.clock.now(),
+            dph_base=offer.dph_base,
+            dph_total=price.dph_total,
+            storage_cost=offer.storage_cost_per_gb_month,
+            storage_dph=price.storage_dph,
+            intent_at=at,
         )
         return AttemptTicket(intent_id, attempt_id)
 
@@ -733,18 +735,25 @@ class Provisioner:
         last error is raised, and the create intent left open in the ledger makes the next
         reconcile clean up.
         """
-        deadline = self.clock.now() + self.destroy_deadline
-        while True:
-            try:
-                listed = self.client.list_instances(label=label)
-                return sorted(i.id for i in listed if (i.label or "").strip() == label)
-            except (AuthenticationError, PermissionDeniedError):
-                raise
-            except APIError as exc:
-                if self.clock.now() >= deadline:
-                    raise
-                logger.warning("listing instances by label failed (%s); trying again", exc)
-                self.clock.sleep(self.retry_interval)
+
+        def listed() -> list[int]:
+            found = self.client.list_instances(label=label)
+            return sorted(i.id for i in found if (i.label or "").strip() == label)
+
+        def log(exc: Exception, retry: int, wait: float) -> None:
+            logger.warning("listing instances by label failed (%s); trying again", exc)
+
+        return retry_call(
+            listed,
+            policy=self.list_policy,
+            clock=self.clock,
+            retry_if=lambda exc: (
+                isinstance(exc, APIError)
+                and not isinstance(exc, AuthenticationError | PermissionDeniedError)
+            ),
+            on_retry=log,
+            what=f"listing instances labelled {label}",
+        )
 
     # -- waiting and destroying ----------------------------------------------------------------
 

@@ -124,11 +124,14 @@ def _fsync_dir(folder: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_local_file(path: str) -> Iterator[BinaryIO]:
-    """A hidden temporary file beside ``path``, fsynced and renamed over it when the block ends.
+def atomic_local_file(path: str, *, durable: bool = True) -> Iterator[BinaryIO]:
+    """A hidden temporary file beside ``path``, renamed over it when the block ends.
 
-    The directory is fsynced after the rename, so the new object survives a power loss. When the
-    block or the rename fails the temporary file is removed and ``path`` keeps its old content.
+    With ``durable`` (the default) the file is fsynced before the rename and the directory after
+    it, so the new object survives a power loss; without, the write is atomic (readers see the old
+    or the new content, never part of it) but may be lost in a crash, which suits objects that are
+    rewritten every few seconds anyway (heartbeats). When the block or the rename fails the
+    temporary file is removed and ``path`` keeps its old content.
     """
     folder, name = os.path.split(path)
     if folder:
@@ -138,17 +141,19 @@ def atomic_local_file(path: str) -> Iterator[BinaryIO]:
         with open(tmp, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _fsync_dir(folder)
+    if durable:
+        _fsync_dir(folder)
 
 
-def atomic_local_write(path: str, data: bytes | memoryview) -> None:
+def atomic_local_write(path: str, data: bytes | memoryview, *, durable: bool = True) -> None:
     """Write ``data`` to a local ``path`` whole (see :func:`atomic_local_file`)."""
-    with atomic_local_file(path) as fh:
+    with atomic_local_file(path, durable=durable) as fh:
         fh.write(data)
 
 
@@ -377,10 +382,21 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def write(self, path: str, data: bytes | memoryview) -> None:
-        """Write ``data`` as one object, whole: readers never see a partial object."""
+    def write(self, path: str, data: bytes | memoryview, *, durable: bool = True) -> None:
+        """Write ``data`` as one object, whole: readers never see a partial object.
+
+        Args:
+            path: The object's path in the store.
+            data: The content.
+            durable: On a local disk, fsync before the write counts (object stores are durable
+                once the PUT returns). Pass False for objects rewritten every few seconds, whose
+                loss in a power cut costs nothing (heartbeats).
+        """
         if self.is_local:
-            self.call(f"writing {self.unstrip(path)}", lambda: atomic_local_write(path, data))
+            self.call(
+                f"writing {self.unstrip(path)}",
+                lambda: atomic_local_write(path, data, durable=durable),
+            )
             return
 
         def pipe() -> None:

@@ -39,24 +39,34 @@ class RetryPolicy:
     """How an operation that failed for a passing reason is tried again.
 
     Attributes:
-        attempts: The most tries of one operation, the first included (1 = never retry).
+        attempts: The most tries of one operation, the first included (1 = never retry);
+            None: as many as :attr:`deadline` allows (a deadline is then required).
         initial_delay: The wait before the first retry, in seconds.
         multiplier: How much each wait grows over the previous one.
         max_delay: The longest single wait, in seconds.
         deadline: The most seconds one operation may take, waits included (None: no bound).
             No retry starts whose wait would end past it.
+        jitter: Whether waits are jittered (50-100 % of the step) when a random source is given.
+        persistent: Retry until :attr:`deadline` has passed, even when the last wait ends after
+            it (for operations that must not give up early, such as confirming a destroy); by
+            default no retry starts whose wait would end past the deadline.
     """
 
-    attempts: int = 4
+    attempts: int | None = 4
     initial_delay: float = attrs.field(default=0.5, validator=_non_negative)
     multiplier: float = 2.0
     max_delay: float = attrs.field(default=30.0, validator=_non_negative)
     deadline: float | None = None
+    jitter: bool = True
+    persistent: bool = False
 
     def __attrs_post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+        if self.attempts is None:
+            if self.deadline is None:
+                raise ValueError("RetryPolicy needs attempts or a deadline (both are None)")
+        elif isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
             raise TypeError(f"RetryPolicy.attempts must be an int, not {self.attempts!r}")
-        if self.attempts < 1:
+        elif self.attempts < 1:
             raise ValueError(f"RetryPolicy.attempts must be >= 1, not {self.attempts}")
         if not self.multiplier >= 1:
             raise ValueError(f"RetryPolicy.multiplier must be >= 1, not {self.multiplier!r}")
@@ -71,18 +81,22 @@ class RetryPolicy:
     def delay(self, retry: int, rng: random.Random | None = None) -> float:
         """The wait before retry number ``retry`` (1 = the first retry).
 
-        With ``rng`` the wait is jittered to 50-100 % of the step (full waits without it).
+        With ``rng`` (and :attr:`jitter`) the wait is jittered to 50-100 % of the step.
         """
         step = min(self.max_delay, self.initial_delay * self.multiplier ** max(retry - 1, 0))
-        if rng is None:
+        if rng is None or not self.jitter:
             return step
         return step * (0.5 + rng.random() / 2)
 
     def allows(self, tries: int, *, elapsed: float = 0.0, wait: float = 0.0) -> bool:
         """Whether a try may follow ``tries`` tries, ``elapsed`` seconds in, after ``wait``."""
-        if tries >= self.attempts:
+        if self.attempts is not None and tries >= self.attempts:
             return False
-        return self.deadline is None or elapsed + wait <= self.deadline
+        if self.deadline is None:
+            return True
+        if self.persistent:
+            return elapsed < self.deadline
+        return elapsed + wait <= self.deadline
 
 
 def retry_call(

@@ -466,17 +466,20 @@ class RunDir:
 
     # -- raw objects -------------------------------------------------------------------------
 
-    def write_bytes(self, rel: str, data: bytes) -> None:
+    def write_bytes(self, rel: str, data: bytes, *, durable: bool = True) -> None:
         """Write one object whole: readers see all of it or nothing.
 
         On a local folder the bytes go to a hidden temporary name in the same directory that is
-        fsynced and then renamed over the target; elsewhere a single PUT is atomic.
+        fsynced (unless ``durable`` is False) and then renamed over the target; elsewhere a single
+        PUT is atomic.
 
         Args:
             rel: The object's path relative to the run directory.
             data: The content.
+            durable: Whether the write must survive a power loss once it returns (False for
+                liveness signals that are rewritten every few seconds).
         """
-        self.store.write(self.store.path(rel), data)
+        self.store.write(self.store.path(rel), data, durable=durable)
 
     def read_bytes(self, rel: str) -> bytes | None:
         """The content of an object, or ``None`` when it does not exist (or is still empty)."""
@@ -491,8 +494,8 @@ class RunDir:
         names = (posixpath.basename(e) for e in self.store.ls(self.store.path(rel)))
         return sorted({int(name) for name in names if name.isdigit()})
 
-    def _write_value(self, rel: str, value: Any) -> None:
-        self.write_bytes(rel, encode_json(value))
+    def _write_value(self, rel: str, value: Any, *, durable: bool = True) -> None:
+        self.write_bytes(rel, encode_json(value), durable=durable)
 
     def _read_value(self, rel: str, cls: type[_T]) -> _T | None:
         data = self.read_bytes(rel)
@@ -543,7 +546,7 @@ class RunDir:
 
     def write_orchestrator(self, beat: OrchestratorBeat) -> None:
         """Refresh ``orchestrator.json`` (the orchestrator does this every poll)."""
-        self._write_value("orchestrator.json", beat)
+        self._write_value("orchestrator.json", beat, durable=False)
 
     def read_orchestrator(self) -> OrchestratorBeat | None:
         """Read ``orchestrator.json``."""
@@ -567,7 +570,9 @@ class RunDir:
 
     def write_heartbeat(self, heartbeat: Heartbeat) -> None:
         """Write ``attempts/<n>/heartbeat.json``."""
-        self._write_value(f"attempts/{_check_attempt(heartbeat.attempt)}/heartbeat.json", heartbeat)
+        self._write_value(
+            f"attempts/{_check_attempt(heartbeat.attempt)}/heartbeat.json", heartbeat, durable=False
+        )
 
     def read_heartbeat(self, attempt: int) -> Heartbeat | None:
         """Read an attempt's latest heartbeat."""
