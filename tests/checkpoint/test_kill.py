@@ -9,17 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests._support.processes import HANG_S, Lines, ProcessGroups
 from vastkit.checkpoint import CheckpointManager
 
 DRIVER = Path(__file__).with_name("_killed_saver.py")
 
 
 @pytest.mark.slow
-def test_latest_is_always_complete_after_random_sigkills(tmp_path: Path) -> None:
+def test_latest_is_always_complete_after_random_sigkills(
+    tmp_path: Path, processes: ProcessGroups
+) -> None:
     url = f"file://{tmp_path}/run"
     rounds = 20
     torn = 0
-    proc = subprocess.Popen(
+    proc = processes.popen(
         [sys.executable, str(DRIVER), url, "20261127", str(rounds)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -27,11 +30,11 @@ def test_latest_is_always_complete_after_random_sigkills(tmp_path: Path) -> None
     )
     assert proc.stdin is not None
     assert proc.stdout is not None
+    lines = Lines(proc.stdout)  # each line waited for under a hang guard
     seen: list[int] = []
     try:
         for round_no in range(rounds):
-            line = proc.stdout.readline().strip()
-            assert line == f"killed {round_no}"
+            assert lines.next() == f"killed {round_no}"
             # filterwarnings=error: a damaged checkpoint met on the way would fail the test too.
             mgr = CheckpointManager(url)
             info = mgr.latest(verify="full")
@@ -51,11 +54,10 @@ def test_latest_is_always_complete_after_random_sigkills(tmp_path: Path) -> None
                     break
             proc.stdin.write("\n")
             proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "done"
+        assert lines.next() == "done"
     finally:
         proc.stdin.close()
-        proc.wait(timeout=30)
-        proc.stdout.close()
+        proc.wait(timeout=HANG_S)
     # The kills landed while saving: progress was made and resumed across many rounds.
     assert len(seen) >= rounds // 2
     assert len(set(seen)) >= 3

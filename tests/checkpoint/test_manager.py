@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fractions
 import random
-import subprocess
 import sys
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests._support.processes import ProcessGroups
 from vastkit.checkpoint import CheckpointManager, CheckpointWarning, RetryPolicy
 from vastkit.checkpoint.naming import auto_interval_steps
 from vastkit.clock import ManualClock
@@ -452,7 +452,7 @@ def test_invalid_arguments_are_refused() -> None:
         CheckpointManager("memory://x").save(-1, {})
 
 
-def test_import_vastkit_works_without_torch() -> None:
+def test_import_vastkit_works_without_torch(processes: ProcessGroups) -> None:
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import vastkit, vastkit.checkpoint\n"
@@ -460,9 +460,8 @@ def test_import_vastkit_works_without_torch() -> None:
         "m = vastkit.checkpoint.CheckpointManager('memory://nt/run')\n"
         "try:\n    m.save(1, {'x': 1})\nexcept CheckpointError as e:\n    print('ERR', e)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    out = processes.run([sys.executable, "-c", code], text=True)
+    assert out.returncode == 0, out.stderr
     assert "ERR checkpoints need PyTorch" in out.stdout
 
 

@@ -490,19 +490,20 @@ def test_bulk_create_stop_and_destroy(api: CLI, emu: Emulator) -> None:
 
 
 def test_accelerated_clock_drives_the_server_in_real_time() -> None:
-    import time
-
+    from tests._support.processes import HANG_S
+    from tests._support.waiting import wait_until
     from vastkit.emulator import AcceleratedClock, serve
 
     clock = AcceleratedClock(1000.0)
     started = clock.now()
     with serve(0, offers=20, clock=clock, timings=FAST, rate_limits=False) as emu:
         headers = {"Authorization": f"Bearer {emu.api_key}"}
-        with httpx.Client(base_url=emu.url, headers=headers, timeout=10) as http:
+        with httpx.Client(base_url=emu.url, headers=headers, timeout=HANG_S) as http:
             offer = http.post("/api/v0/bundles/", json={"limit": 1}).json()["offers"][0]
             created = http.put(f"/api/v0/asks/{offer['id']}/", json={"image": "x"}).json()
-            deadline = time.monotonic() + 10
-            while emu.instance(created["new_contract"]).actual_status != "running":
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            wait_until(
+                lambda: emu.instance(created["new_contract"]).actual_status == "running",
+                "the instance ran on the accelerated clock",
+                poll=0.01,
+            )
             assert clock.now() - started >= FAST.provision_s + FAST.loading_s

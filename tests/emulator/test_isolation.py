@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ast
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import vastkit.emulator
+from tests._support.processes import ProcessGroups
 
 PACKAGE = Path(vastkit.emulator.__file__).parent
 ALLOWED_TOP = {"httpx", "yaml", "vastkit"}
@@ -32,7 +32,9 @@ def test_emulator_modules_import_only_the_stdlib_httpx_and_the_clock() -> None:
                     assert name.startswith(ALLOWED_VASTKIT), (path.name, name)
 
 
-def test_importing_and_running_the_emulator_loads_no_vastkit_api() -> None:
+def test_importing_and_running_the_emulator_loads_no_vastkit_api(
+    processes: ProcessGroups,
+) -> None:
     # Load the emulator without running vastkit/__init__.py (which re-exports API models), then
     # exercise it, and check that nothing under vastkit.api was ever imported.
     code = textwrap.dedent(
@@ -53,8 +55,6 @@ def test_importing_and_running_the_emulator_loads_no_vastkit_api() -> None:
         sys.exit(1 if leaked else 0)
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = processes.run([sys.executable, "-c", code], text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "LEAKED []" in result.stdout
