@@ -9,17 +9,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests._support.processes import HANG_S, ProcessGroups, child_env, kill_group
+from tests._support.waiting import wait_until
 from vastkit.rundir import AttemptSettings, JobSpec, RunDir
 
 TRAIN = Path(__file__).with_name("_train.py")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def fast_settings(**overrides: Any) -> AttemptSettings:
@@ -43,13 +43,18 @@ def train_spec(run_id: str = "run1", mode: str = "ok", **fields: Any) -> JobSpec
 
 
 def start_worker(
-    run_url: str, attempt: int = 1, *, env: dict[str, str] | None = None, cwd: Path | None = None
+    processes: ProcessGroups,
+    run_url: str,
+    attempt: int = 1,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``python -m vastkit.worker`` as a subprocess (its own session, like on a host)."""
+    """``python -m vastkit.worker`` as a subprocess in its own session (like on a host), killed
+    with its process group when ``processes`` closes."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("VASTKIT_")}
     full_env.update(env or {})
-    full_env["PYTHONPATH"] = str(REPO)
-    return subprocess.Popen(
+    return processes.popen(
         [
             sys.executable,
             "-m",
@@ -63,30 +68,34 @@ def start_worker(
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=full_env,
+        env=child_env(full_env),
         cwd=cwd,
-        start_new_session=True,
     )
 
 
-def finish(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> tuple[int, str, str]:
-    """Wait for a worker subprocess; return (exit status, stdout, stderr)."""
+def finish(proc: subprocess.Popen[bytes], timeout: float = HANG_S) -> tuple[int, str, str]:
+    """Wait for a worker subprocess; return (exit status, stdout, stderr). ``timeout`` is a
+    hang guard: a worker that has not ended by then is killed and fails the test."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"worker did not finish:\n{out.decode()}\n{err.decode()}") from None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # a grandchild holds the pipes: no output to show
+            kill_group(proc)
+            out = err = b""
+        raise AssertionError(
+            f"worker did not finish within {timeout:g} s:\n{out.decode()}\n{err.decode()}"
+        ) from None
     return proc.returncode, out.decode(), err.decode()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Poll a subprocess-driven condition (real time: a subprocess has no virtual clock)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
+def wait_for(predicate: Callable[[], bool], timeout: float = HANG_S) -> None:
+    """Poll a subprocess-driven condition (real time: a subprocess has no virtual clock);
+    ``timeout`` is a hang guard."""
+    wait_until(predicate, "condition reached", timeout=timeout)
 
 
 @pytest.fixture
@@ -147,33 +156,31 @@ class Tools:
     wait_for = staticmethod(wait_for)
     train_script = TRAIN
 
-    def __init__(self) -> None:
-        self.started: list[subprocess.Popen[bytes]] = []
+    def __init__(self, processes: ProcessGroups) -> None:
+        self.processes = processes
 
     def start_worker(
         self, run_url: str, attempt: int = 1, **kwargs: Any
     ) -> subprocess.Popen[bytes]:
         """Start a worker subprocess (see :func:`start_worker`)."""
-        proc = start_worker(run_url, attempt, **kwargs)
-        self.started.append(proc)
-        return proc
+        return start_worker(self.processes, run_url, attempt, **kwargs)
 
     def cleanup(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:  # a failed test: let the worker stop its command first
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.communicate(timeout=15)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        """Stop what still runs (a failed test): SIGTERM first, so a worker stops the command
+        it started in a session of its own, then SIGKILL every worker's group."""
+        running = [p for p in self.processes.started if p.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=15)
+        self.processes.close()
 
 
 @pytest.fixture
 def tools() -> Iterator[Tools]:
     """Helpers to build jobs and run the worker as a subprocess."""
-    helpers = Tools()
+    helpers = Tools(ProcessGroups())
     try:
         yield helpers
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,11 +11,10 @@ from typing import Any
 import pytest
 
 import vastkit
+from tests._support.processes import ProcessGroups, child_env
 from vastkit._bootstrap import ONSTART_LIMIT, build_onstart
 from vastkit.errors import JobError
 from vastkit.rundir import ResultStatus, RunDir
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_realistic_script_stays_well_under_the_limit() -> None:
@@ -57,17 +55,20 @@ def fake_python(tmp_path: Path, record: Path) -> Path:
     return shim
 
 
-def run_script(script: str, tmp_path: Path, extra: dict[str, str] | None = None) -> Any:
+def run_script(
+    processes: ProcessGroups, script: str, tmp_path: Path, extra: dict[str, str] | None = None
+) -> Any:
+    """Run ``script`` with bash in its own process group (killed whole when it returns)."""
     path = tmp_path / "onstart.sh"
     path.write_text(script)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VASTKIT_")}
     env.update(extra or {})
-    return subprocess.run(
-        ["bash", str(path)], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return processes.run(["bash", str(path)], env=env, text=True)
 
 
-def test_vastkit_is_installed_when_the_image_lacks_the_version(tmp_path: Path) -> None:
+def test_vastkit_is_installed_when_the_image_lacks_the_version(
+    tmp_path: Path, processes: ProcessGroups
+) -> None:
     record = tmp_path / "calls"
     script = build_onstart(
         run_url="file:///x/run",
@@ -76,7 +77,7 @@ def test_vastkit_is_installed_when_the_image_lacks_the_version(tmp_path: Path) -
         version="9.9.9",
         requirement="vastkit[s3] @ https://example/vastkit.whl",
     )
-    done = run_script(script, tmp_path)
+    done = run_script(processes, script, tmp_path)
     assert done.returncode == 0, done.stderr
     calls = record.read_text().splitlines()
     assert calls[0].startswith("-c import sys,vastkit.worker,vastkit as v;")
@@ -85,17 +86,19 @@ def test_vastkit_is_installed_when_the_image_lacks_the_version(tmp_path: Path) -
     assert calls[2] == "-m vastkit.worker"
 
 
-def test_the_script_runs_the_worker_end_to_end(tmp_path: Path, tools: Any) -> None:
+def test_the_script_runs_the_worker_end_to_end(
+    tmp_path: Path, tools: Any, processes: ProcessGroups
+) -> None:
     run = RunDir((tmp_path / "store" / "run1").as_uri())
     run.write_job(tools.train_spec())
     script = build_onstart(
         run_url=run.url,
         attempt=7,
-        env={"PYTHONPATH": str(REPO)},
+        env=child_env({}),  # the worker finds this repository's vastkit
         python=sys.executable,
         workdir=str(tmp_path / "work"),
     )
-    done = run_script(script, tmp_path)
+    done = run_script(processes, script, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "pip install" not in done.stderr  # the right version is already there
     result = run.read_result()

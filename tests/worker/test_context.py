@@ -5,18 +5,16 @@ from __future__ import annotations
 import ast
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests._support.processes import REPO_ROOT, ProcessGroups
 from vastkit.clock import ManualClock
 from vastkit.errors import JobError
 from vastkit.rundir import CheckpointSettings, JobSpec, RunDir
 from vastkit.worker import WorkerContext
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_outside_a_worker_the_context_uses_a_local_folder(tmp_path: Path) -> None:
@@ -138,7 +136,9 @@ def test_bad_environment_is_a_job_error(tmp_path: Path) -> None:
         WorkerContext({**base, "VASTKIT_STORAGE_OPTIONS": "{"}, install_signal_handler=False)
 
 
-def test_sigterm_makes_should_stop_true_in_a_real_process(tmp_path: Path) -> None:
+def test_sigterm_makes_should_stop_true_in_a_real_process(
+    tmp_path: Path, processes: ProcessGroups
+) -> None:
     code = (
         "import os, signal\n"
         "from vastkit import worker\n"
@@ -148,21 +148,16 @@ def test_sigterm_makes_should_stop_true_in_a_real_process(tmp_path: Path) -> Non
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("VASTKIT_")}
     env["VASTKIT_LOCAL_RUN"] = str(tmp_path / "local")
-    env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = processes.run([sys.executable, "-c", code], env=env, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True", "True"]
 
 
 def test_the_worker_never_imports_the_account_client() -> None:
-    files = [REPO / "vastkit" / "rundir.py", *sorted((REPO / "vastkit" / "worker").glob("*.py"))]
+    files = [
+        REPO_ROOT / "vastkit" / "rundir.py",
+        *sorted((REPO_ROOT / "vastkit" / "worker").glob("*.py")),
+    ]
     for path in files:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
