@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests._support.processes import HANG_S, ProcessGroups
 from vastkit.budget import BudgetAction, BudgetGuard, Budgets
 from vastkit.clock import ManualClock
 from vastkit.errors import LedgerError
@@ -219,14 +221,13 @@ with ledger._db.write() as tx:
 """
 
 
-def test_a_process_killed_mid_write_leaves_the_ledger_consistent(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
+def test_a_process_killed_mid_write_leaves_the_ledger_consistent(
+    tmp_path: Path, processes: ProcessGroups
+) -> None:
     path = tmp_path / "ledger.db"
     Ledger(path).close()
-    result = subprocess.run([sys.executable, "-c", _CRASH, str(path)], check=False)
-    assert result.returncode == 1
+    result = processes.run([sys.executable, "-c", _CRASH, str(path)], text=True)
+    assert result.returncode == 1, result.stderr
     with Ledger(path) as reopened:
         assert reopened.get_run("half") is None
         reopened.record_run("after")
@@ -249,11 +250,18 @@ def test_several_processes_write_at_once(tmp_path: Path) -> None:
     Ledger(path).close()
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, args=(path, n, 40)) for n in range(4)]
-    for process in workers:
-        process.start()
-    for process in workers:
-        process.join(120)
-        assert process.exitcode == 0
+    try:
+        for process in workers:
+            process.start()
+        for process in workers:
+            process.join(HANG_S)  # a hang guard
+            assert process.exitcode == 0
+    finally:  # a failed or hung test leaves no process behind
+        for process in workers:
+            if process.is_alive():
+                process.kill()
+            if process.pid is not None:
+                process.join()
     with Ledger(path) as ledger:
         # each worker: 39 intervals of 1 s at 3.6 $/h = 0.039 $
         assert ledger.spend(project="shared") == pytest.approx(4 * 0.039)
