@@ -4,6 +4,11 @@
 - :mod:`tests._support.processes`: subprocesses that never outlive their test (each in its own
   process group, killed whole at teardown), the ``processes`` fixture, and :class:`Lines` to read
   a child's output with a limit.
+- :mod:`tests._support.waiting`: :func:`~tests._support.waiting.wait_until`, polling for a
+  condition under a hang guard instead of sleeping for a guessed time.
+- :mod:`tests._support.world`: a job's world in virtual time (:class:`HookedClock`, the
+  :class:`FakeWorkers` that play the workers, test profiles and deadlines), shared by
+  ``tests/jobs`` and ``tests/faults``.
 - :mod:`tests._support.fault_matrix`: the fault matrix's accounting, a pytest plugin that prints
   its one summary line at the end of the session and fails the run if an invariant total is not
   zero, whatever order the tests ran in.
