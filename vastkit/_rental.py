@@ -9,6 +9,7 @@ launch that failed half way. :class:`vastkit.Instance` adds the user's API on to
 from __future__ import annotations
 
 import atexit
+import enum
 import logging
 import warnings
 import weakref
@@ -45,6 +46,7 @@ __all__ = [
     "InstanceEvent",
     "ProvisioningAttempt",
     "RentalBase",
+    "Stage",
     "Trial",
     "live_instances",
 ]
@@ -160,6 +162,19 @@ class Trial:
         )
 
 
+class Stage(enum.Enum):
+    """Where one rental is in its life."""
+
+    NEW = "new"
+    """Not launched yet."""
+    LAUNCHED = "launched"
+    """Launching or live: an instance may exist and bill."""
+    KEPT = "kept"
+    """Left running on purpose (``keep=True``)."""
+    DESTROYED = "destroyed"
+    """Confirmed gone."""
+
+
 class RentalBase:
     """One rental's state and the steps that change it (see the module docstring)."""
 
@@ -187,9 +202,7 @@ class RentalBase:
 
     def _init_rental(self) -> None:
         self._attempt_no = 0
-        self._launched = False
-        self._destroyed = False
-        self._kept = False
+        self._stage = Stage.NEW
         self._view: InstanceInfo | None = None
         self._candidate: Candidate | None = None
         self._bid: float | None = None
@@ -275,9 +288,9 @@ class RentalBase:
     # -- launching -----------------------------------------------------------------------------
 
     def _launch(self) -> None:
-        if self._launched:
+        if self._stage is not Stage.NEW:
             raise RuntimeError("this Instance was already launched")
-        self._launched = True
+        self._stage = Stage.LAUNCHED
         self._progress = Progress(self._progress_setting)
         ledger = self._get_ledger()
         engine = self._provisioner()
@@ -548,7 +561,7 @@ class RentalBase:
             self._emit("outbid_waiting", f"instance {view.id}: {decision.reason}")
 
     def _mark_gone(self, when: float, *, reason: str) -> None:
-        self._destroyed = True
+        self._stage = Stage.DESTROYED
         self._end_reason = reason
         cost = self._meter.close(when) if self._meter is not None else 0.0
         if self._engine is not None and self._ticket is not None:
@@ -559,9 +572,9 @@ class RentalBase:
             )
 
     def _keep(self) -> None:
-        if self._view is None or self._destroyed:
+        if self._view is None or self._stage is Stage.DESTROYED:
             return
-        self._kept = True
+        self._stage = Stage.KEPT
         self._end_reason = "kept"
         if self._ticket is not None:
             self._get_ledger().update_attempt(self._ticket.attempt_id, end_reason="kept")
@@ -576,14 +589,14 @@ class RentalBase:
 
     def _cleanup_after_failed_launch(self) -> None:
         try:
-            if self._view is not None and not self._destroyed:
+            if self._view is not None and self._stage is not Stage.DESTROYED:
                 self.destroy(reason="launch_interrupted")
             elif self._pending_label is not None:
                 self._sweep_label(self._pending_label)
         finally:
             if self._progress is not None:
                 self._progress.close()
-            if self._ledger is not None and self._launched:
+            if self._ledger is not None and self._stage is not Stage.NEW:
                 run = self._ledger.get_run(self.run_id)
                 if run is not None and run.ended_at is None:
                     self._ledger.end_run(self.run_id, "failed", at=self._clock.now())

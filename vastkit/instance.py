@@ -28,6 +28,7 @@ from vastkit._rental import (
     InstanceEvent,
     ProvisioningAttempt,
     RentalBase,
+    Stage,
     live_instances,
 )
 from vastkit.api.client import Client
@@ -196,7 +197,7 @@ class Instance(RentalBase):
     def __enter__(self) -> Instance:
         if self._entered:
             raise RuntimeError("an Instance can be entered only once; create a new one")
-        if self._launched:
+        if self._stage is not Stage.NEW:
             raise RuntimeError("this Instance was already launched; use it without 'with'")
         self._entered = True
         self._signals.install()
@@ -260,7 +261,7 @@ class Instance(RentalBase):
         return inst
 
     def __del__(self) -> None:
-        if getattr(self, "_view", None) is not None and not (self._destroyed or self._kept):
+        if getattr(self, "_view", None) is not None and self._stage is Stage.LAUNCHED:
             warnings.warn(
                 f"Instance {self._view.id if self._view else '?'} ({self.run_id}) was garbage "
                 "collected while it still exists and bills; destroy it with inst.destroy() or "
@@ -319,7 +320,7 @@ class Instance(RentalBase):
     def destroyed(self) -> bool:
         """Whether the instance has been destroyed (by :meth:`destroy`, the ``with`` block, or
         the outbid policy giving up)."""
-        return self._destroyed
+        return self._stage is Stage.DESTROYED
 
     @property
     def end_reason(self) -> str | None:
@@ -373,7 +374,7 @@ class Instance(RentalBase):
             ProvisioningError: The instance no longer exists although it was not destroyed here.
         """
         view = self._require()
-        if self._destroyed:
+        if self._stage is Stage.DESTROYED:
             return view
         fresh = self._client.get_instance(view.id)
         now = self._clock.now()
@@ -408,13 +409,13 @@ class Instance(RentalBase):
         target = InstanceState(state)
         start = self._clock.now()
         while True:
-            if self._destroyed:
+            if self.destroyed:
                 raise ProvisioningError(
                     f"instance {self.id} ended ({self._end_reason}) before reaching {target.value}",
                     attempts=list(self.attempts),
                 )
             view = self.refresh()
-            if not self._destroyed and view.state is target:
+            if not self.destroyed and view.state is target:
                 return view
             if timeout is not None and self._clock.now() - start >= timeout:
                 raise TimeoutError(
@@ -454,8 +455,7 @@ class Instance(RentalBase):
                 instance may still bill (the ledger row stays open, so
                 :func:`vastkit.reconcile` destroys it later).
         """
-        if self._destroyed or self._view is None:
-            self._destroyed = self._destroyed or self._view is not None
+        if self._stage is Stage.DESTROYED or self._view is None:
             return
         instance_id = self._view.id
         self._emit("destroying", f"destroying instance {instance_id} ({reason})")
@@ -493,7 +493,7 @@ class Instance(RentalBase):
         view = self._view
         if view is None:
             return f"<Instance {self.profile.name!r} run={self.run_id} not launched>"
-        status = "destroyed" if self._destroyed else view.state.value
+        status = "destroyed" if self._stage is Stage.DESTROYED else view.state.value
         return f"<Instance {view.id} {self.profile.name!r} run={self.run_id} {status}>"
 
 

@@ -64,9 +64,9 @@ def worker(url: str, where: str, is_async: bool, say: Callable[[str], None]) -> 
             os.fsync(fh.fileno())
             stop_dead(doomed)
 
-    def hooked(path: str, data: bytes | memoryview) -> None:
+    def hooked(path: str, data: bytes | memoryview, *, durable: bool = True) -> None:
         if folder not in path:
-            return original(path, data)
+            return original(path, data, durable=durable)
         name = path.rsplit("/", 1)[-1]
         if where == "payload" and name == PAYLOAD_NAME:
             partial(path, data)
@@ -74,7 +74,7 @@ def worker(url: str, where: str, is_async: bool, say: Callable[[str], None]) -> 
             stop_dead(doomed)
         if where == "manifest" and name == MANIFEST_NAME:
             partial(path, data)
-        return original(path, data)
+        return original(path, data, durable=durable)
 
     store_layer.atomic_local_write = hooked
     mgr.save(doomed, state(doomed))
