@@ -51,9 +51,7 @@ converter = make_document_converter()
 """The converter every internal document goes through."""
 
 
-def structure(
-    raw: Any, cls: type[T], where: str, *, error: type[VastkitError] = JobError
-) -> T:
+def structure(raw: Any, cls: type[T], where: str, *, error: type[VastkitError] = JobError) -> T:
     """``raw`` (JSON-able values) as a ``cls``, or ``error`` naming ``where`` and the bad path."""
     try:
         return converter.structure(raw, cls)

@@ -20,6 +20,7 @@ LABEL_PREFIX = "vastkit/"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _LABEL = re.compile(r"vastkit/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/([1-9][0-9]{0,8})")
 
+
 def new_run_id(clock: Clock | None = None) -> str:
     """A fresh, sortable run id: UTC time of creation plus 8 random hex digits.
 

@@ -51,9 +51,7 @@ class OutbidPolicy:
 
     def __attrs_post_init__(self) -> None:
         if self.action not in ("raise", "wait", "give_up"):
-            raise ValueError(
-                f"action must be 'raise', 'wait' or 'give_up' (got {self.action!r})"
-            )
+            raise ValueError(f"action must be 'raise', 'wait' or 'give_up' (got {self.action!r})")
         if not self.wait_s >= 0:
             raise ValueError(f"wait_s must be 0 or more (got {self.wait_s!r})")
         if self.max_bid is not None and not self.max_bid > 0:
