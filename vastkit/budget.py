@@ -442,6 +442,23 @@ class BudgetGuard:
             return self._spend.spend(project=budget.name, since=since)
         return self._spend.spend(team=budget.name, since=since)
 
+    def others_running(self, budget: Budget, now: float) -> tuple[float, float]:
+        """The spend not yet sampled, and the summed rate, of other runs in ``budget``'s scope.
+
+        Every driver samples its running instances on each poll (in a shared ledger: on any
+        machine), so this is at most one poll interval of their rates. Sources that cannot tell
+        (no ``running`` method) count nothing.
+
+        Returns:
+            ``(dollars, $/h)``.
+        """
+        running = getattr(self._spend, "running", None)
+        if running is None or budget.scope == "job":
+            return 0.0, 0.0
+        key = "project" if budget.scope == "project" else "team"
+        accrued, rate = running(**{key: budget.name}, exclude_run=self.run_id, now=now)
+        return float(accrued), float(rate)
+
     def remaining(self, now: float | None = None) -> tuple[float, Budget | None]:
         """What the tightest applicable budget has left, and that budget.
 
@@ -525,13 +542,18 @@ class BudgetGuard:
         crossed: list[tuple[str, float]] = []
         tightest: BudgetDecision | None = None
         for budget in self.budgets:
-            spent = self.spent(budget, now) + unrecorded_usd
+            others_usd, others_dph = self.others_running(budget, now)
+            spent = self.spent(budget, now) + unrecorded_usd + others_usd
             left = budget.limit_usd - spent
             label = self._label(budget)
-            if spent + lookahead >= budget.limit_usd and (spent > 0 or lookahead > 0):
+            ahead = lookahead + others_dph * self.poll_interval_s / 3600.0
+            if spent + ahead >= budget.limit_usd and (spent > 0 or ahead > 0):
+                rates = f"{rate_dph:.3f} $/h" + (
+                    f" (and {others_dph:.3f} $/h of other running jobs)" if others_dph else ""
+                )
                 message = (
                     f"{label} budget: ${spent:.2f} of ${budget.limit_usd:.2f} spent and "
-                    f"{rate_dph:.3f} $/h would pass the cap before the next check; stop"
+                    f"{rates} would pass the cap before the next check; stop"
                 )
                 logger.warning(message)
                 return BudgetDecision(

@@ -357,12 +357,10 @@ class JobRunner:
 
     def observe(self, live: LiveAttempt, view: InstanceInfo) -> None:
         live.view = view
-        state = view.state
-        if state is not live.state:
-            live.move_to(state, self.clock.now())
-            self.sample(live)
-        else:
-            live.accrue(self.clock.now())
+        # Every poll settles the spend in the ledger and records the rate from now on, so every
+        # budget guard on this ledger (other jobs, other drivers) sees this instance's spend.
+        live.move_to(view.state, self.clock.now())
+        self.sample(live)
 
     def sample(self, live: LiveAttempt, *, destroyed_at: float | None = None) -> None:
         """Settle the attempt's cost in the ledger up to now and record its rate from now on."""

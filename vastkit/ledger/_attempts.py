@@ -230,6 +230,50 @@ class AttemptsTable(Tables):
         )
         return float(rows[0]["spent"])
 
+    def running(
+        self,
+        *,
+        project: str | None = None,
+        team: str | None = None,
+        run_id: str | None = None,
+        exclude_run: str | None = None,
+        now: float | None = None,
+    ) -> tuple[float, float]:
+        """What the matching attempts that still exist accrue between their last sample and now.
+
+        Every process that watches an instance samples it on each poll, so this is the spend no
+        sample holds yet, of every driver on this ledger: a budget guard adds it to
+        :meth:`spend` and projects the summed rate one poll ahead.
+
+        Args:
+            project: Only runs of this project.
+            team: Only runs of this team.
+            run_id: Only this run.
+            exclude_run: Leave this run out (the caller counts its own attempt itself).
+            now: The time (default: the ledger's clock).
+
+        Returns:
+            ``(dollars accrued since the last samples, summed rate in $/h)``.
+        """
+        at = self._now(now)
+        clause, params = where(
+            ("r.project = ?", project),
+            ("r.team = ?", team),
+            ("r.run_id = ?", run_id),
+            ("r.run_id <> ?", exclude_run),
+        )
+        glue = "AND" if clause else "WHERE"
+        rows = self._db.read(
+            "SELECT c.at, c.rate_dph FROM cost_samples c "
+            "JOIN attempts a ON a.id = c.attempt_id JOIN runs r ON r.run_id = a.run_id "
+            f"{clause} {glue} a.destroyed_at IS NULL AND c.id = ("
+            "SELECT c2.id FROM cost_samples c2 WHERE c2.attempt_id = a.id "
+            "ORDER BY c2.at DESC, c2.id DESC LIMIT 1)",
+            params,
+        )
+        accrued = sum(r["rate_dph"] * max(at - r["at"], 0.0) / 3600.0 for r in rows)
+        return accrued, sum(float(r["rate_dph"]) for r in rows)
+
     def cost_rows(
         self, *, since: float | None = None, until: float | None = None
     ) -> list[dict[str, Any]]:
