@@ -15,6 +15,7 @@ What it holds:
 * **blocked machines**: machines not to rent again until an expiry;
 * **create intents**: written *before* a create request is sent, so an orchestrator that dies
   mid-create can reconcile by label on its next start.
+* **ledger meta** (schema 3): the ledger's identity, :attr:`Ledger.ledger_id`;
 * **queue jobs**: the jobs of :class:`vastkit.JobQueue` (schema 2): the serialised job, its
   priority and status, and the lease (token, owner, expiry) of the process that drives it. A
   claim is one conditional ``UPDATE`` inside a ``BEGIN IMMEDIATE`` transaction, so two processes
@@ -123,6 +124,13 @@ class Ledger(QueueTable, BlocksTable, AttemptsTable, IntentsTable, RunsTable):
     def schema_version(self) -> int:
         """The schema version of the open file."""
         return self._db.schema_version
+
+    @property
+    def ledger_id(self) -> str:
+        """This ledger's identity: 8 lowercase hex digits, created once with its schema and the
+        same for every process that opens it (instance labels carry it, so reconciliation
+        tells this ledger's instances from another's)."""
+        return self._db.ledger_id
 
     def close(self) -> None:
         """Close the database connection (idempotent)."""

@@ -24,7 +24,7 @@ from typing import Any
 
 from vastkit.clock import Clock
 from vastkit.errors import LedgerError
-from vastkit.ledger._schema import MIGRATIONS, SCHEMA_VERSION
+from vastkit.ledger._schema import MIGRATIONS, SCHEMA_VERSION, new_ledger_id
 
 __all__ = ["Database", "Row", "RowConflict", "Tables", "Transaction", "equal", "where"]
 
@@ -90,6 +90,7 @@ class Database:
     def __init__(self, path: str, *, busy_timeout_s: float) -> None:
         self.path = path
         self._lock = threading.RLock()
+        self._ledger_id: str | None = None
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,9 @@ class Database:
             for number in range(version, SCHEMA_VERSION):
                 logger.info("migrating ledger %s to schema %d", self.path, number + 1)
                 for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
+                    if ":ledger_id" in statement:
+                        tx.execute(statement.replace(":ledger_id", "?"), (new_ledger_id(),))
+                    elif statement.strip():
                         tx.execute(statement)
                 tx.execute(f"PRAGMA user_version = {number + 1}")
 
@@ -137,6 +140,16 @@ class Database:
     def schema_version(self) -> int:
         """The schema version of the open file."""
         return self._user_version(next(iter(self.read("PRAGMA user_version")), None))
+
+    @property
+    def ledger_id(self) -> str:
+        """The ledger's identity, written once by the migration that created ``ledger_meta``."""
+        if self._ledger_id is None:
+            rows = self.read("SELECT value FROM ledger_meta WHERE key = 'ledger_id'")
+            if not rows:
+                raise LedgerError(f"the ledger at {self.path} has no ledger_id")
+            self._ledger_id = str(rows[0]["value"])
+        return self._ledger_id
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -1,10 +1,14 @@
-"""The ledger's schema: one SQL script per version, applied in order (``PRAGMA user_version``)."""
+"""The ledger's schema: one SQL script per version, applied in order (``PRAGMA user_version``).
+
+A script may name ``:ledger_id``: the migration binds it to a fresh :func:`new_ledger_id`.
+"""
 
 from __future__ import annotations
 
+import secrets
 from typing import Final
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "new_ledger_id"]
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: the initial schema
@@ -106,9 +110,22 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX queue_jobs_pick ON queue_jobs(status, priority, seq);
     CREATE INDEX queue_jobs_project ON queue_jobs(project, status);
     """,
+    # 3: the ledger's own facts (its identity: ``ledger_id``, written with this migration)
+    """
+    CREATE TABLE ledger_meta (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    );
+    INSERT INTO ledger_meta (key, value) VALUES ('ledger_id', :ledger_id);
+    """,
 )
 """The schema, one script per version: ``MIGRATIONS[n]`` takes a file from version ``n`` to
 ``n + 1``. Append to it; never edit a script that has shipped."""
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 """The schema version this vastkit writes (``PRAGMA user_version``)."""
+
+
+def new_ledger_id() -> str:
+    """A fresh ledger identity: 8 lowercase hex digits (short enough for instance labels)."""
+    return secrets.token_hex(4)
