@@ -314,8 +314,7 @@ def test_destroy(client: Client, router: respx.Router) -> None:
     ("status", "body"),
     [
         (404, {"success": False, "error": "no_such_instance", "msg": "gone"}),
-        (404, {"error": "not_found"}),
-        (410, {"success": False, "error": "gone"}),
+        (404, {"success": False, "error": "invalid_id", "msg": "Invalid instance id."}),
         (200, {"success": False, "error": "no_such_instance", "msg": "gone"}),
     ],
 )

@@ -6,6 +6,7 @@ This layer knows the Vast API and nothing else: no profiles, budgets or jobs.
 from __future__ import annotations
 
 from vastkit.api.client import Client
+from vastkit.api.gone import RouteNotFoundError
 from vastkit.api.models import (
     Charge,
     ChargeItem,
@@ -30,6 +31,7 @@ __all__ = [
     "Offer",
     "OfferQuery",
     "PortBinding",
+    "RouteNotFoundError",
     "User",
     "parse_order",
     "parse_query",

@@ -8,11 +8,19 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from vastkit.api._converter import structure
-from vastkit.api._responses import all_pages, check_id, expect_field, raise_if_unsuccessful
+from vastkit.api._responses import (
+    all_pages,
+    check_id,
+    expect_field,
+    raise_if_unsuccessful,
+    unsuccessful_error,
+)
 from vastkit.api._transport import Transport
+from vastkit.api.gone import Absence, RouteNotFoundError, read_absence
 from vastkit.api.models import CreatedInstance, CreateInstanceRequest, InstanceInfo
 from vastkit.clock import Clock
 from vastkit.errors import (
+    APIStatusError,
     APITimeoutError,
     GoneError,
     NotFoundError,
@@ -98,19 +106,29 @@ class InstanceEndpoints:
     def get_instance(self, instance_id: int) -> InstanceInfo | None:
         """One instance (``GET /api/v0/instances/{id}/``), or None when it does not exist.
 
+        None only for Vast's own "no such instance" answers: ``{"instances": null}``, or a JSON
+        error ``no_such_instance`` / ``invalid_id`` (see :mod:`vastkit.api.gone`).
+
         Raises:
             AuthenticationError: The key is wrong (Vast answers 404 ``auth_error`` here).
+            RouteNotFoundError: A 404 or 410 from the route rather than about the instance (an
+                HTML page, "No such endpoint", ``deprecated_endpoint``, a 404 without Vast's
+                JSON error): the instance may well exist.
+            ResponseValidationError: A list under ``instances`` without this instance.
             APIError: Anything else that went wrong.
         """
         check_id(instance_id)
+        path = f"/api/v0/instances/{instance_id}/"
         try:
             body = self._transport.request(
-                "GET",
-                f"/api/v0/instances/{instance_id}/",
-                endpoint="show_instance",
-                params={"owner": "me"},
+                "GET", path, endpoint="show_instance", params={"owner": "me"}
             )
-        except NotFoundError:
+        except (NotFoundError, GoneError) as exc:
+            self._require_gone(exc, "GET", path, unconfirmed=Absence.ROUTE)
+            return None
+        refused = unsuccessful_error(self._transport, body, "GET", path)
+        if refused is not None:
+            self._require_gone(refused, "GET", path, unconfirmed=Absence.ROUTE)
             return None
         raw = expect_field(body, "instances", (dict, list, type(None)))
         if raw is None:
@@ -120,9 +138,44 @@ class InstanceEndpoints:
                 item for item in raw if isinstance(item, dict) and item.get("id") == instance_id
             ]
             if not matches:
-                return None
+                raise ResponseValidationError(
+                    f"GET {path} answered a list without instance {instance_id}",
+                    errors=[f"no item with id {instance_id} @ $.instances"],
+                    body=body,
+                )
             raw = matches[0]
         return structure(raw, InstanceInfo, path="$.instances")
+
+    def _require_gone(
+        self, exc: APIStatusError, method: str, path: str, *, unconfirmed: Absence
+    ) -> Absence:
+        """What ``exc`` says is missing, when it says the instance may be gone; else raise.
+
+        Args:
+            exc: A 404 or 410, or the error of a 200 ``success: false`` answer.
+            method: The method asked.
+            path: The path asked.
+            unconfirmed: How to read a 404 ``not_found`` on this route: :attr:`Absence.ROUTE`,
+                or :attr:`Absence.UNCONFIRMED` where the caller confirms it.
+
+        Returns:
+            :attr:`Absence.INSTANCE`, or :attr:`Absence.UNCONFIRMED` when allowed.
+
+        Raises:
+            RouteNotFoundError: The answer is about the route, not the instance.
+            APIStatusError: ``exc`` itself, when it is not about absence at all.
+        """
+        absence = read_absence(exc.status_code, exc.body)
+        if absence is Absence.UNCONFIRMED:
+            absence = unconfirmed
+        if absence is None:
+            raise exc
+        if absence is Absence.ROUTE:
+            route = f"{method} {path}"
+            error = RouteNotFoundError.from_status(exc, route=route, redact=self._transport.redact)
+            logger.warning("%s", error)
+            raise error from exc
+        return absence
 
     def list_instances(
         self,
@@ -218,26 +271,41 @@ class InstanceEndpoints:
     def destroy_instance(self, instance_id: int) -> bool:
         """Destroy an instance and stop all its billing. Irreversible.
 
+        "Already gone" is read only from Vast's own answers about the instance (see
+        :mod:`vastkit.api.gone`): a JSON error ``no_such_instance`` or ``invalid_id``; a 404
+        ``not_found`` counts only once show-instance answers ``{"instances": null}``.
+
         Returns:
             True when this call destroyed it; False when it was already gone (not an error).
             A retried request whose first attempt did the work also reads as False.
 
         Raises:
+            RouteNotFoundError: A 404 or 410 from the route rather than about the instance (an
+                HTML page, "No such endpoint", ``deprecated_endpoint``, a 404 without Vast's
+                JSON error, or ``not_found`` while show-instance still lists it): the instance
+                may still exist and bill; keep it on the books and try again.
             APIError: Anything else that went wrong.
         """
         check_id(instance_id)
         path = f"/api/v0/instances/{instance_id}/"
         try:
             body = self._transport.request("DELETE", path, endpoint="destroy_instance")
-        except (NotFoundError, GoneError):
-            logger.info("instance %d was already gone", instance_id)
-            return False
-        if isinstance(body, Mapping) and body.get("success") is False:
-            if body.get("error") in ("no_such_instance", "not_found", "invalid_id"):
-                return False
-            raise_if_unsuccessful(self._transport, body, "DELETE", path)
-        logger.info("destroyed instance %d", instance_id)
-        return True
+            refused = unsuccessful_error(self._transport, body, "DELETE", path)
+        except (NotFoundError, GoneError) as exc:
+            refused = exc
+        if refused is None:
+            logger.info("destroyed instance %d", instance_id)
+            return True
+        absence = self._require_gone(refused, "DELETE", path, unconfirmed=Absence.UNCONFIRMED)
+        if absence is Absence.UNCONFIRMED and self.get_instance(instance_id) is not None:
+            raise RouteNotFoundError.from_status(
+                refused,
+                route=f"DELETE {path}",
+                redact=self._transport.redact,
+                detail=f"show-instance still lists instance {instance_id}",
+            ) from refused
+        logger.info("instance %d was already gone", instance_id)
+        return False
 
     def instance_logs(
         self,

@@ -16,7 +16,15 @@ from vastkit.api._converter import structure_list
 from vastkit.api._transport import Transport
 from vastkit.errors import APIStatusError, ResponseValidationError
 
-__all__ = ["MAX_PAGES", "all_pages", "check_id", "epoch", "expect_field", "raise_if_unsuccessful"]
+__all__ = [
+    "MAX_PAGES",
+    "all_pages",
+    "check_id",
+    "epoch",
+    "expect_field",
+    "raise_if_unsuccessful",
+    "unsuccessful_error",
+]
 
 MAX_PAGES: Final = 10_000
 """The most pages one listing may take before it is treated as a server loop."""
@@ -77,8 +85,17 @@ def raise_if_unsuccessful(transport: Transport, body: Any, method: str, path: st
     Raises:
         APIStatusError: The body says ``success: false``.
     """
+    error = unsuccessful_error(transport, body, method, path)
+    if error is not None:
+        raise error
+
+
+def unsuccessful_error(
+    transport: Transport, body: Any, method: str, path: str
+) -> APIStatusError | None:
+    """The error a 200 ``{"success": false, ...}`` answer stands for; None for any other body."""
     if not (isinstance(body, dict) and body.get("success") is False):
-        return
+        return None
     error = body.get("error") if isinstance(body.get("error"), str) else None
     raw_msg = body.get("msg") or body.get("message")
     msg = transport.redact(str(raw_msg)) if raw_msg else None
@@ -87,7 +104,7 @@ def raise_if_unsuccessful(transport: Transport, body: Any, method: str, path: st
     if error:
         parts.append(error)
     parts.append(msg or "(no detail message supplied)")
-    raise APIStatusError(": ".join(parts), response=response, body=body, error=error, msg=msg)
+    return APIStatusError(": ".join(parts), response=response, body=body, error=error, msg=msg)
 
 
 def all_pages(
