@@ -11,7 +11,11 @@ __all__ = ["owner_alive", "owner_metadata", "pid_alive", "process_start"]
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host."""
+    """Whether a process with this id runs on this host.
+
+    A zombie (exited, not yet reaped by its parent) does not: ``kill(pid, 0)`` succeeds on it,
+    but it will never act again, so the runs it owned are orphans.
+    """
     if pid <= 0:
         return False
     try:
@@ -19,19 +23,25 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] not in ("Z", "X")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), if readable."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()
 
 
 def process_start(pid: int) -> str | None:
     """The start time of a process (Linux ``/proc``), to tell a reused pid from the original."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            stat = handle.read()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
+    fields = _stat_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
 
 
 def owner_metadata() -> dict[str, Any]:

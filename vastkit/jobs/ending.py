@@ -165,8 +165,11 @@ def finish_attempt(
         live=live,
         level=logging.WARNING,
     )
+    # A relaunch never returns to a machine that just failed the job or was stopped under it:
+    # every attempt that ends without a result blocks its machine in the ledger, for every driver.
     blame = over.blame and over.reason in MACHINE_FAILURES
-    runner.destroy(live, over.reason, blame=blame, detail=over.detail)
+    detail = over.detail if blame else f"ended under the job ({over.detail or over.reason})"
+    runner.destroy(live, over.reason, blame=True, detail=detail)
     runner.emit(
         "relaunching",
         "relaunching on another machine; the worker resumes from the latest checkpoint"
