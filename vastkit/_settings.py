@@ -33,6 +33,7 @@ from vastkit._yaml import Document, did_you_mean, load_document, read_source
 from vastkit.errors import ConfigError
 
 __all__ = [
+    "DATABASE_SCHEMES",
     "DEFAULT_BASE_URL",
     "ENV_VARS",
     "SETTING_KEYS",
@@ -41,8 +42,10 @@ __all__ = [
     "config_file",
     "configured_key",
     "explicit_key",
+    "is_database_url",
     "official_key",
     "read_settings",
+    "redact_url",
     "resolve_api_key",
     "resolve_connection",
 ]
@@ -87,6 +90,39 @@ _PATH_KEYS: Final = frozenset({"api_key_file", "profiles_file", "budgets_file", 
 _STRING_KEYS: Final = frozenset(
     {"api_key_file", "store_url", "profiles_file", "budgets_file", "ledger_path", "project", "team"}
 )
+
+
+DATABASE_SCHEMES: Final[tuple[str, ...]] = ("postgresql://", "postgres://")
+"""What a ledger setting starts with when it names a PostgreSQL server instead of a file."""
+
+_URL_AUTHORITY: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#]*)")
+_QUERY_PASSWORD: Final = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def is_database_url(value: str | os.PathLike[str]) -> bool:
+    """Whether a ledger setting names a database server (``postgresql://...``), not a file."""
+    return isinstance(value, str) and value.strip().lower().startswith(DATABASE_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:PASSWORD@`` or ``?password=``) replaced by ``***``:
+    what a repr, a log line or an error may show."""
+    match = _URL_AUTHORITY.match(url)
+    if match is not None and "@" in match["authority"]:
+        userinfo, _, host = match["authority"].rpartition("@")
+        if ":" in userinfo:
+            user = userinfo.partition(":")[0]
+            url = f"{match['scheme']}{user}:***@{host}{url[match.end() :]}"
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+def _ledger_value(value: str, base: Path | None) -> str:
+    """A ledger setting: a database URL as given, a path expanded (relative to ``base``)."""
+    if is_database_url(value):
+        return value.strip()
+    if base is None:
+        return str(Path(value).expanduser())
+    return str(_relative_to(base, value))
 
 
 def config_file(path: str | os.PathLike[str] | None = None) -> Path | None:
@@ -390,6 +426,8 @@ def _env_value(name: str, var: str, raw: str) -> Any:
         return number
     if name == "base_url" and not raw.startswith(("http://", "https://")):
         raise ConfigError(f"${var} must start with http:// or https://, got {raw!r}", key=var)
+    if name == "ledger_path":
+        return _ledger_value(raw, None)
     if name in _PATH_KEYS or (name == "store_url" and "://" not in raw):
         return str(Path(raw).expanduser())
     return raw
@@ -580,6 +618,8 @@ def _check_value(
     if key in _STRING_KEYS:
         if not isinstance(value, str) or not value.strip():
             raise doc.error(f"'{key}' must be a non-empty string, got {value!r}", *key_path)
+        if key == "ledger_path":
+            return _ledger_value(value, base)
         if key in _PATH_KEYS or (key == "store_url" and "://" not in value):
             return str(_relative_to(base, value))
         return value

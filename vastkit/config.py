@@ -51,6 +51,7 @@ from vastkit._settings import (
     explicit_key,
     official_key,
     read_settings,
+    redact_url,
 )
 from vastkit._yaml import did_you_mean
 
@@ -70,6 +71,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger("vastkit.config")
+
+
+def _shown_ledger(value: str | None) -> str | None:
+    """The ledger setting as it may be shown: a URL without its password."""
+    return None if value is None else redact_url(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -99,8 +105,9 @@ class Settings:
     """A ``gpu_profiles.yaml`` (None: the built-in profiles)."""
     budgets_file: str | None = None
     """A ``budgets.yaml`` (None: no budgets)."""
-    ledger_path: str | None = None
-    """The ledger database (None: :func:`vastkit.ledger.default_ledger_path`)."""
+    ledger_path: str | None = attrs.field(default=None, repr=lambda v: repr(_shown_ledger(v)))
+    """The ledger: a SQLite file or a ``postgresql://`` URL (None:
+    :func:`vastkit.ledger.default_ledger`). A repr and :meth:`to_dict` hide the URL's password."""
     project: str | None = None
     """The default project of jobs."""
     team: str | None = None
@@ -248,6 +255,7 @@ class Settings:
         for name in SETTING_KEYS:
             data[name] = getattr(self, name)
         data["storage_options"] = sorted(self.storage_options)  # names only: values may be secrets
+        data["ledger_path"] = _shown_ledger(self.ledger_path)
         data["sources"] = dict(self.sources)
         return data
 
@@ -274,9 +282,9 @@ def load_config(
     read = read_settings(path, env)
     values = dict(read.values)
     if "ledger_path" not in values:
-        from vastkit.ledger import default_ledger_path
+        from vastkit.ledger import default_ledger
 
-        values["ledger_path"] = str(default_ledger_path())
+        values["ledger_path"] = default_ledger()
     return Settings(
         env=read.env, config_path=read.config_path, sources=dict(read.sources), **values
     )

@@ -94,12 +94,25 @@ class Context:
             self._client = self._stack.enter_context(client)
         return self._client
 
-    def ledger_path(self) -> Path:
-        """``--ledger``, else the default ledger path."""
-        from vastkit.ledger import default_ledger_path
+    def ledger_target(self) -> str:
+        """``--ledger`` (a file, or a ``postgresql://`` URL), else the default ledger."""
+        from vastkit._settings import is_database_url
+        from vastkit.ledger import default_ledger
 
         given = self.opt("ledger")
-        return Path(given).expanduser() if given else default_ledger_path()
+        if not given:
+            return default_ledger()
+        return given.strip() if is_database_url(given) else str(Path(given).expanduser())
+
+    def ledger_path(self) -> Path:
+        """The ledger file: ``--ledger``, else the default path. With a PostgreSQL ledger, the
+        local default file's path (its folder holds this machine's state, such as the
+        orchestrators' logs)."""
+        from vastkit._settings import is_database_url
+        from vastkit.ledger import default_ledger_path
+
+        target = self.ledger_target()
+        return default_ledger_path() if is_database_url(target) else Path(target)
 
     @property
     def ledger(self) -> Ledger:
@@ -107,12 +120,16 @@ class Context:
         if self._ledger is None:
             from vastkit.ledger import Ledger
 
-            self._ledger = self._stack.enter_context(Ledger(self.ledger_path()))
+            self._ledger = self._stack.enter_context(Ledger(self.ledger_target()))
         return self._ledger
 
     def existing_ledger(self) -> Ledger | None:
-        """The ledger when its file exists (read-only commands never create one)."""
-        if self._ledger is None and not self.ledger_path().exists():
+        """The ledger when it exists (read-only commands never create a file; a PostgreSQL
+        ledger is always opened)."""
+        from vastkit._settings import is_database_url
+
+        target = self.ledger_target()
+        if self._ledger is None and not is_database_url(target) and not Path(target).exists():
             return None
         return self.ledger
 

@@ -1,10 +1,15 @@
-"""The ledger: a local SQLite record of every run, attempt, cost and blocked machine.
+"""The ledger: a record of every run, attempt, cost and blocked machine.
 
-One file (default ``$XDG_STATE_HOME/vastkit/ledger.db``, i.e. ``~/.local/state/vastkit/ledger.db``)
-shared by every vastkit process of a user. It is opened in WAL mode with a busy timeout, every
-write is one transaction (``BEGIN IMMEDIATE``), and the schema is versioned (``PRAGMA
-user_version``) with forward migrations, so several processes may use it at once and a crash
-mid-write leaves it consistent.
+By default one SQLite file (``$XDG_STATE_HOME/vastkit/ledger.db``, i.e.
+``~/.local/state/vastkit/ledger.db``) shared by every vastkit process of a user. It is opened in
+WAL mode with a busy timeout, every write is one transaction (``BEGIN IMMEDIATE``), and the
+schema is versioned (``PRAGMA user_version``) with forward migrations, so several processes may
+use it at once and a crash mid-write leaves it consistent.
+
+A team shares one ledger on a PostgreSQL server instead (``VASTKIT_LEDGER=postgresql://...``,
+``pip install "vastkit[postgres]"``): the same tables and migrations, and every write one
+transaction under the ledger's lock, so drivers on several machines share one queue, one set of
+budgets and one reconciliation (see ``_postgres``).
 
 What it holds:
 
@@ -34,10 +39,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vastkit._settings import is_database_url
 from vastkit.clock import Clock, SystemClock
 from vastkit.ledger._attempts import AttemptsTable
 from vastkit.ledger._blocks import BlocksTable
-from vastkit.ledger._db import Database
+from vastkit.ledger._db import Database, SqliteDatabase
 from vastkit.ledger._intents import IntentsTable
 from vastkit.ledger._queue_table import QueueTable
 from vastkit.ledger._records import (
@@ -64,6 +70,7 @@ __all__ = [
     "Ledger",
     "QueueEntry",
     "RunRecord",
+    "default_ledger",
     "default_ledger_path",
 ]
 
@@ -71,17 +78,40 @@ __all__ = [
 def default_ledger_path() -> Path:
     """``$XDG_STATE_HOME/vastkit/ledger.db``, or ``~/.local/state/vastkit/ledger.db``.
 
-    ``VASTKIT_LEDGER`` overrides both.
+    ``VASTKIT_LEDGER`` overrides both when it names a file; when it names a PostgreSQL server
+    (see :func:`default_ledger`) this is still the local file's path (the folder holds this
+    machine's state, such as the orchestrators' logs).
     """
     override = os.environ.get("VASTKIT_LEDGER")
-    if override:
+    if override and not is_database_url(override):
         return Path(override).expanduser()
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state).expanduser() / "vastkit" / "ledger.db"
 
 
+def default_ledger() -> str:
+    """The ledger to open when none is given: ``VASTKIT_LEDGER`` when it is a
+    ``postgresql://`` (or ``postgres://``) URL, else :func:`default_ledger_path`."""
+    override = os.environ.get("VASTKIT_LEDGER", "").strip()
+    return override if is_database_url(override) else str(default_ledger_path())
+
+
+def _open_database(target: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> Database:
+    """The backend for ``target``: PostgreSQL for a ``postgresql://`` URL, else a SQLite file.
+
+    Raises:
+        ConfigError: A PostgreSQL URL, and psycopg is not installed.
+        LedgerError: The database cannot be opened.
+    """
+    if is_database_url(target):
+        from vastkit.ledger._postgres import PostgresDatabase
+
+        return PostgresDatabase(str(target).strip(), busy_timeout_s=busy_timeout_s)
+    return SqliteDatabase(str(target), busy_timeout_s=busy_timeout_s)
+
+
 class Ledger(QueueTable, BlocksTable, AttemptsTable, IntentsTable, RunsTable):
-    """The SQLite ledger.
+    """The ledger: a SQLite file (the default) or a PostgreSQL database shared by many machines.
 
     Its methods come by table: runs (:meth:`record_run`, :meth:`get_run`...), create intents
     (:meth:`begin_intent`...), attempts and their costs (:meth:`record_attempt`,
@@ -89,13 +119,16 @@ class Ledger(QueueTable, BlocksTable, AttemptsTable, IntentsTable, RunsTable):
     the job queue (:meth:`enqueue`, :meth:`claim_queued`...).
 
     Args:
-        path: The database file; default :func:`default_ledger_path`. ``":memory:"`` gives a
-            private in-memory ledger (tests).
+        path: The database file, or a ``postgresql://user:password@host/db`` URL (needs
+            ``pip install "vastkit[postgres]"``); default :func:`default_ledger`.
+            ``":memory:"`` gives a private in-memory SQLite ledger (tests).
         clock: The clock used when a method is not given a time.
         busy_timeout_s: How long to wait for another process's write lock.
 
     Raises:
-        LedgerError: The file cannot be opened or created, or was written by a newer vastkit.
+        ConfigError: A PostgreSQL URL, and psycopg is not installed.
+        LedgerError: The file (or server) cannot be opened or created, or was written by a
+            newer vastkit.
 
     Example::
 
@@ -116,9 +149,11 @@ class Ledger(QueueTable, BlocksTable, AttemptsTable, IntentsTable, RunsTable):
         busy_timeout_s: float = 30.0,
     ) -> None:
         self._clock = clock or SystemClock()
-        self.path = str(default_ledger_path() if path is None else path)
-        """The database file."""
-        self._db = Database(self.path, busy_timeout_s=busy_timeout_s)
+        self._db = _open_database(
+            default_ledger() if path is None else path, busy_timeout_s=busy_timeout_s
+        )
+        self.path = self._db.path
+        """The database file, or the PostgreSQL URL without its password."""
 
     @property
     def schema_version(self) -> int:

@@ -1,15 +1,16 @@
-"""The one place that talks to the database driver: open, migrate, transact, read.
+"""The one place that talks to the database drivers: open, migrate, transact, read.
 
 Every statement of the ledger runs through a :class:`Database`: inside :meth:`Database.write`
-(one ``BEGIN IMMEDIATE`` transaction, a :class:`Transaction`) or as :meth:`Database.read`. Rows
-come back as plain dicts and the driver's errors as :class:`~vastkit.errors.LedgerError`
-(:class:`RowConflict` when a write breaks a constraint), so the table modules never see
-``sqlite3``. A PostgreSQL backend is another class with these few methods.
+(one transaction, a :class:`Transaction`, isolated from every other writer) or as
+:meth:`Database.read`. Rows come back as plain dicts and the driver's errors as
+:class:`~vastkit.errors.LedgerError` (:class:`RowConflict` when a write breaks a constraint), so
+the table modules never see a driver. There are two backends: :class:`SqliteDatabase` here (the
+default: a file) and ``PostgresDatabase`` in ``_postgres`` (a shared server, psycopg 3).
 
 The statements of the table modules are written in SQL that SQLite and PostgreSQL both accept
 (``ON CONFLICT`` upserts, ``CASE`` rather than two-argument ``MAX``), with ``?`` placeholders;
-what differs (placeholders, the new row's id, pragmas, the schema's column types) stays here and
-in ``_schema``.
+what differs (placeholders, the new row's id, how the schema version is stored, the schema's
+column types) stays in the backends.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,16 @@ from vastkit.clock import Clock
 from vastkit.errors import LedgerError
 from vastkit.ledger._schema import MIGRATIONS, SCHEMA_VERSION, new_ledger_id
 
-__all__ = ["Database", "Row", "RowConflict", "Tables", "Transaction", "equal", "where"]
+__all__ = [
+    "Database",
+    "Row",
+    "RowConflict",
+    "SqliteDatabase",
+    "Tables",
+    "Transaction",
+    "equal",
+    "where",
+]
 
 logger = logging.getLogger("vastkit.ledger")
 
@@ -43,8 +53,118 @@ def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
 
 
 class Transaction:
-    """The statements of one write transaction (see :meth:`Database.write`)."""
+    """The statements of one write transaction (see :meth:`Database.write`).
 
+    Statements use ``?`` placeholders; a backend translates them to its driver's.
+    """
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; returns how many rows it changed."""
+        raise NotImplementedError
+
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run an ``INSERT`` into a table with an ``id`` column; returns the new row's id."""
+        raise NotImplementedError
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row of a query, or None."""
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Every row of a query."""
+        raise NotImplementedError
+
+
+class Database:
+    """One ledger database, migrated to :data:`~vastkit.ledger.SCHEMA_VERSION`: what the table
+    modules use. :class:`SqliteDatabase` is the default; ``vastkit.ledger._postgres`` holds the
+    PostgreSQL one.
+
+    Attributes:
+        path: Where the database is, safe to show (a PostgreSQL URL without its password).
+    """
+
+    path: str
+
+    def __init__(self) -> None:
+        self._ledger_id: str | None = None
+
+    # -- what a backend provides ---------------------------------------------------------------
+
+    def write(self) -> AbstractContextManager[Transaction]:
+        """One write transaction, atomic and isolated from every other writer of the database
+        (in this process or another): committed when the block ends, rolled back when it raises.
+
+        Raises:
+            LedgerError: The transaction could not begin or commit (or a statement failed).
+        """
+        raise NotImplementedError
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Every row of one query (outside any write transaction).
+
+        Raises:
+            LedgerError: The query failed, or the database is closed.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        raise NotImplementedError
+
+    _version_query: str
+    """A query whose one row's ``user_version`` is the stored schema version."""
+
+    def _stored_version(self, tx: Transaction) -> int:
+        """The schema version the database holds (0: none yet)."""
+        row = tx.one(self._version_query)
+        return int(row["user_version"]) if row is not None else 0
+
+    def _store_version(self, tx: Transaction, version: int) -> None:
+        raise NotImplementedError
+
+    def _ddl(self, statement: str) -> str:
+        """A schema statement (written for SQLite) in this backend's dialect."""
+        return statement
+
+    # -- shared -------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self.write() as tx:
+            version = self._stored_version(tx)
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"the ledger at {self.path} has schema version {version}, newer than this "
+                    f"vastkit understands ({SCHEMA_VERSION}); upgrade vastkit"
+                )
+            for number in range(version, SCHEMA_VERSION):
+                logger.info("migrating ledger %s to schema %d", self.path, number + 1)
+                for statement in MIGRATIONS[number].split(";"):
+                    if ":ledger_id" in statement:
+                        tx.execute(statement.replace(":ledger_id", "?"), (new_ledger_id(),))
+                    elif statement.strip():
+                        tx.execute(self._ddl(statement))
+                self._store_version(tx, number + 1)
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        rows = self.read(self._version_query)
+        return int(rows[0]["user_version"]) if rows else 0
+
+    @property
+    def ledger_id(self) -> str:
+        """The ledger's identity, written once by the migration that created ``ledger_meta``."""
+        if self._ledger_id is None:
+            rows = self.read("SELECT value FROM ledger_meta WHERE key = 'ledger_id'")
+            if not rows:
+                raise LedgerError(f"the ledger at {self.path} has no ledger_id")
+            self._ledger_id = str(rows[0]["value"])
+        return self._ledger_id
+
+
+class _SqliteTransaction(Transaction):
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self._conn = conn
         self._path = path
@@ -58,26 +178,22 @@ class Transaction:
             raise LedgerError(f"cannot write the ledger at {self._path}: {exc}") from exc
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run a statement; returns how many rows it changed."""
         return self._cursor(sql, params).rowcount
 
     def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run an ``INSERT``; returns the new row's id."""
         return int(self._cursor(sql, params).lastrowid or 0)
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        """The first row of a query, or None."""
         row: Row | None = self._cursor(sql, params).fetchone()
         return row
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        """Every row of a query."""
         return self._cursor(sql, params).fetchall()
 
 
-class Database:
-    """One SQLite file, opened in WAL mode with a busy timeout and migrated to
-    :data:`~vastkit.ledger.SCHEMA_VERSION`. Safe to share between threads.
+class SqliteDatabase(Database):
+    """One SQLite file, opened in WAL mode with a busy timeout; a write is one ``BEGIN
+    IMMEDIATE`` transaction (one writer at a time). Safe to share between threads.
 
     Args:
         path: The file, or ``":memory:"``.
@@ -88,9 +204,9 @@ class Database:
     """
 
     def __init__(self, path: str, *, busy_timeout_s: float) -> None:
+        super().__init__()
         self.path = path
         self._lock = threading.RLock()
-        self._ledger_id: str | None = None
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -115,41 +231,10 @@ class Database:
             self.close()
             raise
 
-    def _migrate(self) -> None:
-        with self.write() as tx:
-            version = int(self._user_version(tx.one("PRAGMA user_version")))
-            if version > SCHEMA_VERSION:
-                raise LedgerError(
-                    f"the ledger at {self.path} has schema version {version}, newer than this "
-                    f"vastkit understands ({SCHEMA_VERSION}); upgrade vastkit"
-                )
-            for number in range(version, SCHEMA_VERSION):
-                logger.info("migrating ledger %s to schema %d", self.path, number + 1)
-                for statement in MIGRATIONS[number].split(";"):
-                    if ":ledger_id" in statement:
-                        tx.execute(statement.replace(":ledger_id", "?"), (new_ledger_id(),))
-                    elif statement.strip():
-                        tx.execute(statement)
-                tx.execute(f"PRAGMA user_version = {number + 1}")
+    _version_query = "PRAGMA user_version"
 
-    @staticmethod
-    def _user_version(row: Row | None) -> int:
-        return int(row["user_version"]) if row is not None else 0
-
-    @property
-    def schema_version(self) -> int:
-        """The schema version of the open file."""
-        return self._user_version(next(iter(self.read("PRAGMA user_version")), None))
-
-    @property
-    def ledger_id(self) -> str:
-        """The ledger's identity, written once by the migration that created ``ledger_meta``."""
-        if self._ledger_id is None:
-            rows = self.read("SELECT value FROM ledger_meta WHERE key = 'ledger_id'")
-            if not rows:
-                raise LedgerError(f"the ledger at {self.path} has no ledger_id")
-            self._ledger_id = str(rows[0]["value"])
-        return self._ledger_id
+    def _store_version(self, tx: Transaction, version: int) -> None:
+        tx.execute(f"PRAGMA user_version = {int(version)}")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -158,12 +243,6 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Transaction]:
-        """One write transaction (``BEGIN IMMEDIATE``): committed when the block ends, rolled
-        back when it raises.
-
-        Raises:
-            LedgerError: The transaction could not begin or commit (or a statement failed).
-        """
         with self._lock:
             conn = self._connection()
             try:
@@ -171,7 +250,7 @@ class Database:
             except sqlite3.Error as exc:
                 raise LedgerError(f"cannot write the ledger at {self.path}: {exc}") from exc
             try:
-                yield Transaction(conn, self.path)
+                yield _SqliteTransaction(conn, self.path)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -182,11 +261,6 @@ class Database:
                 raise LedgerError(f"cannot write the ledger at {self.path}: {exc}") from exc
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        """Every row of one query (outside any write transaction).
-
-        Raises:
-            LedgerError: The query failed, or the database is closed.
-        """
         with self._lock:
             try:
                 return self._connection().execute(sql, params).fetchall()
@@ -194,7 +268,6 @@ class Database:
                 raise LedgerError(f"cannot read the ledger at {self.path}: {exc}") from exc
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
