@@ -22,7 +22,13 @@ import re
 from collections.abc import Callable, Mapping
 
 from vastkit.emulator._account import AccountEndpoints
-from vastkit.emulator._faults import FaultRule, fault_answer, pick_fault, spoil
+from vastkit.emulator._faults import (
+    FaultRule,
+    fault_answer,
+    no_such_endpoint,
+    pick_fault,
+    spoil,
+)
 from vastkit.emulator._http import ApiError, Request, Response, json_response
 from vastkit.emulator._instances import InstanceEndpoints
 from vastkit.emulator._limits import RateLimiter
@@ -111,7 +117,7 @@ class App:
             return _no_route(request, routed.path_known)
         rule = pick_fault(self.faults, name, self.state.rng_faults)
         if rule is not None and not rule.processed:
-            early = fault_answer(rule, name, now, self.limiter)
+            early = fault_answer(rule, name, now, self.limiter, request.path)
             if early is not None:
                 return early
         if name not in PUBLIC:
@@ -131,7 +137,7 @@ class App:
             return response
         # A processed fault fails the answer now that the request has taken effect; slow and
         # malformed faults spoil the real answer.
-        late = fault_answer(rule, name, now, self.limiter)
+        late = fault_answer(rule, name, now, self.limiter, request.path)
         return late if late is not None else spoil(rule, response)
 
     def _authenticate(self, name: str, request: Request, match: re.Match[str]) -> Auth:
@@ -154,7 +160,4 @@ def _no_route(request: Request, path_known: bool) -> Response:
                 "msg": f"{request.method} is not allowed here",
             },
         )
-    return json_response(
-        404,
-        {"success": False, "error": "not_found", "msg": f"No such endpoint: {request.path}"},
-    )
+    return no_such_endpoint(request.path)

@@ -12,7 +12,7 @@ import httpx
 
 from vastkit.clock import Clock, ManualClock, SystemClock
 from vastkit.emulator._app import App
-from vastkit.emulator._faults import FAULT_KINDS, FaultRule
+from vastkit.emulator._faults import FAULT_KINDS, ROUTE_PAGES, FaultRule
 from vastkit.emulator._limits import DEFAULT_RATE_LIMITS
 from vastkit.emulator._model import Timings
 from vastkit.emulator._offer_columns import render_offer
@@ -367,7 +367,9 @@ class Emulator:
 
     def inject(
         self,
-        kind: Literal["status", "drop", "slow", "malformed", "rate_limit", "search_quota"],
+        kind: Literal[
+            "status", "drop", "slow", "malformed", "rate_limit", "search_quota", "missing_route"
+        ],
         endpoint: str = "*",
         *,
         count: int | None = 1,
@@ -376,6 +378,7 @@ class Emulator:
         delay_s: float = 2.0,
         processed: bool = False,
         shape: Literal["detail", "error", "text"] = "detail",
+        page: Literal["html", "no_such_endpoint", "deprecated", "empty"] = "html",
     ) -> FaultRule:
         """Program a fault on an endpoint (or ``"*"``).
 
@@ -383,7 +386,9 @@ class Emulator:
             kind: ``status`` (answer ``status``: 500 as JSON, 502/503/504 as an HTML page),
                 ``drop`` (close the connection without an answer), ``slow`` (answer after
                 ``delay_s`` real seconds), ``malformed`` (truncated JSON), ``rate_limit`` (a
-                429 with body ``shape``), ``search_quota`` (the daily quota 429).
+                429 with body ``shape``), ``search_quota`` (the daily quota 429),
+                ``missing_route`` (the route has moved or been retired: answer ``page``
+                without reaching the handler, so nothing changes).
             endpoint: An endpoint name (see the class docstring) or ``"*"``.
             count: How many requests it hits (None: every matching one).
             probability: Hit each matching request with this chance, drawn from the seed.
@@ -392,12 +397,18 @@ class Emulator:
             processed: For ``status``/``drop``: handle the request first (the state changes),
                 then fail the answer, as when a create succeeds but its answer is lost.
             shape: The 429 body for ``rate_limit``.
+            page: The answer for ``missing_route``: ``html`` (a proxy's 404 page),
+                ``no_such_endpoint`` (404 ``not_found`` "No such endpoint: <path>", the API's
+                answer for a path it does not know), ``deprecated`` (410
+                ``deprecated_endpoint``) or ``empty`` (a 404 without a body).
 
         Returns:
             The rule (its ``fired`` counts hits).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
+        if page not in ROUTE_PAGES:
+            raise ValueError(f"unknown missing_route page {page!r}")
         rule = FaultRule(
             kind=kind,
             endpoint=endpoint,
@@ -407,6 +418,7 @@ class Emulator:
             delay_s=delay_s,
             processed=processed,
             shape=shape,
+            page=page,
         )
         with self._state.lock:
             self._app.faults.append(rule)

@@ -9,9 +9,23 @@ from dataclasses import dataclass
 from vastkit.emulator._http import Response, json_response, text_response
 from vastkit.emulator._limits import RateLimiter
 
-__all__ = ["FAULT_KINDS", "FaultRule", "fault_answer", "pick_fault", "spoil"]
+__all__ = [
+    "FAULT_KINDS",
+    "ROUTE_PAGES",
+    "FaultRule",
+    "fault_answer",
+    "no_such_endpoint",
+    "pick_fault",
+    "route_answer",
+    "spoil",
+]
 
-FAULT_KINDS = frozenset({"status", "drop", "slow", "malformed", "rate_limit", "search_quota"})
+FAULT_KINDS = frozenset(
+    {"status", "drop", "slow", "malformed", "rate_limit", "search_quota", "missing_route"}
+)
+
+ROUTE_PAGES = frozenset({"html", "no_such_endpoint", "deprecated", "empty"})
+"""The answers of a ``missing_route`` fault (see :func:`route_answer`)."""
 
 
 @dataclass
@@ -19,7 +33,8 @@ class FaultRule:
     """A programmed fault (see :meth:`vastkit.emulator.Emulator.inject`)."""
 
     kind: str
-    """``status``, ``drop``, ``slow``, ``malformed``, ``rate_limit`` or ``search_quota``."""
+    """``status``, ``drop``, ``slow``, ``malformed``, ``rate_limit``, ``search_quota`` or
+    ``missing_route``."""
     endpoint: str = "*"
     """The endpoint name it applies to, or ``"*"``."""
     count: int | None = 1
@@ -34,6 +49,8 @@ class FaultRule:
     """Handle the request first, then fail its answer."""
     shape: str = "detail"
     """The 429 body of a ``rate_limit`` fault: ``detail``, ``error`` or ``text``."""
+    page: str = "html"
+    """The answer of a ``missing_route`` fault: one of :data:`ROUTE_PAGES`."""
     fired: int = 0
     """How many requests it has hit so far."""
 
@@ -60,9 +77,14 @@ def pick_fault(rules: Iterable[FaultRule], endpoint: str, rng: random.Random) ->
 
 
 def fault_answer(
-    rule: FaultRule, endpoint: str, now: float, limiter: RateLimiter
+    rule: FaultRule, endpoint: str, now: float, limiter: RateLimiter, path: str = ""
 ) -> Response | None:
-    """The answer a fault gives instead of the real one; None for ``slow`` and ``malformed``."""
+    """The answer a fault gives instead of the real one; None for ``slow`` and ``malformed``.
+
+    ``path`` is the request's path, quoted by ``missing_route`` answers as a server would.
+    """
+    if rule.kind == "missing_route":
+        return route_answer(rule.page, path)
     if rule.kind == "status":
         return _status_page(rule.status)
     if rule.kind == "drop":
@@ -97,3 +119,40 @@ def _status_page(status: int) -> Response:
         status,
         {"success": False, "error": "internal_error", "msg": "Internal server error"},
     )
+
+
+def no_such_endpoint(path: str) -> Response:
+    """The API's own 404 for a path it has no route for."""
+    return json_response(
+        404, {"success": False, "error": "not_found", "msg": f"No such endpoint: {path}"}
+    )
+
+
+def route_answer(page: str, path: str) -> Response:
+    """What a request gets when its route has moved or been retired (a ``missing_route`` fault).
+
+    ``html``: a proxy's 404 page; ``no_such_endpoint``: the API's own 404 for an unknown path;
+    ``deprecated``: a 410 ``deprecated_endpoint``, as Vast answers the retired v0 instance list;
+    ``empty``: a 404 with no body. None of them is Vast's answer about an instance.
+    """
+    if page == "html":
+        return text_response(
+            404,
+            "<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found"
+            "</h1></center><hr><center>nginx</center></body></html>",
+            "text/html",
+        )
+    if page == "no_such_endpoint":
+        return no_such_endpoint(path)
+    if page == "deprecated":
+        return json_response(
+            410,
+            {
+                "success": False,
+                "error": "deprecated_endpoint",
+                "msg": f"{path} is deprecated. Use the v1 API instead.",
+            },
+        )
+    if page == "empty":
+        return Response(404, b"", [("Content-Type", "text/plain; charset=utf-8")])
+    raise ValueError(f"unknown missing_route page {page!r}; one of {sorted(ROUTE_PAGES)}")
