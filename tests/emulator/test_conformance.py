@@ -174,8 +174,8 @@ def test_search_works_without_a_key_and_refuses_a_bad_one(cli: CLI) -> None:
     bad = cli.http.post(
         "/api/v0/bundles/", content=b'{"limit": 2}', headers={"Authorization": "Bearer nope"}
     )
-    assert bad.status_code == 401
-    assert bad.json()["msg"] == "Invalid user key"
+    assert bad.status_code == 404  # search and show answer a bad key 404 (reference 9.1)
+    assert bad.json() == {"success": False, "error": "auth_error", "msg": "Invalid user key"}
 
 
 def test_search_by_get_with_q_and_put_search_asks(cli: CLI) -> None:

@@ -23,7 +23,7 @@ from vastkit._provision import destroy_confirmed
 from vastkit.api import Client, CreateInstanceRequest, RouteNotFoundError
 from vastkit.clock import ManualClock
 from vastkit.emulator import Emulator
-from vastkit.errors import DestroyFailedError
+from vastkit.errors import AuthenticationError, DestroyFailedError
 from vastkit.labels import make_label
 from vastkit.ledger import Ledger
 from vastkit.reconcile import reconcile
@@ -125,6 +125,18 @@ def test_an_unknown_missing_route_page_is_refused(emu: Emulator) -> None:
         emu.inject("missing_route", "destroy", page="teapot")  # type: ignore[arg-type]
 
 
+def test_a_bad_key_on_show_is_404_auth_error_not_gone(cli: CLI) -> None:
+    instance_id = cli.rent()
+    for headers in ({"Authorization": "Bearer nope"}, {}):
+        shown = cli.http.get(f"/api/v0/instances/{instance_id}/?owner=me", headers=headers)
+        assert shown.status_code == 404
+        assert shown.json() == {"success": False, "error": "auth_error", "msg": "Invalid user key"}
+    bad_destroy = cli.http.request(
+        "DELETE", f"/api/v0/instances/{instance_id}/", headers={"Authorization": "Bearer nope"}
+    )
+    assert bad_destroy.status_code == 401
+
+
 # --- the client against them -----------------------------------------------------------------
 
 
@@ -151,6 +163,21 @@ def test_the_client_raises_on_a_route_answer_and_reads_a_real_gone(
     assert client.destroy_instance(instance_id) is True
     assert client.destroy_instance(instance_id) is False  # Vast's own no_such_instance
     assert client.get_instance(instance_id) is None  # Vast's own {"instances": null}
+
+
+def test_the_client_reads_a_bad_key_on_show_as_an_authentication_error(
+    emu: Emulator, client: Client, clock: ManualClock
+) -> None:
+    instance_id = rent(client)
+    with (
+        httpx.Client(transport=emu.transport) as http,
+        Client("not-the-key", base_url=emu.url, http_client=http, clock=clock) as stranger,
+    ):
+        with pytest.raises(AuthenticationError):
+            stranger.get_instance(instance_id)
+        with pytest.raises(AuthenticationError):
+            destroy_confirmed(stranger, instance_id, clock=clock, deadline=60)
+    assert instance_id in live(emu)
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -16,6 +16,7 @@ from vastkit.emulator._model import Instance
 
 __all__ = [
     "INSTANCE_KEY_ROUTES",
+    "KEY_ERROR_404_ROUTES",
     "PUBLIC",
     "ROUTES",
     "Auth",
@@ -57,6 +58,9 @@ PUBLIC = frozenset({"gpu_names", "result"})
 
 INSTANCE_KEY_ROUTES = frozenset({"show", "manage", "destroy"})
 """Endpoints an instance's own key may call, on that instance only."""
+
+KEY_ERROR_404_ROUTES = frozenset({"search", "show"})
+"""Endpoints that answer a bad key with 404 ``auth_error`` instead of 401 (reference 4.3, 9.1)."""
 
 
 @dataclass(frozen=True)
@@ -129,16 +133,20 @@ def authenticate(
     """Who sends ``request`` to ``endpoint``.
 
     Raises:
-        ApiError: 401 for a missing or unknown key, 403 for an instance key used beyond its
-            own instance's show, start/stop and destroy.
+        ApiError: 401 for a missing or unknown key (404 on :data:`KEY_ERROR_404_ROUTES`, as
+            Vast answers there), 403 for an instance key used beyond its own instance's show,
+            start/stop and destroy.
     """
     if endpoint in PUBLIC:
         return Auth(Caller.ANONYMOUS)
+    refused = error(
+        404 if endpoint in KEY_ERROR_404_ROUTES else 401, "auth_error", "Invalid user key"
+    )
     key = presented_key(request)
     if key is None or key == "":
         if endpoint == "search":
             return Auth(Caller.ANONYMOUS)
-        raise error(401, "auth_error", "Invalid user key")
+        raise refused
     if key == account_key:
         return Auth(Caller.ACCOUNT)
     for inst in instances:
@@ -151,7 +159,7 @@ def authenticate(
                     "This API key is limited to its own instance (start, stop, destroy, show).",
                 )
             return Auth(Caller.INSTANCE, inst.id)
-    raise error(401, "auth_error", "Invalid user key")
+    raise refused
 
 
 Handler = Callable[[Call], Response]
