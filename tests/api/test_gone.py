@@ -71,6 +71,7 @@ ROUTE_IDS = [name for name, _ in ROUTE_ANSWERS]
         (404, {"error": "invalid_id", "msg": "Invalid instance id."}, Absence.INSTANCE),
         (200, {"success": False, "error": "no_such_instance"}, Absence.INSTANCE),
         (404, {"error": "not_found"}, Absence.UNCONFIRMED),
+        (200, {"success": False, "error": "not_found"}, Absence.UNCONFIRMED),
         (404, {"error": "not_found", "msg": "No such endpoint: /x"}, Absence.ROUTE),
         (404, {"error": "no_such_instance", "msg": "No such endpoint"}, Absence.ROUTE),
         (410, {"error": "no_such_instance"}, Absence.ROUTE),
