@@ -319,7 +319,8 @@ def test_an_old_ledger_gains_the_queue_table(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with Ledger(path) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 2
+        # migrated all the way up; the queue table came with migration 2 (later ones add more)
+        assert ledger.schema_version == SCHEMA_VERSION >= 2
         ledger.enqueue("j1", name="j", spec={"a": 1})
         (entry,) = ledger.queue_entries("queued")
         assert entry.spec == {"a": 1}
