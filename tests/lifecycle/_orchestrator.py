@@ -15,6 +15,7 @@ kill it there. POINT is one of:
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from typing import Any
@@ -59,6 +60,9 @@ def on_event(event: InstanceEvent) -> None:
 
 
 def main() -> None:
+    # A shell that starts a job in the background ignores Ctrl-C for it, and a child inherits
+    # that: Python then never turns SIGINT into KeyboardInterrupt. Undo it, as a terminal would.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     profile = GpuProfile(name="kill-test", gpu_name="RTX_4090", max_dph=0.4, max_duration_hours=4)
     timeouts = InstanceTimeouts(provisioning=30, loading=30, running=60, poll_interval=0.05)
     options: dict[str, Any] = {
