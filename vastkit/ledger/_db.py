@@ -131,6 +131,11 @@ class Database:
     # -- shared -------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        try:  # up to date (the common case): no write lock taken to open
+            if self.schema_version == SCHEMA_VERSION:
+                return
+        except LedgerError:
+            pass  # no schema yet, or not a database: the write below says which
         with self.write() as tx:
             version = self._stored_version(tx)
             if version > SCHEMA_VERSION:
