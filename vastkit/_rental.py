@@ -371,7 +371,7 @@ class RentalBase:
         attempt = self._attempt_no
         self._candidate = candidate
         self._view = None
-        label = make_label(self.run_id, attempt)
+        label = make_label(self.run_id, attempt, ledger_id=self._get_ledger().ledger_id)
         started = self._clock.now()
         request = CreateInstanceRequest(
             image=self.image,

@@ -285,9 +285,11 @@ class Instance(RentalBase):
 
     @property
     def label(self) -> str:
-        """The instance label, ``vastkit/<run_id>/<attempt>``."""
-        self._require()
-        return make_label(self.run_id, self._attempt_no)
+        """The instance label, ``vastkit/<ledger_id>/<run_id>/<attempt>``."""
+        view = self._require()
+        return view.label or make_label(
+            self.run_id, self._attempt_no, ledger_id=self._get_ledger().ledger_id
+        )
 
     @property
     def attempt(self) -> int:

@@ -43,7 +43,7 @@ from vastkit.api.client import Client
 from vastkit.api.models import InstanceInfo
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import APIError, DestroyFailedError
-from vastkit.labels import LABEL_PREFIX, parse_label
+from vastkit.labels import LABEL_PREFIX, label_ledger, parse_label
 from vastkit.ledger import AttemptRecord, CreateIntent, Ledger, RunRecord
 
 __all__ = ["ReconcileAction", "ReconcileReport", "reconcile"]
@@ -56,8 +56,9 @@ class ReconcileAction:
     """What reconcile did (or, in a dry run, would do) about one instance or ledger row."""
 
     action: str
-    """``destroyed``, ``would_destroy``, ``destroy_failed``, ``adopted``, ``kept``, ``left``
-    or ``closed`` (a ledger row closed with no instance behind it)."""
+    """``destroyed``, ``would_destroy``, ``destroy_failed``, ``adopted``, ``kept``, ``left``,
+    ``foreign`` (another ledger's instance, left alone) or ``closed`` (a ledger row closed with
+    no instance behind it)."""
     reason: str
     """Why, for people."""
     instance_id: int | None = None
@@ -107,6 +108,11 @@ class ReconcileReport:
         return self._of("left")
 
     @property
+    def foreign(self) -> tuple[ReconcileAction, ...]:
+        """Instances of another ledger (a colleague's, CI's) on the same account, left alone."""
+        return self._of("foreign")
+
+    @property
     def closed(self) -> tuple[ReconcileAction, ...]:
         """Ledger rows closed with no instance behind them."""
         return self._of("closed")
@@ -122,7 +128,8 @@ class ReconcileReport:
         head = (
             f"reconcile: {self.listed} instance(s) listed, {self.ours} with the "
             f"{LABEL_PREFIX} label; {verb} {len(self.destroyed)}, adopted {len(self.adopted)}, "
-            f"left {len(self.left)}, closed {len(self.closed)} ledger row(s)"
+            f"left {len(self.left)}, foreign {len(self.foreign)}, "
+            f"closed {len(self.closed)} ledger row(s)"
             + (f", FAILED to destroy {len(self.failed)}" if self.failed else "")
         )
         lines = [str(a) for a in self.actions if a.action not in ("adopted", "kept")]
@@ -137,6 +144,7 @@ def reconcile(
     clock: Clock | None = None,
     intent_grace: float = 900.0,
     destroy_deadline: float = 900.0,
+    foreign: bool = False,
 ) -> ReconcileReport:
     """Destroy what the ledger cannot account for, adopt what it can, close stale rows.
 
@@ -149,6 +157,10 @@ def reconcile(
             told (another host, no owner recorded) counts as abandoned when no instance carries
             its label.
         destroy_deadline: Seconds to keep retrying each destroy.
+        foreign: Also destroy instances of other ledgers on the account (their labels carry
+            another ledger's identity, or none and this ledger has no row for them). By default
+            they are listed as ``foreign`` and left alone: a colleague's ``reap`` never kills
+            your training run.
 
     Returns:
         The report. Instances that could not be destroyed appear in ``failed`` (they also stay
@@ -166,6 +178,7 @@ def reconcile(
         dry_run=dry_run,
         intent_grace=intent_grace,
         destroy_deadline=destroy_deadline,
+        foreign=foreign,
     )
     report = pass_.run()
     if report.destroyed or report.closed or report.failed:
@@ -187,8 +200,10 @@ class _Pass:
         dry_run: bool,
         intent_grace: float,
         destroy_deadline: float,
+        foreign: bool = False,
     ) -> None:
         self.client = client
+        self.foreign = foreign
         self.ledger = ledger
         self.clock = clock
         self.dry_run = dry_run
@@ -238,7 +253,21 @@ class _Pass:
             "run_id": run_id,
             "attempt": number,
         }
-        verdict, reason = _judge(run, attempt, intent, inst)
+        owner = label_ledger(label)
+        if _is_foreign(owner, self.ledger.ledger_id, run):
+            where = f"ledger {owner}" if owner else "another ledger (no row for it here)"
+            if not self.foreign:
+                self.actions.append(
+                    ReconcileAction(
+                        action="foreign",
+                        reason=f"it belongs to {where}; left alone (reap --foreign destroys it)",
+                        **base,
+                    )
+                )
+                return
+            verdict, reason = "destroy", f"it belongs to {where}, and foreign ones were asked for"
+        else:
+            verdict, reason = _judge(run, attempt, intent, inst)
         if verdict == "destroy":
             self.actions.append(
                 _destroy(
@@ -317,6 +346,17 @@ class _Pass:
             close_vanished(self.ledger.attempts(run.run_id), alive)
             if alive is False and not self.dry_run:
                 self.ledger.end_run(run.run_id, "orphaned", at=self.now)
+
+
+def _is_foreign(owner: str | None, ours: str, run: RunRecord | None) -> bool:
+    """Whether a labelled instance belongs to another ledger on the same account.
+
+    Its label names another ledger, or (a label written before ledgers had an identity) names
+    none and this ledger has no row for its run: whose it is cannot be told, so it is not ours.
+    """
+    if owner is not None:
+        return owner != ours
+    return run is None
 
 
 def _judge(

@@ -352,8 +352,12 @@ def test_stop_and_destroy_never_prompt(cli: Cli, client: Client, emu: Emulator) 
     assert "whole number" in _one_error_line(bad)
 
 
-def test_reap_destroys_only_orphans_with_our_label(cli: Cli, client: Client, emu: Emulator) -> None:
-    orphan = _rent(client, "vastkit/lost-run/1")
+def test_reap_destroys_only_orphans_with_our_label(
+    cli: Cli, client: Client, emu: Emulator, ledger_path: Path
+) -> None:
+    with Ledger(ledger_path) as ledger:
+        ours = ledger.ledger_id
+    orphan = _rent(client, f"vastkit/{ours}/lost-run/1")
     foreign = _rent(client, "not-ours")
     dry = cli("reap", "--dry-run", "--json")
     assert dry.code == 0, dry.err
@@ -367,6 +371,24 @@ def test_reap_destroys_only_orphans_with_our_label(cli: Cli, client: Client, emu
     assert "destroyed 1" in real.out
     assert f"destroyed: instance {orphan}" in real.out
     assert {v.id for v in emu.instances} == {foreign}
+
+
+def test_reap_leaves_other_ledgers_alone_unless_told(
+    cli: Cli, client: Client, emu: Emulator
+) -> None:
+    theirs = _rent(client, "vastkit/0badf00d/their-run/1")
+    report = cli("reap", "--json")
+    assert report.code == 0, report.err
+    assert report.json()["foreign"] == 1
+    assert {v.id for v in emu.instances} == {theirs}
+    refused = cli("reap", "--foreign")  # nobody to ask: standard input is not a terminal
+    assert refused.code != 0
+    assert "--yes" in refused.err
+    assert {v.id for v in emu.instances} == {theirs}
+    done = cli("reap", "--foreign", "--yes")
+    assert done.code == 0, done.err
+    assert f"destroyed: instance {theirs}" in done.out
+    assert emu.instances == []
 
 
 # -- logs ------------------------------------------------------------------------------------

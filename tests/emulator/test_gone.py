@@ -211,7 +211,7 @@ def test_destroy_confirmed_rides_out_a_missing_route_until_the_real_destroy(
 def record_dead_owner_run(ledger: Ledger, clock: ManualClock, run_id: str, instance_id: int) -> int:
     dead = {**owner_metadata(), "pid": 2**22 + 4321}
     ledger.record_run(run_id, metadata={"owner": dead}, status="running")
-    label = make_label(run_id, 1)
+    label = make_label(run_id, 1, ledger_id=ledger.ledger_id)
     intent = ledger.begin_intent(run_id, 1, offer_id=1, label=label)
     attempt = ledger.record_attempt(
         run_id, 1, offer_id=1, machine_id=1, label=label, intent_at=clock.now()
@@ -226,7 +226,7 @@ def record_dead_owner_run(ledger: Ledger, clock: ManualClock, run_id: str, insta
 def test_reconcile_keeps_the_attempt_open_until_vast_says_gone(
     emu: Emulator, client: Client, ledger: Ledger, clock: ManualClock, page: str
 ) -> None:
-    instance_id = rent(client, make_label("moved", 1))
+    instance_id = rent(client, make_label("moved", 1, ledger_id=ledger.ledger_id))
     attempt = record_dead_owner_run(ledger, clock, "moved", instance_id)
     emu.inject("missing_route", "destroy", count=None, page=page)  # type: ignore[arg-type]
 
@@ -255,7 +255,7 @@ def test_reconcile_closes_the_attempt_on_a_real_gone_behind_the_fault(
 ) -> None:
     """The first destroy takes effect but its answer is a proxy's HTML 404, and so is the
     second's; only the third answer, Vast's own no_such_instance, closes the attempt."""
-    instance_id = rent(client, make_label("proxied", 1))
+    instance_id = rent(client, make_label("proxied", 1, ledger_id=ledger.ledger_id))
     attempt = record_dead_owner_run(ledger, clock, "proxied", instance_id)
     rule = emu.inject("missing_route", "destroy", count=2, page="html", processed=True)
 

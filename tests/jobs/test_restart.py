@@ -57,7 +57,8 @@ def test_a_restarted_orchestrator_adopts_the_live_instance(
     assert crashed.returncode == 3, crashed.stderr
     run_id = crashed.stdout.split()[0]
     (left,) = emu.instances  # the dead orchestrator left its instance running
-    assert left.label == f"vastkit/{run_id}/1"
+    with Ledger(ledger_path) as ledger:
+        assert left.label == f"vastkit/{ledger.ledger_id}/{run_id}/1"
 
     clock = HookedSystemClock()
     fleet = FakeWorkers(emu=emu, store_url=store, total_steps=20, steps_per_second=20.0)

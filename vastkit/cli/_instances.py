@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -43,11 +44,19 @@ def register_reap(commands: Commands) -> None:
     p = commands.add(
         "reap",
         "reconcile the account with the ledger and destroy orphaned vastkit instances",
-        "Destroy instances labelled vastkit/ that the ledger cannot account for, adopt live "
-        "ones, close stale ledger rows. Instances without the vastkit/ label are never touched.",
+        "Destroy instances labelled vastkit/ that this ledger cannot account for, adopt live "
+        "ones, close stale ledger rows. Instances without the vastkit/ label are never touched, "
+        "and those of another ledger on the same account (a colleague's, CI's) are listed as "
+        "foreign and left alone unless --foreign is given.",
         handler=_cmd_reap,
     )
     p.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    p.add_argument(
+        "--foreign",
+        action="store_true",
+        help="also destroy other ledgers' vastkit/ instances (asks first; --yes to skip)",
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask before --foreign destroys")
 
 
 def _parse_instance_id(text: str) -> int:
@@ -149,7 +158,10 @@ def _cmd_destroy(ctx: Context) -> int:
 def _cmd_reap(ctx: Context) -> int:
     from vastkit.reconcile import reconcile
 
-    report = reconcile(ctx.client, ctx.ledger, dry_run=ctx.args.dry_run)
+    foreign = bool(ctx.args.foreign)
+    if foreign and not ctx.args.dry_run and not _foreign_confirmed(ctx):
+        foreign = False
+    report = reconcile(ctx.client, ctx.ledger, dry_run=ctx.args.dry_run, foreign=foreign)
     if ctx.out.json_mode:
         ctx.out.json(
             {
@@ -160,6 +172,7 @@ def _cmd_reap(ctx: Context) -> int:
                 "adopted": len(report.adopted),
                 "left": len(report.left),
                 "closed": len(report.closed),
+                "foreign": len(report.foreign),
                 "failed": len(report.failed),
                 "actions": list(report.actions),
             }
@@ -174,3 +187,27 @@ def _cmd_reap(ctx: Context) -> int:
             instance_id=report.failed[0].instance_id or 0,
         )
     return ExitCode.OK
+
+
+def _foreign_confirmed(ctx: Context) -> bool:
+    """Ask before destroying other ledgers' instances (``--yes`` answers for the user).
+
+    Raises:
+        UsageError: Nobody can be asked (standard input is not a terminal) and ``--yes`` is
+            missing.
+    """
+    from vastkit.reconcile import reconcile
+
+    if ctx.args.yes:
+        return True
+    doomed = reconcile(ctx.client, ctx.ledger, dry_run=True).foreign
+    if not doomed:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"--foreign would destroy {len(doomed)} instance(s) of other ledgers on this account "
+            "(a colleague's or CI's runs); add --yes to confirm"
+        )
+    ids = ", ".join(str(a.instance_id) for a in doomed)
+    answer = input(f"destroy {len(doomed)} instance(s) of other ledgers ({ids})? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")

@@ -233,7 +233,7 @@ def try_offer(runner: JobRunner, candidate: Candidate) -> bool:
     offer = candidate.offer
     runner.attempt_no += 1
     number = runner.attempt_no
-    label = make_label(runner.run_id, number)
+    label = make_label(runner.run_id, number, ledger_id=runner.ledger.ledger_id)
     bid = candidate.bid
     price = ContractPrice.from_offer(offer, disk_gb=runner.disk_gb, bid=bid)
     env: dict[str, str] = {}

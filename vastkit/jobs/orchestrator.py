@@ -33,7 +33,7 @@ from vastkit.jobs import watch as watch_steps
 from vastkit.jobs.result import AttemptSummary, JobEvent, JobResult, summary_from_record
 from vastkit.jobs.spec import Job, JobStatus
 from vastkit.jobs.state import AttemptOver, JobEnded, LiveAttempt, resolve_profile
-from vastkit.labels import make_label, new_run_id, parse_label
+from vastkit.labels import label_ledger, make_label, new_run_id, parse_label
 from vastkit.ledger import Ledger
 from vastkit.money import bid_cap, hourly_rate
 from vastkit.profiles import GpuProfile
@@ -334,10 +334,14 @@ class JobRunner:
             if self.instance_source is not None
             else self.client.list_instances()
         )
+        ours = self.ledger.ledger_id
         for inst in listed:
             parsed = parse_label(inst.label)
-            if parsed is not None and parsed[0] == self.run_id:
-                found.append((inst, parsed[1]))
+            if parsed is None or parsed[0] != self.run_id:
+                continue
+            if label_ledger(inst.label) not in (ours, None):
+                continue  # the same run id in another ledger: not ours
+            found.append((inst, parsed[1]))
         return found
 
     def poll(self, live: LiveAttempt) -> InstanceInfo | None:
