@@ -13,6 +13,7 @@ The tree::
     │   │   ├── PermissionDeniedError   403
     │   │   ├── NotFoundError           404
     │   │   ├── GoneError               410 (offer no longer available, deprecated endpoint)
+    │   │   ├── RouteNotFoundError      a 404/410 about the route, not the instance: it may bill
     │   │   ├── RateLimitError          429, with ``retry_after``
     │   │   │   └── SearchQuotaExceededError   the daily search quota, with ``resets_at``
     │   │   └── ServerError             5xx
@@ -61,6 +62,7 @@ __all__ = [
     "ProvisioningError",
     "RateLimitError",
     "ResponseValidationError",
+    "RouteNotFoundError",
     "SearchQuotaExceededError",
     "ServerError",
     "VastkitError",
@@ -203,6 +205,35 @@ class NotFoundError(APIStatusError):
 class GoneError(APIStatusError):
     """410: the offer is no longer available, or the endpoint is deprecated."""
 
+
+
+class RouteNotFoundError(APIStatusError):
+    """A 404 or 410 from the route, not Vast's answer about the instance it names.
+
+    An HTML page, "No such endpoint", a 410 ``deprecated_endpoint``, or a 404 without Vast's
+    JSON error shape. It says nothing about the instance: it may still exist and bill. It is
+    deliberately not a :class:`NotFoundError`, so code that reads a
+    ``NotFoundError`` as "already gone" does not read this one so.
+
+    Attributes:
+        route: The method and path asked (``DELETE /api/v0/instances/42/``); never the key.
+        answer: What came back, in words (``an HTML page (404 Not Found)``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        response: httpx.Response,
+        route: str,
+        answer: str,
+        body: Any = None,
+        error: str | None = None,
+        msg: str | None = None,
+    ) -> None:
+        super().__init__(message, response=response, body=body, error=error, msg=msg)
+        self.route = route
+        self.answer = answer
 
 class RateLimitError(APIStatusError):
     """429: too many requests.

@@ -15,9 +15,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests._support.api_factories import KEY, instance_json
-from vastkit.api import Client, RouteNotFoundError
+from vastkit.api import Client
 from vastkit.api.gone import Absence, read_absence
-from vastkit.errors import AuthenticationError, NotFoundError, ResponseValidationError
+from vastkit.errors import (
+    AuthenticationError,
+    NotFoundError,
+    ResponseValidationError,
+    RouteNotFoundError,
+)
 
 DESTROY = "/api/v0/instances/42/"
 SHOW = "/api/v0/instances/42/"

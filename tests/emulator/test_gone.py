@@ -20,10 +20,10 @@ import pytest
 from tests.emulator.conftest import CLI
 from vastkit._owner import owner_metadata
 from vastkit._provision import destroy_confirmed
-from vastkit.api import Client, CreateInstanceRequest, RouteNotFoundError
+from vastkit.api import Client, CreateInstanceRequest
 from vastkit.clock import ManualClock
 from vastkit.emulator import Emulator
-from vastkit.errors import AuthenticationError, DestroyFailedError
+from vastkit.errors import AuthenticationError, DestroyFailedError, RouteNotFoundError
 from vastkit.labels import make_label
 from vastkit.ledger import Ledger
 from vastkit.reconcile import reconcile

@@ -6,7 +6,6 @@ This layer knows the Vast API and nothing else: no profiles, budgets or jobs.
 from __future__ import annotations
 
 from vastkit.api.client import Client
-from vastkit.api.gone import RouteNotFoundError
 from vastkit.api.models import (
     Charge,
     ChargeItem,
@@ -31,7 +30,6 @@ __all__ = [
     "Offer",
     "OfferQuery",
     "PortBinding",
-    "RouteNotFoundError",
     "User",
     "parse_order",
     "parse_query",

@@ -16,7 +16,7 @@ from vastkit.api._responses import (
     unsuccessful_error,
 )
 from vastkit.api._transport import Transport
-from vastkit.api.gone import Absence, RouteNotFoundError, read_absence
+from vastkit.api.gone import Absence, read_absence, route_not_found
 from vastkit.api.models import CreatedInstance, CreateInstanceRequest, InstanceInfo
 from vastkit.clock import Clock
 from vastkit.errors import (
@@ -172,7 +172,7 @@ class InstanceEndpoints:
             raise exc
         if absence is Absence.ROUTE:
             route = f"{method} {path}"
-            error = RouteNotFoundError.from_status(exc, route=route, redact=self._transport.redact)
+            error = route_not_found(exc, route=route, redact=self._transport.redact)
             logger.warning("%s", error)
             raise error from exc
         return absence
@@ -298,7 +298,7 @@ class InstanceEndpoints:
             return True
         absence = self._require_gone(refused, "DELETE", path, unconfirmed=Absence.UNCONFIRMED)
         if absence is Absence.UNCONFIRMED and self.get_instance(instance_id) is not None:
-            raise RouteNotFoundError.from_status(
+            raise route_not_found(
                 refused,
                 route=f"DELETE {path}",
                 redact=self._transport.redact,

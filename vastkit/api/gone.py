@@ -26,16 +26,14 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-import httpx
-
-from vastkit.errors import APIStatusError
+from vastkit.errors import APIStatusError, RouteNotFoundError
 
 __all__ = [
     "GONE_ERRORS",
     "Absence",
-    "RouteNotFoundError",
     "describe_answer",
     "read_absence",
+    "route_not_found",
 ]
 
 GONE_ERRORS: Final = frozenset({"no_such_instance", "invalid_id"})
@@ -107,69 +105,39 @@ def describe_answer(status: int, body: Any, content_type: str = "") -> str:
     return f"text {text[:120]!r}"
 
 
-class RouteNotFoundError(APIStatusError):
-    """A 404 or 410 from the route, not Vast's answer about the instance it names.
+def route_not_found(
+    exc: APIStatusError,
+    *,
+    route: str,
+    redact: Callable[[str], str],
+    detail: str | None = None,
+) -> RouteNotFoundError:
+    """The route error for a status error the transport raised.
 
-    An HTML page, "No such endpoint", a 410 ``deprecated_endpoint``, or a 404 without Vast's
-    JSON error shape. It says nothing about the instance: it may still exist and bill. It is
-    deliberately not a :class:`~vastkit.errors.NotFoundError`, so code that reads a
-    ``NotFoundError`` as "already gone" does not read this one so.
-
-    Attributes:
-        route: The method and path asked (``DELETE /api/v0/instances/42/``); never the key.
-        answer: What came back, in words (``an HTML page (404 Not Found)``).
+    Args:
+        exc: The mapped error.
+        route: The method and path asked.
+        redact: Removes the API key from text (the transport's ``redact``).
+        detail: What else was seen, appended to the message.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        response: httpx.Response,
-        route: str,
-        answer: str,
-        body: Any = None,
-        error: str | None = None,
-        msg: str | None = None,
-    ) -> None:
-        super().__init__(message, response=response, body=body, error=error, msg=msg)
-        self.route = route
-        self.answer = answer
-
-    @classmethod
-    def from_status(
-        cls,
-        exc: APIStatusError,
-        *,
-        route: str,
-        redact: Callable[[str], str],
-        detail: str | None = None,
-    ) -> RouteNotFoundError:
-        """The route error for a status error the transport raised.
-
-        Args:
-            exc: The mapped error.
-            route: The method and path asked.
-            redact: Removes the API key from text (the transport's ``redact``).
-            detail: What else was seen, appended to the message.
-        """
-        content_type = exc.response.headers.get("content-type", "")
-        answer = redact(describe_answer(exc.status_code, exc.body, content_type))
-        message = (
-            f"{route} answered {exc.status_code} with {answer}: that is not Vast's answer for "
-            "a missing instance (the route, not the instance, was not found), so the instance "
-            "may still exist and bill"
-        )
-        if detail:
-            message = f"{message} ({detail})"
-        return cls(
-            message,
-            response=exc.response,
-            route=route,
-            answer=answer,
-            body=exc.body,
-            error=exc.error,
-            msg=exc.msg,
-        )
+    content_type = exc.response.headers.get("content-type", "")
+    answer = redact(describe_answer(exc.status_code, exc.body, content_type))
+    message = (
+        f"{route} answered {exc.status_code} with {answer}: that is not Vast's answer for "
+        "a missing instance (the route, not the instance, was not found), so the instance "
+        "may still exist and bill"
+    )
+    if detail:
+        message = f"{message} ({detail})"
+    return RouteNotFoundError(
+        message,
+        response=exc.response,
+        route=route,
+        answer=answer,
+        body=exc.body,
+        error=exc.error,
+        msg=exc.msg,
+    )
 
 
 def _html_title(text: str) -> str:
