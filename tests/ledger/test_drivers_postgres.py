@@ -1,26 +1,33 @@
 """Two driver processes on two "machines" (separate home folders) share one PostgreSQL ledger.
 
 The emulator runs on loopback in this process and the queue tests' fleet plays the workers; the
-drivers are the queue tests' orchestrator subprocesses (``tests/queue/_queue_process.py``), each
-with its own ``HOME`` and ``XDG_STATE_HOME`` (nothing local is shared), pointed at one
-PostgreSQL ledger.
+drivers are subprocesses (``_driver_process.py``), each with its own ``HOME`` and
+``XDG_STATE_HOME`` (nothing local is shared), pointed at one PostgreSQL ledger.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from tests._support.processes import HANG_S, ProcessGroups
-from tests.queue.conftest import Fleet, emu, fleet, make_job, queue_process, store_url
+from tests.queue.conftest import Fleet, emu, fleet, make_job, store_url
 from vastkit.emulator import Emulator
 from vastkit.ledger import Ledger
 from vastkit.queue import JobQueue
 
 __all__ = ["emu", "fleet", "store_url"]
 
+HERE = Path(__file__).parent
 JOBS = 20
+VISION_JOBS = 8
+VISION_CAP = 2
+"""The vision project's cap: jobs of it running at once, counted across both drivers."""
 CONCURRENCY = 3
 LEASE_TTL = 60.0
 """Long enough that a driver the machine's load stalls keeps its jobs."""
@@ -40,10 +47,13 @@ def _driver(
     home.mkdir()
     env = dict(os.environ, HOME=str(home), XDG_STATE_HOME=str(home / "state"))
     env.pop("VASTKIT_LEDGER", None)
-    args = queue_process(emu.url, emu.api_key, ledger, str(CONCURRENCY), str(LEASE_TTL))
+    caps = json.dumps({"vision": VISION_CAP})
+    args = [sys.executable, str(HERE / "_driver_process.py"), emu.url, emu.api_key, ledger]
+    args += [str(CONCURRENCY), str(LEASE_TTL), caps]
     return processes.popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_two_drivers_on_two_homes_run_every_job_exactly_once(  # noqa: PLR0917 - fixtures
     emu: Emulator,
     fleet: Fleet,
@@ -55,7 +65,11 @@ def test_two_drivers_on_two_homes_run_every_job_exactly_once(  # noqa: PLR0917 -
     fleet.work_s = 0.3
     fleet.gate = CONCURRENCY + 1  # no work ends before both drivers drive jobs at once
     with JobQueue(postgres_url) as queue:
-        ids = [queue.submit(make_job(store_url, f"job-{n}")) for n in range(JOBS)]
+        ids = []
+        for n in range(JOBS):
+            project = "vision" if n < VISION_JOBS else "text"
+            ids.append(queue.submit(make_job(store_url, f"job-{n}", project=project)))
+            fleet.project_of[ids[-1]] = project
     drivers = [_driver(processes, emu, postgres_url, tmp_path / f"home-{n}") for n in range(2)]
     outputs = [d.communicate(timeout=HANG_S * 2) for d in drivers]
     for driver, (_out, err) in zip(drivers, outputs, strict=True):
@@ -72,6 +86,7 @@ def test_two_drivers_on_two_homes_run_every_job_exactly_once(  # noqa: PLR0917 -
     assert [r.claims for r in records] == [1] * JOBS  # never claimed twice
     assert _creates(emu) == JOBS  # one rental per job
     assert fleet.max_live <= 2 * CONCURRENCY  # no driver passed its concurrency
+    assert fleet.max_live_by_project["vision"] == VISION_CAP  # reached, never passed
     assert emu.instances == []  # nothing left running
     with Ledger(postgres_url) as ledger:
         assert ledger.pending_intents() == []

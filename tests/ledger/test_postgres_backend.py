@@ -126,6 +126,7 @@ def test_a_process_killed_mid_write_leaves_the_ledger_consistent(
         assert [r.run_id for r in reopened.runs()] == ["after"]
 
 
+@pytest.mark.slow
 def test_several_processes_write_at_once(postgres_url: str) -> None:
     Ledger(postgres_url).close()
     context = multiprocessing.get_context("spawn")
