@@ -117,8 +117,9 @@ def redact_url(url: str) -> str:
 
 
 def _ledger_value(value: str, base: Path | None) -> str:
-    """A ledger setting: a database URL as given, a path expanded (relative to ``base``)."""
-    if is_database_url(value):
+    """A ledger setting: a URL as given (the ledger refuses one it cannot open), a path
+    expanded (relative to ``base``)."""
+    if "://" in value:
         return value.strip()
     if base is None:
         return str(Path(value).expanduser())

@@ -97,3 +97,17 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_another_url_is_refused_not_taken_for_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"neither a file path nor a postgresql:// URL"):
+        Ledger("postgresql+psycopg://u:secret@h/db")
+    with pytest.raises(ConfigError, match=r"u:\*\*\*@h"):
+        Ledger("mysql://u:secret@h/db")
+    config = tmp_path / "vastkit.yaml"
+    config.write_text("ledger_path: sqlite:///x.db\n")
+    assert load_config(config).ledger_path == "sqlite:///x.db"  # kept whole, refused on open
+    assert list(tmp_path.iterdir()) == [config]

@@ -39,8 +39,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vastkit._settings import is_database_url
+from vastkit._settings import is_database_url, redact_url
 from vastkit.clock import Clock, SystemClock
+from vastkit.errors import ConfigError
 from vastkit.ledger._attempts import AttemptsTable
 from vastkit.ledger._blocks import BlocksTable
 from vastkit.ledger._db import Database, SqliteDatabase
@@ -100,13 +101,17 @@ def _open_database(target: str | os.PathLike[str], *, busy_timeout_s: float = 30
     """The backend for ``target``: PostgreSQL for a ``postgresql://`` URL, else a SQLite file.
 
     Raises:
-        ConfigError: A PostgreSQL URL, and psycopg is not installed.
+        ConfigError: A PostgreSQL URL, and psycopg is not installed; another URL.
         LedgerError: The database cannot be opened.
     """
     if is_database_url(target):
         from vastkit.ledger._postgres import PostgresDatabase
 
         return PostgresDatabase(str(target).strip(), busy_timeout_s=busy_timeout_s)
+    if isinstance(target, str) and "://" in target:
+        raise ConfigError(
+            f"the ledger {redact_url(target)!r} is neither a file path nor a postgresql:// URL"
+        )
     return SqliteDatabase(str(target), busy_timeout_s=busy_timeout_s)
 
 
@@ -126,7 +131,7 @@ class Ledger(QueueTable, BlocksTable, AttemptsTable, IntentsTable, RunsTable):
         busy_timeout_s: How long to wait for another process's write lock.
 
     Raises:
-        ConfigError: A PostgreSQL URL, and psycopg is not installed.
+        ConfigError: A PostgreSQL URL, and psycopg is not installed; another kind of URL.
         LedgerError: The file (or server) cannot be opened or created, or was written by a
             newer vastkit.
 

@@ -1,6 +1,11 @@
 """The ledger's schema: one SQL script per version, applied in order (``PRAGMA user_version``).
 
 A script may name ``:ledger_id``: the migration binds it to a fresh :func:`new_ledger_id`.
+
+The scripts are SQLite's dialect and run on PostgreSQL too, with the column types translated
+(``INTEGER PRIMARY KEY AUTOINCREMENT``, ``INTEGER``, ``REAL``: see ``_postgres``). Keep a new
+script to what both accept: ``CREATE TABLE``/``CREATE INDEX``, ``ALTER TABLE ... ADD COLUMN``,
+``INSERT``/``UPDATE`` of plain values.
 """
 
 from __future__ import annotations
