@@ -90,6 +90,8 @@ def test_every_command_runs_a_handler_and_help_lists_them_in_working_order() -> 
         "stop",
         "destroy",
         "reap",
+        "runs",
+        "cancel",
         "cost-report",
         "profiles",
         "budgets",

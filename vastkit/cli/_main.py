@@ -14,7 +14,7 @@ from typing import IO, Any, Final
 
 from vastkit.errors import VastkitError
 
-from . import _doctor, _emulator, _instances, _jobs, _money, _offers
+from . import _doctor, _emulator, _instances, _jobs, _money, _offers, _runs
 from ._context import Context
 from ._output import ExitCode, Out, UsageError, error_message, exit_code_for, one_line
 from ._parser import Register, make_parser
@@ -29,6 +29,8 @@ COMMANDS: Final[Sequence[Register]] = (
     _instances.register_stop,
     _instances.register_destroy,
     _instances.register_reap,
+    _runs.register_runs,
+    _runs.register_cancel,
     _money.register_cost_report,
     _offers.register_profiles,
     _money.register_budgets,

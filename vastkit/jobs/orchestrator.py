@@ -30,6 +30,7 @@ from vastkit.errors import (
 from vastkit.jobs import ending as ending_steps
 from vastkit.jobs import launch as launch_steps
 from vastkit.jobs import watch as watch_steps
+from vastkit.jobs.cancel import cancel_requested
 from vastkit.jobs.result import AttemptSummary, JobEvent, JobResult, summary_from_record
 from vastkit.jobs.spec import Job, JobStatus
 from vastkit.jobs.state import AttemptOver, JobEnded, LiveAttempt, resolve_profile
@@ -295,10 +296,11 @@ class JobRunner:
         return attrs.evolve(self.profile, max_duration_hours=hours)
 
     def check_limits(self, live: LiveAttempt | None) -> None:
-        if self.cancel_check is not None:
-            why = self.cancel_check()
-            if why is not None:
-                raise JobEnded("cancelled", why)
+        why = self.cancel_check() if self.cancel_check is not None else None
+        if why is None:
+            why = cancel_requested(self.ledger, self.run_id)  # `vastkit cancel`, any process
+        if why is not None:
+            raise JobEnded("cancelled", why)
         now = self.clock.now()
         if now - self.started_at >= self.max_duration:
             raise JobEnded(
