@@ -124,3 +124,26 @@ def test_a_project_cap_holds_between_connections(ledger_target: str) -> None:
     for t in threads:
         t.join()
     assert len(got) == 2  # six drivers at once, a cap of two: two claims
+
+
+def test_drivers_creating_one_ledger_at_once_agree_on_its_id(ledger_target: str) -> None:
+    barrier = threading.Barrier(4)
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            barrier.wait()
+            with Ledger(ledger_target) as ledger:
+                ids.append(ledger.ledger_id)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(ids) == 4
+    assert len(set(ids)) == 1
