@@ -2,8 +2,10 @@
 
 An orchestrator can die at any moment: before a create, after a create but before the ledger
 heard of it, while waiting, while the instance runs, while destroying. Every instance vastkit
-rents carries the label ``vastkit/<run_id>/<attempt>``, and a create intent is written to the
-ledger before the create is sent, so the next start can tell what is whose::
+rents carries the label ``vastkit/<ledger_id>/<run_id>/<attempt>``, and a create intent is written
+to the ledger before the create is sent, so the next start can tell what is whose. Only instances
+of this ledger (its identity in the label) are ever destroyed; another ledger's on the same
+account are listed as ``foreign`` and left alone unless ``foreign=True``::
 
     with Client() as client, Ledger() as ledger:
         report = vastkit.reconcile(client, ledger)

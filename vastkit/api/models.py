@@ -223,7 +223,7 @@ class InstanceInfo:
     status_msg: str | None = None
     """Vast's human detail; carries the error when the container failed to start."""
     label: str | None = None
-    """The instance label (vastkit uses ``vastkit/<run_id>/<attempt>``)."""
+    """The instance label (vastkit uses ``vastkit/<ledger_id>/<run_id>/<attempt>``)."""
     image: str | None = None
     """The Docker image (``image_uuid``)."""
     image_runtype: str | None = None
