@@ -80,10 +80,11 @@ class Instance(RentalBase):
 
     Entering searches and ranks offers for the profile, reconciles what earlier runs left
     behind, writes a create intent to the ledger, rents the best offer with the label
-    ``vastkit/<ledger_id>/<run_id>/<attempt>`` and waits through provisioning, loading and running, each
-    with its own deadline (:class:`InstanceTimeouts`). An offer that fails (deadline overrun,
-    ``exited``, ``created`` with an error, offer gone, bid too low) is destroyed, its machine
-    blocked in the ledger, and the next offer tried, up to ``max_offers``.
+    ``vastkit/<ledger_id>/<run_id>/<attempt>`` and waits through provisioning, loading and
+    running, each with its own deadline (:class:`InstanceTimeouts`). An offer that fails
+    (deadline overrun, ``exited``, ``created`` with an error, offer gone, bid too low) is
+    destroyed, its machine blocked in the ledger, and the next offer tried, up to
+    ``max_offers``.
 
     Leaving, for any reason (normal exit, exception, Ctrl-C, SIGTERM to the process), destroys
     the instance, retried with backoff until the API confirms it is gone, and records the final

@@ -15,10 +15,10 @@ process (a script, a notebook, CI) and never needs a server::
 
 The flow (see the design notes, "How a job flows"): check the budget's worst case, write the run
 directory (``job.json``, the code bundle), rent the best offer with the label
-``vastkit/<ledger_id>/<run_id>/<attempt>`` and an onstart that starts ``python -m vastkit.worker``, wait
-through each phase with its own deadline, then watch the attempt with one paged
-``GET /api/v1/instances/`` per poll plus the worker's heartbeat in the store. Each failure class
-has its own reaction:
+``vastkit/<ledger_id>/<run_id>/<attempt>`` and an onstart that starts
+``python -m vastkit.worker``, wait through each phase with its own deadline, then watch the
+attempt with one paged ``GET /api/v1/instances/`` per poll plus the worker's heartbeat in the
+store. Each failure class has its own reaction:
 
 =====================  ==============================================  ==========================
 what happened          how it is seen                                  reaction
