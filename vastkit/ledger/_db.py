@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -52,16 +53,18 @@ def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
     return {column[0]: value for column, value in zip(cursor.description, values, strict=True)}
 
 
-class Transaction:
+class Transaction(ABC):
     """The statements of one write transaction (see :meth:`Database.write`).
 
     Statements use ``?`` placeholders; a backend translates them to its driver's.
     """
 
+    @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; returns how many rows it changed."""
         raise NotImplementedError
 
+    @abstractmethod
     def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run an ``INSERT`` into a table with an ``id`` column; returns the new row's id."""
         raise NotImplementedError
@@ -71,12 +74,13 @@ class Transaction:
         rows = self.all(sql, params)
         return rows[0] if rows else None
 
+    @abstractmethod
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Every row of a query."""
         raise NotImplementedError
 
 
-class Database:
+class Database(ABC):
     """One ledger database, migrated to :data:`~vastkit.ledger.SCHEMA_VERSION`: what the table
     modules use. :class:`SqliteDatabase` is the default; ``vastkit.ledger._postgres`` holds the
     PostgreSQL one.
@@ -92,6 +96,7 @@ class Database:
 
     # -- what a backend provides ---------------------------------------------------------------
 
+    @abstractmethod
     def write(self) -> AbstractContextManager[Transaction]:
         """One write transaction, atomic and isolated from every other writer of the database
         (in this process or another): committed when the block ends, rolled back when it raises.
@@ -101,6 +106,7 @@ class Database:
         """
         raise NotImplementedError
 
+    @abstractmethod
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Every row of one query (outside any write transaction).
 
@@ -109,6 +115,7 @@ class Database:
         """
         raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
         """Close the connection (idempotent)."""
         raise NotImplementedError
@@ -121,6 +128,7 @@ class Database:
         row = tx.one(self._version_query)
         return int(row["user_version"]) if row is not None else 0
 
+    @abstractmethod
     def _store_version(self, tx: Transaction, version: int) -> None:
         raise NotImplementedError
 
