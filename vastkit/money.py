@@ -31,6 +31,7 @@ __all__ = [
     "bid_cap",
     "hourly_rate",
     "storage_usd",
+    "traffic_usd",
     "worst_case_usd",
 ]
 
@@ -200,6 +201,17 @@ def worst_case_usd(
     return profile.max_dph * profile.max_duration_hours + storage_dph * overhead_hours
 
 
+def traffic_usd(price: ContractPrice, *, up_gb: float, down_gb: float) -> float:
+    """What ``up_gb`` sent and ``down_gb`` received cost under ``price`` (1 GB = 10^9 bytes).
+
+    Raises:
+        ValueError: A negative amount of traffic.
+    """
+    if up_gb < 0 or down_gb < 0:
+        raise ValueError("traffic cannot be negative")
+    return up_gb * price.inet_up_cost_per_gb + down_gb * price.inet_down_cost_per_gb
+
+
 def storage_usd(storage_dph: float | None, created_at: float | None, ended_at: float) -> float:
     """The storage an instance billed from ``created_at`` to ``ended_at`` (0 if never created).
 
@@ -276,6 +288,12 @@ class CostMeter:
             return self._cost
         rate = hourly_rate(self.price, self._last_state)
         return self._cost + rate * (now - self._last_time) / 3600.0
+
+    def add_traffic(self, *, up_gb: float, down_gb: float) -> float:
+        """Add the cost of traffic billed since the last call; returns that cost in dollars."""
+        usd = traffic_usd(self.price, up_gb=up_gb, down_gb=down_gb)
+        self._cost += usd
+        return usd
 
     def rate(self) -> float:
         """What the instance accrues now, in $/h."""

@@ -80,6 +80,8 @@ RENAMES: Final[Mapping[type, Mapping[str, str]]] = {
         "storage_cost_per_gb_month": "storage_cost",
         "inet_up_cost_per_gb": "inet_up_cost",
         "inet_down_cost_per_gb": "inet_down_cost",
+        "inet_up_billed_kb": "inet_up_billed",
+        "inet_down_billed_kb": "inet_down_billed",
     },
     CreatedInstance: {"id": "new_contract"},
 }

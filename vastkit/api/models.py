@@ -264,6 +264,10 @@ class InstanceInfo:
     """Upload price in $/GB."""
     inet_down_cost_per_gb: float | None = None
     """Download price in $/GB."""
+    inet_up_billed_kb: float | None = None
+    """Traffic sent so far that Vast bills, in kB (``inet_up_billed``, cumulative)."""
+    inet_down_billed_kb: float | None = None
+    """Traffic received so far that Vast bills, in kB (``inet_down_billed``, cumulative)."""
     reliability: float | None = None
     """Machine reliability, 0 to 1."""
     start_date: float | None = None

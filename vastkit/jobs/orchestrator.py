@@ -366,10 +366,15 @@ class JobRunner:
         # Every poll settles the spend in the ledger and records the rate from now on, so every
         # budget guard on this ledger (other jobs, other drivers) sees this instance's spend.
         live.move_to(view.state, self.clock.now())
-        self.sample(live)
+        self.sample(live, extra_usd=live.traffic(view))
 
-    def sample(self, live: LiveAttempt, *, destroyed_at: float | None = None) -> None:
-        """Settle the attempt's cost in the ledger up to now and record its rate from now on."""
+    def sample(
+        self, live: LiveAttempt, *, destroyed_at: float | None = None, extra_usd: float = 0.0
+    ) -> None:
+        """Settle the attempt's cost in the ledger up to now and record its rate from now on.
+
+        ``extra_usd`` is a one-off amount accrued since the last sample (billed traffic).
+        """
         now = max(destroyed_at if destroyed_at is not None else self.clock.now(), live.recorded_at)
         if destroyed_at is not None:
             self.ledger.add_cost_sample(live.ledger_id, state="destroyed", rate_dph=0.0, at=now)
@@ -379,6 +384,7 @@ class JobRunner:
                 state=live.state.value,
                 rate_dph=hourly_rate(live.price, live.state),
                 at=now,
+                extra_usd=extra_usd,
             )
         live.recorded_at = now
 

@@ -62,6 +62,8 @@ class LiveAttempt:
     resumed_from: int | None = None
     closed: bool = False
     view: InstanceInfo | None = None
+    billed_kb: tuple[float, float] = (0.0, 0.0)
+    """Vast's cumulative billed traffic counters (sent, received) at the last look."""
 
     @property
     def price(self) -> ContractPrice:
@@ -71,6 +73,19 @@ class LiveAttempt:
     def accrue(self, now: float) -> None:
         """Account the cost up to ``now`` in the current state."""
         self.meter.observe(now, self.state)
+
+    def traffic(self, view: InstanceInfo) -> float:
+        """Account the traffic Vast billed since the last look; returns its cost in dollars."""
+        up = view.inet_up_billed_kb
+        down = view.inet_down_billed_kb
+        if up is None and down is None:
+            return 0.0
+        new = (up or 0.0, down or 0.0)
+        old = self.billed_kb
+        self.billed_kb = (max(new[0], old[0]), max(new[1], old[1]))
+        return self.meter.add_traffic(
+            up_gb=max(new[0] - old[0], 0.0) / 1e6, down_gb=max(new[1] - old[1], 0.0) / 1e6
+        )
 
     def move_to(self, state: InstanceState, now: float) -> None:
         """Account up to ``now``, then bill as ``state`` from now on."""
