@@ -765,7 +765,8 @@ def _ledger_item(settings: Settings) -> CheckItem:
     try:
         with settings.ledger() as ledger:
             version = ledger.schema_version
-    except LedgerError as exc:
+            where = ledger.path  # a database URL with its password hidden
+    except (LedgerError, ConfigError) as exc:
         return CheckItem(
             name="ledger",
             status=CheckStatus.FAIL,
@@ -775,7 +776,7 @@ def _ledger_item(settings: Settings) -> CheckItem:
     return CheckItem(
         name="ledger",
         status=CheckStatus.OK,
-        detail=f"{settings.ledger_path} opens (schema {version})",
+        detail=f"{where} opens (schema {version})",
     )
 
 
@@ -787,6 +788,7 @@ def _reconcile_item(api: Client, settings: Settings) -> CheckItem:
     summary = (
         f"{report.listed} instance(s) on the account, {report.ours} with a vastkit label; "
         f"{len(report.adopted)} accounted for"
+        + (f", {len(report.foreign)} of other ledgers (left alone)" if report.foreign else "")
     )
     if report.destroyed or report.left:
         return CheckItem(

@@ -19,6 +19,7 @@ from vastkit.config import Settings
 from vastkit.emulator import Emulator, serve
 from vastkit.errors import ConfigError
 from vastkit.health import CheckStatus, HealthReport, check_store_writable, health_check
+from vastkit.ledger import Ledger
 
 PROFILES = """\
 profiles:
@@ -266,9 +267,9 @@ def test_an_orphaned_instance_warns_in_reconcile(
     tmp_path: Path, emu: Emulator, client: Client
 ) -> None:
     offer = client.search_offers("rentable=true", order="dph+", limit=1)[0]
-    client.create_instance(
-        offer.id, CreateInstanceRequest(image="ubuntu", label="vastkit/lost-run/1", disk_gb=10)
-    )
+    with Ledger(tmp_path / "l.db") as ledger:
+        label = f"vastkit/{ledger.ledger_id}/lost-run/1"  # ours, unknown to the ledger
+    client.create_instance(offer.id, CreateInstanceRequest(image="ubuntu", label=label, disk_gb=10))
     report = health_check(settings=Settings(ledger_path=str(tmp_path / "l.db")), client=client)
     item = report["reconcile"]
     assert item.status is CheckStatus.WARN

@@ -209,7 +209,7 @@ def _find_rundir(ctx: Context, run_id: str, run: RunRecord | None) -> RunDir:
     if url is None:
         where = "" if run is None else " (the ledger has no run directory for it)"
         raise UsageError(
-            f"{run_id!r} is neither a run in the ledger at {ctx.ledger_path()} nor an instance "
+            f"{run_id!r} is neither a run in the ledger at {ctx.ledger.path} nor an instance "
             f"id{where}; pass --store URL or --job FILE to name its store"
         )
     return RunDir(url, options)

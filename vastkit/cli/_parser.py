@@ -112,8 +112,8 @@ def common_options() -> Parser:
     group.add_argument(
         "--ledger",
         default=s,
-        metavar="PATH",
-        help="the ledger database (default: $VASTKIT_LEDGER, else "
+        metavar="PATH|URL",
+        help="the ledger: a SQLite file or a postgresql:// URL (default: $VASTKIT_LEDGER, else "
         "~/.local/state/vastkit/ledger.db)",
     )
     group.add_argument(
