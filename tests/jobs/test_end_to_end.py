@@ -77,7 +77,9 @@ def test_preempted_twice_resumes_from_the_last_checkpoint_each_time(
             return
         seen = checkpoints_seen.get(event.attempt, 0) + 1
         checkpoints_seen[event.attempt] = seen
-        if event.attempt in (1, 2) and seen == 2:
+        # the first checkpoint an attempt is seen to commit: the orchestrator sees checkpoints
+        # through heartbeats, so on a busy machine it may see only one before the work ends
+        if event.attempt in (1, 2) and seen == 1:
             emu.preempt(event.instance_id, price=5.0)
 
     store = (tmp_path / "store").as_uri()
@@ -86,7 +88,7 @@ def test_preempted_twice_resumes_from_the_last_checkpoint_each_time(
         command=(sys.executable, "-m", "vastkit._demo_train"),
         profile=BID_PROFILE,
         store_url=store,
-        env={"DEMO_TOTAL_STEPS": "40", "DEMO_STEP_SECONDS": "0.05"},
+        env={"DEMO_TOTAL_STEPS": "60", "DEMO_STEP_SECONDS": "0.05"},
         checkpoint=CheckpointSettings(every_steps=5, keep_last=3),
         outbid=OutbidPolicy.give_up(),
         timeouts=REAL,
@@ -110,7 +112,7 @@ def test_preempted_twice_resumes_from_the_last_checkpoint_each_time(
         assert previous.checkpoint_step > 0
         # it resumed from exactly the checkpoint the previous attempt committed on SIGTERM
         assert resumed_step(rundir, attempt) == previous.checkpoint_step
-    assert result.checkpoints[-1].step == 39
+    assert result.checkpoints[-1].step == 59
     assert result.exit_code == 0
     assert emu.instances == []
     assert result.total_cost_usd > 0
