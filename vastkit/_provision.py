@@ -47,7 +47,7 @@ from vastkit.errors import (
     ResponseValidationError,
     ServerError,
 )
-from vastkit.ledger import Ledger
+from vastkit.ledger import Fence, LeaseLost, Ledger
 from vastkit.money import ContractPrice
 from vastkit.profiles import GpuProfile
 from vastkit.retry import RetryPolicy, retry_call
@@ -513,6 +513,15 @@ class Provisioner:
             persistent=True,
         )
         self.rng = rng if rng is not None else random.Random()
+        self.fence: Fence | None = None
+        """A queue driver's fencing token (None outside a queue): every write that changes
+        money for the job checks it in its transaction, and a destroy is sent only while it
+        holds; when it no longer does, :class:`~vastkit.ledger.LeaseLost` is raised."""
+
+    def check_fence(self) -> None:
+        """Raise :class:`~vastkit.ledger.LeaseLost` when another driver took the job over."""
+        if self.fence is not None and not self.ledger.fence_holds(self.fence):
+            raise LeaseLost(f"job {self.fence.job_id}: another driver took it over")
 
     # -- choosing ------------------------------------------------------------------------------
 
@@ -562,15 +571,15 @@ class Provisioner:
         price: ContractPrice,
         disk_gb: float,
     ) -> AttemptTicket:
-        """Write the create intent and the attempt row before renting ``offer``."""
-        at = self.clock.now()
-        intent_id = self.ledger.begin_intent(run_id, attempt, offer_id=offer.id, label=label, at=at)
-        attempt_id = self.ledger.record_attempt(
+        """Write the create intent and the attempt row before renting ``offer`` (fenced)."""
+        intent_id, attempt_id = self.ledger.begin_attempt(
             run_id,
             attempt,
             offer_id=offer.id,
-            machine_id=offer.machine_id,
             label=label,
+            at=self.clock.now(),
+            fence=self.fence,
+            machine_id=offer.machine_id,
             rental="interruptible" if bid is not None else "on-demand",
             bid=bid,
             gpu_name=offer.gpu_name,
@@ -580,25 +589,59 @@ class Provisioner:
             dph_total=price.dph_total,
             storage_cost=offer.storage_cost_per_gb_month,
             storage_dph=price.storage_dph,
-            intent_at=at,
         )
         return AttemptTicket(intent_id, attempt_id)
 
     def created(self, ticket: AttemptTicket, instance_id: int, price: ContractPrice) -> float:
-        """Record that the attempt's instance exists; it bills storage from now. Returns now."""
+        """Record that the attempt's instance exists; it bills storage from now. Returns now.
+
+        Raises:
+            LeaseLost: The create raced a takeover: the job's new driver adopted the instance,
+                or it was destroyed (confirmed) and recorded here.
+        """
         now = self.clock.now()
-        self.ledger.complete_intent(ticket.intent_id, instance_id=instance_id, at=now)
-        self.ledger.update_attempt(ticket.attempt_id, instance_id=instance_id, created_at=now)
-        self.ledger.add_cost_sample(
-            ticket.attempt_id,
-            state=InstanceState.PROVISIONING.value,
-            rate_dph=price.storage_dph,
-            at=now,
-        )
+        try:
+            self.ledger.record_created(
+                ticket.intent_id,
+                ticket.attempt_id,
+                instance_id=instance_id,
+                storage_dph=price.storage_dph,
+                at=now,
+                fence=self.fence,
+            )
+        except LeaseLost:
+            self._superseded(ticket, instance_id, price, now)
+            raise
         return now
+
+    def _superseded(
+        self, ticket: AttemptTicket, instance_id: int, price: ContractPrice, created_at: float
+    ) -> None:
+        """A create that raced a takeover: never leave its instance alone."""
+        if self.ledger.attempt_adopted(ticket.attempt_id, instance_id):
+            logger.warning(
+                "instance %s was created after another driver took the job over; that driver "
+                "adopted it",
+                instance_id,
+            )
+            return
+        logger.warning(
+            "instance %s was created after another driver took the job over: destroying it",
+            instance_id,
+        )
+        gone_at = self.destroy_now(instance_id)
+        self.ledger.record_superseded(
+            ticket.intent_id,
+            ticket.attempt_id,
+            instance_id=instance_id,
+            created_at=created_at,
+            gone_at=gone_at,
+            storage_dph=price.storage_dph,
+        )
 
     def failed(self, ticket: AttemptTicket, failure: CreateFailure) -> None:
         """Record a create that left nothing to use (a contract it made is already gone)."""
+        self.check_fence()
         now = self.clock.now()
         if failure.contract is not None:
             gone = failure.destroyed_at if failure.destroyed_at is not None else now
@@ -616,8 +659,7 @@ class Provisioner:
         self._settle(ticket.attempt_id, reason, when)
 
     def _settle(self, attempt_id: int, reason: str, when: float) -> None:
-        self.ledger.add_cost_sample(attempt_id, state="destroyed", rate_dph=0.0, at=when)
-        self.ledger.update_attempt(attempt_id, end_reason=reason, ended_at=when, destroyed_at=when)
+        self.ledger.settle_attempt(attempt_id, reason=reason, at=when, fence=self.fence)
 
     def retire(
         self,
@@ -641,6 +683,9 @@ class Provisioner:
 
         Returns:
             When the instance was confirmed gone.
+
+        Raises:
+            LeaseLost: Another driver took the job over (before the destroy: nothing done).
         """
         gone_at = self.destroy(instance_id)
         self._settle(attempt_id, reason, gone_at)
@@ -675,6 +720,7 @@ class Provisioner:
         tries = 0
         while True:
             tries += 1
+            self.check_fence()  # the last look before renting; created() checks again after
             try:
                 return self.client.create_instance(offer.id, request).id
             except (AuthenticationError, PermissionDeniedError):
@@ -704,7 +750,7 @@ class Provisioner:
         """What an error answer to a create means; None when it may have rented (retry)."""
         contract = exc.new_contract
         if contract is not None:
-            gone = self.destroy(contract)
+            gone = self.destroy_now(contract)
             kind = (
                 CreateFailureKind.BID_TOO_LOW
                 if request.price is not None
@@ -724,7 +770,7 @@ class Provisioner:
 
     def _keep_first(self, found: list[int]) -> int:
         for extra in found[1:]:
-            self.destroy(extra)
+            self.destroy_now(extra)
         return found[0]
 
     def instances_with_label(self, label: str) -> list[int]:
@@ -775,7 +821,16 @@ class Provisioner:
         ).wait()
 
     def destroy(self, instance_id: int) -> float:
-        """Destroy until confirmed gone (:func:`destroy_confirmed`); returns when it was gone."""
+        """Destroy until confirmed gone (:func:`destroy_confirmed`); returns when it was gone.
+
+        Raises:
+            LeaseLost: Another driver took the job over (nothing was destroyed).
+        """
+        self.check_fence()
+        return self.destroy_now(instance_id)
+
+    def destroy_now(self, instance_id: int) -> float:
+        """:meth:`destroy` without the fence check (an instance this driver just rented)."""
         return destroy_confirmed(
             self.client,
             instance_id,

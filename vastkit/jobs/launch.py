@@ -116,7 +116,11 @@ def adopt(runner: JobRunner) -> None:
     for number, rec in records.items():
         if rec.ended_at is None and (keep is None or number != keep[1]):
             now = runner.clock.now()
-            runner.ledger.update_attempt(rec.id, end_reason="vanished", ended_at=now)
+            if rec.instance_id is not None:  # its instance is no longer listed: close the books
+                fence = runner.provisioner.fence
+                runner.ledger.settle_attempt(rec.id, reason="vanished", at=now, fence=fence)
+            else:
+                runner.ledger.update_attempt(rec.id, end_reason="vanished", ended_at=now)
     # The previous orchestrator may have died between its create and the ledger write: its
     # intents are closed here, with the instance the list found for their label (if any).
     by_label = {inst.label: inst.id for inst, _ in ours if inst.label}

@@ -35,7 +35,7 @@ from vastkit.jobs.result import AttemptSummary, JobEvent, JobResult, summary_fro
 from vastkit.jobs.spec import Job, JobStatus
 from vastkit.jobs.state import AttemptOver, JobEnded, LiveAttempt, resolve_profile
 from vastkit.labels import label_ledger, make_label, new_run_id, parse_label
-from vastkit.ledger import Ledger
+from vastkit.ledger import Fence, LeaseLost, Ledger
 from vastkit.money import bid_cap, hourly_rate
 from vastkit.profiles import GpuProfile
 from vastkit.rundir import (
@@ -71,6 +71,7 @@ class JobRunner:
         cancel_check: Callable[[], str | None] | None = None,
         reconcile_first: bool = True,
         launch_lock: AbstractContextManager[Any] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.job = job
         # JobQueue hooks: a shared instance list (one paged call per poll for many runners),
@@ -99,6 +100,7 @@ class JobRunner:
             destroy_deadline=self.t.destroy,
             retry_interval=self.t.poll_interval,
         )
+        self.provisioner.fence = fence  # JobQueue: money writes check the lease epoch
         self.adopting = run_id is not None and self.ledger.get_run(run_id) is not None
         self.run_id = run_id or new_run_id(self.clock)
         make_label(self.run_id, 1)  # validates the run id
@@ -191,7 +193,8 @@ class JobRunner:
             except JobEnded as end:
                 status, reason = end.status, end.reason
             except BaseException as exc:
-                if self.detached:
+                if self.detached or isinstance(exc, LeaseLost):
+                    self.detached = True
                     raise
                 with signals.deferring():
                     self.cleanup(reason=f"orchestrator: {type(exc).__name__}")
@@ -377,7 +380,13 @@ class JobRunner:
         """
         now = max(destroyed_at if destroyed_at is not None else self.clock.now(), live.recorded_at)
         if destroyed_at is not None:
-            self.ledger.add_cost_sample(live.ledger_id, state="destroyed", rate_dph=0.0, at=now)
+            self.ledger.add_cost_sample(
+                live.ledger_id,
+                state="destroyed",
+                rate_dph=0.0,
+                at=now,
+                fence=self.provisioner.fence,
+            )
         else:
             self.ledger.add_cost_sample(
                 live.ledger_id,
@@ -385,6 +394,7 @@ class JobRunner:
                 rate_dph=hourly_rate(live.price, live.state),
                 at=now,
                 extra_usd=extra_usd,
+                fence=self.provisioner.fence,
             )
         live.recorded_at = now
 

@@ -45,6 +45,7 @@ from vastkit.errors import ConfigError
 from vastkit.ledger._attempts import AttemptsTable
 from vastkit.ledger._blocks import BlocksTable
 from vastkit.ledger._db import Database, SqliteDatabase
+from vastkit.ledger._fence import Fence, LeaseLost
 from vastkit.ledger._intents import IntentsTable
 from vastkit.ledger._queue_table import QueueTable
 from vastkit.ledger._records import (
@@ -68,6 +69,8 @@ __all__ = [
     "BlockedMachine",
     "CostSample",
     "CreateIntent",
+    "Fence",
+    "LeaseLost",
     "Ledger",
     "QueueEntry",
     "RunRecord",

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from vastkit.errors import LedgerError
-from vastkit.ledger._db import Row, RowConflict, Tables, where
+from vastkit.ledger._db import Row, RowConflict, Tables, Transaction, where
+from vastkit.ledger._fence import Fence, check_fence
 from vastkit.ledger._records import ATTEMPT_PHASES, AttemptRecord, CostSample, from_row
 
 __all__ = ["AttemptsTable"]
@@ -71,6 +72,43 @@ def _cost_filters(
 
 def _attempt(row: Row) -> AttemptRecord:
     return from_row(row, AttemptRecord)
+
+
+def _accrue(
+    tx: Transaction,
+    attempt_id: int,
+    *,
+    state: str | None,
+    rate_dph: float,
+    now: float,
+    extra: float = 0.0,
+) -> float:
+    """Insert a cost sample in ``tx`` (see :meth:`AttemptsTable.add_cost_sample`)."""
+    if rate_dph < 0 or extra < 0:
+        raise ValueError("rate_dph and extra_usd cannot be negative")
+    if tx.one("SELECT 1 FROM attempts WHERE id = ?", (attempt_id,)) is None:
+        raise LedgerError(f"no attempt {attempt_id} in the ledger")
+    previous = tx.one(
+        "SELECT at, rate_dph FROM cost_samples WHERE attempt_id = ? "
+        "ORDER BY at DESC, id DESC LIMIT 1",
+        (attempt_id,),
+    )
+    cost = extra
+    if previous is not None:
+        if now < previous["at"]:
+            raise ValueError(f"cost sample at {now} is before the previous one at {previous['at']}")
+        cost += previous["rate_dph"] * (now - previous["at"]) / 3600.0
+    tx.execute(
+        "INSERT INTO cost_samples (attempt_id, at, state, rate_dph, cost_usd) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (attempt_id, now, state, rate_dph, cost),
+    )
+    return cost
+
+
+def _set(tx: Transaction, table: str, row_id: int, fields: Mapping[str, Any]) -> None:
+    assignments = ", ".join(f"{column} = ?" for column in fields)
+    tx.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*fields.values(), row_id))
 
 
 class AttemptsTable(Tables):
@@ -149,6 +187,7 @@ class AttemptsTable(Tables):
         rate_dph: float,
         at: float | None = None,
         extra_usd: float = 0.0,
+        fence: Fence | None = None,
     ) -> float:
         """Accrue an attempt's cost up to ``at`` and record the rate from then on.
 
@@ -163,6 +202,7 @@ class AttemptsTable(Tables):
             rate_dph: The rate from now on in $/h (see :func:`vastkit.money.hourly_rate`).
             at: The time; default now. Must not be before the previous sample.
             extra_usd: A one-off amount to add.
+            fence: A queue driver's fencing token: write only while it holds the job.
 
         Returns:
             The dollars accrued by this sample.
@@ -170,31 +210,171 @@ class AttemptsTable(Tables):
         Raises:
             ValueError: A negative rate or amount, or ``at`` before the previous sample.
             LedgerError: No such attempt, or the write failed.
+            LeaseLost: ``fence`` no longer holds its job (nothing was written).
         """
         if rate_dph < 0 or extra_usd < 0:
             raise ValueError("rate_dph and extra_usd cannot be negative")
         now = self._now(at)
         with self._db.write() as tx:
-            if tx.one("SELECT 1 FROM attempts WHERE id = ?", (attempt_id,)) is None:
-                raise LedgerError(f"no attempt {attempt_id} in the ledger")
-            previous = tx.one(
-                "SELECT at, rate_dph FROM cost_samples WHERE attempt_id = ? "
-                "ORDER BY at DESC, id DESC LIMIT 1",
-                (attempt_id,),
+            check_fence(tx, fence)
+            return _accrue(tx, attempt_id, state=state, rate_dph=rate_dph, now=now, extra=extra_usd)
+
+    # -- an attempt's create and end, fenced --------------------------------------------------
+
+    def begin_attempt(
+        self,
+        run_id: str,
+        attempt: int,
+        *,
+        offer_id: int,
+        label: str,
+        at: float | None = None,
+        fence: Fence | None = None,
+        **fields: Any,
+    ) -> tuple[int, int]:
+        """Write a create intent and its attempt row in one transaction, before the create.
+
+        Args:
+            run_id: The run.
+            attempt: The attempt number (unique within the run).
+            offer_id: The offer about to be rented.
+            label: The label the instance will carry (unique).
+            at: The time (the intent's and the attempt's ``intent_at``); default now.
+            fence: A queue driver's fencing token: write only while it holds the job.
+            **fields: Further attempt fields (see :meth:`record_attempt`).
+
+        Returns:
+            ``(intent_id, attempt_id)``.
+
+        Raises:
+            ValueError: An unknown field.
+            LeaseLost: ``fence`` no longer holds its job (nothing was written).
+            LedgerError: No such run, the label or attempt number is taken, or the write failed.
+        """
+        _check_attempt_fields(fields)
+        now = self._now(at)
+        columns = ["run_id", "attempt", "offer_id", "label", "intent_at", *fields]
+        values = (run_id, attempt, offer_id, label, now, *fields.values())
+        try:
+            with self._db.write() as tx:
+                check_fence(tx, fence)
+                intent_id = tx.insert(
+                    "INSERT INTO create_intents (run_id, attempt, offer_id, label, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (run_id, attempt, offer_id, label, now),
+                )
+                attempt_id = tx.insert(
+                    f"INSERT INTO attempts ({', '.join(columns)}) "
+                    f"VALUES ({', '.join('?' for _ in columns)})",
+                    values,
+                )
+        except RowConflict as exc:
+            raise LedgerError(
+                f"cannot begin attempt {attempt} of run '{run_id}' (label '{label}'): {exc}"
+            ) from exc
+        return intent_id, attempt_id
+
+    def record_created(
+        self,
+        intent_id: int,
+        attempt_id: int,
+        *,
+        instance_id: int,
+        storage_dph: float,
+        at: float | None = None,
+        fence: Fence | None = None,
+    ) -> None:
+        """Record in one transaction that an attempt's instance exists (it bills storage).
+
+        Raises:
+            LeaseLost: ``fence`` no longer holds its job (nothing was written: the caller
+                created for a job another driver took over, see :meth:`record_superseded`).
+            LedgerError: The write failed.
+        """
+        now = self._now(at)
+        with self._db.write() as tx:
+            check_fence(tx, fence)
+            _set(
+                tx,
+                "create_intents",
+                intent_id,
+                {"status": "completed", "instance_id": instance_id, "completed_at": now},
             )
-            cost = extra_usd
-            if previous is not None:
-                if now < previous["at"]:
-                    raise ValueError(
-                        f"cost sample at {now} is before the previous one at {previous['at']}"
-                    )
-                cost += previous["rate_dph"] * (now - previous["at"]) / 3600.0
-            tx.execute(
-                "INSERT INTO cost_samples (attempt_id, at, state, rate_dph, cost_usd) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (attempt_id, now, state, rate_dph, cost),
+            _set(tx, "attempts", attempt_id, {"instance_id": instance_id, "created_at": now})
+            _accrue(tx, attempt_id, state="provisioning", rate_dph=storage_dph, now=now)
+
+    def settle_attempt(
+        self,
+        attempt_id: int,
+        *,
+        reason: str,
+        at: float | None = None,
+        fence: Fence | None = None,
+    ) -> None:
+        """Record in one transaction that an attempt's instance is confirmed gone at ``at``.
+
+        Raises:
+            LeaseLost: ``fence`` no longer holds its job (nothing was written).
+            LedgerError: No such attempt, or the write failed.
+        """
+        now = self._now(at)
+        with self._db.write() as tx:
+            check_fence(tx, fence)
+            _accrue(tx, attempt_id, state="destroyed", rate_dph=0.0, now=now)
+            _set(
+                tx,
+                "attempts",
+                attempt_id,
+                {"end_reason": reason, "ended_at": now, "destroyed_at": now},
             )
-        return cost
+
+    def attempt_adopted(self, attempt_id: int, instance_id: int) -> bool:
+        """Whether the attempt is open with ``instance_id`` on the books (a new driver adopted
+        the instance of a create that raced its takeover)."""
+        rows = self._db.read(
+            "SELECT 1 AS adopted FROM attempts WHERE id = ? AND instance_id = ? "
+            "AND ended_at IS NULL",
+            (attempt_id, instance_id),
+        )
+        return bool(rows)
+
+    def record_superseded(
+        self,
+        intent_id: int,
+        attempt_id: int,
+        *,
+        instance_id: int,
+        created_at: float,
+        gone_at: float,
+        storage_dph: float,
+        reason: str = "superseded",
+    ) -> None:
+        """Record a create that raced a takeover, already destroyed: its instance, the storage
+        it billed from ``created_at`` to ``gone_at``, and the attempt's end (the old epoch's
+        attempt; the new driver never used it). Not fenced: it writes only that attempt."""
+        with self._db.write() as tx:
+            _set(
+                tx,
+                "create_intents",
+                intent_id,
+                {"status": "completed", "instance_id": instance_id, "completed_at": created_at},
+            )
+            if tx.one("SELECT 1 AS n FROM cost_samples WHERE attempt_id = ?", (attempt_id,)):
+                return  # someone recorded this attempt's instance already
+            _set(
+                tx,
+                "attempts",
+                attempt_id,
+                {
+                    "instance_id": instance_id,
+                    "created_at": created_at,
+                    "end_reason": reason,
+                    "ended_at": gone_at,
+                    "destroyed_at": gone_at,
+                },
+            )
+            _accrue(tx, attempt_id, state="provisioning", rate_dph=storage_dph, now=created_at)
+            _accrue(tx, attempt_id, state="destroyed", rate_dph=0.0, now=max(gone_at, created_at))
 
     def cost_samples(self, attempt_id: int) -> list[CostSample]:
         """The cost samples of an attempt, in time order."""

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from vastkit.errors import LedgerError
 from vastkit.ledger._db import Row, RowConflict, Tables, Transaction, equal
+from vastkit.ledger._fence import HELD_QUERY, Fence
 from vastkit.ledger._records import QUEUE_TERMINAL, QueueEntry, from_row
 
 __all__ = ["QueueTable"]
@@ -87,6 +88,10 @@ class QueueTable(Tables):
         clause, params = equal(status=status)
         rows = self._db.read(f"SELECT * FROM queue_jobs {clause} ORDER BY seq", params)
         return [_entry(row) for row in rows]
+
+    def fence_holds(self, fence: Fence) -> bool:
+        """Whether ``fence`` still holds its job (no other driver took it over since)."""
+        return bool(self._db.read(HELD_QUERY, (fence.job_id, fence.token, fence.epoch)))
 
     def queue_counts(self) -> dict[str, int]:
         """How many queue jobs are in each status."""

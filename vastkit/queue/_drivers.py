@@ -18,7 +18,7 @@ import attrs
 from vastkit.clock import Clock
 from vastkit.errors import BudgetExceededError, VastkitError
 from vastkit.jobs import Job, JobResult, JobRunner
-from vastkit.ledger import Ledger, QueueEntry
+from vastkit.ledger import Fence, LeaseLost, Ledger, QueueEntry
 from vastkit.queue._adoption import finish_if_run_ended
 from vastkit.queue._payload import job_from_dict
 from vastkit.queue._records import QueuedJob, queued_job
@@ -26,10 +26,6 @@ from vastkit.queue._records import QueuedJob, queued_job
 __all__ = ["Driver", "DriverPool", "LeaseLost", "RunnerFactory"]
 
 logger = logging.getLogger("vastkit.queue")
-
-
-class LeaseLost(BaseException):
-    """Another driver took the job over: unwind without touching its instance."""
 
 
 @attrs.define(eq=False)
@@ -40,6 +36,9 @@ class Driver:
     token: str
     job: Job
     renewed_at: float
+    fence: Fence
+    """The lease epoch this driver holds: its money writes check it (see
+    :mod:`vastkit.ledger`'s fencing)."""
     runner: JobRunner | None = None
     thread: threading.Thread | None = None
     done: threading.Event = attrs.field(factory=threading.Event)
@@ -47,8 +46,8 @@ class Driver:
     stop_reason: str | None = None
 
 
-RunnerFactory = Callable[[Job, str, Callable[[], str | None]], JobRunner]
-"""Builds the orchestrator of a job: ``(job, run_id, cancel_check) -> JobRunner``."""
+RunnerFactory = Callable[[Job, str, Callable[[], str | None], Fence], JobRunner]
+"""Builds the orchestrator of a job: ``(job, run_id, cancel_check, fence) -> JobRunner``."""
 
 
 class DriverPool:
@@ -116,9 +115,12 @@ class DriverPool:
             return None
         if adopting and finish_if_run_ended(self.ledger, entry, owner=self.owner, now=now):
             return None
-        driver = Driver(job_id=entry.job_id, token=entry.lease_token, job=job, renewed_at=now)
+        fence = Fence(entry.job_id, entry.lease_token, entry.claims)
+        driver = Driver(
+            job_id=entry.job_id, token=entry.lease_token, job=job, renewed_at=now, fence=fence
+        )
         try:
-            driver.runner = self.make_runner(job, entry.job_id, lambda: self.check(driver))
+            driver.runner = self.make_runner(job, entry.job_id, lambda: self.check(driver), fence)
         except (VastkitError, ValueError, TypeError) as exc:
             status = "budget_exceeded" if isinstance(exc, BudgetExceededError) else "failed"
             self.ledger.finish_queued(
@@ -180,9 +182,10 @@ class DriverPool:
 
     def _lose(self, driver: Driver) -> None:
         logger.error(
-            "job %s: the lease was lost (another process took the job over); this process "
-            "stops driving it and leaves its instance to the new driver",
+            "job %s: the lease was lost (another driver took the job over, lease epoch > %d); "
+            "this process stops acting for it",
             driver.job_id,
+            driver.fence.epoch,
         )
         driver.lost = True
         if driver.runner is not None:
@@ -200,6 +203,8 @@ class DriverPool:
             finally:
                 runner.close()
         except LeaseLost:
+            if not driver.lost:
+                self._lose(driver)  # a fenced write found the lease taken over
             driver.done.set()
             self.wake.set()
             return

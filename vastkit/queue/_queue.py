@@ -17,7 +17,7 @@ from vastkit.budget import Budgets, load_budgets
 from vastkit.clock import Clock, SystemClock
 from vastkit.jobs import Job, JobEvent, JobRunner
 from vastkit.labels import new_run_id
-from vastkit.ledger import Ledger
+from vastkit.ledger import Fence, Ledger
 from vastkit.profiles import GpuProfile
 from vastkit.queue._drivers import DriverPool
 from vastkit.queue._instances import SharedInstances
@@ -357,7 +357,9 @@ class JobQueue:
         counts = self.ledger.queue_counts()
         return counts.get("queued", 0) + counts.get("running", 0) > 0
 
-    def _runner(self, job: Job, run_id: str, cancel_check: Callable[[], str | None]) -> JobRunner:
+    def _runner(
+        self, job: Job, run_id: str, cancel_check: Callable[[], str | None], fence: Fence
+    ) -> JobRunner:
         """The orchestrator of one queued job: ``run_job``'s, sharing the list call."""
         return JobRunner(
             job,
@@ -374,6 +376,7 @@ class JobQueue:
             cancel_check=cancel_check,
             reconcile_first=False,
             launch_lock=self._launch_lock,
+            fence=fence,
         )
 
     def _shared_instances(self, job: Job) -> SharedInstances:
