@@ -22,7 +22,7 @@ from .conftest import FAST, PROFILE, Fleet, make_job
 
 POLL = 0.5
 SMALL = attrs.evolve(PROFILE, disk_gb=8.0)
-"""A small disk, so the worst case of a one-minute job (its preflight) fits a cap of some seconds."""
+"""A small disk, so the worst case of a one-minute job (its preflight) fits a small cap."""
 SLOW = attrs.evolve(FAST, poll_interval=POLL, max_duration=60.0)
 """The queue tests' deadlines, with a half-second poll and a one-minute limit per job."""
 
