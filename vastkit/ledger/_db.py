@@ -24,9 +24,10 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from vastkit.clock import Clock
+from vastkit.clock import Clock, SystemClock
 from vastkit.errors import LedgerError
 from vastkit.ledger._schema import MIGRATIONS, SCHEMA_VERSION, new_ledger_id
+from vastkit.retry import RetryPolicy, retry_call
 
 __all__ = [
     "Database",
@@ -51,6 +52,11 @@ class RowConflict(LedgerError):
 
 def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
     return {column[0]: value for column, value in zip(cursor.description, values, strict=True)}
+
+
+def _locked(exc: Exception) -> bool:
+    """Whether SQLite refused because another connection holds the file for now."""
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 class Transaction(ABC):
@@ -233,7 +239,17 @@ class SqliteDatabase(Database):
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             if path != ":memory:":
-                conn.execute("PRAGMA journal_mode = WAL")
+                # Switching to WAL needs the file to itself and answers "database is locked" at
+                # once (no busy handler) while another process creates the same ledger: wait.
+                retry_call(
+                    lambda: conn.execute("PRAGMA journal_mode = WAL"),
+                    policy=RetryPolicy(
+                        attempts=None, initial_delay=0.01, max_delay=0.25, deadline=busy_timeout_s
+                    ),
+                    clock=SystemClock(),
+                    retry_if=_locked,
+                    what=f"opening the ledger at {path}",
+                )
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
