@@ -1,7 +1,8 @@
 """An orchestrator process that runs a queue file until it is empty (or is killed).
 
-Usage: python _queue_process.py EMULATOR_URL API_KEY LEDGER_PATH CONCURRENCY LEASE_TTL
-Prints ``done <n>`` (the jobs it drove to their end) before exiting 0.
+Usage: python _queue_process.py EMULATOR_URL API_KEY LEDGER_PATH CONCURRENCY LEASE_TTL [BUDGETS]
+(BUDGETS: a ``budgets.yaml`` path). Prints ``done <n>`` (the jobs it drove to their end) before
+exiting 0.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from vastkit.queue import JobQueue
 
 def main() -> None:
     url, key, ledger_path, concurrency, ttl = sys.argv[1:6]
+    budgets = sys.argv[6] if len(sys.argv) > 6 else None
     with (
         Client(key, base_url=url, min_intervals={}) as client,
         JobQueue(
@@ -22,6 +24,7 @@ def main() -> None:
             concurrency=int(concurrency),
             lease_ttl=float(ttl),
             claim_interval=0.2,
+            budgets=budgets,
         ) as queue,
     ):
         finished = queue.run()
