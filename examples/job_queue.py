@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vastkit.api.client import Client
 from vastkit.jobs import Job, JobTimeouts
+from vastkit.ledger import Ledger
 from vastkit.profiles import GpuProfile
 from vastkit.queue import JobQueue, QueuedJob
 
@@ -117,8 +118,13 @@ def on_the_emulator() -> int:
         store = (Path(tmp) / "store").as_uri()
         ok = fill_and_run(queue, store, sys.executable, resume=False)
         leaked = len(emu.instances)
+        with Ledger(Path(tmp) / "ledger.db") as ledger:
+            counted = sum(ledger.spend(run_id=r.job_id) for r in queue.list())
+        billed = emu.user.total_spend
         print(f"emulator: {leaked} instance(s) left running")
-        ok = ok and leaked == 0
+        print(f"the account was billed ${billed:.6f}; the ledger counted ${counted:.6f}")
+        agree = abs(counted - billed) <= 0.02 * billed
+        ok = ok and leaked == 0 and agree
     print("OK" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -75,6 +75,10 @@ class DemoOutcome:
     """Instances still live in the emulator after the job (always 0 unless something broke)."""
     seconds: float
     """Wall-clock seconds the demo took."""
+    ledger_usd: float = 0.0
+    """What the ledger counted the demo's project spent."""
+    bill_usd: float = 0.0
+    """What the emulator billed the account (the exact bill, before Vast's $0.001 rounding)."""
 
     @property
     def ok(self) -> bool:
@@ -270,16 +274,24 @@ def run_demo(
             say("cost report (from the ledger, priced from the rented contracts):")
             stream.write(str(cost_report(ledger, by="job")) + "\n")
             say(f"budget: project 'demo' spent ${ledger.spend(project='demo'):.4f} of ${limit:.2f}")
+            ledger_usd = ledger.spend(project="demo")
+            bill_usd = emu.user.total_spend
+            gap = (ledger_usd - bill_usd) / bill_usd * 100 if bill_usd else 0.0
             say(
-                f"emulator: {leaked} instance(s) still live; account spent "
-                f"${emu.user.total_spend:.4f}"
+                f"emulator: {leaked} instance(s) still live; the account was billed "
+                f"${bill_usd:.6f}, the ledger counted ${ledger_usd:.6f} ({gap:+.1f} %)"
             )
     finally:
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)
     seconds = time.monotonic() - started
     outcome = DemoOutcome(
-        result=result, resumed_steps=resumed, leaked_instances=leaked, seconds=seconds
+        result=result,
+        resumed_steps=resumed,
+        leaked_instances=leaked,
+        seconds=seconds,
+        ledger_usd=ledger_usd,
+        bill_usd=bill_usd,
     )
     stream.write(
         ("demo OK" if outcome.ok else "demo FAILED")

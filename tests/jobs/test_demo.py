@@ -30,3 +30,9 @@ def test_the_demo_is_outbid_resumes_and_leaves_nothing_running() -> None:
     assert "project 'demo' may spend $0.50" in text  # the budget it ran under
     assert "budget: project 'demo' spent $0.0" in text
     assert "demo OK" in text
+    # The ledger's count agrees with the emulator's exact bill. A container's start is dated by
+    # its uptime; a stop (the outbid, the end) is seen at the next poll (1 s in the demo), so on
+    # a run this short each attempt may differ by one poll at its running rate, on top of 2 %.
+    lag = sum(a.dph_total for a in outcome.result.attempts) * 1.0 / 3600
+    assert abs(outcome.ledger_usd - outcome.bill_usd) <= 0.02 * outcome.bill_usd + lag, text
+    assert "the ledger counted $" in text

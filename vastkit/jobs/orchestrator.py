@@ -366,36 +366,42 @@ class JobRunner:
 
     def observe(self, live: LiveAttempt, view: InstanceInfo) -> None:
         live.view = view
+        now = self.clock.now()
+        started = _running_since(live, view, now)
+        if started is not None:
+            # Vast bills the GPU from the moment the container runs, not from the poll that saw
+            # it: the container's uptime dates the change.
+            live.move_to(InstanceState.RUNNING, started)
+            self.sample(live, at=started)
         # Every poll settles the spend in the ledger and records the rate from now on, so every
         # budget guard on this ledger (other jobs, other drivers) sees this instance's spend.
-        live.move_to(view.state, self.clock.now())
+        live.move_to(view.state, now)
         self.sample(live, extra_usd=live.traffic(view))
 
     def sample(
-        self, live: LiveAttempt, *, destroyed_at: float | None = None, extra_usd: float = 0.0
+        self,
+        live: LiveAttempt,
+        *,
+        destroyed_at: float | None = None,
+        extra_usd: float = 0.0,
+        at: float | None = None,
     ) -> None:
         """Settle the attempt's cost in the ledger up to now and record its rate from now on.
 
-        ``extra_usd`` is a one-off amount accrued since the last sample (billed traffic).
+        ``extra_usd`` is a one-off amount accrued since the last sample (billed traffic); ``at``
+        dates the sample earlier than now (a change the instance's own clock dates).
         """
-        now = max(destroyed_at if destroyed_at is not None else self.clock.now(), live.recorded_at)
-        if destroyed_at is not None:
-            self.ledger.add_cost_sample(
-                live.ledger_id,
-                state="destroyed",
-                rate_dph=0.0,
-                at=now,
-                fence=self.provisioner.fence,
-            )
-        else:
-            self.ledger.add_cost_sample(
-                live.ledger_id,
-                state=live.state.value,
-                rate_dph=hourly_rate(live.price, live.state),
-                at=now,
-                extra_usd=extra_usd,
-                fence=self.provisioner.fence,
-            )
+        when = destroyed_at if destroyed_at is not None else at
+        now = max(when if when is not None else self.clock.now(), live.recorded_at)
+        gone = destroyed_at is not None
+        self.ledger.add_cost_sample(
+            live.ledger_id,
+            state="destroyed" if gone else live.state.value,
+            rate_dph=0.0 if gone else hourly_rate(live.price, live.state),
+            at=now,
+            extra_usd=extra_usd,
+            fence=self.provisioner.fence,
+        )
         live.recorded_at = now
 
     def stay_off(self, machine_id: int | None) -> None:
@@ -558,3 +564,17 @@ def run_job(
         return runner.run()
     finally:
         runner.close()
+
+
+def _running_since(live: LiveAttempt, view: InstanceInfo, now: float) -> float | None:
+    """When a container seen running for the first time since it last ran actually started.
+
+    From the instance's ``uptime_mins`` (minutes since the container last started), never
+    before the attempt's last sample; None when nothing changed or the uptime is unknown.
+    """
+    if view.state is not InstanceState.RUNNING or live.state is InstanceState.RUNNING:
+        return None
+    if view.uptime_mins is None or not view.uptime_mins >= 0:
+        return None
+    started = max(now - view.uptime_mins * 60.0, live.recorded_at)
+    return started if started < now else None

@@ -28,7 +28,7 @@ class QueuedJob:
     ``wait`` return)."""
 
     job_id: str
-    """The job id; also the run id of its run (labels ``vastkit/<job_id>/<attempt>``)."""
+    """The job id; also the run id of its run (labels ``vastkit/<ledger_id>/<job_id>/<n>``)."""
     job: Job
     """The job as submitted."""
     status: QueueStatus
