@@ -3,7 +3,7 @@ test (they succeed as soon as their instance runs), and one that runs real worke
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests._support.world import HookedClock
 from vastkit.api.client import Client
-from vastkit.clock import ManualClock
 from vastkit.emulator import Emulator, ProcessRunner, Timings, serve
 from vastkit.jobs import Job, JobEvent, JobResult, JobTimeouts, run_job
 from vastkit.labels import parse_label
@@ -63,19 +63,6 @@ REAL = JobTimeouts(
     relaunch_delay=0.3,
     destroy=30,
 )
-
-
-class HookedClock(ManualClock):
-    """A ManualClock that calls ``hook(now)`` after every sleep."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hook: Callable[[float], None] | None = None
-
-    def sleep(self, seconds: float) -> None:
-        super().sleep(seconds)
-        if self.hook is not None:
-            self.hook(self.now())
 
 
 @dataclass
