@@ -45,6 +45,7 @@ from vastkit.errors import (
     PermissionDeniedError,
     RateLimitError,
     ResponseValidationError,
+    RouteNotFoundError,
     ServerError,
 )
 from vastkit.ledger import Fence, LeaseLost, Ledger
@@ -447,6 +448,9 @@ class CreateFailureKind(enum.StrEnum):
     """The create failed (retries used up, or an error contract)."""
     REJECTED = "rejected"
     """Vast refused the request itself (a 4xx other than auth): no retry helps on this offer."""
+    ROUTE_MISSING = "route_missing"
+    """The create route answered 404/410 itself (not ``no_such_ask``) and a list by label
+    proved nothing was rented: no offer can be rented until vastkit's API matches Vast's."""
 
 
 @attrs.frozen(kw_only=True)
@@ -461,6 +465,8 @@ class CreateFailure:
     """The instance Vast made anyway (a losing bid), already destroyed."""
     destroyed_at: float | None = None
     """When :attr:`contract` was confirmed gone."""
+    error: APIStatusError | None = None
+    """The error to raise for :attr:`CreateFailureKind.ROUTE_MISSING`."""
 
 
 @attrs.frozen
@@ -718,18 +724,25 @@ class Provisioner:
         label = request.label or ""
         start = self.clock.now()
         tries = 0
+        last: Exception
         while True:
             tries += 1
+            moved: RouteNotFoundError | None = None
             self.check_fence()  # the last look before renting; created() checks again after
             try:
                 return self.client.create_instance(offer.id, request).id
             except (AuthenticationError, PermissionDeniedError):
                 raise
+            except RouteNotFoundError as exc:
+                # Not Vast's create handler answering: it may or may not have rented. A list by
+                # label settles it; a create sent again would only meet the same route.
+                last = exc
+                moved = exc
             except APIStatusError as exc:
                 failure = self._refused(exc, request)
                 if failure is not None:
                     return failure
-                last: Exception = exc
+                last = exc
             except (APIConnectionError, ResponseValidationError) as exc:
                 last = exc  # no answer, or a garbled one: the create may have gone through
             found = self.instances_with_label(label)
@@ -741,6 +754,10 @@ class Provisioner:
                     found[0],
                 )
                 return self._keep_first(found)
+            if moved is not None:
+                return CreateFailure(
+                    kind=CreateFailureKind.ROUTE_MISSING, detail=str(moved), error=moved
+                )
             wait = self.create_policy.delay(tries, self.rng)
             if not self.create_policy.allows(tries, elapsed=self.clock.now() - start, wait=wait):
                 return CreateFailure(kind=CreateFailureKind.CREATE_FAILED, detail=str(last))

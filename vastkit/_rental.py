@@ -418,6 +418,8 @@ class RentalBase:
     def _create_failed(self, trial: Trial, failure: CreateFailure) -> float | None:
         candidate, bid = trial.candidate, trial.bid
         self._provisioner().failed(trial.ticket, failure)
+        if failure.error is not None:
+            raise failure.error  # the create route itself is missing: no offer can help
         if failure.kind is CreateFailureKind.REJECTED:
             raise ProvisioningError(
                 f"Vast refused the create on offer {candidate.offer.id}: {failure.detail}",

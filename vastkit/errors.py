@@ -206,7 +206,6 @@ class GoneError(APIStatusError):
     """410: the offer is no longer available, or the endpoint is deprecated."""
 
 
-
 class RouteNotFoundError(APIStatusError):
     """A 404 or 410 from the route, not Vast's answer about the instance it names.
 
@@ -234,6 +233,7 @@ class RouteNotFoundError(APIStatusError):
         super().__init__(message, response=response, body=body, error=error, msg=msg)
         self.route = route
         self.answer = answer
+
 
 class RateLimitError(APIStatusError):
     """429: too many requests.

@@ -20,7 +20,10 @@ from vastkit.errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    GoneError,
+    NotFoundError,
     ResponseValidationError,
+    RouteNotFoundError,
 )
 
 
@@ -174,6 +177,52 @@ def test_create_success_false_with_200_raises(client: Client, router: respx.Rout
     with pytest.raises(APIStatusError, match="invalid_args: nope") as info:
         client.create_instance(5, CreateInstanceRequest(image="img"))
     assert info.value.new_contract == 77
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (
+            404,
+            {
+                "success": False,
+                "error": "invalid_args",
+                "msg": "error 404/3603: no_such_ask Instance type by id 5 is not available.",
+            },
+            NotFoundError,
+        ),
+        (
+            410,
+            {
+                "success": False,
+                "error": "no_such_ask",
+                "msg": "error 410/3907: no_such_ask Instance type 5 is no longer available.",
+            },
+            GoneError,
+        ),
+        (404, "<html><title>404 Not Found</title></html>", RouteNotFoundError),
+        (
+            404,
+            {"success": False, "error": "not_found", "msg": "No such endpoint"},
+            RouteNotFoundError,
+        ),
+        (410, {"success": False, "error": "deprecated_endpoint"}, RouteNotFoundError),
+        (404, {"success": False, "error": "invalid_args", "msg": "bad"}, RouteNotFoundError),
+    ],
+)
+def test_create_reads_only_no_such_ask_as_the_offer_gone(
+    client: Client, router: respx.Router, status: int, body: Any, expected: type[Exception]
+) -> None:
+    if isinstance(body, str):
+        router.put("/api/v0/asks/5/").respond(
+            status, text=body, headers={"content-type": "text/html"}
+        )
+    else:
+        router.put("/api/v0/asks/5/").respond(status, json=body)
+    with pytest.raises(APIStatusError) as info:
+        client.create_instance(5, CreateInstanceRequest(image="img"))
+    assert type(info.value) is expected
+    assert KEY not in str(info.value)
 
 
 def test_create_rejects_bad_ids(client: Client) -> None:

@@ -228,10 +228,10 @@ def server_error(world: FaultWorld, phase: str, variant: str) -> None:
 
 @scenario("offer_gone")
 def offer_gone(world: FaultWorld, phase: str, variant: str) -> None:
-    """404 then 410 on create: the next offer each time, and the machine is avoided."""
+    """Vast's 404 then 410 ``no_such_ask`` on create: the next offer each time, machine avoided."""
     world.workers(total_steps=60)
-    world.at("creating", lambda: world.emu.inject("status", "create", status=404))
-    world.at("creating", lambda: world.emu.inject("status", "create", status=410), nth=2)
+    world.at("creating", lambda: world.emu.inject("offer_gone", "create", status=404))
+    world.at("creating", lambda: world.emu.inject("offer_gone", "create", status=410), nth=2)
     result = succeeded(world.run(world.job()))
     assert reasons(result) == ["offer_gone", "offer_gone", "succeeded"]
     machines = [a.machine_id for a in result.attempts]

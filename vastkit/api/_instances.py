@@ -16,7 +16,7 @@ from vastkit.api._responses import (
     unsuccessful_error,
 )
 from vastkit.api._transport import Transport
-from vastkit.api.gone import Absence, read_absence, route_not_found
+from vastkit.api.gone import Absence, offer_gone, read_absence, route_not_found
 from vastkit.api.models import CreatedInstance, CreateInstanceRequest, InstanceInfo
 from vastkit.clock import Clock
 from vastkit.errors import (
@@ -57,6 +57,9 @@ class InstanceEndpoints:
             The new instance's id and its instance-scoped API key.
 
         Raises:
+            NotFoundError, GoneError: Vast's ``no_such_ask``: the offer was taken or withdrawn.
+            RouteNotFoundError: Any other 404 or 410 (an HTML page, "No such endpoint",
+                ``deprecated_endpoint``): the route answered, not Vast's create handler.
             APIStatusError: The server refused. When Vast created a stopped instance anyway (a
                 bid too low), the exception's ``new_contract`` is its id: destroy it, or it
                 keeps billing storage.
@@ -86,14 +89,18 @@ class InstanceEndpoints:
             payload["runtype"] = request.runtype
         if request.args is not None:
             payload["args"] = list(request.args)
-        body = self._transport.request(
-            "PUT",
-            f"/api/v0/asks/{offer_id}/",
-            endpoint="create_instance",
-            json_body=payload,
-            idempotent=False,
-        )
-        raise_if_unsuccessful(self._transport, body, "PUT", f"/api/v0/asks/{offer_id}/")
+        path = f"/api/v0/asks/{offer_id}/"
+        try:
+            body = self._transport.request(
+                "PUT", path, endpoint="create_instance", json_body=payload, idempotent=False
+            )
+        except (NotFoundError, GoneError) as exc:
+            if offer_gone(exc):
+                raise
+            error = route_not_found(exc, route=f"PUT {path}", redact=self._transport.redact)
+            logger.warning("%s", error)
+            raise error from exc
+        raise_if_unsuccessful(self._transport, body, "PUT", path)
         created = structure(body, CreatedInstance)
         logger.info(
             "created instance %d from offer %d (%s)",

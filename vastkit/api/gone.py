@@ -17,6 +17,10 @@ One code is in between: the reference documents destroy's gone answer as 404
 code a server gives for a path it does not know. So a destroy answered ``not_found`` is only
 called gone once show-instance confirms it (``{"instances": null}``); elsewhere ``not_found`` is
 a route error. :func:`read_absence` is the pure decision; the client carries it out.
+
+The create route has its own "gone": an offer that was taken or withdrawn is answered 404
+``invalid_args`` or 410 with ``no_such_ask`` in the error or the message
+(:func:`offer_gone`). Any other 404 or 410 from the create route is about the route.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "GONE_ERRORS",
     "Absence",
     "describe_answer",
+    "offer_gone",
     "read_absence",
     "route_not_found",
 ]
@@ -84,6 +89,18 @@ def read_absence(status: int, body: Any) -> Absence | None:
     if error in UNCONFIRMED_ERRORS:
         return Absence.UNCONFIRMED
     return None if status == 200 else Absence.ROUTE
+
+
+def offer_gone(exc: APIStatusError) -> bool:
+    """Whether a 404 or 410 answer to a create is Vast's "offer not available" (``no_such_ask``).
+
+    Vast answers 404 ``{"error": "invalid_args", "msg": "error 404/3603: no_such_ask ..."}`` for
+    an unknown or rented offer and 410 ``{"error": "no_such_ask", ...}`` when an offer cannot
+    start now. An HTML page, "No such endpoint" or ``deprecated_endpoint`` is not.
+    """
+    if exc.status_code not in (404, 410) or not isinstance(exc.body, Mapping):
+        return False
+    return "no_such_ask" in f"{exc.error or ''} {exc.msg or ''}".lower()
 
 
 def describe_answer(status: int, body: Any, content_type: str = "") -> str:

@@ -368,7 +368,14 @@ class Emulator:
     def inject(
         self,
         kind: Literal[
-            "status", "drop", "slow", "malformed", "rate_limit", "search_quota", "missing_route"
+            "status",
+            "drop",
+            "slow",
+            "malformed",
+            "rate_limit",
+            "search_quota",
+            "missing_route",
+            "offer_gone",
         ],
         endpoint: str = "*",
         *,
@@ -388,11 +395,13 @@ class Emulator:
                 ``delay_s`` real seconds), ``malformed`` (truncated JSON), ``rate_limit`` (a
                 429 with body ``shape``), ``search_quota`` (the daily quota 429),
                 ``missing_route`` (the route has moved or been retired: answer ``page``
-                without reaching the handler, so nothing changes).
+                without reaching the handler, so nothing changes), ``offer_gone`` (Vast's
+                ``no_such_ask`` answer to a create, as when another renter took the offer
+                first: 404 ``invalid_args`` for ``status=404``, 410 ``no_such_ask`` for 410).
             endpoint: An endpoint name (see the class docstring) or ``"*"``.
             count: How many requests it hits (None: every matching one).
             probability: Hit each matching request with this chance, drawn from the seed.
-            status: The status code for ``status``.
+            status: The status code for ``status`` and ``offer_gone``.
             delay_s: The delay for ``slow``.
             processed: For ``status``/``drop``: handle the request first (the state changes),
                 then fail the answer, as when a create succeeds but its answer is lost.

@@ -21,7 +21,16 @@ __all__ = [
 ]
 
 FAULT_KINDS = frozenset(
-    {"status", "drop", "slow", "malformed", "rate_limit", "search_quota", "missing_route"}
+    {
+        "status",
+        "drop",
+        "slow",
+        "malformed",
+        "rate_limit",
+        "search_quota",
+        "missing_route",
+        "offer_gone",
+    }
 )
 
 ROUTE_PAGES = frozenset({"html", "no_such_endpoint", "deprecated", "empty"})
@@ -87,6 +96,8 @@ def fault_answer(
         return route_answer(rule.page, path)
     if rule.kind == "status":
         return _status_page(rule.status)
+    if rule.kind == "offer_gone":
+        return offer_gone_answer(rule.status, path)
     if rule.kind == "drop":
         return Response(0, b"", drop=True)
     if rule.kind == "rate_limit":
@@ -118,6 +129,31 @@ def _status_page(status: int) -> Response:
     return json_response(
         status,
         {"success": False, "error": "internal_error", "msg": "Internal server error"},
+    )
+
+
+def offer_gone_answer(status: int, path: str) -> Response:
+    """Vast's answer to a create on an offer that was just taken (404) or cannot start (410)."""
+    ask_id = "".join(ch for ch in path if ch.isdigit()) or "0"
+    if status == 410:
+        return json_response(
+            410,
+            {
+                "success": False,
+                "error": "no_such_ask",
+                "msg": (
+                    f"error 410/3907: no_such_ask Instance type {ask_id} is no longer available."
+                ),
+            },
+        )
+    return json_response(
+        404,
+        {
+            "success": False,
+            "error": "invalid_args",
+            "msg": f"error 404/3603: no_such_ask Instance type by id {ask_id} is not available.",
+            "ask_id": int(ask_id),
+        },
     )
 
 

@@ -275,6 +275,8 @@ def try_offer(runner: JobRunner, candidate: Candidate) -> bool:
     created = engine.create(offer, request)
     if isinstance(created, CreateFailure):
         engine.failed(ticket, created)
+        if created.error is not None:
+            raise created.error  # the create route itself is missing: no offer can help
         if created.kind in (CreateFailureKind.OFFER_GONE, CreateFailureKind.REJECTED):
             runner.stay_off(offer.machine_id)
         runner.summaries[number] = failed_create_summary(
