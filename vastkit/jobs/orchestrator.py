@@ -82,7 +82,12 @@ class JobRunner:
         self.launch_lock = launch_lock
         self.detached = False
         """Set by JobQueue when another driver took the job over: unwind, touching nothing."""
-        self.profile = resolve_profile(job.profile, profiles)
+        profile = resolve_profile(job.profile, profiles)
+        if job.disk_gb is not None and job.disk_gb != profile.disk_gb:
+            # The disk rented is the disk priced: filtering (free disk, max_dph with storage),
+            # ranking, the preflight's worst case and the running rate all read the profile.
+            profile = attrs.evolve(profile, disk_gb=job.disk_gb)
+        self.profile = profile
         self.t = job.timeouts
         self._owns_client = client is None
         self.client = client if client is not None else Client()
@@ -123,7 +128,7 @@ class JobRunner:
             if self.t.max_duration is not None
             else self.profile.max_duration_hours * 3600.0
         )
-        self.disk_gb = float(job.disk_gb if job.disk_gb is not None else self.profile.disk_gb)
+        self.disk_gb = float(self.profile.disk_gb)
         self.image = job.image or self.profile.image or DEFAULT_IMAGE
         self.progress = Progress(progress, file=progress_file)
         self.started_at = self.clock.now()

@@ -1,0 +1,73 @@
+"""The disk you rent is the disk you price (issue 16).
+
+A job's ``disk_gb`` overrides its profile's. Before, offers were filtered and the worst case
+priced with the profile's disk while the rental used the job's: 2,000 GB rented at $1.19/h on a
+$0.40/h profile, and a preflight that priced the run at a third of its worst case.
+"""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from tests._support.world import ON_DEMAND
+from tests.jobs.conftest import World
+from vastkit.api.models import HOURS_PER_STORAGE_MONTH
+from vastkit.budget import load_budgets
+from vastkit.errors import BudgetExceededError, NoOfferError
+from vastkit.money import worst_case_usd
+from vastkit.outbid import OutbidPolicy
+
+
+def creates(world: World) -> int:
+    return sum(1 for m, name, _ in world.emu.requests if m == "PUT" and name == "create")
+
+
+def test_a_big_disk_is_rented_only_within_max_dph(world: World) -> None:
+    offers = {o["id"]: o for o in world.emu.search({"gpu_name": {"eq": "RTX 4090"}})}
+    world.workers(total_steps=20)
+    job = world.make_job(profile=ON_DEMAND, disk_gb=400, outbid=OutbidPolicy.give_up())
+
+    result = world.run(job)
+
+    assert result.status == "succeeded", result.summary()
+    assert result.attempts
+    for attempt in result.attempts:
+        assert attempt.offer_id is not None
+        offer = offers[attempt.offer_id]
+        hourly = offer["dph_base"] + offer["storage_cost"] * 400 / HOURS_PER_STORAGE_MONTH
+        assert offer["disk_space"] >= 400
+        assert hourly <= ON_DEMAND.max_dph
+        assert attempt.dph_total == pytest.approx(hourly, rel=1e-3)
+
+
+def test_a_disk_no_offer_can_price_under_max_dph_rents_nothing(world: World) -> None:
+    world.workers(total_steps=20)
+    job = world.make_job(profile=ON_DEMAND, disk_gb=2000, outbid=OutbidPolicy.give_up())
+
+    with pytest.raises(NoOfferError, match="0 of 0 offers"):
+        world.run(job)
+    assert creates(world) == 0
+    assert world.emu.instances == []
+
+
+def test_the_preflight_prices_the_jobs_disk(world: World) -> None:
+    """A cap between the profile-disk worst case and the job-disk worst case stops the job."""
+    small = worst_case_usd(ON_DEMAND)
+    big = worst_case_usd(attrs.evolve(ON_DEMAND, disk_gb=300))
+    assert big > small
+    budgets = load_budgets({"job": {"limit_usd": (small + big) / 2}})
+    world.workers(total_steps=20)
+
+    with pytest.raises(BudgetExceededError, match=f"{big:.2f}"):
+        world.run(
+            world.make_job(profile=ON_DEMAND, disk_gb=300, outbid=OutbidPolicy.give_up()),
+            budgets=budgets,
+        )
+    assert creates(world) == 0
+    assert world.emu.instances == []
+
+    fits = world.run(
+        world.make_job(profile=ON_DEMAND, outbid=OutbidPolicy.give_up()), budgets=budgets
+    )
+    assert fits.status == "succeeded", fits.summary()
