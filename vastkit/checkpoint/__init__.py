@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from vastkit.checkpoint._commits import CheckpointInfo, CheckpointWarning
 from vastkit.checkpoint._manager import CheckpointManager, SaveStats
-from vastkit.checkpoint._serialize import PAYLOAD_NAME
+from vastkit.checkpoint.naming import PAYLOAD_NAME
 from vastkit.retry import RetryPolicy
 
 __all__ = [

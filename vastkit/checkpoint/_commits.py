@@ -3,6 +3,18 @@
 :class:`CheckpointFolders` knows the layout (``checkpoints/step-<n>/state.pt`` then
 ``manifest.json``) and does every store call a checkpoint needs through one
 :class:`~vastkit._store.Store`. It never decides *when* to save; the manager does.
+
+The invariants it keeps:
+
+* a commit is one write of ``manifest.json``; re-saving a committed step writes its payload aside
+  (``state-<token>.pt``), verifies it, swaps the manifest in that one write and only then removes
+  the replaced payload, so at every instant the old or the new commit of the step is whole;
+* pruning runs only after a commit and never touches the newest committed step;
+* every step folder is classified as uncommitted (no manifest), committed or :class:`Damaged`
+  (with what was found); when every committed one is damaged a load raises
+  :class:`~vastkit.errors.CheckpointCorruptError` listing them, never a silent fresh start;
+* entries under ``checkpoints/`` that are not step folders (``step-4``, ``tmp``) are ignored with
+  a :class:`CheckpointWarning` naming them.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ import io
 import logging
 import tempfile
 import threading
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
@@ -22,7 +35,6 @@ import attrs
 from vastkit._store import Store
 from vastkit.checkpoint._serialize import (
     FORMAT_TAG,
-    PAYLOAD_NAME,
     HashingFileWriter,
     MemoryWriter,
     decode,
@@ -33,22 +45,38 @@ from vastkit.checkpoint.naming import (
     CHECKPOINTS_DIR,
     LATEST_HINT,
     MANIFEST_NAME,
+    PAYLOAD_NAME,
     Manifest,
     ManifestError,
     PayloadEntry,
-    parse_step_dirname,
+    payload_name,
     select_retained,
+    split_step_entries,
     step_dirname,
 )
 from vastkit.errors import CheckpointCorruptError, CheckpointError
 
-__all__ = ["CheckpointFolders", "CheckpointInfo", "CheckpointWarning", "Retention"]
+__all__ = ["CheckpointFolders", "CheckpointInfo", "CheckpointWarning", "Damaged", "Retention"]
 
 logger = logging.getLogger("vastkit.checkpoint")
 
+_RACE_TRIES = 3
+"""How often a check is repeated when the step's manifest changed under it (a re-save)."""
+
 
 class CheckpointWarning(UserWarning):
-    """A checkpoint was skipped because it is damaged (bad manifest, size or checksum)."""
+    """A checkpoint was skipped because it is damaged (bad manifest, size or checksum), or an
+    entry under ``checkpoints/`` that is not a step folder was ignored."""
+
+
+@attrs.frozen(kw_only=True)
+class Damaged:
+    """A step folder with a manifest whose commit does not verify."""
+
+    step: int
+    """The step of the folder."""
+    reason: str
+    """What was found (``checkpoint step 3: .../state.pt has 90 bytes, the manifest says 100``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -103,19 +131,29 @@ class CheckpointFolders:
         self.lock = threading.Lock()
         self.manifests: dict[int, Manifest] = {}
         self._serial = bytearray()
+        self._strays_warned: set[str] = set()
 
     def folder(self, step: int) -> str:
         """The store path of a step's folder."""
         return self.store.path(CHECKPOINTS_DIR, step_dirname(step))
 
     def list_steps(self) -> dict[int, str]:
-        """Every step folder under ``checkpoints/``: step -> path."""
-        out: dict[int, str] = {}
-        for entry in self.store.ls(self.store.path(CHECKPOINTS_DIR)):
-            step = parse_step_dirname(entry)
-            if step is not None:
-                out[step] = entry
-        return out
+        """Every step folder under ``checkpoints/``: step -> path.
+
+        Warns (once per entry and instance) about entries that are not step folders.
+        """
+        top = self.store.path(CHECKPOINTS_DIR)
+        steps, strays = split_step_entries(self.store.ls(top))
+        new = [s for s in strays if s not in self._strays_warned]
+        if new:
+            self._strays_warned.update(new)
+            self.warn(
+                f"ignoring {len(new)} entr{'y' if len(new) == 1 else 'ies'} under "
+                f"{self.store.unstrip(top)} that {'is' if len(new) == 1 else 'are'} not a step "
+                f"folder (step-<{len(step_dirname(0)) - 5} digits>, written only by vastkit): "
+                + ", ".join(self.store.unstrip(s) for s in new)
+            )
+        return steps
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -124,21 +162,26 @@ class CheckpointFolders:
     ) -> Manifest:
         """Upload, verify and commit one checkpoint (:meth:`after_commit` comes next).
 
+        Re-saving a committed step never uncommits it: the new payload goes aside, under a new
+        name, and is verified; one write of the manifest then swaps the commit to it; the replaced
+        payload is removed last. A kill at any point leaves the old commit or the new one whole.
+
         Raises:
-            CheckpointError: the save failed (the step stays uncommitted).
+            CheckpointError: the save failed (the step keeps its previous commit, if any).
         """
         store = self.store
         folder = self.folder(step)
         manifest_path = f"{folder}/{MANIFEST_NAME}"
         try:
-            # Re-saving a committed step: uncommit first, so readers fall back meanwhile.
-            if MANIFEST_NAME in store.sizes(folder):
-                store.delete(manifest_path)
-            entry = self._upload_payload(f"{folder}/{PAYLOAD_NAME}", payload, nbytes)
+            replacing = self.read_manifest(step, folder, warn=False)
+            name = payload_name(
+                () if replacing is None else (f.name for f in replacing.files), uuid.uuid4().hex
+            )
+            entry = self._upload_payload(folder, name, payload, nbytes)
             self.verify_payload(step, folder, (entry,), full=store.cheap_reads)
             manifest = Manifest(step=step, time=store.clock.now(), files=(entry,), metrics=metrics)
             data = manifest.to_json()
-            store.write(manifest_path, data)
+            store.write(manifest_path, data)  # the commit (for a re-save, the swap): one write
             if store.read(manifest_path) != data:
                 raise CheckpointCorruptError(
                     f"checkpoint step {step}: {store.unstrip(manifest_path)} did not read back"
@@ -153,7 +196,24 @@ class CheckpointFolders:
         with self.lock:
             self.manifests[step] = manifest
         logger.info("committed checkpoint step %d (%d bytes)", step, entry.size)
+        self.drop_unreferenced(step, folder, manifest)
         return manifest
+
+    def drop_unreferenced(self, step: int, folder: str, manifest: Manifest) -> None:
+        """Remove the objects of a step folder that its manifest does not name (the payload a
+        re-save replaced, leftovers of a killed save); failures are logged, never raised."""
+        keep = {MANIFEST_NAME, *(f.name for f in manifest.files)}
+        try:
+            for name in sorted(self.store.sizes(folder)):
+                if name not in keep:
+                    self.store.delete(f"{folder}/{name}")
+        except Exception as exc:
+            logger.warning(
+                "could not remove the replaced objects of checkpoint step %d (removed at its "
+                "next save or prune): %s",
+                step,
+                exc,
+            )
 
     def after_commit(self, step: int) -> None:
         """Write the ``latest`` hint and prune; failures are logged, never raised."""
@@ -167,10 +227,13 @@ class CheckpointFolders:
         except Exception as exc:
             logger.warning("pruning after step %d failed (will retry next commit): %s", step, exc)
 
-    def _upload_payload(self, target: str, payload: Mapping[str, Any], nbytes: int) -> PayloadEntry:
+    def _upload_payload(
+        self, folder: str, name: str, payload: Mapping[str, Any], nbytes: int
+    ) -> PayloadEntry:
         """Serialise ``payload`` (in memory, or spooled to a file when large) and upload it."""
         torch = import_torch()
         store = self.store
+        target = f"{folder}/{name}"
         if nbytes + (1 << 20) <= self.spool_max:
             if len(self._serial) < nbytes + (1 << 20):
                 self._serial = bytearray(nbytes + (1 << 20))
@@ -191,7 +254,7 @@ class CheckpointFolders:
                 tmp.flush()
                 size, digest = hw.size, hw.hash.hexdigest()
                 store.put(tmp.name, target)
-        return PayloadEntry(name=PAYLOAD_NAME, size=size, sha256=digest)
+        return PayloadEntry(name=name, size=size, sha256=digest)
 
     def verify_payload(
         self, step: int, folder: str, files: tuple[PayloadEntry, ...], *, full: bool
@@ -251,7 +314,16 @@ class CheckpointFolders:
     # -- reading -----------------------------------------------------------------------------
 
     def read_manifest(self, step: int, folder: str, *, warn: bool = True) -> Manifest | None:
-        """The manifest of a step folder; ``None`` when uncommitted; warns when damaged."""
+        """The manifest of a step folder; ``None`` when uncommitted or damaged (warns then)."""
+        found = self.read_commit(step, folder)
+        if isinstance(found, Damaged):
+            if warn:
+                self.warn(f"skipping damaged checkpoint: {found.reason}")
+            return None
+        return found
+
+    def read_commit(self, step: int, folder: str) -> Manifest | Damaged | None:
+        """The manifest of a step folder, what is wrong with it, or ``None`` when there is none."""
         path = f"{folder}/{MANIFEST_NAME}"
         data = self.store.read(path)
         if data is None:
@@ -261,13 +333,32 @@ class CheckpointFolders:
             if manifest.step != step:
                 raise ManifestError(f"it names step {manifest.step}")
         except ManifestError as exc:
-            if warn:
-                self.warn(f"skipping checkpoint step {step}: bad {self.store.unstrip(path)}: {exc}")
-            return None
+            shown = self.store.unstrip(path)
+            what = "empty" if not data.strip() else "bad"
+            return Damaged(step=step, reason=f"checkpoint step {step}: {what} {shown}: {exc}")
         return manifest
 
+    def check(
+        self, step: int, folder: str, *, verify: Literal["size", "full"]
+    ) -> Manifest | Damaged | None:
+        """A step folder's commit when its payload verifies; else what is wrong, or ``None``
+        when it is uncommitted. A check that fails while the manifest changes (a re-save swapped
+        it) is repeated with the new one."""
+        for _ in range(_RACE_TRIES):
+            found = self.read_commit(step, folder)
+            if not isinstance(found, Manifest):
+                return found
+            try:
+                self.verify_payload(step, folder, found.files, full=verify == "full")
+            except CheckpointCorruptError as exc:
+                if self.read_commit(step, folder) != found:
+                    continue
+                return Damaged(step=step, reason=str(exc))
+            return found
+        return Damaged(step=step, reason=f"checkpoint step {step}: its manifest kept changing")
+
     def warn(self, message: str) -> None:
-        """Log and warn (:class:`CheckpointWarning`) about a damaged checkpoint."""
+        """Log and warn (:class:`CheckpointWarning`) about a damaged checkpoint or a stray."""
         logger.warning("%s", message)
         warnings.warn(message, CheckpointWarning, stacklevel=3)
 
@@ -285,48 +376,74 @@ class CheckpointFolders:
     def candidates(self, *, verify: Literal["size", "full"]) -> Iterator[tuple[Manifest, str]]:
         """Committed checkpoints whose payload verifies, newest first (warning on damage)."""
         for step, folder in sorted(self.list_steps().items(), reverse=True):
-            manifest = self.read_manifest(step, folder)
-            if manifest is None:
-                continue
-            try:
-                self.verify_payload(step, folder, manifest.files, full=verify == "full")
-            except CheckpointCorruptError as exc:
-                self.warn(f"skipping damaged checkpoint: {exc}")
-                continue
-            yield manifest, folder
+            found = self.check(step, folder, verify=verify)
+            if isinstance(found, Damaged):
+                self.warn(f"skipping damaged checkpoint: {found.reason}")
+            elif found is not None:
+                yield found, folder
 
     def load_payload(
         self, step: int | None, *, map_location: Any, weights_only: bool
-    ) -> tuple[Manifest, dict[str, Any]]:
+    ) -> tuple[Manifest, dict[str, Any]] | None:
         """The manifest and decoded payload of ``step``, or of the newest that loads.
 
+        Returns:
+            ``None`` only with ``step=None`` when nothing was ever committed (no step folder
+            holds a manifest): a fresh start.
+
         Raises:
-            CheckpointError: there is no committed checkpoint (of that step).
-            CheckpointCorruptError: the given step fails verification.
+            CheckpointError: there is no committed checkpoint of the given step.
+            CheckpointCorruptError: the given step fails verification; or, with ``step=None``,
+                every committed checkpoint does (the message lists what was found for each).
         """
         if step is not None:
             folder = self.folder(step)
-            manifest = self.read_manifest(step, folder, warn=False)
-            if manifest is None:
+            found = self.check(step, folder, verify="size")
+            if found is None:
                 raise CheckpointError(
-                    f"no committed checkpoint step {step} under {self.store.url} "
-                    "(missing or unreadable manifest)"
+                    f"no committed checkpoint step {step} under {self.store.url} (no manifest)"
                 )
-            self.verify_payload(step, folder, manifest.files, full=False)
-            return manifest, self.read_payload(manifest, folder, map_location, weights_only)
-        tried = 0
-        for manifest, folder in self.candidates(verify="size"):
-            tried += 1
-            try:
-                payload = self.read_payload(manifest, folder, map_location, weights_only)
-            except CheckpointCorruptError as exc:
-                self.warn(f"skipping damaged checkpoint: {exc}")
-                continue
-            return manifest, payload
-        raise CheckpointError(
-            f"no committed checkpoint under {self.store.url}"
-            + (f" ({tried} damaged ones skipped)" if tried else "")
+            if isinstance(found, Damaged):
+                raise CheckpointCorruptError(found.reason)
+            return self.load_committed(found, folder, map_location, weights_only)
+        damaged: list[Damaged] = []
+        for at, folder in sorted(self.list_steps().items(), reverse=True):
+            found = self.check(at, folder, verify="size")
+            if isinstance(found, Manifest):
+                try:
+                    return self.load_committed(found, folder, map_location, weights_only)
+                except CheckpointCorruptError as exc:
+                    found = Damaged(step=at, reason=str(exc))
+            if isinstance(found, Damaged):
+                self.warn(f"skipping damaged checkpoint: {found.reason}")
+                damaged.append(found)
+        if not damaged:
+            return None
+        top = self.store.unstrip(self.store.path(CHECKPOINTS_DIR))
+        raise CheckpointCorruptError(
+            f"no checkpoint under {self.store.url} can be loaded: every committed one is "
+            f"damaged ({len(damaged)}): "
+            + "; ".join(d.reason for d in damaged)
+            + f". Nothing was loaded; to start afresh, move {top} aside"
         )
+
+    def load_committed(
+        self, manifest: Manifest, folder: str, map_location: Any, weights_only: bool
+    ) -> tuple[Manifest, dict[str, Any]]:
+        """Read a committed checkpoint, following its manifest if a re-save swaps it meanwhile.
+
+        Raises:
+            CheckpointCorruptError: its payload fails verification or cannot be loaded.
+        """
+        for _ in range(_RACE_TRIES - 1):
+            try:
+                return manifest, self.read_payload(manifest, folder, map_location, weights_only)
+            except CheckpointCorruptError:
+                current = self.read_commit(manifest.step, folder)
+                if not isinstance(current, Manifest) or current == manifest:
+                    raise
+                manifest = current
+        return manifest, self.read_payload(manifest, folder, map_location, weights_only)
 
     def read_payload(
         self, manifest: Manifest, folder: str, map_location: Any, weights_only: bool
@@ -346,9 +463,7 @@ class CheckpointFolders:
                 f"reading checkpoint step {manifest.step} object {shown} failed: {exc}"
             ) from exc
         if data is None:
-            raise CheckpointError(
-                f"reading checkpoint step {manifest.step} object {shown} failed: it does not exist"
-            )
+            raise CheckpointCorruptError(f"checkpoint step {manifest.step}: {shown} is missing")
         if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
             raise CheckpointCorruptError(
                 f"checkpoint step {manifest.step}: {shown} fails its size or SHA-256 check"

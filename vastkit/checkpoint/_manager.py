@@ -21,7 +21,7 @@ from vastkit.checkpoint._serialize import (
 from vastkit.checkpoint._serialize import restore_rng as restore_rng_states
 from vastkit.checkpoint.naming import auto_interval_steps, is_due, step_dirname
 from vastkit.clock import Clock, SystemClock
-from vastkit.errors import CheckpointCorruptError, CheckpointError
+from vastkit.errors import CheckpointError
 from vastkit.retry import RetryPolicy
 
 __all__ = ["CheckpointManager", "SaveStats"]
@@ -356,6 +356,9 @@ class CheckpointManager:
     def latest(self, *, verify: Literal["size", "full"] = "size") -> CheckpointInfo | None:
         """The newest committed checkpoint whose payload verifies, or ``None``.
 
+        An inspection: damaged checkpoints are skipped with a warning, so ``None`` also when
+        every one is damaged; :meth:`restore` and :meth:`load` raise then.
+
         Args:
             verify: ``"size"`` checks every payload object's size (one listing per step tried);
                 ``"full"`` also re-reads it and checks its SHA-256.
@@ -395,15 +398,18 @@ class CheckpointManager:
         Raises:
             CheckpointError: there is no committed checkpoint (of that step), or it holds objects
                 ``weights_only`` loading refuses.
-            CheckpointCorruptError: the given step fails verification.
+            CheckpointCorruptError: the given step fails verification, or (``step=None``) every
+                committed checkpoint does; the message lists what was found for each.
 
         Warns:
             CheckpointWarning: for each newer checkpoint skipped as damaged (``step=None``).
         """
-        _, payload = self._folders.load_payload(
+        found = self._folders.load_payload(
             step, map_location=map_location, weights_only=weights_only
         )
-        return dict(payload["state"])
+        if found is None:
+            raise CheckpointError(f"no committed checkpoint under {self.url}")
+        return dict(found[1]["state"])
 
     def restore(
         self,
@@ -438,10 +444,18 @@ class CheckpointManager:
 
         Returns:
             The checkpoint restored, with the whole loaded state in ``info.state``; ``None``
-            when there is no checkpoint yet (a fresh start).
+            only when nothing was ever committed (no step folder holds a manifest): a fresh
+            start.
 
         Raises:
             CheckpointError: the checkpoint lacks an entry asked for, or cannot be loaded.
+            CheckpointCorruptError: every committed checkpoint is damaged, whatever the damage
+                (truncated or missing payload, flipped bits, an empty or garbled manifest); the
+                message lists what was found for each step. Never a silent fresh start.
+
+        Warns:
+            CheckpointWarning: for each newer checkpoint skipped as damaged, when an older one
+                is restored.
         """
         targets = {
             name: obj
@@ -454,16 +468,12 @@ class CheckpointManager:
             }.items()
             if obj is not None
         }
-        try:
-            manifest, payload = self._folders.load_payload(
-                step, map_location=map_location, weights_only=weights_only
-            )
-        except CheckpointCorruptError:
-            raise
-        except CheckpointError:
-            if step is None and self.latest() is None:
-                return None
-            raise
+        found = self._folders.load_payload(
+            step, map_location=map_location, weights_only=weights_only
+        )
+        if found is None:
+            return None
+        manifest, payload = found
         state = payload["state"]
         folder = self._folders.folder(manifest.step)
         for name, obj in targets.items():

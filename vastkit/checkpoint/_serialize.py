@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_TAG",
-    "PAYLOAD_NAME",
     "HashingFileWriter",
     "MemoryWriter",
     "Stager",
@@ -37,9 +36,6 @@ __all__ = [
     "is_module",
     "restore_rng",
 ]
-
-PAYLOAD_NAME = "state.pt"
-"""The payload object of a checkpoint."""
 
 FORMAT_TAG = "vastkit-checkpoint"
 """The tag a payload carries, so a foreign ``.pt`` file is never taken for a checkpoint."""

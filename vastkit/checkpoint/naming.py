@@ -5,7 +5,11 @@ reused by any tool that reads a checkpoint folder:
 
 * naming: payload objects live under ``checkpoints/step-<12-digit step>/``; :func:`step_dirname`
   and :func:`parse_step_dirname` convert both ways, and ordering is always numeric (a step with more
-  than 12 digits still sorts after a shorter one);
+  than 12 digits still sorts after a shorter one); :func:`split_step_entries` sorts a listing of
+  ``checkpoints/`` into step folders and strays (``step-4``, ``tmp``, ...), so a stray never hides
+  a step folder;
+* payload names: :func:`payload_name` picks the name of a new payload object, aside from the
+  objects of the commit it replaces;
 * :class:`Manifest`: the commit object (``manifest.json``) with the format version, step, time,
   user metrics and the size and SHA-256 of every payload object;
 * retention: :func:`select_retained` keeps the newest ``keep_last`` and the ``keep_best`` by a
@@ -31,6 +35,7 @@ __all__ = [
     "FORMAT_VERSION",
     "LATEST_HINT",
     "MANIFEST_NAME",
+    "PAYLOAD_NAME",
     "STEP_WIDTH",
     "Manifest",
     "ManifestError",
@@ -38,7 +43,9 @@ __all__ = [
     "auto_interval_steps",
     "is_due",
     "parse_step_dirname",
+    "payload_name",
     "select_retained",
+    "split_step_entries",
     "step_dirname",
     "young_daly_seconds",
 ]
@@ -51,6 +58,9 @@ CHECKPOINTS_DIR = "checkpoints"
 
 MANIFEST_NAME = "manifest.json"
 """The commit object: a step exists once this object exists in its folder."""
+
+PAYLOAD_NAME = "state.pt"
+"""The payload object of a step's first commit (a re-save writes ``state-<token>.pt``)."""
 
 LATEST_HINT = "latest"
 """A small object naming the newest committed step: a hint for tools, never trusted alone."""
@@ -88,6 +98,50 @@ def parse_step_dirname(name: str) -> int | None:
     base = name.rstrip("/").rsplit("/", 1)[-1]
     match = _STEP_RE.match(base)
     return int(match.group(1)) if match else None
+
+
+def split_step_entries(names: Iterable[str]) -> tuple[dict[int, str], tuple[str, ...]]:
+    """Sort a listing of ``checkpoints/`` into step folders and strays.
+
+    A step folder is named exactly as :func:`step_dirname` names its step. Every other entry is a
+    stray (``step-4``, ``step-abc``, ``tmp``, a file) and is never taken for a step, so a stray
+    ``step-4`` cannot hide ``step-000000000004``. The :data:`LATEST_HINT` object and hidden names
+    (``.``-prefixed: the temporary files of whole local writes) are neither.
+
+    Args:
+        names: Bare names or paths (the last component is used).
+
+    Returns:
+        ``(steps, strays)``: step -> the entry as given, and the stray entries as given, sorted.
+    """
+    steps: dict[int, str] = {}
+    strays: list[str] = []
+    for name in names:
+        base = name.rstrip("/").rsplit("/", 1)[-1]
+        if base == LATEST_HINT or base.startswith("."):
+            continue
+        step = parse_step_dirname(base)
+        if step is not None and base == step_dirname(step):
+            steps[step] = name
+        else:
+            strays.append(name)
+    return steps, tuple(sorted(strays))
+
+
+def payload_name(replacing: Iterable[str], token: str) -> str:
+    """The name of a new payload object in a step folder whose commit holds ``replacing``.
+
+    The first commit of a step writes :data:`PAYLOAD_NAME`; a re-save writes aside, to
+    ``state-<token>.pt``, so the commit it replaces stays whole until the new manifest is in.
+
+    Raises:
+        ValueError: ``token`` is not a few letters and digits.
+    """
+    if not re.fullmatch(r"[0-9a-z]{1,32}", token):
+        raise ValueError(f"a payload token must be 1 to 32 lowercase letters or digits: {token!r}")
+    if PAYLOAD_NAME not in set(replacing):
+        return PAYLOAD_NAME
+    return f"state-{token}.pt"
 
 
 @attrs.frozen(kw_only=True)
