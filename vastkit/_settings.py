@@ -48,6 +48,7 @@ __all__ = [
     "redact_url",
     "resolve_api_key",
     "resolve_connection",
+    "validate_key",
 ]
 
 DEFAULT_BASE_URL: Final = "https://console.vast.ai"
@@ -248,17 +249,74 @@ class Connection:
     base_url: str
 
 
+def _key_flaw(key: str) -> str | None:
+    """What makes a (trimmed) key unusable in an HTTP header, in words; None when it is fine."""
+    for char in key:
+        code = ord(char)
+        if char in "\r\n":
+            return "a line break inside it"
+        if code > 0x7E:
+            return "a non-ASCII character"
+        if code < 0x20 or code == 0x7F:
+            return "a control character"
+        if char.isspace():
+            return "a space inside it"
+    return None
+
+
+def validate_key(raw: str, *, source: str, path: str | None = None, key: str | None = None) -> str:
+    """The key ``raw`` read from ``source``, trimmed of surrounding whitespace, when it is a
+    usable key: printable ASCII without whitespace inside (what an HTTP header can carry).
+
+    Args:
+        raw: The key as read.
+        source: Where it was read, for the message (``"$VAST_API_KEY"``, ``"the api_key
+            argument"``, ``"the API key file"``); never the value.
+        path: The file it was read from, when it was.
+        key: The setting that named the source, when one did.
+
+    Returns:
+        The trimmed key.
+
+    Raises:
+        ConfigError: The key is empty, or has a line break, a control character, a space or a
+            non-ASCII character inside; the message names ``source``, never the value.
+    """
+    trimmed = raw.strip()
+    if not trimmed:
+        raise ConfigError(f"the API key from {source} is empty", path=path, key=key)
+    flaw = _key_flaw(trimmed)
+    if flaw is not None:
+        raise ConfigError(
+            f"the API key from {source} has {flaw} ({len(trimmed)} characters after trimming); "
+            "a Vast API key is printable ASCII on one line: copy it again from "
+            "https://cloud.vast.ai/manage-keys/",
+            path=path,
+            key=key,
+        )
+    return trimmed
+
+
 def explicit_key(api_key: str | None) -> str | None:
     """The key from the argument, else from ``VAST_API_KEY``, else None.
 
     Raises:
-        ConfigError: The argument is given but empty.
+        ConfigError: The argument is given but empty, or either holds an unusable key (see
+            :func:`validate_key`).
     """
     if api_key is not None:
+        if not isinstance(api_key, str):
+            raise ConfigError(
+                f"the api_key argument must be a string, got {type(api_key).__name__}",
+                key="api_key",
+            )
         if not api_key.strip():
             raise ConfigError("the api_key argument is empty", key="api_key")
-        return api_key.strip()
-    return os.environ.get("VAST_API_KEY", "").strip() or None
+        return validate_key(api_key, source="the api_key argument", key="api_key")
+    raw = os.environ.get("VAST_API_KEY", "")
+    if not raw.strip():
+        return None
+    return validate_key(raw, source="$VAST_API_KEY", key="VAST_API_KEY")
 
 
 def configured_key(
@@ -276,14 +334,16 @@ def configured_key(
             (vastkit does not fall back to another account's key then).
     """
     if api_key_env is not None:
-        value = os.environ.get(api_key_env, "").strip()
-        if not value:
-            where = sources.get("api_key_env", "default")
+        where = sources.get("api_key_env", "default")
+        value = os.environ.get(api_key_env, "")
+        if not value.strip():
             raise ConfigError(
                 f"the API key should come from ${api_key_env} (set in {where}), but it is not set",
                 key="api_key_env",
             )
-        return value
+        return validate_key(
+            value, source=f"${api_key_env} (named by api_key_env in {where})", key="api_key_env"
+        )
     if api_key_file is not None:
         where = f"set in {sources.get('api_key_file', 'default')}"
         return _read_key_file(Path(api_key_file), where=where)
@@ -304,15 +364,16 @@ def official_key() -> str:
     """
     for path in _key_files():
         try:
-            text = path.read_text(encoding="utf-8").strip()
+            data = path.read_bytes()
         except FileNotFoundError:
             continue
         except OSError as exc:
             raise ConfigError(
                 f"cannot read the API key file: {exc.strerror}", path=str(path)
             ) from exc
-        if not text:
+        if not data.strip():
             continue
+        text = _key_text(data, path, key=None)
         _warn_if_shared(path)
         return text
     tried = ", ".join(str(path) for path in _key_files())
@@ -392,9 +453,25 @@ def _warn_if_shared(path: Path) -> None:
         )
 
 
+def _key_text(data: bytes, path: Path, *, key: str | None, where: str = "") -> str:
+    """The key in a key file's bytes: ASCII, trimmed and validated; never quoted in an error."""
+    suffix = f" ({where})" if where else ""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        # not chained: the decoding error holds the file's bytes, i.e. the key
+        raise ConfigError(
+            f"the API key file holds non-ASCII bytes{suffix}; a Vast API key is printable ASCII "
+            "on one line: copy it again from https://cloud.vast.ai/manage-keys/",
+            path=str(path),
+            key=key,
+        ) from None
+    return validate_key(text, source=f"the API key file{suffix}", path=str(path), key=key)
+
+
 def _read_key_file(path: Path, *, where: str) -> str:
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise ConfigError(
             f"the API key file does not exist ({where})", path=str(path), key="api_key_file"
@@ -405,10 +482,11 @@ def _read_key_file(path: Path, *, where: str) -> str:
             path=str(path),
             key="api_key_file",
         ) from exc
-    if not text:
+    if not data.strip():
         raise ConfigError(
             f"the API key file is empty ({where})", path=str(path), key="api_key_file"
         )
+    text = _key_text(data, path, key="api_key_file", where=where)
     _warn_if_shared(path)
     return text
 

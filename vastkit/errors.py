@@ -6,7 +6,8 @@ The tree::
     ├── ConfigError                     bad settings: a file, a line, a key
     ├── APIError                        anything that went wrong talking to Vast.ai
     │   ├── APIConnectionError          the request never got an answer
-    │   │   └── APITimeoutError         ... because it ran out of time
+    │   │   ├── APITimeoutError         ... because it ran out of time
+    │   │   └── ResponseDecodingError   ... because its body could not be decoded (bad gzip)
     │   ├── APIStatusError              the server answered with an error status
     │   │   ├── BadRequestError         400
     │   │   ├── AuthenticationError     401 (and the 404 "Invalid user key" some endpoints send)
@@ -18,6 +19,7 @@ The tree::
     │   │   │   └── SearchQuotaExceededError   the daily search quota, with ``resets_at``
     │   │   └── ServerError             5xx
     │   └── ResponseValidationError     the answer did not have the documented shape
+    │       └── ResponseTooLargeError   ... or was longer, or nested deeper, than allowed
     ├── NoOfferError                    no offer satisfies a profile (carries the explanation)
     ├── ProvisioningError               an instance could not be brought up
     ├── DestroyFailedError              destroy was not confirmed in time: it may still bill
@@ -61,6 +63,8 @@ __all__ = [
     "PermissionDeniedError",
     "ProvisioningError",
     "RateLimitError",
+    "ResponseDecodingError",
+    "ResponseTooLargeError",
     "ResponseValidationError",
     "RouteNotFoundError",
     "SearchQuotaExceededError",
@@ -124,6 +128,15 @@ class APITimeoutError(APIConnectionError):
     """The request ran out of time before an answer arrived."""
 
 
+class ResponseDecodingError(APIConnectionError):
+    """The answer's body could not be decoded (a damaged gzip or deflate stream).
+
+    The body arrived damaged, which a proxy or a dropped connection causes far more often than
+    the API itself, so it is a connection-level failure: an idempotent call is retried, and a
+    create that got one may have reached Vast (it is reconciled by label, never sent again).
+    """
+
+
 class ResponseValidationError(APIError):
     """The server's answer did not have the documented shape.
 
@@ -145,6 +158,30 @@ class ResponseValidationError(APIError):
         self.body = body
         detail = "; ".join(self.errors)
         super().__init__(f"{message}: {detail}" if detail else message, request=request)
+
+
+class ResponseTooLargeError(ResponseValidationError):
+    """The answer was longer, or its JSON nested deeper, than the client allows.
+
+    Reading stops at the limit, so memory stays bounded whatever the server sends. Raise the
+    limit with ``Client(max_response_bytes=...)`` when a search really needs more.
+
+    Attributes:
+        limit: The limit that was passed: bytes for a long body, levels for a deep one.
+        unit: ``"bytes"`` or ``"levels"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int,
+        unit: str = "bytes",
+        request: httpx.Request | None = None,
+    ) -> None:
+        self.limit = limit
+        self.unit = unit
+        super().__init__(message, errors=[f"more than {limit:,} {unit} @ $"], request=request)
 
 
 class APIStatusError(APIError):

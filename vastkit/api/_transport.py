@@ -1,7 +1,16 @@
 """Talking HTTP to Vast: auth, pacing, retries, error mapping, redaction and request counts.
 
 * The API key is sent only as ``Authorization: Bearer``; it never appears in a URL, a log line,
-  a repr or an exception message (every message built here passes through :meth:`redact`).
+  a repr or an exception (:class:`~vastkit.api._redaction.Redactor`: every spelling of the key,
+  raw, ``repr``-, JSON- or URL-escaped, is replaced in each answer's bytes and decoded body, in
+  every field of every error raised here and of the errors chained to it, and a request is
+  stripped of its ``Authorization`` header once it has been sent).
+* Every answer is read as a stream and stops at :data:`MAX_RESPONSE_BYTES` (decoded bytes,
+  so a gzip bomb stops too) with :class:`~vastkit.errors.ResponseTooLargeError`; JSON nested
+  deeper than :data:`MAX_JSON_DEPTH` is refused the same way before it is parsed; a body that
+  cannot be decompressed is a :class:`~vastkit.errors.ResponseDecodingError`, and one that is not
+  JSON a :class:`~vastkit.errors.ResponseValidationError`. Nothing from ``httpx`` or ``json``
+  escapes.
 * Each endpoint is paced to its documented minimum interval between requests (reference
   section 9.2), so a busy caller stays under Vast's limits even though Vast sends no
   ``Retry-After``. Pacing is shared between threads: each request reserves the next free slot.
@@ -20,6 +29,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -30,6 +40,7 @@ from typing import Any, Final
 import httpx
 
 from vastkit._version import __version__
+from vastkit.api._redaction import REDACTED, Redactor
 from vastkit.clock import Clock
 from vastkit.errors import (
     APIConnectionError,
@@ -41,6 +52,8 @@ from vastkit.errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    ResponseDecodingError,
+    ResponseTooLargeError,
     ResponseValidationError,
     SearchQuotaExceededError,
     ServerError,
@@ -48,12 +61,16 @@ from vastkit.errors import (
 from vastkit.retry import RetryPolicy, retry_call
 
 __all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_RESPONSE_BYTES",
     "MAX_RETRY_AFTER",
     "MIN_INTERVALS",
     "PACING_MARGIN",
     "RETRY_STATUSES",
     "Transport",
     "TransportStats",
+    "decode_json",
+    "json_depth_exceeds",
     "may_have_arrived",
     "parse_retry_after",
 ]
@@ -84,6 +101,57 @@ RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 MAX_RETRY_AFTER: Final = 60.0
 """The longest ``Retry-After`` (seconds) honoured; a longer one is not retried (the error carries
 it)."""
+
+
+MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+"""The longest answer read, in decoded bytes (64 MiB: about 25,000 offers as Vast sends them).
+``Client(max_response_bytes=...)`` changes it; None reads without a limit."""
+
+MAX_JSON_DEPTH: Final = 64
+"""The deepest JSON accepted (Vast's answers nest 4 levels); deeper is refused before parsing."""
+
+_BRACKETS_AND_STRINGS: Final = bytes(range(256)).translate(None, b'[]{}"\\')
+"""Every byte except brackets, quotes and backslashes (deleted first by the depth check)."""
+_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.DOTALL)
+_PAIRS: Final = (b"[]", b"{}")
+
+
+def json_depth_exceeds(content: bytes, limit: int) -> bool:
+    """Whether JSON ``content`` nests deeper than ``limit`` levels, without parsing it.
+
+    Runs at C speed: everything but brackets, quotes and backslashes is deleted, then the
+    strings, then innermost bracket pairs one level per pass (at most ``limit`` passes).
+    Unbalanced brackets count as deep only when they leave more than ``limit`` opens; JSON that
+    is not valid is refused by the parser anyway.
+    """
+    skeleton = _STRING.sub(b"", content.translate(None, _BRACKETS_AND_STRINGS))
+    for _ in range(limit):
+        if not skeleton:
+            return False
+        shorter = skeleton.replace(b"[]", b"").replace(b"{}", b"")
+        if len(shorter) == len(skeleton):
+            break  # unbalanced: what is left cannot nest
+        skeleton = shorter
+    else:
+        return bool(skeleton) and any(pair in skeleton for pair in _PAIRS)
+    return False
+
+
+def decode_json(content: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse a JSON body (``NaN`` and ``Infinity`` allowed, as Python's json reads them).
+
+    Raises:
+        ResponseTooLargeError: Nested deeper than ``max_depth``.
+        ValueError: Not JSON (not UTF-8, truncated, garbled, a number too long to read).
+    """
+    if json_depth_exceeds(content, max_depth):
+        raise ResponseTooLargeError(
+            f"the answer's JSON nests deeper than {max_depth} levels", limit=max_depth, unit="levels"
+        )
+    try:
+        return json.loads(content)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply to parse") from exc
 
 
 class TransportStats:
@@ -152,13 +220,18 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not text:
         return None
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
         pass
-    parsed = email.utils.parsedate_tz(text)
-    if parsed is None:
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        parsed = email.utils.parsedate_tz(text)
+        if parsed is None:
+            return None
+        return max(0.0, float(email.utils.mktime_tz(parsed)) - now)
+    except (TypeError, ValueError, OverflowError, IndexError):  # a garbled date
         return None
-    return max(0.0, float(email.utils.mktime_tz(parsed)) - now)
 
 
 def may_have_arrived(error: APIConnectionError) -> bool:
@@ -179,14 +252,14 @@ _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
 
 
-def _decode_body(response: httpx.Response) -> Any:
-    """The body as JSON when it is JSON, else the text (possibly empty)."""
+def _decode_body(response: httpx.Response, max_depth: int) -> Any:
+    """The body as JSON when it is JSON (and not too deep), else the text (possibly empty)."""
     content = response.content
     if not content.strip():
         return ""
     try:
-        return json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+        return decode_json(content, max_depth=max_depth)
+    except (ValueError, ResponseTooLargeError):
         return response.text
 
 
@@ -198,6 +271,15 @@ def _summarise_text(text: str, content_type: str) -> str:
             return " ".join(title.group(1).split())
         return " ".join(_TAGS.sub(" ", stripped).split())[:200] or "an HTML page"
     return stripped[:500]
+
+
+def _without_key(request: httpx.Request) -> httpx.Request:
+    """A copy of ``request`` to attach to responses and errors: its ``Authorization`` header
+    says ``Bearer [redacted]``."""
+    headers = request.headers.copy()
+    if "Authorization" in headers:
+        headers["Authorization"] = f"Bearer {REDACTED}"
+    return httpx.Request(request.method, request.url, headers=headers, content=request.content)
 
 
 _STATUS_CLASSES: Final[Mapping[int, type[APIStatusError]]] = {
@@ -223,6 +305,8 @@ class Transport:
         min_intervals: Per-endpoint pacing; :data:`MIN_INTERVALS` by default.
         max_retry_after: The longest ``Retry-After`` honoured, in seconds.
         rng: The random source for jitter (inject a seeded one for reproducible tests).
+        max_response_bytes: The longest answer read, in decoded bytes (None: no limit).
+        max_json_depth: The deepest JSON accepted.
     """
 
     def __init__(
@@ -237,8 +321,25 @@ class Transport:
         min_intervals: Mapping[str, float] | None = None,
         rng: random.Random | None = None,
         max_retry_after: float = MAX_RETRY_AFTER,
+        max_response_bytes: int | None = MAX_RESPONSE_BYTES,
+        max_json_depth: int = MAX_JSON_DEPTH,
     ) -> None:
+        if max_response_bytes is not None and (
+            isinstance(max_response_bytes, bool)
+            or not isinstance(max_response_bytes, int)
+            or max_response_bytes <= 0
+        ):
+            raise ValueError(
+                f"max_response_bytes must be a positive int or None, got {max_response_bytes!r}"
+            )
+        if isinstance(max_json_depth, bool) or not isinstance(max_json_depth, int):
+            raise TypeError(f"max_json_depth must be an int, got {max_json_depth!r}")
+        if not 1 <= max_json_depth <= 500:
+            raise ValueError(f"max_json_depth must be between 1 and 500, got {max_json_depth}")
         self._api_key = api_key
+        self._redactor = Redactor(api_key)
+        self.max_response_bytes = max_response_bytes
+        self.max_json_depth = max_json_depth
         self.base_url = base_url.rstrip("/")
         self.http = http_client
         self.clock = clock
@@ -258,10 +359,16 @@ class Transport:
     # -- redaction ----------------------------------------------------------------------------
 
     def redact(self, text: str) -> str:
-        """``text`` with the API key replaced by ``[redacted]``."""
-        if self._api_key and self._api_key in text:
-            return text.replace(self._api_key, "[redacted]")
-        return text
+        """``text`` with the API key, in any spelling, replaced by ``[redacted]``."""
+        return self._redactor.text(text)
+
+    def redact_value(self, value: Any) -> Any:
+        """A decoded JSON value with the API key replaced in every string."""
+        return self._redactor.value(value)
+
+    def scrub(self, exc: BaseException) -> BaseException:
+        """Remove the API key from every field of ``exc`` and of what it was chained from."""
+        return self._redactor.exception(exc)
 
     # -- pacing -------------------------------------------------------------------------------
 
@@ -318,13 +425,17 @@ class Transport:
             APIConnectionError: No answer, after retries.
             ResponseValidationError: A success status whose body is not JSON.
         """
-        request = self._build(method, path, params, json_body)
         tries = 0
 
         def attempt() -> Any:
             nonlocal tries
             tries += 1
-            return self._send_once(request, method, path, endpoint, tries)
+            request = self._build(method, path, params, json_body)
+            try:
+                return self._send_once(request, method, path, endpoint, tries)
+            except BaseException as exc:
+                self.scrub(exc)
+                raise
 
         def retry_if(error: Exception) -> bool:
             return self.retryable(error, idempotent=idempotent)
@@ -369,14 +480,23 @@ class Transport:
             APIConnectionError: No answer.
         """
         self.stats._add(self.stats.requests, endpoint)
-        request = self.http.build_request(
-            "GET", url, headers={"User-Agent": self.user_agent}, timeout=self.timeout
-        )
+        try:
+            request = self.http.build_request(
+                "GET", url, headers={"User-Agent": self.user_agent}, timeout=self.timeout
+            )
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise self.scrub(
+                ResponseValidationError(
+                    "the answer named a URL that cannot be fetched",
+                    errors=[f"{self.redact(str(exc))} @ $.result_url"],
+                )
+            ) from None
         request.headers.pop("Authorization", None)
         try:
-            return self.http.send(request)
-        except httpx.TransportError as exc:
-            raise self._connection_error(exc, request, "GET", httpx.URL(url).path) from exc
+            return self._receive(request, "GET", "(log result_url)")
+        except BaseException as exc:
+            self.scrub(exc)
+            raise
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -410,10 +530,7 @@ class Transport:
         self._pace(endpoint)
         self.stats._add(self.stats.requests, endpoint)
         started = self.clock.now()
-        try:
-            response = self.http.send(request)
-        except httpx.TransportError as exc:
-            raise self._connection_error(exc, request, method, path) from exc
+        response = self._receive(request, method, path)
         logger.debug(
             "%s %s -> %d (attempt %d, %.2fs)",
             method,
@@ -457,6 +574,84 @@ class Transport:
         self.stats._add(self.stats.retries, endpoint)
         self.stats._add(self.stats.waited, endpoint, wait)
 
+    def _receive(self, request: httpx.Request, method: str, path: str) -> httpx.Response:
+        """Send ``request`` and read its answer as a stream, up to :attr:`max_response_bytes`.
+
+        Returns:
+            The answer, read whole, with the key removed from its body and headers (and without
+            ``Content-Encoding``: the body is already decoded).
+
+        Raises:
+            APIConnectionError: No answer, or the answer broke off.
+            ResponseDecodingError: The body could not be decompressed.
+            ResponseTooLargeError: The body is longer than the limit.
+        """
+        shown = _without_key(request)
+        try:
+            response = self.http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise self._connection_error(exc, shown, method, path) from exc
+        except httpx.HTTPError as exc:  # a redirect loop, a stream error: no usable answer
+            raise APIConnectionError(
+                f"{method} {path} failed: {self.redact(str(exc)) or type(exc).__name__}",
+                request=shown,
+            ) from exc
+        try:
+            content = self._read_limited(response, shown, method, path)
+        finally:
+            response.close()
+        headers = [
+            (name, self.redact(value))
+            for name, value in response.headers.items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        extensions = {
+            name: response.extensions[name]
+            for name in ("http_version", "reason_phrase")
+            if name in response.extensions
+        }
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=self._redactor.bytes(content),
+            request=shown,
+            extensions=extensions,
+        )
+
+    def _read_limited(
+        self, response: httpx.Response, shown: httpx.Request, method: str, path: str
+    ) -> bytes:
+        limit = self.max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise ResponseTooLargeError(
+                        f"{method} {path} answered {response.status_code} with more than "
+                        f"{limit:,} bytes; reading stopped there (raise the limit with "
+                        "Client(max_response_bytes=...), or ask for fewer items)",
+                        limit=limit,
+                        request=shown,
+                    )
+                chunks.append(chunk)
+        except httpx.DecodingError as exc:
+            encoding = response.headers.get("content-encoding", "?")
+            raise ResponseDecodingError(
+                f"{method} {path} answered {response.status_code} with a body that cannot be "
+                f"decoded (Content-Encoding: {self.redact(encoding)[:40]})",
+                request=shown,
+            ) from exc
+        except httpx.TransportError as exc:
+            raise self._connection_error(exc, shown, method, path) from exc
+        except httpx.HTTPError as exc:
+            raise APIConnectionError(
+                f"{method} {path}: the answer broke off ({type(exc).__name__})",
+                request=shown,
+            ) from exc
+        return b"".join(chunks)
+
     def _connection_error(
         self, exc: httpx.TransportError, request: httpx.Request, method: str, path: str
     ) -> APIConnectionError:
@@ -468,9 +663,18 @@ class Transport:
         return APIConnectionError(message, request=request)
 
     def _success_body(self, response: httpx.Response, method: str, path: str) -> Any:
+        content = response.content
         try:
-            return response.json()
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = decode_json(content, max_depth=self.max_json_depth)
+        except ResponseTooLargeError as exc:
+            raise ResponseTooLargeError(
+                f"{method} {path} answered {response.status_code} with JSON nested deeper than "
+                f"{exc.limit} levels",
+                limit=exc.limit,
+                unit=exc.unit,
+                request=response.request,
+            ) from None
+        except ValueError as exc:
             text = self.redact(
                 _summarise_text(response.text, response.headers.get("content-type", ""))
             )
@@ -480,11 +684,12 @@ class Transport:
                 body=self.redact(response.text),
                 request=response.request,
             ) from exc
+        return self._redactor.decoded(content, body)
 
     def status_error(self, response: httpx.Response, method: str, path: str) -> APIStatusError:
         """Map an error response (any documented body shape) to its exception."""
         status = response.status_code
-        body = _decode_body(response)
+        body = self._redactor.decoded(response.content, _decode_body(response, self.max_json_depth))
         error: str | None = None
         msg: str | None = None
         if isinstance(body, Mapping):
@@ -494,12 +699,12 @@ class Transport:
             for key in ("msg", "message", "detail"):
                 value = body.get(key)
                 if value:
-                    msg = value if isinstance(value, str) else json.dumps(value)
+                    msg = value if isinstance(value, str) else json.dumps(value, default=str)
                     break
         elif isinstance(body, str) and body:
             msg = _summarise_text(body, response.headers.get("content-type", ""))
         elif body not in ("", None):
-            msg = json.dumps(body)[:500]
+            msg = json.dumps(body, default=str)[:500]
         if msg is not None:
             msg = self.redact(msg)
         if isinstance(body, str):
@@ -528,6 +733,8 @@ class Transport:
             try:
                 resets_at = float(reset_header) if reset_header else None
             except ValueError:
+                resets_at = None
+            if resets_at is not None and not 0 <= resets_at < 253402300800:  # year 10000
                 resets_at = None
             if resets_at is None:
                 resets_at = _next_utc_midnight(self.clock.now())

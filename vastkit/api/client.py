@@ -31,7 +31,7 @@ from vastkit.api._account import AccountEndpoints
 from vastkit.api._converter import structure_list
 from vastkit.api._instances import InstanceEndpoints
 from vastkit.api._responses import expect_field
-from vastkit.api._transport import Transport, TransportStats
+from vastkit.api._transport import MAX_RESPONSE_BYTES, Transport, TransportStats
 from vastkit.api.models import Offer
 from vastkit.api.query import OfferQuery, search_body
 from vastkit.clock import Clock, SystemClock
@@ -64,9 +64,14 @@ class Client(InstanceEndpoints, AccountEndpoints):
         min_intervals: Per-endpoint minimum seconds between requests, replacing the documented
             documented defaults (see the client guide); ``{}`` disables pacing.
         rng: Random source for retry jitter.
+        max_response_bytes: The longest answer read, in decoded bytes (default 64 MiB; None: no
+            limit). A longer one stops reading there with
+            :class:`~vastkit.errors.ResponseTooLargeError`, so memory stays bounded.
 
     Raises:
-        ConfigError: No API key was found, or the config file is wrong.
+        ConfigError: No API key was found, the key is unusable (a line break, a control or
+            non-ASCII character inside: the message names where it came from, never the
+            key), or the config file is wrong. Raised here, before any request.
         TypeError: Both ``max_retries`` and ``retry`` were given.
         ValueError: A negative ``max_retries``.
 
@@ -87,6 +92,7 @@ class Client(InstanceEndpoints, AccountEndpoints):
         clock: Clock | None = None,
         min_intervals: Mapping[str, float] | None = None,
         rng: random.Random | None = None,
+        max_response_bytes: int | None = MAX_RESPONSE_BYTES,
     ) -> None:
         policy = _retry_policy(max_retries, retry)
         connection = resolve_connection(api_key, base_url)
@@ -103,6 +109,7 @@ class Client(InstanceEndpoints, AccountEndpoints):
             retry=policy,
             min_intervals=min_intervals,
             rng=rng,
+            max_response_bytes=max_response_bytes,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
