@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 
+from vastkit._validate import MAX_SECONDS, check_choice, check_number
+
 __all__ = ["OutbidAction", "OutbidDecision", "OutbidPolicy"]
-
-
-def _positive_number(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0 (got {value!r})")
 
 
 OutbidAction = Literal["raise", "wait", "give_up"]
@@ -41,7 +38,7 @@ class OutbidPolicy:
 
     action: OutbidAction = "raise"
     """``raise``, ``wait`` or ``give_up``."""
-    step: float = attrs.field(default=0.2, validator=_positive_number)
+    step: float = 0.2
     """Raise the bid by this fraction above the higher of our bid and Vast's current
     ``min_bid`` (0.2 = 20 %)."""
     max_bid: float | None = None
@@ -50,12 +47,18 @@ class OutbidPolicy:
     """How long to wait for the GPUs to come back before giving the instance up."""
 
     def __attrs_post_init__(self) -> None:
-        if self.action not in ("raise", "wait", "give_up"):
-            raise ValueError(f"action must be 'raise', 'wait' or 'give_up' (got {self.action!r})")
-        if not self.wait_s >= 0:
-            raise ValueError(f"wait_s must be 0 or more (got {self.wait_s!r})")
-        if self.max_bid is not None and not self.max_bid > 0:
-            raise ValueError(f"max_bid must be greater than 0 (got {self.max_bid!r})")
+        owner = "OutbidPolicy"
+        check_choice(owner, "action", self.action, ("raise", "wait", "give_up"))
+        check_number(owner, "step", self.step, minimum=0.0, above=True, maximum=100.0)
+        check_number(owner, "max_bid", self.max_bid, minimum=0.0, above=True, none_ok=True)
+        check_number(
+            owner,
+            "wait_s",
+            self.wait_s,
+            minimum=0.0,
+            maximum=MAX_SECONDS,
+            allowed=f"a number of seconds from 0 to {MAX_SECONDS:.0f} (a year)",
+        )
 
     @classmethod
     def raise_bid(

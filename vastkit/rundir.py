@@ -55,6 +55,19 @@ from vastkit._bundle import (
 from vastkit._documents import converter as document_converter
 from vastkit._documents import decode_json, encode_json
 from vastkit._store import POLLING_RETRY, Store
+from vastkit._validate import (
+    InvalidSettingError,
+    check_bool,
+    check_choice,
+    check_command,
+    check_int,
+    check_number,
+    check_seconds,
+    check_text,
+    check_text_map,
+    check_type,
+    short_repr,
+)
 from vastkit._version import __version__
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
@@ -136,42 +149,78 @@ TERMINAL_STATUSES: frozenset[ResultStatus] = frozenset(
 
 @attrs.frozen(kw_only=True)
 class CheckpointSettings:
-    """How the worker's :class:`~vastkit.checkpoint.CheckpointManager` is set up."""
+    """How the worker's :class:`~vastkit.checkpoint.CheckpointManager` is set up.
+
+    Every field is checked when the settings are made (and again when a worker reads
+    ``job.json``): a bad value raises :class:`~vastkit._validate.InvalidSettingError` (a
+    ``ConfigError`` and a ``ValueError``) or, for a wrong type,
+    :class:`~vastkit._validate.SettingTypeError` (also a ``TypeError``), naming the field.
+    """
 
     url_suffix: str = ""
     """Where the :class:`~vastkit.checkpoint.CheckpointManager` is rooted, relative to the run
     directory (``""``: the run directory itself, so checkpoints land in ``<run>/checkpoints/``)."""
-    every_steps: int | Literal["auto"] | None = attrs.field(default=None)
-    """Save every this many steps; ``"auto"``: the Young/Daly interval from the measured stall
-    and ``mtbf_seconds`` (see :class:`~vastkit.checkpoint.CheckpointManager`); ``None``: not by
-    steps."""
+    every_steps: int | Literal["auto"] | None = None
+    """Save every this many steps (an integer of 1 or more); ``"auto"``: the Young/Daly interval
+    from the measured stall and ``mtbf_seconds`` (see
+    :class:`~vastkit.checkpoint.CheckpointManager`); ``None``: not by steps."""
     mtbf_seconds: float = 6 * 3600.0
-    """The expected time between preemptions (or host failures), for ``every_steps="auto"``."""
-
-    @every_steps.validator
-    def _check_every_steps(self, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is None or value == "auto":
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"every_steps must be a positive integer, 'auto' or None: {value!r}")
-
+    """The expected time between preemptions (or host failures), for ``every_steps="auto"``:
+    seconds greater than 0, at most a year."""
     every_seconds: float | None = None
-    """Save at most this often, in seconds (``None``: not by time)."""
+    """Save at most this often, in seconds greater than 0 and at most a year (``None``: not by
+    time)."""
     keep_last: int = 3
-    """How many of the newest committed checkpoints pruning keeps."""
+    """How many of the newest committed checkpoints pruning keeps (1 or more)."""
     keep_best: int | None = None
-    """How many best checkpoints (by ``best_metric``) pruning also keeps."""
+    """How many best checkpoints (by ``best_metric``) pruning also keeps (0 or more; needs
+    ``best_metric``)."""
     best_metric: str | None = None
     """The metric that ranks checkpoints for ``keep_best``."""
     best_mode: str = "min"
     """``"min"`` or ``"max"``: which end of ``best_metric`` is best."""
     async_save: bool = True
-    """Upload in the background after copying the state to CPU."""
+    """Upload in the background after copying the state to CPU (``true`` or ``false``)."""
+
+    def __attrs_post_init__(self) -> None:
+        owner = "CheckpointSettings"
+        check_type(owner, "url_suffix", self.url_suffix, str, "a relative folder (text)")
+        if "\x00" in self.url_suffix or ".." in self.url_suffix.split("/"):
+            raise InvalidSettingError(
+                owner,
+                "url_suffix",
+                f"must be a folder inside the run directory (got {short_repr(self.url_suffix)})",
+                allowed="a relative folder without '..'",
+            )
+        if self.every_steps != "auto":
+            check_int(
+                owner,
+                "every_steps",
+                self.every_steps,
+                minimum=1,
+                none_ok=True,
+                allowed="an integer of 1 or more, 'auto', or null",
+            )
+        check_seconds(owner, "mtbf_seconds", self.mtbf_seconds)
+        check_seconds(owner, "every_seconds", self.every_seconds, none_means="not by time")
+        check_int(owner, "keep_last", self.keep_last, minimum=1)
+        check_int(owner, "keep_best", self.keep_best, minimum=0, none_ok=True)
+        check_text(owner, "best_metric", self.best_metric, none_ok=True, what="metric name")
+        if self.keep_best is not None and self.best_metric is None:
+            raise InvalidSettingError(
+                owner,
+                "keep_best",
+                "needs best_metric (the metric that ranks checkpoints); set both or neither",
+                allowed="an integer of 0 or more, with best_metric",
+            )
+        check_choice(owner, "best_mode", self.best_mode, ("min", "max"))
+        check_bool(owner, "async_save", self.async_save)
 
 
 @attrs.frozen(kw_only=True)
 class AttemptSettings:
-    """Timings and limits the worker applies to each attempt."""
+    """Timings and limits the worker applies to each attempt (checked like
+    :class:`CheckpointSettings`)."""
 
     heartbeat_interval: float = 10.0
     """Seconds between heartbeats (and between checks of the cancel and liveness objects)."""
@@ -188,6 +237,16 @@ class AttemptSettings:
     """Upload buffered output at least this often."""
     log_flush_bytes: int = 256 * 1024
     """Upload buffered output as soon as this many bytes are waiting."""
+
+    def __attrs_post_init__(self) -> None:
+        owner = "AttemptSettings"
+        check_seconds(owner, "heartbeat_interval", self.heartbeat_interval)
+        check_seconds(owner, "grace_period", self.grace_period)
+        check_number(owner, "deadline", self.deadline, minimum=0.0, none_ok=True)
+        check_seconds(owner, "orchestrator_timeout", self.orchestrator_timeout, none_means="never")
+        check_text(owner, "api_base_url", self.api_base_url, what="URL")
+        check_seconds(owner, "log_flush_seconds", self.log_flush_seconds)
+        check_int(owner, "log_flush_bytes", self.log_flush_bytes, minimum=1)
 
 
 def _spec_version(inputs: Mapping[str, str], outputs: Sequence[str]) -> int:
@@ -230,13 +289,20 @@ class JobSpec:
     workers read specs that use nothing newer)."""
 
     def __attrs_post_init__(self) -> None:
-        if not self.run_id:
-            raise ValueError("JobSpec.run_id must not be empty")
-        if isinstance(self.command, str):
-            if not self.command.strip():
-                raise ValueError("JobSpec.command must not be empty")
-        elif not self.command:
-            raise ValueError("JobSpec.command must not be empty")
+        owner = "JobSpec"
+        check_text(owner, "run_id", self.run_id, what="run id")
+        check_command(owner, self.command)
+        check_text_map(owner, "env", self.env)
+        check_text_map(owner, "inputs", self.inputs)
+        check_type(owner, "checkpoint", self.checkpoint, CheckpointSettings)
+        check_type(owner, "attempt", self.attempt, AttemptSettings)
+        check_bool(owner, "has_code_bundle", self.has_code_bundle)
+        check_type(owner, "outputs", self.outputs, tuple, "a list of paths")
+        for path in self.outputs:
+            check_text(owner, "outputs", path, what="path")
+        check_text(owner, "name", self.name, none_ok=True)
+        check_number(owner, "created_at", self.created_at, none_ok=True)
+        check_int(owner, "version", self.version, minimum=1)
 
 
 @attrs.frozen(kw_only=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
@@ -12,13 +12,27 @@ import attrs
 from vastkit._provision import (
     InstanceTimeouts,
 )
+from vastkit._validate import (
+    InvalidSettingError,
+    check_command,
+    check_int,
+    check_json_options,
+    check_number,
+    check_seconds,
+    check_text,
+    check_text_map,
+    check_type,
+    fspath_or_none,
+    short_repr,
+)
 from vastkit._yaml import Document, did_you_mean, load_document, read_source
 from vastkit.artifacts import (
     check_inputs,
     check_outputs,
 )
+from vastkit.errors import ConfigError
 from vastkit.outbid import OutbidPolicy
-from vastkit.profiles import GpuProfile, load_profiles
+from vastkit.profiles import MIN_DISK_GB, GpuProfile, load_profiles
 from vastkit.rundir import (
     CheckpointSettings,
 )
@@ -33,16 +47,6 @@ JobStatus = Literal["succeeded", "failed", "budget_exceeded", "timed_out", "canc
 _STATUSES: tuple[str, ...] = ("succeeded", "failed", "budget_exceeded", "timed_out", "cancelled")
 
 
-def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (isinstance(value, int | float) and value > 0):
-        raise ValueError(f"{attribute.name} must be greater than 0 (got {value!r})")
-
-
-def _optional_positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None:
-        _positive(instance, attribute, value)
-
-
 # --------------------------------------------------------------------------------------------
 # Settings and the job
 
@@ -51,40 +55,70 @@ def _optional_positive(instance: Any, attribute: attrs.Attribute[Any], value: An
 class JobTimeouts:
     """Deadlines and pacing of a job, in seconds of the orchestrator's clock."""
 
-    poll_interval: float = attrs.field(default=15.0, validator=_positive)
+    poll_interval: float = attrs.field(default=15.0)
     """Time between two looks at the job (one instance list, one heartbeat read)."""
-    provisioning: float = attrs.field(default=600.0, validator=_positive)
+    provisioning: float = attrs.field(default=600.0)
     """Longest an instance may wait for its container, per offer tried."""
-    loading: float = attrs.field(default=1200.0, validator=_positive)
+    loading: float = attrs.field(default=1200.0)
     """Longest the image pull and container start may take, per offer tried."""
-    running: float = attrs.field(default=1800.0, validator=_positive)
+    running: float = attrs.field(default=1800.0)
     """Longest from create to ``running``, per offer tried."""
-    worker_ready: float = attrs.field(default=900.0, validator=_positive)
+    worker_ready: float = attrs.field(default=900.0)
     """Longest from ``running`` to the worker's first heartbeat (installing vastkit included)."""
-    heartbeat_stale: float = attrs.field(default=300.0, validator=_positive)
+    heartbeat_stale: float = attrs.field(default=300.0)
     """A running attempt whose heartbeat has not changed for this long counts as lost."""
-    host_lost_grace: float = attrs.field(default=120.0, validator=_positive)
+    host_lost_grace: float = attrs.field(default=120.0)
     """How long ``offline``/``unknown`` is tolerated before the host counts as lost."""
-    stop_grace: float = attrs.field(default=60.0, validator=_positive)
+    stop_grace: float = attrs.field(default=60.0)
     """How long to wait for the worker to save and report after a stop, before destroying."""
-    destroy: float = attrs.field(default=900.0, validator=_positive)
+    destroy: float = attrs.field(default=900.0)
     """How long a destroy keeps retrying before it raises."""
-    machine_block: float = attrs.field(default=6 * 3600.0, validator=_positive)
+    machine_block: float = attrs.field(default=6 * 3600.0)
     """How long a machine that failed the job stays blocked (in the ledger)."""
-    relaunch_delay: float = attrs.field(default=5.0, validator=_positive)
+    relaunch_delay: float = attrs.field(default=5.0)
     """Pause before looking for offers again when none qualified or every one failed."""
-    no_offer_wait: float = attrs.field(default=900.0, validator=_positive)
+    no_offer_wait: float = attrs.field(default=900.0)
     """How long a relaunch keeps looking for a qualifying offer before the job fails."""
-    max_duration: float | None = attrs.field(default=None, validator=_optional_positive)
+    max_duration: float | None = attrs.field(default=None)
     """The job's wall-clock limit (default: the profile's ``max_duration_hours``)."""
-    heartbeat_interval: float = attrs.field(default=10.0, validator=_positive)
+    heartbeat_interval: float = attrs.field(default=10.0)
     """How often the worker writes its heartbeat."""
-    worker_grace: float = attrs.field(default=30.0, validator=_positive)
+    worker_grace: float = attrs.field(default=30.0)
     """How long the command gets to save after SIGTERM before the worker kills it."""
     orchestrator_timeout: float | None = attrs.field(default=900.0)
     """Silence of the orchestrator after which the worker destroys its own instance."""
-    log_flush_seconds: float = attrs.field(default=5.0, validator=_positive)
+    log_flush_seconds: float = attrs.field(default=5.0)
     """How often the worker uploads the command's output."""
+
+    def __attrs_post_init__(self) -> None:
+        owner = "JobTimeouts"
+        for field in attrs.fields(JobTimeouts):
+            if field.name == "max_duration":
+                check_seconds(owner, field.name, self.max_duration, none_means="the profile's")
+            elif field.name == "orchestrator_timeout":
+                check_seconds(owner, field.name, self.orchestrator_timeout, none_means="never")
+            else:
+                check_seconds(owner, field.name, getattr(self, field.name))
+        if self.heartbeat_stale <= self.heartbeat_interval:
+            raise InvalidSettingError(
+                owner,
+                "heartbeat_stale",
+                f"must be longer than heartbeat_interval ({self.heartbeat_interval:g} s), or "
+                f"every attempt counts as lost (got {self.heartbeat_stale:g})",
+                allowed="seconds greater than heartbeat_interval",
+            )
+        if (
+            self.orchestrator_timeout is not None
+            and self.orchestrator_timeout <= 2 * self.poll_interval
+        ):
+            raise InvalidSettingError(
+                owner,
+                "orchestrator_timeout",
+                f"must be longer than two poll intervals ({2 * self.poll_interval:g} s): the "
+                "orchestrator shows it is alive once a poll, and a worker that hears nothing "
+                f"for this long destroys its own instance (got {self.orchestrator_timeout:g})",
+                allowed="seconds greater than 2 x poll_interval, or null (never)",
+            )
 
     def instance_timeouts(self) -> InstanceTimeouts:
         """The per-phase deadlines as the lifecycle layer takes them."""
@@ -99,29 +133,39 @@ class JobTimeouts:
         )
 
 
-def _command(value: Any) -> str | tuple[str, ...]:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+def _command(value: Any) -> Any:
+    if isinstance(value, list):
         return tuple(value)
-    raise TypeError(f"command must be a string or a list of strings (got {value!r})")
+    return value
 
 
-def _check_command(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if (isinstance(value, str) and not value.strip()) or not value:
-        raise ValueError("command must not be empty")
+def _str_map(value: Any) -> Any:
+    """YAML scalars (``SEED: 1``) become text; anything else is left for the checks."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        return value
+    return {
+        k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+        for k, v in value.items()
+    }
 
 
-def _str_map(value: Any) -> Mapping[str, str]:
-    return {str(k): str(v) for k, v in dict(value or {}).items()}
-
-
-def _paths(value: Any) -> tuple[str, ...]:
+def _paths(value: Any) -> Any:
     if value is None:
         return ()
     if isinstance(value, str | os.PathLike):
         return (os.fspath(value),)
-    return tuple(os.fspath(v) for v in value)
+    if isinstance(value, list | tuple):
+        return tuple(fspath_or_none(v) for v in value)
+    return value
+
+
+def _path_map(value: Any) -> Any:
+    value = _str_map(value)
+    if isinstance(value, Mapping):
+        return {k: fspath_or_none(v) for k, v in value.items()}
+    return value
 
 
 @attrs.frozen(kw_only=True)
@@ -143,7 +187,7 @@ class Job:
 
     name: str = attrs.field()
     """A human name (shown in events, the ledger and the cost report)."""
-    command: str | tuple[str, ...] = attrs.field(converter=_command, validator=_check_command)
+    command: str | tuple[str, ...] = attrs.field(converter=_command)
     """The command the worker runs: an argv list, or a string run by ``/bin/sh -c``."""
     profile: str | GpuProfile
     """A profile name (built-in, or from ``run_job(profiles=...)``) or a
@@ -153,7 +197,7 @@ class Job:
     directory is ``<store_url>/<run_id>``."""
     image: str | None = None
     """The Docker image (default: the profile's image, else Vast's base image)."""
-    workdir: str | None = None
+    workdir: str | None = attrs.field(default=None, converter=fspath_or_none)
     """A local directory to bundle and run the command in on the worker (None: no bundle)."""
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_str_map)
     """Environment variables for the command (written to ``job.json``; not for secrets)."""
@@ -187,7 +231,7 @@ class Job:
     worker_requirement: str | None = None
     """What the onstart pip-installs when the image lacks this vastkit version (default
     ``vastkit[s3]==<version>``; a wheel URL works too)."""
-    inputs: Mapping[str, str] = attrs.field(factory=dict, converter=_str_map)
+    inputs: Mapping[str, str] = attrs.field(factory=dict, converter=_path_map)
     """Name to location: a URL the worker fetches, or a local folder (or file) that is uploaded
     once into the content-addressed dataset cache. The worker fetches each before the command
     starts and sets ``VASTKIT_INPUT_<NAME>`` to its local path (see :mod:`vastkit.artifacts`)."""
@@ -197,38 +241,57 @@ class Job:
     dataset_cache_url: str | None = None
     """Where local inputs are cached (default: a ``datasets`` folder beside ``store_url``)."""
 
-    @name.validator
-    def _check_name(self, attribute: attrs.Attribute[Any], value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("name must be a non-empty string")
-
-    @store_url.validator
-    def _check_store(self, attribute: attrs.Attribute[Any], value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("store_url must be a non-empty string")
-
     def __attrs_post_init__(self) -> None:
-        for field in ("restarts_on_error",):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{field} must be an integer >= 0 (got {value!r})")
-        for field in ("max_attempts", "max_offers"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{field} must be an integer >= 1 (got {value!r})")
-        if self.max_cost_usd is not None and not self.max_cost_usd >= 0:
-            raise ValueError(f"max_cost_usd must be 0 or more (got {self.max_cost_usd!r})")
-        if not isinstance(self.profile, str | GpuProfile):
-            raise TypeError("profile must be a profile name or a GpuProfile")
-        check_inputs(self.inputs)
-        check_outputs(self.outputs)
+        owner = "Job"
+        check_text(owner, "name", self.name)
+        check_command(owner, self.command)
+        if not isinstance(self.profile, GpuProfile):
+            check_text(owner, "profile", self.profile, what="profile name or a GpuProfile")
+        check_text(owner, "store_url", self.store_url, what="URL or folder")
+        check_text(owner, "image", self.image, none_ok=True, what="image name")
+        check_text(owner, "workdir", self.workdir, none_ok=True, what="folder")
+        check_text_map(owner, "env", self.env, secret=True)
+        check_json_options(owner, "storage_options", self.storage_options)
+        check_type(owner, "checkpoint", self.checkpoint, CheckpointSettings)
+        check_text(owner, "project", self.project, none_ok=True)
+        check_text(owner, "team", self.team, none_ok=True, what="team name")
+        check_int(owner, "restarts_on_error", self.restarts_on_error, minimum=0)
+        check_int(owner, "max_attempts", self.max_attempts, minimum=1)
+        check_type(owner, "outbid", self.outbid, OutbidPolicy)
+        check_type(owner, "timeouts", self.timeouts, JobTimeouts)
+        check_number(owner, "max_cost_usd", self.max_cost_usd, minimum=0.0, none_ok=True)
+        check_number(
+            owner,
+            "disk_gb",
+            self.disk_gb,
+            minimum=MIN_DISK_GB,
+            none_ok=True,
+            allowed=f"a number of GB of at least {MIN_DISK_GB:g}, or null (the profile's)",
+        )
+        check_int(owner, "max_offers", self.max_offers, minimum=1)
+        check_text(owner, "worker_requirement", self.worker_requirement, none_ok=True)
+        check_text_map(owner, "inputs", self.inputs)
+        check_type(owner, "outputs", self.outputs, tuple, "a path or a list of paths")
+        for path in self.outputs:
+            check_text(owner, "outputs", path, what="path")
+        check_text(owner, "dataset_cache_url", self.dataset_cache_url, none_ok=True)
+        for field, check in (("inputs", check_inputs), ("outputs", check_outputs)):
+            try:
+                check(getattr(self, field))
+            except ValueError as exc:
+                raise InvalidSettingError(owner, field, f"is wrong: {exc}") from None
 
     def __repr__(self) -> str:
-        # storage_options may hold credentials: never shown.
+        # env and storage_options may hold credentials: only their names are shown.
         profile = self.profile if isinstance(self.profile, str) else self.profile.name
+        hidden = ""
+        for field in ("env", "storage_options"):
+            names = sorted(str(k) for k in getattr(self, field))
+            if names:
+                hidden += f", {field}={{{', '.join(f'{n!r}: ***' for n in names)}}}"
         return (
             f"Job(name={self.name!r}, command={self.command!r}, profile={profile!r}, "
-            f"store_url={self.store_url!r})"
+            f"store_url={self.store_url!r}{hidden})"
         )
 
     @classmethod
@@ -262,9 +325,18 @@ _JOB_KEYS = tuple(a.name for a in attrs.fields(Job))
 _REQUIRED_KEYS = ("name", "command", "profile", "store_url")
 
 
+def _config_error(doc: Document, exc: Exception, *prefix: str) -> ConfigError:
+    """A setting's error as the file's: its problem at the line of its key."""
+    if isinstance(exc, InvalidSettingError):
+        return doc.error(exc.problem, *prefix, *exc.field.split("."))
+    return doc.error(f"'{'.'.join(prefix) or 'job'}': {exc}", *prefix)
+
+
 def _sub(doc: Document, key: str, cls: type[Any], value: Any) -> Any:
     if not isinstance(value, Mapping):
-        raise doc.error(f"'{key}' must be a mapping (got {type(value).__name__})", key)
+        raise doc.error(
+            f"must be a mapping of {cls.__name__} fields (got {short_repr(value)})", key
+        )
     names = [a.name for a in attrs.fields(cls)]
     for sub in value:
         if sub not in names:
@@ -274,24 +346,17 @@ def _sub(doc: Document, key: str, cls: type[Any], value: Any) -> Any:
     try:
         return cls(**dict(value))
     except (TypeError, ValueError) as exc:
-        raise doc.error(f"'{key}': {exc}", key) from None
+        raise _config_error(doc, exc, key) from None
 
 
 def _outbid_from(doc: Document, value: Any) -> OutbidPolicy:
     if isinstance(value, str):
         value = {"action": value}
     if not isinstance(value, Mapping):
-        raise doc.error("'outbid' must be raise, wait, give_up or a mapping", "outbid")
-    names = ("action", "step", "max_bid", "wait_s")
-    for sub in value:
-        if sub not in names:
-            raise doc.error(
-                f"unknown key '{sub}' in 'outbid'{did_you_mean(str(sub), names)}", "outbid", sub
-            )
-    try:
-        return OutbidPolicy(**dict(value))
-    except (TypeError, ValueError) as exc:
-        raise doc.error(f"'outbid': {exc}", "outbid") from None
+        raise doc.error(
+            f"must be raise, wait, give_up or a mapping (got {short_repr(value)})", "outbid"
+        )
+    return _sub(doc, "outbid", OutbidPolicy, value)  # type: ignore[no-any-return]
 
 
 def _job_from_document(doc: Document) -> Job:
@@ -320,9 +385,7 @@ def _job_from_document(doc: Document) -> Job:
     try:
         return Job(**kwargs)
     except (TypeError, ValueError) as exc:
-        message = str(exc)
-        key = next((k for k in _JOB_KEYS if k in message and k in data), None)
-        raise doc.error(f"invalid job: {message}", *((key,) if key else ())) from None
+        raise _config_error(doc, exc) from None
 
 
 # --------------------------------------------------------------------------------------------
