@@ -28,6 +28,7 @@ what was wrong and where; if cattrs accepts what the fast path refused, the two 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, Union, cast, get_args, get_origin
 
@@ -93,6 +94,12 @@ _PREFER_RELIABILITY2: Final = frozenset({Offer, InstanceInfo})
 # --- scalar coercions (shared by the fast path and the cattrs hooks) -------------------------
 
 
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters, for messages about a value of the wrong type."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _c_int(value: Any) -> int:
     kind = type(value)
     if kind is int:
@@ -108,20 +115,27 @@ def _c_int(value: Any) -> int:
         try:
             number = float(text)
         except ValueError:
-            raise ValueError(f"expected an integer, got {value!r}") from None
+            raise ValueError(f"expected an integer, got {_short(value)}") from None
         if number.is_integer():
             return int(number)
-        raise ValueError(f"expected a whole number, got {value!r}")
-    raise TypeError(f"expected an integer, got {value!r}")
+        raise ValueError(f"expected a whole number, got {_short(value)}")
+    raise TypeError(f"expected an integer, got {_short(value)}")
 
 
 def _c_float(value: Any) -> float:
+    """A number; ``NaN``, ``Infinity`` and numbers too large for a float (as infinities) are
+    accepted here and judged by the policy that reads them (the selector drops such offers)."""
     kind = type(value)
     if kind is float:
         return value  # type: ignore[no-any-return]
-    if kind is int or kind is str:
+    if kind is int:
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if kind is str:
         return float(value)
-    raise TypeError(f"expected a number, got {value!r}")
+    raise TypeError(f"expected a number, got {_short(value)}")
 
 
 _TRUE: Final = frozenset({"true", "1", "yes"})
@@ -140,7 +154,7 @@ def _c_bool(value: Any) -> bool:
             return True
         if text in _FALSE:
             return False
-    raise TypeError(f"expected a boolean, got {value!r}")
+    raise TypeError(f"expected a boolean, got {_short(value)}")
 
 
 def _c_str(value: Any) -> str:
@@ -149,7 +163,7 @@ def _c_str(value: Any) -> str:
         return value  # type: ignore[no-any-return]
     if kind is int or kind is float:
         return str(value)
-    raise TypeError(f"expected a string, got {value!r}")
+    raise TypeError(f"expected a string, got {_short(value)}")
 
 
 def _c_stripped(value: Any) -> str | None:
@@ -169,7 +183,7 @@ def _c_env(value: Any) -> dict[str, str]:
                 raise TypeError(f"expected a [key, value] pair, got {pair!r}")
             env[_c_str(pair[0])] = "" if pair[1] is None else _c_str(pair[1])
         return env
-    raise TypeError(f"expected a list of [key, value] pairs, got {value!r}")
+    raise TypeError(f"expected a list of [key, value] pairs, got {_short(value)}")
 
 
 def _c_ports(value: Any) -> dict[str, tuple[PortBinding, ...]]:
@@ -177,7 +191,7 @@ def _c_ports(value: Any) -> dict[str, tuple[PortBinding, ...]]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise TypeError(f"expected an object of port bindings, got {value!r}")
+        raise TypeError(f"expected an object of port bindings, got {_short(value)}")
     ports: dict[str, tuple[PortBinding, ...]] = {}
     for name, bindings in value.items():
         if bindings is None:

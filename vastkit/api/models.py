@@ -27,6 +27,16 @@ __all__ = [
     "User",
 ]
 
+def _env_repr(env: Mapping[str, str]) -> str:
+    """An environment in a repr: the names, never the values (they carry store credentials)."""
+    return "{" + ", ".join(f"{name!r}: '***'" for name in env) + "}"
+
+
+def _hidden_repr(value: str | None) -> str:
+    """A text that may carry secrets (an onstart script exports the environment) in a repr."""
+    return "None" if value is None else f"'<{len(value)} characters>'"
+
+
 HOURS_PER_STORAGE_MONTH = 720.0
 """Vast prices storage per GB per 30-day month: ``$/h = GB x storage_cost / 720``."""
 
@@ -228,10 +238,11 @@ class InstanceInfo:
     """The Docker image (``image_uuid``)."""
     image_runtype: str | None = None
     """The launch mode, e.g. ``"ssh ssh_direc ssh_proxy"``."""
-    env: Mapping[str, str] = attrs.field(factory=dict)
-    """Environment and Docker options (``extra_env``, a list of pairs on the wire)."""
-    onstart: str | None = None
-    """The onstart script."""
+    env: Mapping[str, str] = attrs.field(factory=dict, repr=_env_repr)
+    """Environment and Docker options (``extra_env``, a list of pairs on the wire). A repr shows
+    the names only: the values carry secrets (``VASTKIT_STORAGE_OPTIONS``)."""
+    onstart: str | None = attrs.field(default=None, repr=_hidden_repr)
+    """The onstart script (a repr shows its length only: it may export secrets)."""
     public_ipaddr: str | None = None
     """The machine's public IP address (whitespace stripped)."""
     ssh_host: str | None = None
@@ -339,10 +350,12 @@ class CreateInstanceRequest:
     """Docker image, at most 1,024 characters."""
     disk_gb: float = 10.0
     """Local disk in GB, at least 8; cannot change later."""
-    env: Mapping[str, str] = attrs.field(factory=dict)
-    """Environment variables and Docker options (``{"-p 8080:8080": "1"}``)."""
-    onstart: str | None = None
-    """Onstart script. With ``args``, at most 4,096 characters in all."""
+    env: Mapping[str, str] = attrs.field(factory=dict, repr=_env_repr)
+    """Environment variables and Docker options (``{"-p 8080:8080": "1"}``). A repr shows the
+    names only."""
+    onstart: str | None = attrs.field(default=None, repr=_hidden_repr)
+    """Onstart script. With ``args``, at most 4,096 characters in all. A repr shows its length
+    only."""
     label: str | None = None
     """Instance label, at most 256 characters."""
     price: float | None = None
@@ -351,8 +364,8 @@ class CreateInstanceRequest:
     """How Vast launches the container (``ssh``, ``ssh_direc ssh_proxy``, ``args``, ...)."""
     args: tuple[str, ...] | None = None
     """Entrypoint arguments (for ``runtype="args"``)."""
-    image_login: str | None = None
-    """Registry credentials, ``"-u user -p token registry"``."""
+    image_login: str | None = attrs.field(default=None, repr=_hidden_repr)
+    """Registry credentials, ``"-u user -p token registry"``. A repr shows its length only."""
     cancel_unavail: bool = False
     """Fail with 410 instead of creating a stopped instance when the offer cannot start now."""
     template_hash_id: str | None = None
