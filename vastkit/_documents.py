@@ -7,7 +7,12 @@ in :mod:`vastkit.api`, because the wire format renames fields and must tolerate 
 
 Unknown keys are ignored when reading, so a newer writer's document still loads; a document
 that does not fit its class raises the caller's error type with ``cattrs.transform_error``'s
-readable paths (``$.checkpoint.keep_last``).
+readable paths (``$.checkpoint.keep_last``) and the class's own words for a value it refuses.
+
+Documents that reach a rented machine (``job.json``) are read with ``strict=True``: a scalar
+must already have its field's type (``"maybe"`` is not a bool, ``"3"`` not an int, ``true`` not
+a number), where the plain converter would coerce it, so the worker sees the same values the
+orchestrator checked.
 """
 
 from __future__ import annotations
@@ -16,17 +21,45 @@ import json
 from typing import Any, Literal, TypeVar
 
 import cattrs
+from cattrs.v import format_exception
 
 from vastkit.errors import JobError, VastkitError
 
-__all__ = ["converter", "decode_json", "encode_json", "make_document_converter", "structure"]
+__all__ = [
+    "converter",
+    "decode_json",
+    "encode_json",
+    "make_document_converter",
+    "strict_converter",
+    "structure",
+]
 
 T = TypeVar("T")
 
 
-def make_document_converter() -> cattrs.Converter:
-    """Build the document converter (unknown keys ignored, vastkit's union hooks registered)."""
+def _strict_scalar(cls: type[Any]) -> Any:
+    def hook(value: Any, _: Any) -> Any:
+        fits = isinstance(value, cls) and not (isinstance(value, bool) and cls is not bool)
+        if cls is float:
+            fits = isinstance(value, int | float) and not isinstance(value, bool)
+        if not fits:
+            raise TypeError(f"expected {cls.__name__}, got {type(value).__name__}")
+        return float(value) if cls is float else value
+
+    return hook
+
+
+def make_document_converter(*, strict: bool = False) -> cattrs.Converter:
+    """Build the document converter (unknown keys ignored, vastkit's union hooks registered).
+
+    Args:
+        strict: Scalars are not coerced: a bool, an int, a float or a str must already be one
+            (an int is accepted where a float is expected).
+    """
     conv = cattrs.Converter(forbid_extra_keys=False)
+    if strict:
+        for cls in (bool, int, float, str):
+            conv.register_structure_hook(cls, _strict_scalar(cls))
 
     def structure_command(value: Any, _: Any) -> tuple[str, ...] | str:
         if isinstance(value, str):
@@ -49,16 +82,39 @@ def make_document_converter() -> cattrs.Converter:
 
 converter = make_document_converter()
 """The converter every internal document goes through."""
+strict_converter = make_document_converter(strict=True)
+"""The same converter without coercion of scalars, for documents a worker acts on."""
 
 
-def structure(raw: Any, cls: type[T], where: str, *, error: type[VastkitError] = JobError) -> T:
-    """``raw`` (JSON-able values) as a ``cls``, or ``error`` naming ``where`` and the bad path."""
+def _describe(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, VastkitError | ValueError | TypeError) and str(exc):
+        return str(exc)
+    return format_exception(exc, type_)
+
+
+def structure(
+    raw: Any,
+    cls: type[T],
+    where: str,
+    *,
+    error: type[VastkitError] = JobError,
+    strict: bool = False,
+) -> T:
+    """``raw`` (JSON-able values) as a ``cls``, or ``error`` naming ``where`` and the bad path.
+
+    Args:
+        raw: The decoded JSON.
+        cls: The class to build.
+        where: What holds the document (a URL), for the message.
+        error: The error to raise.
+        strict: Refuse scalars of the wrong type instead of coercing them.
+    """
     try:
-        return converter.structure(raw, cls)
+        return (strict_converter if strict else converter).structure(raw, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
         detail: object = exc
         if isinstance(exc, cattrs.BaseValidationError):
-            detail = "; ".join(cattrs.transform_error(exc, path="$"))
+            detail = "; ".join(cattrs.transform_error(exc, path="$", format_exception=_describe))
         raise error(f"{where} does not hold a valid {cls.__name__}: {detail}") from exc
 
 
@@ -68,7 +124,12 @@ def encode_json(value: Any, *, indent: int | None = 1) -> bytes:
 
 
 def decode_json(
-    data: bytes | str, cls: type[T], where: str, *, error: type[VastkitError] = JobError
+    data: bytes | str,
+    cls: type[T],
+    where: str,
+    *,
+    error: type[VastkitError] = JobError,
+    strict: bool = False,
 ) -> T:
     """Parse a JSON object from ``data`` into a ``cls``; ``error`` names ``where`` otherwise."""
     try:
@@ -77,4 +138,4 @@ def decode_json(
         raise error(f"{where} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise error(f"{where} should hold a JSON object, not {type(raw).__name__}")
-    return structure(raw, cls, where, error=error)
+    return structure(raw, cls, where, error=error, strict=strict)

@@ -598,7 +598,7 @@ class RunDir:
                 f"{where} has format version {version}, but this vastkit ({__version__}) reads "
                 f"up to version {JOB_SPEC_VERSION}: install a newer vastkit on the worker"
             )
-        return decode_json(data, JobSpec, where)
+        return decode_json(data, JobSpec, where, strict=True)
 
     def write_bundle(self, data: bytes) -> None:
         """Write ``code.tar.gz`` (the bytes from :func:`make_bundle`)."""

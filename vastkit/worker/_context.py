@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vastkit._documents import converter as document_converter
+from vastkit._documents import strict_converter
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
 from vastkit.rundir import CheckpointSettings, JobSpec, RunDir
@@ -121,7 +121,7 @@ class WorkerContext:
         copy = self._status_dir / JOB_FILE
         if copy.is_file():
             try:
-                return document_converter.structure(json.loads(copy.read_text()), JobSpec)
+                return strict_converter.structure(json.loads(copy.read_text()), JobSpec)
             except Exception:
                 logger.warning("could not read the job spec copy %s; reading the store", copy)
         try:
