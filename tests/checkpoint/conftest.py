@@ -15,7 +15,9 @@ class FlakyMemoryFileSystem(MemoryFileSystem):
     """``flakymem://``: an in-memory store whose writes can be made to fail or lie.
 
     ``hooks`` maps an operation (``"pipe"``, ``"cat"``) to a function of the path that may raise
-    (to fail the call) or return replacement bytes for a write (to corrupt it silently).
+    (to fail the call) or return replacement bytes for a write (to corrupt it silently), and
+    ``"after"`` to a function of the path and the operation (``"pipe"``, ``"rm"``) called after
+    every change of the store: the moments a kill could land between.
     """
 
     protocol = "flakymem"
@@ -30,6 +32,17 @@ class FlakyMemoryFileSystem(MemoryFileSystem):
             if replaced is not None:
                 value = replaced
         super().pipe_file(path, value, mode=mode, **kwargs)
+        self._after(path, "pipe")
+
+    def _rm(self, path: str) -> None:
+        self.calls.append(("rm", path))
+        super()._rm(path)
+        self._after(path, "rm")
+
+    def _after(self, path: str, op: str) -> None:
+        hook = self.hooks.get("after")
+        if hook is not None:
+            hook(path, op)
 
     def cat_file(self, path: str, start: Any = None, end: Any = None, **kwargs: Any) -> Any:
         self.calls.append(("cat", path))
