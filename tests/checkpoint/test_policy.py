@@ -16,7 +16,9 @@ from vastkit.checkpoint.naming import (
     auto_interval_steps,
     is_due,
     parse_step_dirname,
+    payload_name,
     select_retained,
+    split_step_entries,
     step_dirname,
     young_daly_seconds,
 )
@@ -31,6 +33,42 @@ def test_step_names_round_trip(step: int) -> None:
     assert name.startswith("step-")
     assert parse_step_dirname(name) == step
     assert parse_step_dirname(f"bucket/run/checkpoints/{name}/") == step
+
+
+stray_names = st.one_of(
+    st.integers(min_value=0, max_value=10**11 - 1).map(lambda n: f"step-{n}"),  # unpadded
+    st.text("abcxyz-_.0123456789", min_size=1, max_size=12).filter(lambda t: not t.startswith(".")),
+    st.sampled_from(["tmp", "step-", "step-abc", "step-0004x", "notes.txt", "STEP-000000000001"]),
+)
+
+
+@given(st.sets(steps, max_size=8), st.lists(stray_names, max_size=8))
+def test_strays_are_never_taken_for_steps_and_never_hide_one(
+    real: set[int], strays: list[str]
+) -> None:
+    names = [f"b/run/checkpoints/{step_dirname(s)}" for s in real]
+    names += [f"b/run/checkpoints/{n}" for n in strays]
+    names += ["b/run/checkpoints/latest", "b/run/checkpoints/.latest.tmp-abc"]
+    found, ignored = split_step_entries(reversed(names))
+    assert set(found) == real
+    for step in real:
+        assert found[step] == f"b/run/checkpoints/{step_dirname(step)}"
+    assert set(ignored) | set(found.values()) == set(names) - {
+        "b/run/checkpoints/latest",
+        "b/run/checkpoints/.latest.tmp-abc",
+    }
+    assert not set(ignored) & set(found.values())
+
+
+@given(st.lists(st.sampled_from(["state.pt", "state-1a.pt", "state-2b.pt"]), max_size=3))
+def test_a_resave_payload_never_reuses_a_name_of_the_commit_it_replaces(
+    replacing: list[str],
+) -> None:
+    name = payload_name(replacing, "c3")
+    assert name not in replacing
+    assert name in ("state.pt", "state-c3.pt")
+    with pytest.raises(ValueError, match="token"):
+        payload_name(replacing, "../x")
 
 
 @given(steps, steps)
