@@ -273,12 +273,8 @@ def check_text_map(owner: str, field: str, value: Any, *, secret: bool = False) 
         if not isinstance(item, str) or "\x00" in item:
             shown = f"a {type(item).__name__}" if secret else short_repr(item)
             cls = SettingTypeError if not isinstance(item, str) else InvalidSettingError
-            raise cls(
-                owner,
-                field,
-                f"must map {key!r} to text without NUL bytes (got {shown})",
-                allowed=allowed,
-            )
+            problem = f"must be text without NUL bytes (got {shown})"
+            raise cls(owner, f"{field}.{key}", problem, allowed=allowed)
 
 
 def check_json_options(owner: str, field: str, value: Any) -> None:

@@ -359,6 +359,20 @@ def _outbid_from(doc: Document, value: Any) -> OutbidPolicy:
     return _sub(doc, "outbid", OutbidPolicy, value)  # type: ignore[no-any-return]
 
 
+def _inline_profile(doc: Document, data: Mapping[str, Any], value: Mapping[Any, Any]) -> GpuProfile:
+    """A ``profile:`` mapping written in the job file; its errors name the job file's line."""
+    pname = str(data.get("name", "job")).strip() or "job"
+    try:
+        return load_profiles({"profiles": {pname: dict(value)}})[pname]
+    except ConfigError as exc:
+        # load_profiles saw a bare mapping ("<dict>"): point at the key in this file instead.
+        prefix = f"profiles.{pname}"
+        rest = (
+            (exc.key or "")[len(prefix) :].strip(".") if (exc.key or "").startswith(prefix) else ""
+        )
+        raise doc.error(exc.message, "profile", *([rest] if rest else [])) from None
+
+
 def _job_from_document(doc: Document) -> Job:
     data = doc.data
     if not isinstance(data, Mapping):
@@ -378,8 +392,7 @@ def _job_from_document(doc: Document) -> Job:
         elif key == "outbid":
             kwargs[key] = _outbid_from(doc, value)
         elif key == "profile" and isinstance(value, Mapping):
-            pname = str(data.get("name", "job")).strip() or "job"
-            kwargs[key] = load_profiles({"profiles": {pname: dict(value)}})[pname]
+            kwargs[key] = _inline_profile(doc, data, value)
         else:
             kwargs[key] = value
     try:
