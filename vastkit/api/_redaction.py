@@ -15,7 +15,9 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import Any, Final
 
-__all__ = ["REDACTED", "Redactor"]
+import httpx
+
+__all__ = ["REDACTED", "Redactor", "request_without_key"]
 
 REDACTED: Final = "[redacted]"
 """What a key is replaced with."""
@@ -26,6 +28,15 @@ _EXCEPTION_FIELDS: Final = ("message", "msg", "error", "body", "errors", "answer
 _MAX_WALK: Final = 200
 """The deepest value :meth:`Redactor.value` walks into; deeper parts are replaced whole (the
 transport refuses bodies nested deeper than this long before)."""
+
+
+def request_without_key(request: httpx.Request) -> httpx.Request:
+    """A copy of ``request`` to attach to responses and errors: its ``Authorization`` header
+    says ``Bearer [redacted]``. The request that was sent is left as it is."""
+    headers = request.headers.copy()
+    if "Authorization" in headers:
+        headers["Authorization"] = f"Bearer {REDACTED}"
+    return httpx.Request(request.method, request.url, headers=headers, content=request.content)
 
 
 def _spellings(key: str) -> list[str]:
@@ -117,8 +128,9 @@ class Redactor:
 
     def exception(self, exc: BaseException) -> BaseException:
         """Scrub ``exc`` in place: its args, notes and the text fields of vastkit's API errors
-        (``message``, ``msg``, ``error``, ``body``, ``errors``, ``answer``, ``route``), then the
-        same for every exception it was chained from. Returns ``exc``."""
+        (``message``, ``msg``, ``error``, ``body``, ``errors``, ``answer``, ``route``), and the
+        ``Authorization`` header of the request it carries (replaced by a copy), then the same
+        for every exception it was chained from. Returns ``exc``."""
         for item in _chain(exc):
             self._scrub_one(item)
         return exc
@@ -134,6 +146,10 @@ class Redactor:
         for name in _EXCEPTION_FIELDS:
             if name in vars(exc):
                 setattr(exc, name, self.value(vars(exc)[name]))
+        for name in ("request", "_request"):  # vastkit's errors, then httpx's
+            request = vars(exc).get(name)
+            if isinstance(request, httpx.Request) and "Authorization" in request.headers:
+                setattr(exc, name, request_without_key(request))
 
 
 def _chain(exc: BaseException) -> Iterable[BaseException]:

@@ -40,7 +40,7 @@ from typing import Any, Final
 import httpx
 
 from vastkit._version import __version__
-from vastkit.api._redaction import REDACTED, Redactor
+from vastkit.api._redaction import Redactor, request_without_key
 from vastkit.clock import Clock
 from vastkit.errors import (
     APIConnectionError,
@@ -271,15 +271,6 @@ def _summarise_text(text: str, content_type: str) -> str:
             return " ".join(title.group(1).split())
         return " ".join(_TAGS.sub(" ", stripped).split())[:200] or "an HTML page"
     return stripped[:500]
-
-
-def _without_key(request: httpx.Request) -> httpx.Request:
-    """A copy of ``request`` to attach to responses and errors: its ``Authorization`` header
-    says ``Bearer [redacted]``."""
-    headers = request.headers.copy()
-    if "Authorization" in headers:
-        headers["Authorization"] = f"Bearer {REDACTED}"
-    return httpx.Request(request.method, request.url, headers=headers, content=request.content)
 
 
 _STATUS_CLASSES: Final[Mapping[int, type[APIStatusError]]] = {
@@ -586,11 +577,13 @@ class Transport:
             ResponseDecodingError: The body could not be decompressed.
             ResponseTooLargeError: The body is longer than the limit.
         """
-        shown = _without_key(request)
+        shown = request_without_key(request)
         try:
             response = self.http.send(request, stream=True)
         except httpx.TransportError as exc:
             raise self._connection_error(exc, shown, method, path) from exc
+        except httpx.DecodingError as exc:  # a transport that decodes while it sends
+            raise self._decoding_error(exc, shown, method, path, "?") from exc
         except httpx.HTTPError as exc:  # a redirect loop, a stream error: no usable answer
             raise APIConnectionError(
                 f"{method} {path} failed: {self.redact(str(exc)) or type(exc).__name__}",
@@ -637,11 +630,8 @@ class Transport:
                     )
                 chunks.append(chunk)
         except httpx.DecodingError as exc:
-            encoding = response.headers.get("content-encoding", "?")
-            raise ResponseDecodingError(
-                f"{method} {path} answered {response.status_code} with a body that cannot be "
-                f"decoded (Content-Encoding: {self.redact(encoding)[:40]})",
-                request=shown,
+            raise self._decoding_error(
+                exc, shown, method, path, response.headers.get("content-encoding", "?")
             ) from exc
         except httpx.TransportError as exc:
             raise self._connection_error(exc, shown, method, path) from exc
@@ -651,6 +641,15 @@ class Transport:
                 request=shown,
             ) from exc
         return b"".join(chunks)
+
+    def _decoding_error(
+        self, exc: httpx.DecodingError, shown: httpx.Request, method: str, path: str, encoding: str
+    ) -> ResponseDecodingError:
+        return ResponseDecodingError(
+            f"{method} {path} answered with a body that cannot be decoded "
+            f"(Content-Encoding: {self.redact(encoding)[:40]}): {self.redact(str(exc))[:200]}",
+            request=shown,
+        )
 
     def _connection_error(
         self, exc: httpx.TransportError, request: httpx.Request, method: str, path: str
