@@ -651,14 +651,20 @@ class Provisioner:
         now = self.clock.now()
         if failure.contract is not None:
             gone = failure.destroyed_at if failure.destroyed_at is not None else now
-            self.ledger.complete_intent(ticket.intent_id, instance_id=failure.contract, at=now)
+            self.ledger.complete_intent(
+                ticket.intent_id, instance_id=failure.contract, at=now, fence=self.fence
+            )
             self.ledger.update_attempt(
-                ticket.attempt_id, instance_id=failure.contract, created_at=now
+                ticket.attempt_id, instance_id=failure.contract, created_at=now, fence=self.fence
             )
             self.ended(ticket, failure.kind.value, when=gone)
             return
-        self.ledger.complete_intent(ticket.intent_id, error=failure.kind.value, at=now)
-        self.ledger.update_attempt(ticket.attempt_id, end_reason=failure.kind.value, ended_at=now)
+        self.ledger.complete_intent(
+            ticket.intent_id, error=failure.kind.value, at=now, fence=self.fence
+        )
+        self.ledger.update_attempt(
+            ticket.attempt_id, end_reason=failure.kind.value, ended_at=now, fence=self.fence
+        )
 
     def ended(self, ticket: AttemptTicket, reason: str, *, when: float) -> None:
         """Record that the attempt's instance is confirmed gone at ``when``."""
@@ -706,6 +712,7 @@ class Provisioner:
             reason=f"{reason}: {detail}" if detail else reason,
             for_s=for_s,
             at=self.clock.now(),
+            fence=self.fence,
         )
 
     # -- the create ----------------------------------------------------------------------------

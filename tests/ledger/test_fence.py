@@ -96,3 +96,46 @@ def test_a_create_that_raced_a_takeover_is_recorded_on_the_old_attempt(ledger: L
     assert record.destroyed_at == NOW + 370
     assert record.cost_usd == pytest.approx(0.001)
     assert ledger.pending_intents() == []
+
+
+def test_every_job_write_of_a_stale_driver_is_refused_and_writes_nothing(ledger: Ledger) -> None:
+    """Not only the money rows: the run's record and end, phase marks, the bid, the create
+    intent's closing and machine blocks all check the fence in their transaction."""
+    ledger.enqueue("job-1", name="j", spec={}, at=NOW)
+    first = _claim(ledger, "a" * 8, NOW)
+    ledger.record_run("job-1", name="j", at=NOW, fence=first)
+    intent, attempt = _begin(ledger, first, 1)
+    ledger.mark_phase(attempt, "loading", at=NOW + 1, fence=first)
+    second = _claim(ledger, "b" * 8, NOW + TTL + 1)
+    before = (
+        ledger.get_run("job-1"),
+        ledger.get_attempt(attempt),
+        ledger.intents("job-1"),
+        ledger.blocked_machines(now=NOW + 20),
+    )
+
+    writes = {
+        "record_run": lambda: ledger.record_run("job-2", name="j", at=NOW, fence=first),
+        "update_run": lambda: ledger.update_run("job-1", status="running", fence=first),
+        "end_run": lambda: ledger.end_run("job-1", "failed", at=NOW + 20, fence=first),
+        "mark_phase": lambda: ledger.mark_phase(attempt, "running", at=NOW + 20, fence=first),
+        "bid": lambda: ledger.update_attempt(attempt, bid=0.5, fence=first),
+        "complete_intent": lambda: ledger.complete_intent(intent, error="x", fence=first),
+        "block_machine": lambda: ledger.block_machine(70, reason="x", at=NOW + 20, fence=first),
+    }
+    for name, write in writes.items():
+        with pytest.raises(LeaseLost):
+            write()
+        after = (
+            ledger.get_run("job-1"),
+            ledger.get_attempt(attempt),
+            ledger.intents("job-1"),
+            ledger.blocked_machines(now=NOW + 20),
+        )
+        assert after == before, f"{name} wrote with a stale fence"
+    assert ledger.get_run("job-2") is None
+
+    ledger.end_run("job-1", "succeeded", at=NOW + 30, fence=second)
+    run = ledger.get_run("job-1")
+    assert run is not None
+    assert run.status == "succeeded"

@@ -109,18 +109,21 @@ def adopt(runner: JobRunner) -> None:
         rec = records.get(number)
         if rec is not None and rec.ended_at is None:
             now = runner.clock.now()
-            runner.ledger.add_cost_sample(rec.id, state="destroyed", rate_dph=0.0, at=now)
+            runner.ledger.add_cost_sample(
+                rec.id, state="destroyed", rate_dph=0.0, at=now, fence=runner.fence
+            )
             runner.ledger.update_attempt(
-                rec.id, end_reason="orphaned", ended_at=now, destroyed_at=now
+                rec.id, end_reason="orphaned", ended_at=now, destroyed_at=now, fence=runner.fence
             )
     for number, rec in records.items():
         if rec.ended_at is None and (keep is None or number != keep[1]):
             now = runner.clock.now()
             if rec.instance_id is not None:  # its instance is no longer listed: close the books
-                fence = runner.provisioner.fence
-                runner.ledger.settle_attempt(rec.id, reason="vanished", at=now, fence=fence)
+                runner.ledger.settle_attempt(rec.id, reason="vanished", at=now, fence=runner.fence)
             else:
-                runner.ledger.update_attempt(rec.id, end_reason="vanished", ended_at=now)
+                runner.ledger.update_attempt(
+                    rec.id, end_reason="vanished", ended_at=now, fence=runner.fence
+                )
     # The previous orchestrator may have died between its create and the ledger write: its
     # intents are closed here, with the instance the list found for their label (if any).
     by_label = {inst.label: inst.id for inst, _ in ours if inst.label}
@@ -133,13 +136,14 @@ def adopt(runner: JobRunner) -> None:
             instance_id=found,
             error=None if found is not None else "no instance found after a restart",
             at=runner.clock.now(),
+            fence=runner.fence,
         )
     if keep is None:
         return
     inst, number = keep
     rec = records[number]
     if rec.instance_id is None:
-        runner.ledger.update_attempt(rec.id, instance_id=inst.id)
+        runner.ledger.update_attempt(rec.id, instance_id=inst.id, fence=runner.fence)
     price = ContractPrice(
         gpu_dph=(rec.bid if rec.bid is not None else rec.dph_base) or 0.0,
         storage_dph=rec.storage_dph or 0.0,

@@ -220,11 +220,18 @@ class JobRunner:
         )
         return result
 
+    @property
+    def fence(self) -> Fence | None:
+        """The queue driver's fencing token (None outside a queue): every ledger write checks it."""
+        return self.provisioner.fence
+
     def start(self) -> None:
         job = self.job
         metadata = {"kind": "job", "owner": owner_metadata(), "run_url": self.run_url}
         if self.adopting:
-            self.ledger.update_run(self.run_id, status="running", ended_at=None, metadata=metadata)
+            self.ledger.update_run(
+                self.run_id, status="running", ended_at=None, metadata=metadata, fence=self.fence
+            )
             prior = self.ledger.attempts(self.run_id)
             self.attempt_no = max((a.attempt for a in prior), default=0)
             for a in prior:
@@ -251,6 +258,7 @@ class JobRunner:
                 status="running",
                 metadata=metadata,
                 at=self.started_at,
+                fence=self.fence,
             )
         self.emit(
             "started",
@@ -405,7 +413,7 @@ class JobRunner:
             rate_dph=0.0 if gone else hourly_rate(live.price, live.state),
             at=now,
             extra_usd=extra_usd,
-            fence=self.provisioner.fence,
+            fence=self.fence,
         )
         live.recorded_at = now
 
@@ -438,7 +446,7 @@ class JobRunner:
 
     def end_run(self, status: str) -> None:
         try:
-            self.ledger.end_run(self.run_id, status, at=self.clock.now())
+            self.ledger.end_run(self.run_id, status, at=self.clock.now(), fence=self.fence)
         except ValueError:
             pass
 

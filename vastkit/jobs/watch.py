@@ -39,7 +39,7 @@ def wait_running(runner: JobRunner, live: LiveAttempt) -> None:
         if phase != seen_phase[0]:
             seen_phase[0] = phase
             if phase == "loading":
-                runner.ledger.mark_phase(live.ledger_id, "loading", at=now)
+                runner.ledger.mark_phase(live.ledger_id, "loading", at=now, fence=runner.fence)
             runner.emit("phase", f"instance {live.instance_id}: {phase}", live=live)
         runner.check_limits(live)
         runner.beat()
@@ -59,7 +59,7 @@ def wait_running(runner: JobRunner, live: LiveAttempt) -> None:
         runner.observe(live, outcome.instance)
     live.running_at = now
     live.beat_changed = now
-    runner.ledger.mark_phase(live.ledger_id, "running", at=now)
+    runner.ledger.mark_phase(live.ledger_id, "running", at=now, fence=runner.fence)
     runner.emit(
         "running",
         f"instance {live.instance_id} is running; waiting for the worker",
@@ -122,7 +122,7 @@ def read_worker(runner: JobRunner, live: LiveAttempt, now: float) -> None:
 def on_heartbeat(runner: JobRunner, live: LiveAttempt, beat: Heartbeat, now: float) -> None:
     if live.ready_at is None:
         live.ready_at = now
-        runner.ledger.mark_phase(live.ledger_id, "ready", at=now)
+        runner.ledger.mark_phase(live.ledger_id, "ready", at=now, fence=runner.fence)
         runner.emit(
             "worker_ready",
             f"attempt {live.number}: the worker runs the command on machine {live.machine_id}",
@@ -229,7 +229,7 @@ def on_outbid(runner: JobRunner, live: LiveAttempt, view: InstanceInfo, now: flo
         live.meter.reprice(runner.clock.now(), attrs.evolve(live.price, gpu_dph=decision.bid))
         live.bid = decision.bid
         live.raised_for_outbid = True
-        runner.ledger.update_attempt(live.ledger_id, bid=decision.bid)
+        runner.ledger.update_attempt(live.ledger_id, bid=decision.bid, fence=runner.fence)
         runner.sample(live)
         runner.emit("bid_raised", f"instance {live.instance_id}: {decision.reason}", live=live)
     elif decision.action == "give_up":

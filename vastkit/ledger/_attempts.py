@@ -147,24 +147,41 @@ class AttemptsTable(Tables):
                 "(record the run first; attempt numbers are unique per run)"
             ) from exc
 
-    def update_attempt(self, attempt_id: int, **fields: Any) -> None:
+    def update_attempt(self, attempt_id: int, *, fence: Fence | None = None, **fields: Any) -> None:
         """Change fields of an attempt (a phase timestamp, ``instance_id``, ``end_reason``...).
+
+        Args:
+            attempt_id: The attempt.
+            fence: A queue driver's fencing token: write only while it holds the job.
+            **fields: The columns to set.
 
         Raises:
             ValueError: An unknown field, or no such attempt.
             LedgerError: The write failed.
+            LeaseLost: ``fence`` no longer holds its job (nothing was written).
         """
         _check_attempt_fields(fields)
         self._update(
-            "attempts", "id", attempt_id, fields, missing=f"no attempt {attempt_id} in the ledger"
+            "attempts",
+            "id",
+            attempt_id,
+            fields,
+            missing=f"no attempt {attempt_id} in the ledger",
+            fence=fence,
         )
 
-    def mark_phase(self, attempt_id: int, phase: str, *, at: float | None = None) -> None:
-        """Set one phase timestamp (``"running_at"`` or just ``"running"``) to ``at`` (now)."""
+    def mark_phase(
+        self, attempt_id: int, phase: str, *, at: float | None = None, fence: Fence | None = None
+    ) -> None:
+        """Set one phase timestamp (``"running_at"`` or just ``"running"``) to ``at`` (now).
+
+        Raises:
+            LeaseLost: ``fence`` no longer holds its job (nothing was written).
+        """
         column = phase if phase.endswith("_at") else f"{phase}_at"
         if column not in ATTEMPT_PHASES:
             raise ValueError(f"unknown phase '{phase}'; phases: {', '.join(ATTEMPT_PHASES)}")
-        self.update_attempt(attempt_id, **{column: self._now(at)})
+        self.update_attempt(attempt_id, fence=fence, **{column: self._now(at)})
 
     def get_attempt(self, attempt_id: int) -> AttemptRecord | None:
         """Return one attempt with its cost so far, or None."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vastkit.ledger._db import Tables
+from vastkit.ledger._fence import Fence, check_fence
 from vastkit.ledger._records import BlockedMachine, from_row
 
 __all__ = ["BlocksTable"]
@@ -18,6 +19,7 @@ class BlocksTable(Tables):
         reason: str,
         for_s: float = 6 * 3600.0,
         at: float | None = None,
+        fence: Fence | None = None,
     ) -> BlockedMachine:
         """Block a machine for ``for_s`` seconds (extending an existing block, never shortening).
 
@@ -26,6 +28,7 @@ class BlocksTable(Tables):
             reason: Why (``"image pull failed"``, ``"host lost"``...).
             for_s: How long.
             at: The time; default now.
+            fence: A queue driver's fencing token: write only while it holds its job.
 
         Returns:
             The block as stored.
@@ -33,11 +36,13 @@ class BlocksTable(Tables):
         Raises:
             ValueError: A non-positive duration.
             LedgerError: The write failed.
+            LeaseLost: ``fence`` no longer holds its job (nothing was written).
         """
         if for_s <= 0:
             raise ValueError(f"for_s must be positive (got {for_s})")
         now = self._now(at)
         with self._db.write() as tx:
+            check_fence(tx, fence)
             tx.execute(
                 "INSERT INTO blocked_machines (machine_id, reason, blocked_at, expires_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (machine_id) DO UPDATE SET "

@@ -22,12 +22,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import LedgerError
 from vastkit.ledger._schema import MIGRATIONS, SCHEMA_VERSION, new_ledger_id
 from vastkit.retry import RetryPolicy, retry_call
+
+if TYPE_CHECKING:
+    from vastkit.ledger._fence import Fence
 
 __all__ = [
     "Database",
@@ -314,16 +317,27 @@ class Tables:
         return self._clock.now() if at is None else float(at)
 
     def _update(
-        self, table: str, key_column: str, key: object, fields: Mapping[str, Any], *, missing: str
+        self,
+        table: str,
+        key_column: str,
+        key: object,
+        fields: Mapping[str, Any],
+        *,
+        missing: str,
+        fence: Fence | None = None,
     ) -> None:
         """Set ``fields`` on the row of ``table`` whose ``key_column`` is ``key``.
 
-        Nothing happens when ``fields`` is empty; ``ValueError(missing)`` when there is no row.
+        Nothing happens when ``fields`` is empty; ``ValueError(missing)`` when there is no row;
+        :class:`~vastkit.ledger.LeaseLost` (nothing written) when ``fence`` no longer holds.
         """
         if not fields:
             return
+        from vastkit.ledger._fence import check_fence  # _fence imports this module
+
         columns = ", ".join(f"{name} = ?" for name in fields)
         with self._db.write() as tx:
+            check_fence(tx, fence)
             changed = tx.execute(
                 f"UPDATE {table} SET {columns} WHERE {key_column} = ?", (*fields.values(), key)
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from vastkit.errors import LedgerError
 from vastkit.ledger._db import RowConflict, Tables, equal
+from vastkit.ledger._fence import Fence
 from vastkit.ledger._records import CreateIntent, from_row
 
 __all__ = ["IntentsTable"]
@@ -47,6 +48,7 @@ class IntentsTable(Tables):
         instance_id: int | None = None,
         error: str | None = None,
         at: float | None = None,
+        fence: Fence | None = None,
     ) -> None:
         """Close an intent: ``completed`` with the instance id, or ``failed`` with an error.
 
@@ -66,6 +68,7 @@ class IntentsTable(Tables):
                 "completed_at": self._now(at),
             },
             missing=f"no create intent {intent_id} in the ledger",
+            fence=fence,
         )
 
     def pending_intents(self) -> list[CreateIntent]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from vastkit.ledger._db import Row, Tables, equal
+from vastkit.ledger._fence import Fence, check_fence
 from vastkit.ledger._records import RunRecord, from_row
 
 __all__ = ["RunsTable"]
@@ -34,6 +35,7 @@ class RunsTable(Tables):
         status: str = "pending",
         metadata: Mapping[str, Any] | None = None,
         at: float | None = None,
+        fence: Fence | None = None,
     ) -> RunRecord:
         """Record a new run, or return it unchanged if ``run_id`` is already recorded.
 
@@ -46,6 +48,7 @@ class RunsTable(Tables):
             status: The initial status.
             metadata: Extra JSON-serialisable facts.
             at: The time; default now.
+            fence: A queue driver's fencing token: write only while it holds the job.
 
         Returns:
             The run as stored.
@@ -58,6 +61,7 @@ class RunsTable(Tables):
             raise ValueError("run_id must not be empty")
         meta = json.dumps(dict(metadata or {}), sort_keys=True)
         with self._db.write() as tx:
+            check_fence(tx, fence)
             tx.execute(
                 "INSERT INTO runs (run_id, name, project, team, profile, status, created_at, "
                 "metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
@@ -67,7 +71,7 @@ class RunsTable(Tables):
         assert row is not None
         return _run(row)
 
-    def update_run(self, run_id: str, **fields: Any) -> None:
+    def update_run(self, run_id: str, *, fence: Fence | None = None, **fields: Any) -> None:
         """Change fields of a run (``status``, ``ended_at``, ``metadata``, ...).
 
         Raises:
@@ -79,11 +83,24 @@ class RunsTable(Tables):
             raise ValueError(f"unknown run field(s): {', '.join(sorted(unknown))}")
         if "metadata" in fields:
             fields["metadata"] = json.dumps(dict(fields["metadata"] or {}), sort_keys=True)
-        self._update("runs", "run_id", run_id, fields, missing=f"no run '{run_id}' in the ledger")
+        self._update(
+            "runs",
+            "run_id",
+            run_id,
+            fields,
+            missing=f"no run '{run_id}' in the ledger",
+            fence=fence,
+        )
 
-    def end_run(self, run_id: str, status: str, *, at: float | None = None) -> None:
-        """Mark a run ended with ``status`` (``succeeded``, ``failed``, ``budget_exceeded``...)."""
-        self.update_run(run_id, status=status, ended_at=self._now(at))
+    def end_run(
+        self, run_id: str, status: str, *, at: float | None = None, fence: Fence | None = None
+    ) -> None:
+        """Mark a run ended with ``status`` (``succeeded``, ``failed``, ``budget_exceeded``...).
+
+        Raises:
+            LeaseLost: ``fence`` no longer holds its job (nothing was written).
+        """
+        self.update_run(run_id, fence=fence, status=status, ended_at=self._now(at))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """Return a run, or None."""
