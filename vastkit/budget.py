@@ -17,11 +17,18 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import attrs
 
-from vastkit._yaml import Document, did_you_mean, load_document, read_source
+from vastkit._yaml import (
+    ConfigTypeError,
+    ConfigValueError,
+    Document,
+    did_you_mean,
+    load_document,
+    read_source,
+)
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import BudgetExceededError, ConfigError
 from vastkit.money import worst_case_usd
@@ -43,6 +50,22 @@ logger = logging.getLogger("vastkit.budget")
 Period = Literal["total", "monthly", "daily"]
 _PERIODS: tuple[str, ...] = ("total", "monthly", "daily")
 DEFAULT_WARN_AT: tuple[float, ...] = (0.5, 0.8, 0.95)
+_SCOPES: tuple[str, ...] = ("team", "project", "job")
+_MAX_INT = 2**63
+
+
+def _amount(key: str, value: Any, *, positive: bool = False) -> float:
+    """``value`` as a finite float, 0 or more (more than 0 if ``positive``), else a typed error."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigTypeError(key, f"{key} must be a number (got {value!r:.60})")
+    if isinstance(value, int) and abs(value) >= _MAX_INT:
+        raise ConfigValueError(key, f"{key} is out of range (got {value!r:.60})")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "positive" if positive else "0 or more"
+        raise ConfigValueError(key, f"{key} must be {bound} (got {value!r})")
+    return float(value)
+
+
 # --- budgets.yaml ------------------------------------------------------------------------------
 
 
@@ -89,12 +112,29 @@ class Budget:
     team: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        if not (math.isfinite(self.limit_usd) and self.limit_usd >= 0):
-            raise ValueError(f"limit_usd must be 0 or more (got {self.limit_usd})")
+        if self.scope not in _SCOPES:
+            raise ConfigValueError(
+                "scope", f"scope must be one of {', '.join(_SCOPES)} (got {self.scope!r:.60})"
+            )
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigTypeError("name", f"name must be non-empty text (got {self.name!r:.60})")
+        _amount("limit_usd", self.limit_usd)
         if self.period not in _PERIODS:
-            raise ValueError(f"period must be one of {', '.join(_PERIODS)} (got {self.period!r})")
+            raise ConfigValueError(
+                "period", f"period must be one of {', '.join(_PERIODS)} (got {self.period!r:.60})"
+            )
+        if not isinstance(self.warn_at, tuple) or any(
+            isinstance(w, bool) or not isinstance(w, int | float) for w in self.warn_at
+        ):
+            raise ConfigTypeError(
+                "warn_at", f"warn_at must be a tuple of numbers (got {self.warn_at!r:.60})"
+            )
         if any(not 0 < w <= 1 for w in self.warn_at) or list(self.warn_at) != sorted(self.warn_at):
-            raise ValueError(f"warn_at must be ascending fractions in (0, 1] (got {self.warn_at})")
+            raise ConfigValueError(
+                "warn_at", f"warn_at must be ascending fractions in (0, 1] (got {self.warn_at})"
+            )
+        if self.team is not None and (not isinstance(self.team, str) or not self.team):
+            raise ConfigTypeError("team", f"team must be a team name (got {self.team!r:.60})")
 
     @property
     def label(self) -> str:
@@ -177,7 +217,7 @@ def _warn_list(doc: Document, value: Any, *path: str) -> tuple[float, ...]:
         if isinstance(item, bool) or not isinstance(item, int | float) or not 0 < item <= 1:
             raise doc.error(
                 f"warn_at must be fractions of the limit between 0 and 1, like [0.5, 0.8] "
-                f"(got {item!r})",
+                f"(got {item!r:.60})",
                 *path,
             )
         out.append(float(item))
@@ -204,30 +244,46 @@ def _budget(
     if "limit_usd" not in body:
         raise doc.error(f"{what} is missing required key 'limit_usd'", *path)
     limit = body["limit_usd"]
-    if isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit):
-        message = f"{what}: limit_usd must be a number of dollars (got {limit!r})"
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int | float)
+        or (isinstance(limit, int) and abs(limit) >= _MAX_INT)
+        or not math.isfinite(limit)
+    ):
+        message = f"{what}: limit_usd must be a finite number of dollars (got {limit!r:.60})"
         raise doc.error(message, *path, "limit_usd")
     if limit < 0:
         raise doc.error(f"{what}: limit_usd must be 0 or more (got {limit:g})", *path, "limit_usd")
     period = body.get("period", "total")
-    if period not in _PERIODS or (scope == "job" and period != "total"):
+    if (
+        not isinstance(period, str)
+        or period not in _PERIODS
+        or (scope == "job" and period != "total")
+    ):
         allowed_periods = ("total",) if scope == "job" else _PERIODS
         raise doc.error(
-            f"{what}: period must be {' or '.join(allowed_periods)} (got {period!r})"
+            f"{what}: period must be {' or '.join(allowed_periods)} (got {period!r:.60})"
             f"{did_you_mean(str(period), allowed_periods)}",
             *path,
             "period",
         )
     warn = _warn_list(doc, body["warn_at"], *path, "warn_at") if "warn_at" in body else default_warn
     team = body.get("team")
-    if team is not None and not isinstance(team, str):
-        raise doc.error(f"{what}: team must be a team name (got {team!r})", *path, "team")
+    if team is not None and (not isinstance(team, str) or not team.strip()):
+        raise doc.error(f"{what}: team must be a team name (got {team!r:.60})", *path, "team")
     return Budget(
-        scope=scope, name=name, limit_usd=float(limit), period=period, warn_at=warn, team=team
+        scope=scope,
+        name=name,
+        limit_usd=float(limit),
+        period=cast(Period, period),
+        warn_at=warn,
+        team=team,
     )
 
 
-def load_budgets(source: str | os.PathLike[str] | Mapping[str, Any]) -> Budgets:
+def load_budgets(
+    source: str | os.PathLike[str] | Mapping[str, Any] | Document,
+) -> Budgets:
     """Load budgets from a ``budgets.yaml`` file, YAML text or a mapping.
 
     The format::
@@ -241,7 +297,9 @@ def load_budgets(source: str | os.PathLike[str] | Mapping[str, Any]) -> Budgets:
           limit_usd: 50                # any single job
 
     Args:
-        source: A path, YAML text, or an already-parsed mapping.
+        source: A path, YAML text, an already-parsed mapping, or a loaded
+            :class:`~vastkit._yaml.Document` (or a ``sub`` view of one: errors then name its
+            file and lines).
 
     Returns:
         The budgets.
@@ -250,7 +308,9 @@ def load_budgets(source: str | os.PathLike[str] | Mapping[str, Any]) -> Budgets:
         ConfigError: The file is missing, not YAML, or wrong; the message names the file, the line
             and the key, and suggests the nearest valid key for a typo.
     """
-    if isinstance(source, Mapping):
+    if isinstance(source, Document):
+        doc = source
+    elif isinstance(source, Mapping):
         doc = Document(data=source, path="<dict>")
     else:
         text, name = read_source(source, what="budgets")
@@ -376,7 +436,8 @@ class BudgetGuard:
 
     Raises:
         ConfigError: ``project`` or ``team`` has no budget while others do.
-        ValueError: A negative ``job_limit_usd`` or a non-positive ``poll_interval_s``.
+        ValueError: A negative or non-finite ``job_limit_usd``, or a ``poll_interval_s`` that
+            is not a positive finite number (a ConfigError that is also a ValueError).
     """
 
     def __init__(
@@ -391,10 +452,9 @@ class BudgetGuard:
         poll_interval_s: float = 30.0,
         clock: Clock | None = None,
     ) -> None:
-        if poll_interval_s <= 0:
-            raise ValueError(f"poll_interval_s must be positive (got {poll_interval_s})")
-        if job_limit_usd is not None and not job_limit_usd >= 0:
-            raise ValueError(f"job_limit_usd must be 0 or more (got {job_limit_usd})")
+        poll_interval_s = _amount("poll_interval_s", poll_interval_s, positive=True)
+        if job_limit_usd is not None:
+            job_limit_usd = _amount("job_limit_usd", job_limit_usd)
         self._spend = spend
         self._clock: Clock = clock or SystemClock()
         self.project = project
@@ -533,10 +593,11 @@ class BudgetGuard:
             continue, warn (a threshold was crossed since the last check) or stop.
 
         Raises:
-            ValueError: A negative rate or unrecorded amount.
+            ValueError: A negative or non-finite rate or unrecorded amount (a ConfigError that
+                is also a ValueError; a TypeError for a non-number).
         """
-        if rate_dph < 0 or unrecorded_usd < 0:
-            raise ValueError("rate_dph and unrecorded_usd cannot be negative")
+        rate_dph = _amount("rate_dph", rate_dph)
+        unrecorded_usd = _amount("unrecorded_usd", unrecorded_usd)
         now = self._clock.now()
         lookahead = rate_dph * self.poll_interval_s / 3600.0
         crossed: list[tuple[str, float]] = []

@@ -30,7 +30,14 @@ from typing import Any, Literal
 
 import attrs
 
-from vastkit._yaml import Document, did_you_mean, load_document, read_source
+from vastkit._yaml import (
+    ConfigTypeError,
+    ConfigValueError,
+    Document,
+    did_you_mean,
+    load_document,
+    read_source,
+)
 from vastkit.errors import ConfigError
 
 __all__ = [
@@ -52,13 +59,12 @@ MIN_DISK_GB = 8.0
 """Vast's smallest disk for an instance, in GB."""
 
 
-class _FieldError(ValueError):
-    """A bad value for one profile key (a ValueError for Python callers)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.message = message
+_FieldError = ConfigValueError
+"""A bad value for one profile key: a ConfigError that is also a ValueError."""
+_FIELD_ERRORS = (ConfigValueError, ConfigTypeError)
+_MAX_INT = 2**63
+_MAX_GPUS = 64
+_SCALAR = str | int | float | bool
 
 
 def _gpu_names(value: Any) -> tuple[str, ...]:
@@ -67,7 +73,7 @@ def _gpu_names(value: Any) -> tuple[str, ...]:
     elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
         items = value
     else:
-        raise _FieldError(
+        raise ConfigTypeError(
             "gpu_name", f"gpu_name must be a GPU name or a list of them (got {value!r})"
         )
     names: list[str] = []
@@ -84,8 +90,8 @@ def _gpu_names(value: Any) -> tuple[str, ...]:
 
 def _regions(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, Sequence):
-        raise _FieldError("regions", f"regions must be a list of country codes (got {value!r})")
+    if not isinstance(items, Sequence) or isinstance(items, bytes | bytearray):
+        raise ConfigTypeError("regions", f"regions must be a list of country codes (got {value!r})")
     codes: list[str] = []
     for item in items:
         code = item.strip().upper() if isinstance(item, str) else None
@@ -100,41 +106,73 @@ def _regions(value: Any) -> tuple[str, ...]:
 
 def _frozen_query(value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise _FieldError(
+        raise ConfigTypeError(
             "extra_query",
             "extra_query must map field names to {operator: value}, "
             f"e.g. {{cpu_ram: {{gte: 32000}}}} (got {value!r})",
         )
     result: dict[str, Any] = {}
     for field, ops in value.items():
-        if not isinstance(field, str):
-            raise _FieldError(
-                "extra_query", f"extra_query field names must be text (got {field!r})"
+        if not isinstance(field, str) or not field.strip():
+            raise ConfigTypeError(
+                "extra_query", f"extra_query field names must be text (got {_short(field)})"
             )
-        if isinstance(ops, Mapping):
-            for op in ops:
-                if op not in _QUERY_OPS:
-                    raise _FieldError(
-                        "extra_query",
-                        f"extra_query.{field}: unknown operator '{op}'"
-                        f"{did_you_mean(str(op), sorted(_QUERY_OPS))} "
-                        f"(operators: {', '.join(sorted(_QUERY_OPS))})",
-                    )
-            result[field] = dict(ops)
-        else:
-            result[field] = ops
+        if not isinstance(ops, Mapping):
+            raise ConfigTypeError(
+                "extra_query",
+                f"extra_query.{field} must map operators to values, e.g. {{gte: 32000}} "
+                f"(got {_short(ops)})",
+            )
+        checked: dict[str, Any] = {}
+        for op, operand in ops.items():
+            if op not in _QUERY_OPS:
+                raise _FieldError(
+                    "extra_query",
+                    f"extra_query.{field}: unknown operator '{op}'"
+                    f"{did_you_mean(str(op), sorted(_QUERY_OPS))} "
+                    f"(operators: {', '.join(sorted(_QUERY_OPS))})",
+                )
+            checked[op] = _query_value(field, op, operand)
+        result[field] = checked
     return result
 
 
 def _number(key: str, value: Any, *, integer: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         kind = "a whole number" if integer else "a number"
-        raise _FieldError(key, f"{key} must be {kind} (got {value!r})")
-    if integer and isinstance(value, float) and not value.is_integer():
-        raise _FieldError(key, f"{key} must be a whole number (got {value!r})")
+        raise ConfigTypeError(key, f"{key} must be {kind} (got {_short(value)})")
+    if isinstance(value, int) and abs(value) >= _MAX_INT:
+        raise _FieldError(key, f"{key} is out of range (got {_short(value)})")
     if not math.isfinite(value):
         raise _FieldError(key, f"{key} must be a finite number (got {value!r})")
+    if integer and isinstance(value, float) and not value.is_integer():
+        raise _FieldError(key, f"{key} must be a whole number (got {value!r})")
     return float(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _query_value(field: str, op: str, value: Any) -> Any:
+    where = f"extra_query.{field}.{op}"
+    if op in ("in", "notin"):
+        if not isinstance(value, Sequence) or isinstance(value, str | bytes | bytearray):
+            raise ConfigTypeError(
+                "extra_query", f"{where} needs a list of values (got {_short(value)})"
+            )
+        return [_query_value(field, "eq", item) for item in value]
+    if value is not None and not isinstance(value, _SCALAR):
+        raise ConfigTypeError(
+            "extra_query",
+            f"{where} must be text, a number, true/false or null (got {_short(value)})",
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _FieldError("extra_query", f"{where} must be a finite number (got {value!r})")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _MAX_INT:
+        raise _FieldError("extra_query", f"{where} is out of range (got {_short(value)})")
+    return value
 
 
 def _positive(key: str, value: float | None) -> None:
@@ -150,8 +188,10 @@ class GpuProfile:
     all ``num_gpus`` GPUs plus storage for ``disk_gb`` (like Vast's ``dph_total``), not the price
     per GPU. For 4 GPUs at ``max_dph: 4.00`` that leaves about $1/h per GPU.
 
-    Constructing one with a bad value raises :class:`ValueError` naming the key; loading one
-    from YAML or a dict raises :class:`~vastkit.errors.ConfigError` instead.
+    Constructing one with a bad value raises a :class:`~vastkit.errors.ConfigError` that is also
+    a :class:`ValueError` (a value out of range, not finite, unknown) or a :class:`TypeError` (a
+    value of the wrong type), with ``key`` naming the field; loading one from YAML or a dict
+    raises a :class:`~vastkit.errors.ConfigError` naming the file, the line and the key.
     """
 
     name: str
@@ -203,15 +243,16 @@ class GpuProfile:
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise _FieldError("name", f"a profile needs a non-empty name (got {self.name!r})")
+            raise ConfigTypeError("name", f"a profile needs a non-empty name (got {self.name!r})")
         for key in ("max_dph", "reliability_min", "max_duration_hours", "disk_gb", "bid_margin"):
             _number(key, getattr(self, key))
         if isinstance(self.num_gpus, bool) or not isinstance(self.num_gpus, int):
-            raise _FieldError(
-                "num_gpus", f"num_gpus must be a whole number (got {self.num_gpus!r})"
+            raise ConfigTypeError(
+                "num_gpus", f"num_gpus must be a whole number (got {_short(self.num_gpus)})"
             )
-        if self.num_gpus < 1:
-            raise _FieldError("num_gpus", f"num_gpus must be at least 1 (got {self.num_gpus})")
+        if not 1 <= self.num_gpus <= _MAX_GPUS:
+            bound = "at least 1" if self.num_gpus < 1 else f"at most {_MAX_GPUS}"
+            raise _FieldError("num_gpus", f"num_gpus must be {bound} (got {self.num_gpus})")
         _positive("max_dph", self.max_dph)
         if not 0.0 <= self.reliability_min <= 1.0:
             raise _FieldError(
@@ -247,10 +288,14 @@ class GpuProfile:
             )
         for key in ("verified", "datacenter_only"):
             if not isinstance(getattr(self, key), bool):
-                raise _FieldError(key, f"{key} must be true or false (got {getattr(self, key)!r})")
+                raise ConfigTypeError(
+                    key, f"{key} must be true or false (got {_short(getattr(self, key))})"
+                )
         for key in ("image", "description"):
             value = getattr(self, key)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
+            if value is not None and not isinstance(value, str):
+                raise ConfigTypeError(key, f"{key} must be text (got {_short(value)})")
+            if value is not None and not value.strip():
                 raise _FieldError(key, f"{key} must be non-empty text (got {value!r})")
 
     @property
@@ -283,7 +328,28 @@ class GpuProfile:
             ConfigError: A key is unknown (with the nearest valid key suggested), missing, of the
                 wrong type or out of range. ``key`` is ``profiles.<name>.<key>``.
         """
-        return _from_mapping(name, data, Document(data={"profiles": {name: data}}, path="<dict>"))
+        return cls.from_document(name, Document(data=data, path="<dict>", root=("profiles", name)))
+
+    @classmethod
+    def from_document(cls, name: str, doc: Document) -> GpuProfile:
+        """Build a profile from a loaded YAML mapping, reporting errors where it was written.
+
+        A job file's inline ``profile:`` mapping is read with
+        ``GpuProfile.from_document(job_name, doc.sub("profile"))``: a bad key is reported with
+        the job file, the line of that key and ``profile.<key>``.
+
+        Args:
+            name: The profile name.
+            doc: A :class:`~vastkit._yaml.Document` (or a view from its ``sub``) whose ``data``
+                is the profile's mapping.
+
+        Returns:
+            The profile.
+
+        Raises:
+            ConfigError: A key is unknown, missing, of the wrong type or out of range.
+        """
+        return _from_document(name, doc)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the profile as a mapping that :meth:`from_dict` reads back (defaults omitted).
@@ -338,41 +404,40 @@ def _coerce(key: str, value: Any) -> Any:
     if key in ("rental", "rank_by", "image", "description") and not isinstance(value, str):
         if value is None and key in ("image", "description"):
             return None
-        raise _FieldError(key, f"{key} must be text (got {value!r})")
+        raise ConfigTypeError(key, f"{key} must be text (got {_short(value)})")
     return value
 
 
-def _from_mapping(name: str, data: Any, doc: Document) -> GpuProfile:
-    base = ("profiles", name)
+def _from_document(name: str, doc: Document) -> GpuProfile:
+    """Build profile ``name`` from ``doc.data``; errors name ``doc``'s file, line and key."""
+    data = doc.data
     if not isinstance(data, Mapping):
         raise doc.error(
             f"profile '{name}' must be a mapping of keys such as gpu_name and max_dph "
-            f"(got {type(data).__name__})",
-            *base,
+            f"(got {type(data).__name__})"
         )
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in PROFILE_KEYS:
             raise doc.error(
                 f"unknown key '{key}' in profile '{name}'{did_you_mean(str(key), PROFILE_KEYS)}",
-                *base,
                 key,
             )
         try:
             kwargs[key] = _coerce(key, value)
-        except _FieldError as exc:
-            raise doc.error(f"profile '{name}': {exc.message}", *base, key) from None
+        except _FIELD_ERRORS as exc:
+            raise doc.error(f"profile '{name}': {exc.message}", key) from None
     missing = [key for key in _REQUIRED if key not in kwargs]
     if missing:
         raise doc.error(
             f"profile '{name}' is missing required key{'s' if len(missing) > 1 else ''} "
-            + ", ".join(f"'{key}'" for key in missing),
-            *base,
+            + ", ".join(f"'{key}'" for key in missing)
         )
     try:
         return GpuProfile(name=name, **kwargs)
-    except _FieldError as exc:
-        raise doc.error(f"profile '{name}': {exc.message}", *base, exc.key) from None
+    except _FIELD_ERRORS as exc:
+        key_path = (exc.key,) if exc.key in data else ()
+        raise doc.error(f"profile '{name}': {exc.message}", *key_path) from None
 
 
 def _profiles_from_document(doc: Document) -> dict[str, GpuProfile]:
@@ -394,18 +459,24 @@ def _profiles_from_document(doc: Document) -> dict[str, GpuProfile]:
     profiles = data["profiles"]
     if not isinstance(profiles, Mapping) or not profiles:
         raise doc.error("'profiles' must map profile names to their settings", "profiles")
-    return {str(name): _from_mapping(str(name), body, doc) for name, body in profiles.items()}
+    result: dict[str, GpuProfile] = {}
+    for name in profiles:
+        if not isinstance(name, str) or not name.strip():
+            raise doc.error(f"profile names must be non-empty text (got {name!r})", "profiles")
+        result[name] = _from_document(name, doc.sub("profiles", name))
+    return result
 
 
 def load_profiles(
-    source: str | os.PathLike[str] | Mapping[str, Any],
+    source: str | os.PathLike[str] | Mapping[str, Any] | Document,
 ) -> dict[str, GpuProfile]:
     """Load profiles from a ``gpu_profiles.yaml`` file, YAML text or a mapping.
 
     Args:
         source: A path (a :class:`os.PathLike`, or a string ending in ``.yaml``/``.yml`` or
-            naming an existing file), YAML text, or an already-parsed mapping with a
-            ``profiles`` key.
+            naming an existing file), YAML text, an already-parsed mapping with a
+            ``profiles`` key, or a loaded :class:`~vastkit._yaml.Document` (or a ``sub`` view
+            of one: errors then name its file and lines).
 
     Returns:
         Profiles by name, in file order.
@@ -415,7 +486,9 @@ def load_profiles(
             The error names the file, the line, the profile and the key, and for a misspelt key
             suggests the nearest valid one.
     """
-    if isinstance(source, Mapping):
+    if isinstance(source, Document):
+        doc = source
+    elif isinstance(source, Mapping):
         doc = Document(data=source, path="<dict>")
     else:
         text, name = read_source(source, what="GPU profiles")
