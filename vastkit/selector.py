@@ -34,6 +34,7 @@ __all__ = [
     "Explanation",
     "Reason",
     "Rejection",
+    "bad_prices",
     "build_query",
     "effective_price",
     "explain_offers",
@@ -49,6 +50,10 @@ DEFAULT_LIMIT = 1000
 class Reason(enum.StrEnum):
     """Why an offer was rejected, in the order the checks run."""
 
+    BAD_PRICE = "bad_price"
+    """A price of the offer (``dph_base``, ``dph_total``, ``storage_cost``, ``min_bid``,
+    ``inet_up_cost``, ``inet_down_cost``) is not a finite number of 0 or more: the answer is
+    garbled, and such an offer would rank first as the cheapest."""
     GPU_NAME = "gpu_name"
     """The GPU model is not one the profile accepts."""
     NUM_GPUS = "num_gpus"
@@ -85,6 +90,7 @@ class Reason(enum.StrEnum):
 
 
 _REASON_TEXT: Mapping[Reason, str] = {
+    Reason.BAD_PRICE: "price not a finite number of 0 or more",
     Reason.GPU_NAME: "GPU model not accepted",
     Reason.NUM_GPUS: "wrong number of GPUs",
     Reason.NOT_RENTABLE: "not rentable now",
@@ -151,7 +157,10 @@ class Candidate:
     @property
     def perf_per_dollar(self) -> float:
         """``dlperf`` per effective $/h (0 when the offer has no ``dlperf``)."""
-        return (self.offer.dlperf or 0.0) / self.effective_dph if self.effective_dph > 0 else 0.0
+        dlperf = self.offer.dlperf
+        if dlperf is None or not math.isfinite(dlperf) or not self.effective_dph > 0:
+            return 0.0
+        return dlperf / self.effective_dph
 
 
 @attrs.frozen(kw_only=True)
@@ -381,6 +390,42 @@ def _holds(value: Any, op: str, operand: Any) -> bool:
     }.get(op, True)
 
 
+_PRICE_FIELDS: Mapping[str, str] = {
+    "dph_base": "dph_base",
+    "dph_total": "dph_total",
+    "storage_cost_per_gb_month": "storage_cost",
+    "min_bid": "min_bid",
+    "inet_up_cost_per_gb": "inet_up_cost",
+    "inet_down_cost_per_gb": "inet_down_cost",
+}
+
+
+def bad_prices(offer: Offer) -> list[str]:
+    """The offer's prices that are not a finite number of 0 or more, as ``"name value"``.
+
+    Args:
+        offer: The offer.
+
+    Returns:
+        ``["dph_base nan", "min_bid -1"]``; empty when every price is sound (an absent
+        ``min_bid`` is sound).
+    """
+    found = []
+    for attribute, name in _PRICE_FIELDS.items():
+        value = getattr(offer, attribute)
+        if value is None and attribute == "min_bid":
+            continue
+        sound = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (sound and math.isfinite(value) and value >= 0):
+            found.append(f"{name} {value!r}")
+    return found
+
+
+def _below(value: float | None, minimum: float) -> bool:
+    """``value < minimum``, where a missing or NaN value counts as below (fails closed)."""
+    return not (value is not None and value >= minimum)
+
+
 def _check(
     profile: GpuProfile, offer: Offer, now: float, blocked: Collection[int]
 ) -> tuple[list[Reason], list[str], Candidate | None]:
@@ -390,6 +435,10 @@ def _check(
     def fail(reason: Reason, detail: str) -> None:
         reasons.append(reason)
         details.append(detail)
+
+    garbled = bad_prices(offer)
+    if garbled:
+        fail(Reason.BAD_PRICE, "bad price: " + ", ".join(garbled))
 
     if offer.gpu_name not in profile.gpu_name:
         fail(Reason.GPU_NAME, f"GPU {offer.gpu_name!r} not in {list(profile.gpu_name)}")
@@ -404,26 +453,27 @@ def _check(
     if profile.regions and offer.country_code not in profile.regions:
         country = offer.country_code or "unknown"
         fail(Reason.REGION, f"country {country} not in {list(profile.regions)}")
-    if profile.min_gpu_ram_gb is not None and offer.gpu_ram_mb < profile.min_gpu_ram_gb * 1000.0:
+    if profile.min_gpu_ram_gb is not None and _below(
+        offer.gpu_ram_mb, profile.min_gpu_ram_gb * 1e3
+    ):
         fail(
             Reason.GPU_RAM, f"{offer.gpu_ram_mb / 1000:.1f} GB per GPU < {profile.min_gpu_ram_gb:g}"
         )
-    if profile.min_cuda is not None and (offer.cuda_max_good or 0.0) < profile.min_cuda:
+    if profile.min_cuda is not None and _below(offer.cuda_max_good, profile.min_cuda):
         fail(Reason.CUDA, f"CUDA {offer.cuda_max_good} < {profile.min_cuda:g}")
-    if (
-        profile.min_inet_down_mbps is not None
-        and (offer.inet_down_mbps or 0.0) < profile.min_inet_down_mbps
+    if profile.min_inet_down_mbps is not None and _below(
+        offer.inet_down_mbps, profile.min_inet_down_mbps
     ):
         fail(Reason.INET_DOWN, f"{offer.inet_down_mbps} Mb/s down < {profile.min_inet_down_mbps:g}")
-    if offer.disk_space_gb < profile.disk_gb:
+    if _below(offer.disk_space_gb, profile.disk_gb):
         fail(Reason.DISK, f"{offer.disk_space_gb:g} GB free < disk_gb {profile.disk_gb:g}")
-    if offer.reliability < profile.reliability_min:
+    if _below(offer.reliability, profile.reliability_min):
         fail(Reason.RELIABILITY, f"reliability {offer.reliability:.3f} < {profile.reliability_min}")
     needed_until = now + profile.max_duration_s
     ends = offer.end_date
     if ends is None and offer.duration is not None:
         ends = now + offer.duration
-    if ends is not None and ends < needed_until:
+    if ends is not None and _below(ends, needed_until):
         left_h = (ends - now) / 3600
         fail(
             Reason.CONTRACT_ENDS,
@@ -432,7 +482,9 @@ def _check(
     if offer.machine_id in blocked:
         fail(Reason.BLOCKED, f"machine {offer.machine_id} is blocked")
     price, bid, problem = (0.0, None, None)
-    if profile.interruptible and offer.min_bid is None:
+    if garbled:
+        pass  # a garbled price prices nothing (a NaN compares false with every cap)
+    elif profile.interruptible and offer.min_bid is None:
         fail(Reason.NOT_BIDDABLE, "offer has no min_bid")
     else:
         price, bid, problem = effective_price(profile, offer)

@@ -15,6 +15,7 @@ from vastkit.profiles import GpuProfile, get_profile
 from vastkit.selector import (
     Candidate,
     Reason,
+    bad_prices,
     build_query,
     effective_price,
     explain_offers,
@@ -312,3 +313,95 @@ def test_no_offer_error_exactly_when_nothing_qualifies(
         with pytest.raises(NoOfferError) as info:
             select_offers(profile, offers, now=NOW, blocked=blocked)
         assert len(info.value.explanation.rejections) == len(offers)
+
+
+# -- garbled prices (issue 16): dropped with a counted reason, never ranked first --------------
+
+GARBAGE = (float("nan"), float("inf"), float("-inf"), -0.01, -1e9)
+PRICE_FIELDS = (
+    "dph_base",
+    "dph_total",
+    "storage_cost_per_gb_month",
+    "min_bid",
+    "inet_up_cost_per_gb",
+    "inet_down_cost_per_gb",
+)
+
+
+@pytest.mark.parametrize("field", PRICE_FIELDS)
+@pytest.mark.parametrize("value", GARBAGE, ids=repr)
+def test_an_offer_with_a_nan_or_negative_price_is_dropped_with_a_counted_reason(
+    field: str, value: float
+) -> None:
+    good = make_offer(id=1, machine_id=1, dph_base=0.20)
+    garbled = make_offer(**{"id": 2, "machine_id": 2, "dph_base": 0.01, field: value})
+    for profile in (DEV, attrs.evolve(DEV, rental="interruptible")):
+        explanation = explain_offers(profile, [garbled, good], now=NOW)
+
+        assert [c.offer.id for c in explanation.candidates] == [1]
+        (rejection,) = explanation.rejections
+        assert rejection.offer.id == 2
+        assert rejection.reasons[0] is Reason.BAD_PRICE
+        assert Reason.PRICE not in rejection.reasons  # a garbled price prices nothing
+        assert explanation.counts()[Reason.BAD_PRICE] == 1
+        assert "price not a finite number of 0 or more (1)" in explanation.summary()
+        name = {"storage_cost_per_gb_month": "storage_cost"}.get(field, field)
+        name = name.replace("_per_gb", "")
+        assert f"bad price: {name} {value!r}" in str(rejection)
+
+
+def test_only_garbled_offers_give_a_no_offer_error_that_counts_them() -> None:
+    offers = [make_offer(id=i, machine_id=i, dph_base=-1.0) for i in range(3)]
+    with pytest.raises(NoOfferError, match=r"price not a finite number of 0 or more \(3\)"):
+        select_offers(DEV, offers, now=NOW)
+
+
+def test_a_nan_in_a_checked_field_fails_closed() -> None:
+    nan = float("nan")
+    profile = attrs.evolve(DEV, min_cuda=12.0, min_inet_down_mbps=100.0, min_gpu_ram_gb=20.0)
+    cases = {
+        "reliability": Reason.RELIABILITY,
+        "disk_space_gb": Reason.DISK,
+        "cuda_max_good": Reason.CUDA,
+        "inet_down_mbps": Reason.INET_DOWN,
+        "gpu_ram_mb": Reason.GPU_RAM,
+        "end_date": Reason.CONTRACT_ENDS,
+    }
+    for i, (field, reason) in enumerate(cases.items()):
+        explanation = explain_offers(profile, [make_offer(id=i, **{field: nan})], now=NOW)
+        assert explanation.rejections[0].reasons == (reason,), field
+    # a NaN dlperf ranks like no dlperf, never as a NaN that breaks the order
+    ppd = attrs.evolve(DEV, rank_by="perf_per_dollar")
+    picks = select_offers(
+        ppd, [make_offer(id=1, machine_id=1, dlperf=nan), make_offer(id=2, machine_id=2)], now=NOW
+    )
+    assert [c.offer.id for c in picks] == [2, 1]
+    assert picks[1].perf_per_dollar == 0.0
+
+
+_garbage = st.one_of(st.sampled_from(GARBAGE), st.floats(max_value=-1e-9), st.just(float("nan")))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    scenario=scenarios(),
+    damage=st.lists(st.tuples(st.sampled_from(PRICE_FIELDS), _garbage), min_size=1, max_size=3),
+    which=st.integers(0, 10**6),
+)
+def test_a_garbled_offer_is_never_a_candidate(
+    scenario: tuple[GpuProfile, list[Offer]], damage: list[tuple[str, float]], which: int
+) -> None:
+    profile, offers = scenario
+    if not offers:
+        return
+    index = which % len(offers)
+    garbled = attrs.evolve(offers[index], **dict(damage))
+    offers = [*offers[:index], garbled, *offers[index + 1 :]]
+
+    explanation = explain_offers(profile, offers, now=NOW)
+
+    assert garbled.id not in {c.offer.id for c in explanation.candidates}
+    assert explanation.counts()[Reason.BAD_PRICE] == 1
+    for candidate in explanation.candidates:
+        assert bad_prices(candidate.offer) == []
+        assert candidate.effective_dph >= 0
