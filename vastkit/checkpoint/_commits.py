@@ -46,6 +46,7 @@ from vastkit.checkpoint.naming import (
     LATEST_HINT,
     MANIFEST_NAME,
     PAYLOAD_NAME,
+    STEP_WIDTH,
     Manifest,
     ManifestError,
     PayloadEntry,
@@ -150,7 +151,7 @@ class CheckpointFolders:
             self.warn(
                 f"ignoring {len(new)} entr{'y' if len(new) == 1 else 'ies'} under "
                 f"{self.store.unstrip(top)} that {'is' if len(new) == 1 else 'are'} not a step "
-                f"folder (step-<{len(step_dirname(0)) - 5} digits>, written only by vastkit): "
+                f"folder (step-<{STEP_WIDTH} digits>, written only by vastkit): "
                 + ", ".join(self.store.unstrip(s) for s in new)
             )
         return steps
