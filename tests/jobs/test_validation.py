@@ -12,18 +12,23 @@ class and the field. Run through ``run_job`` against the emulator, none reaches 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import pytest
 
-from tests._support.world import FAST, ON_DEMAND
+from tests._support.world import BID_PROFILE, FAST, ON_DEMAND, HookedClock
 from tests.jobs.conftest import World
 from vastkit._validate import InvalidSettingError, SettingTypeError
+from vastkit.api.client import Client
 from vastkit.errors import ConfigError, VastkitError
-from vastkit.jobs import Job, JobTimeouts
+from vastkit.jobs import Job, JobTimeouts, run_job
+from vastkit.ledger import Ledger
 from vastkit.outbid import OutbidPolicy
+from vastkit.profiles import GpuProfile
 from vastkit.rundir import AttemptSettings, CheckpointSettings, JobSpec
 
 HEAD = "name: bad\ncommand: python train.py\nprofile: test-4090\nstore_url: {store}\n"
@@ -348,3 +353,75 @@ def test_the_same_job_file_without_the_bad_line_runs(world: World) -> None:
 
     assert result.status == "succeeded", result.summary()
     assert any(name == "create" for _, name, _ in world.emu.requests)
+
+
+# -- garbled prices from the API ------------------------------------------------------------------
+
+
+class GarblingTransport(httpx.BaseTransport):
+    """The emulator's transport, with a garbled twin of every searched offer added to the answer:
+    a cheaper copy whose price is NaN, infinite or negative (as a broken API might send it),
+    under the negated id."""
+
+    GARBAGE: tuple[tuple[str, Any], ...] = (
+        ("dph_base", -0.05),
+        ("dph_base", "NaN"),
+        ("storage_cost", -5.0),
+        ("min_bid", "-Infinity"),
+        ("dph_total", "NaN"),
+        ("inet_down_cost", -1.0),
+    )
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.added = 0
+        self.twin_ids: set[int | None] = set()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method != "POST" or not request.url.path.endswith("/bundles/"):
+            return response
+        response.read()
+        body = json.loads(response.content)
+        twins = []
+        for n, offer in enumerate(body.get("offers", [])):
+            field, value = self.GARBAGE[n % len(self.GARBAGE)]
+            twin = {**offer, "id": -offer["id"], "ask_contract_id": None}
+            self.twin_ids.add(twin["id"])
+            twin["dph_base"] = offer["dph_base"] / 10
+            twin["dph_total"] = offer["dph_total"] / 10
+            twin[field] = value
+            twins.append(twin)
+        self.added += len(twins)
+        body["offers"] = twins + body.get("offers", [])
+        # NaN and Infinity as the bare tokens a Python JSON encoder writes
+        text = json.dumps(body).replace('"NaN"', "NaN").replace('"-Infinity"', "-Infinity")
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return httpx.Response(response.status_code, headers=headers, content=text.encode())
+
+
+@pytest.mark.parametrize("profile", [ON_DEMAND, BID_PROFILE], ids=["on-demand", "interruptible"])
+def test_run_job_never_rents_an_offer_with_a_garbled_price(
+    world: World, ledger: Ledger, clock: HookedClock, profile: GpuProfile
+) -> None:
+    garbling = GarblingTransport(world.emu.transport)
+    world.workers(total_steps=20)
+    job = world.make_job(profile=profile, outbid=OutbidPolicy.give_up())
+    with (
+        httpx.Client(transport=garbling) as http,
+        Client(
+            world.emu.api_key,
+            base_url=world.emu.url,
+            clock=clock,
+            max_retries=2,
+            min_intervals={},
+            http_client=http,
+        ) as client,
+    ):
+        result = run_job(job, client=client, ledger=ledger, clock=clock, progress=False)
+
+    assert garbling.added > 0
+    assert result.status == "succeeded", result.summary()
+    rented = {a.offer_id for a in result.attempts}
+    assert rented
+    assert not rented & garbling.twin_ids
