@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import string
 from typing import Any
 
@@ -15,10 +17,13 @@ from vastkit.api.query import (
     DEFAULT_FILTERS,
     OPERATORS,
     OfferQuery,
+    QueryError,
     normalize_rental_type,
     parse_order,
     parse_query,
+    search_body,
 )
+from vastkit.errors import VastkitError
 
 VERIFIED_EXAMPLE = (
     "gpu_name=RTX_4090 num_gpus>=1 reliability>0.98 gpu_ram>=24 disk_space>=50 "
@@ -140,7 +145,10 @@ def test_parse_order_rejects_a_bare_sign() -> None:
 _FIELDS = st.sampled_from(
     ["num_gpus", "gpu_name", "dph_total", "reliability", "disk_space", "cpu_cores", "host_id"]
 )
-_WORDS = st.text(alphabet=string.ascii_letters + string.digits + ".", min_size=1, max_size=8)
+_WORDS = st.text(
+    alphabet=string.ascii_letters + string.digits + ".", min_size=1, max_size=8
+).filter(lambda word: word.lower() not in ("nan", "inf", "infinity"))
+"""Words a query may hold: not ones that read as a non-finite number (those are refused)."""
 _SYMBOLS = {"eq": "=", "neq": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _LITERALS = {"true", "True", "false", "False", "None", "null", "any"}
 
@@ -187,7 +195,11 @@ def test_parsed_queries_round_trip_through_offer_query(
 
 
 _JSON_SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=False), _WORDS
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    _WORDS,
 )
 
 
@@ -313,3 +325,65 @@ def test_parse_builds_a_query_from_text() -> None:
     query = OfferQuery.parse("num_gpus>=2 gpu_name=H100_SXM", CLI_DEFAULT_FILTERS)
     assert query.get("gpu_name") == {"eq": "H100 SXM"}
     assert query.get("verified") == {"eq": True}
+
+
+# --- issue 16: bad input never costs money --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("cpu_ram>=nan", "cpu_ram>=nan"),
+        ("num_gpus>=1 gpu_ram>=inf", "gpu_ram>=inf"),
+        ("dph<NaN", "dph<NaN"),
+        ("duration>=-Infinity", "duration>=-Infinity"),
+        ("reliability>0.9 num_gpus>=1e999", "num_gpus>=1e999"),
+        ("gpu_name in [RTX_4090,nan]", "gpu_name in [RTX_4090,nan]"),
+    ],
+)
+def test_issue16_non_finite_numbers_are_refused_naming_the_fragment(
+    text: str, fragment: str
+) -> None:
+    with pytest.raises(QueryError) as info:
+        parse_query(text)
+    assert info.value.fragment == fragment
+    assert repr(fragment) in str(info.value)
+    assert "not a finite number" in str(info.value)
+    assert isinstance(info.value, VastkitError)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "fragment"),
+    [
+        ("num_gpus", "Unknown operator ''", "num_gpus"),
+        ("num_gpus=>2", "Unknown operator '=>'", "num_gpus=>2"),
+        ("num_gpus>=1 (((", "Unconsumed text", "((("),
+        ("driver_version>=5x.1", "dotted number", "5x.1"),
+        ("driver_version>=" + "9" * 5000, "not a finite number", "driver_version>=" + "9" * 5000),
+        ("driver_version>=1." + "9" * 5000, "dotted number", "1." + "9" * 5000),
+        ("driver_version>=1.\u0662", "dotted number", "1.\u0662"),
+        ("gpu_ram>=lots", "needs a number", "gpu_ram>=lots"),
+        ('gpu_name="', "blank", 'gpu_name="'),
+    ],
+)
+def test_issue16_garbage_gets_a_typed_error_naming_the_fragment(
+    text: str, message: str, fragment: str
+) -> None:
+    with pytest.raises(QueryError, match=re.escape(message)) as info:
+        parse_query(text)
+    assert info.value.fragment == fragment
+
+
+def test_issue16_no_nan_reaches_a_search_body() -> None:
+    with pytest.raises(QueryError, match="not a finite number"):
+        search_body("cpu_ram>=nan")
+    with pytest.raises(QueryError, match="not a finite number"):
+        OfferQuery().where("dph_total", "lte", math.nan)
+    with pytest.raises(QueryError, match="not a finite number"):
+        OfferQuery().where("gpu_ram", "in", [1.0, math.inf])
+    with pytest.raises(QueryError, match="finite number of GB"):
+        OfferQuery().with_storage(math.nan)
+    with pytest.raises(QueryError, match="not a finite number"):
+        OfferQuery.from_dict({"cpu_ram": {"gte": math.nan}})
+    assert search_body("cpu_ram>=32")["cpu_ram"] == {"gte": 32000.0}

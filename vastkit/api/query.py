@@ -19,11 +19,14 @@ text language converts units (``gpu_ram>=24`` is 24,000 MB).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal, TypeAlias
 
 import attrs
+
+from vastkit.errors import ConfigError
 
 __all__ = [
     "CLI_DEFAULT_FILTERS",
@@ -35,6 +38,7 @@ __all__ = [
     "OPERATORS",
     "OfferQuery",
     "Operator",
+    "QueryError",
     "normalize_rental_type",
     "parse_order",
     "parse_query",
@@ -125,11 +129,59 @@ _TOKEN = re.compile(
 _WILDCARDS: Final = frozenset({"?", "*", "any"})
 
 
+class QueryError(ConfigError, ValueError):
+    """An offer query is wrong: it does not parse, or holds a value Vast cannot compare.
+
+    A :class:`~vastkit.errors.ConfigError` (so a :class:`~vastkit.errors.VastkitError`) and a
+    :class:`ValueError`.
+
+    Attributes:
+        fragment: The part of the query that is wrong (``"cpu_ram>=nan"``), when known.
+    """
+
+    def __init__(self, message: str, *, fragment: str | None = None) -> None:
+        super().__init__(message)
+        self.fragment = fragment
+
+
+def _clip(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters for messages."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _finite(value: Any, fragment: str) -> Any:
+    """Refuse NaN and infinities, in a number or in text that reads as one (``"nan"``)."""
+    if isinstance(value, list | tuple):
+        for item in value:
+            _finite(item, fragment)
+        return value
+    number: float | None = None
+    if isinstance(value, float):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is not None and not math.isfinite(number):
+        raise QueryError(
+            f"{_clip(fragment)}: {_clip(value)} is not a finite number; "
+            "queries compare finite numbers only",
+            fragment=fragment,
+        )
+    return value
+
+
 def _numeric_version(text: str) -> int:
     """``"535.86.05"`` -> ``535086005`` (each part zero-padded to three digits)."""
     parts = text.split(".")
-    if not all(part.isdigit() for part in parts):
-        raise ValueError(f"driver_version {text!r} is not a dotted number like 535.86.05")
+    if not all(part.isascii() and part.isdigit() and len(part) <= 3 for part in parts) or (
+        len(parts) > 4
+    ):
+        raise QueryError(
+            f"driver_version {text!r} is not a dotted number like 535.86.05", fragment=text
+        )
     return int("".join(part.zfill(3) for part in parts))
 
 
@@ -157,9 +209,10 @@ def parse_query(text: str | Sequence[str], base: Mapping[str, Any] | None = None
         A new query object (filters only; no ``order``/``type``/``limit``).
 
     Raises:
-        ValueError: The text does not parse: unconsumed text, an unknown operator, a blank
-            value, a wildcard with an operator other than ``=``, or a non-numeric value for a
-            field with a unit conversion.
+        QueryError: The text does not parse: unconsumed text, an unknown operator, a blank
+            value, a wildcard with an operator other than ``=``, a non-numeric value for a
+            field with a unit conversion, or a number that is not finite (``cpu_ram>=nan``).
+            The message names the fragment. A :class:`ValueError` too.
     """
     if not isinstance(text, str):
         text = " ".join(text)
@@ -168,27 +221,37 @@ def parse_query(text: str | Sequence[str], base: Mapping[str, Any] | None = None
     matches = _TOKEN.findall(text)
     joined = "".join("".join(groups) for groups in matches)
     if joined != text:
-        raise ValueError(
+        raise QueryError(
             f"Unconsumed text in query {text!r} (parsed only {joined!r}). "
-            "Did you forget to quote a value with spaces?"
+            "Did you forget to quote a value with spaces?",
+            fragment=text[len(joined) :] if text.startswith(joined) else text,
         )
     for raw_field, raw_op, _, raw_value, _ in matches:
+        fragment = f"{raw_field}{raw_op}{raw_value}".strip()
         value: Any = raw_value.strip(",[]")
         op = raw_op.strip()
         op_name = _OP_NAMES.get(op)
         field = FIELD_ALIASES.get(raw_field, raw_field)
         if op_name is None:
-            raise ValueError(f"Unknown operator {op!r} for field {raw_field!r} in query {text!r}")
+            raise QueryError(
+                f"Unknown operator {op!r} for field {raw_field!r} in query {text!r} "
+                "(operators: = == != > >= < <= eq neq gt gte lt lte in notin)",
+                fragment=fragment,
+            )
         if field == "driver_version" and isinstance(value, str) and "." in value:
             value = _numeric_version(value)
         if op_name in _LIST_OPERATORS and isinstance(value, str):
             value = [item.strip() for item in value.split(",") if item.strip()]
         if value in ("", []):
-            raise ValueError(f"Value cannot be blank for field {raw_field!r} in query {text!r}")
+            raise QueryError(
+                f"Value cannot be blank for field {raw_field!r} in query {text!r}",
+                fragment=fragment,
+            )
         if isinstance(value, str) and value in _WILDCARDS:
             if op_name != "eq":
-                raise ValueError(
-                    f"Wildcard {value!r} only makes sense with '=' (field {raw_field!r})"
+                raise QueryError(
+                    f"Wildcard {value!r} only makes sense with '=' (field {raw_field!r})",
+                    fragment=fragment,
                 )
             result.pop(field, None)
             continue
@@ -196,13 +259,22 @@ def parse_query(text: str | Sequence[str], base: Mapping[str, Any] | None = None
             value = value.replace("_", " ").strip('"')
         elif isinstance(value, list):
             value = [item.replace("_", " ").strip('"') for item in value]
+        if value in ("", []):
+            raise QueryError(
+                f"Value cannot be blank for field {raw_field!r} in query {text!r}",
+                fragment=fragment,
+            )
+        _finite(value, fragment)
         if field in FIELD_MULTIPLIERS:
             try:
-                value = float(value) * FIELD_MULTIPLIERS[field]
-            except (TypeError, ValueError):
-                raise ValueError(
+                value = _finite(float(value) * FIELD_MULTIPLIERS[field], fragment)
+            except (TypeError, ValueError) as exc:
+                if isinstance(exc, QueryError):
+                    raise
+                raise QueryError(
                     f"{raw_field} needs a number (in {'days' if field == 'duration' else 'GB'}),"
-                    f" got {raw_value!r}"
+                    f" got {raw_value!r}",
+                    fragment=fragment,
                 ) from None
         elif value in ("true", "True"):
             value = True
@@ -227,7 +299,7 @@ def parse_order(text: str) -> list[list[str]]:
         A list of ``[column, "asc" | "desc"]`` pairs.
 
     Raises:
-        ValueError: A part names no column.
+        QueryError: A part names no column (a ValueError too).
     """
     order: list[list[str]] = []
     for part in text.split(","):
@@ -243,7 +315,7 @@ def parse_order(text: str) -> list[list[str]]:
             direction = "asc"
             column = name.strip("+")
         if not column:
-            raise ValueError(f"order part {part!r} names no column")
+            raise QueryError(f"order part {part!r} names no column", fragment=part)
         order.append([FIELD_ALIASES.get(column, column), direction])
     return order
 
@@ -378,13 +450,21 @@ class OfferQuery:
             range); the same operator is replaced.
 
         Raises:
-            ValueError: Unknown operator or empty column.
+            QueryError: Unknown operator, empty column, or a number that is not finite (a
+                ValueError too).
             TypeError: ``in``/``notin`` without a list.
         """
-        if not column:
-            raise ValueError("column must not be empty")
+        if not isinstance(column, str) or not column:
+            raise QueryError("column must be non-empty text", fragment=repr(column))
         if op not in OPERATORS:
-            raise ValueError(f"unknown operator {op!r}; use one of {sorted(OPERATORS)}")
+            raise QueryError(
+                f"unknown operator {op!r}; use one of {sorted(OPERATORS)}",
+                fragment=f"{column} {op}",
+            )
+        if isinstance(value, float) or (
+            isinstance(value, list | tuple) and any(isinstance(v, float) for v in value)
+        ):
+            _finite(value, f"{column} {op} {value!r}")
         if op in _LIST_OPERATORS and (
             isinstance(value, str | bytes) or not isinstance(value, Iterable)
         ):
@@ -439,14 +519,18 @@ class OfferQuery:
 
     def with_limit(self, limit: int | None) -> OfferQuery:
         """Return a query that asks for at most ``limit`` offers."""
-        if limit is not None and limit <= 0:
-            raise ValueError(f"limit must be positive, got {limit}")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0
+        ):
+            raise QueryError(f"limit must be a positive whole number, got {limit!r}")
         return attrs.evolve(self, limit=limit)
 
     def with_storage(self, gb: float | None) -> OfferQuery:
         """Return a query that prices ``dph_total`` with ``gb`` GB of disk."""
-        if gb is not None and gb < 0:
-            raise ValueError(f"allocated storage must not be negative, got {gb}")
+        if gb is not None and not (
+            isinstance(gb, int | float) and not isinstance(gb, bool) and 0 <= gb < math.inf
+        ):
+            raise QueryError(f"allocated storage must be a finite number of GB >= 0, got {gb!r}")
         return attrs.evolve(self, allocated_storage=gb)
 
     def with_defaults(self, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> OfferQuery:
@@ -497,7 +581,7 @@ class OfferQuery:
                     try:
                         query = query.where(key, op, operand)
                     except TypeError as exc:
-                        raise ValueError(f"filter {key!r}: {exc}") from None
+                        raise QueryError(f"filter {key!r}: {exc}", fragment=str(key)) from None
             else:
                 extra.append((key, _freeze(value)))
         order = options.get("order")
@@ -506,7 +590,7 @@ class OfferQuery:
             try:
                 pairs = tuple((str(col), str(direction)) for col, direction in order)
             except (TypeError, ValueError):
-                raise ValueError(
+                raise QueryError(
                     f"order must be a list of [column, direction], got {order!r}"
                 ) from None
         return attrs.evolve(
