@@ -59,6 +59,7 @@ _MAX_NUMBER_CHARS: Final = 64
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
 _INT_TAG: Final = "tag:yaml.org,2002:int"
 _FLOAT_TAG: Final = "tag:yaml.org,2002:float"
+_COLLECTION_TAGS: Final = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 _INF_TEXT: Final = re.compile(r"[-+]?\.(?:inf|Inf|INF)")
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -423,6 +424,10 @@ class _Builder:
             )
         if depth > MAX_DEPTH:
             raise self.fail(f"nested more than {MAX_DEPTH} levels deep", _line(node), path)
+        if isinstance(node, yaml.CollectionNode) and node.tag not in _COLLECTION_TAGS:
+            raise self.fail(
+                f"unsupported tag {node.tag!r}: use plain mappings and lists", _line(node), path
+            )
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, path, depth, alias_at)
         if isinstance(node, yaml.SequenceNode):
