@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import respx
 
 from tests._support.api_factories import BASE, instance_json, offer_json
 from vastkit._settings import Connection, resolve_connection
@@ -172,8 +171,10 @@ def test_a_non_ascii_key_file_is_a_config_error_not_a_unicode_error(xdg_key_file
         _write(xdg_key_file, data)
         with pytest.raises(ConfigError, match="non-ASCII") as info:
             resolve_connection()
-        assert "naïve" not in str(info.value) and "vk-" not in str(info.value)
-        assert info.value.__cause__ is None and info.value.__suppress_context__
+        assert "naïve" not in str(info.value)
+        assert "vk-" not in str(info.value)
+        assert info.value.__cause__ is None
+        assert info.value.__suppress_context__
         assert str(xdg_key_file) in str(info.value)
 
 
@@ -183,7 +184,8 @@ def test_an_inner_newline_in_vast_api_key_is_a_config_error_naming_the_variable(
     monkeypatch.setenv("VAST_API_KEY", "vk-first-half\nvk-second-half")
     with pytest.raises(ConfigError, match=r"\$VAST_API_KEY has a line break") as info:
         Client(base_url=BASE)
-    assert "first-half" not in str(info.value) and "second-half" not in str(info.value)
+    assert "first-half" not in str(info.value)
+    assert "second-half" not in str(info.value)
 
 
 def test_a_non_ascii_key_argument_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,8 +204,10 @@ def test_a_bad_key_from_the_config_files_api_key_env_names_the_variable_and_the_
     with pytest.raises(ConfigError) as info:
         load_config().api_key()
     message = str(info.value)
-    assert "$MY_KEY" in message and "vastkit.yaml:1" in message
-    assert "control character" in message and "vk-secret" not in message
+    assert "$MY_KEY" in message
+    assert "vastkit.yaml:1" in message
+    assert "control character" in message
+    assert "vk-secret" not in message
 
 
 def test_a_bad_key_from_the_config_files_api_key_file_names_that_file(
@@ -236,7 +240,8 @@ def test_the_illegal_header_value_case_is_never_a_connection_error_or_retried(
     with pytest.raises(ConfigError) as info:
         make_client(None, requests.append)  # type: ignore[arg-type]
     assert not isinstance(info.value, APIConnectionError)
-    assert "Bearer" not in str(info.value) and "abc" not in str(info.value)
+    assert "Bearer" not in str(info.value)
+    assert "abc" not in str(info.value)
     assert requests == []
 
 
@@ -250,7 +255,7 @@ def test_redactor_replaces_every_spelling(key: str) -> None:
         text = f"before {form} after"
         assert redactor.text(text) == "before [redacted] after"
         assert not leaks(key, redactor.text(text))
-        assert redactor.bytes(text.encode()) == b"before [redacted] after"
+        assert redactor.binary(text.encode()) == b"before [redacted] after"
     assert redactor.value({key: [key, {"x": key}]}) == {
         "[redacted]": ["[redacted]", {"x": "[redacted]"}]
     }
@@ -396,9 +401,7 @@ def test_reprs_of_client_transport_and_settings_never_show_the_key(
     settings = load_config()
     assert settings.storage_options == {"secret": "s3-secret-value"}
     with settings.client() as client:
-        shown = " ".join(
-            [repr(client), repr(client._transport), repr(client._transport._redactor)]
-        )
+        shown = " ".join([repr(client), repr(client._transport), repr(client._transport._redactor)])
         assert not leaks(key, shown)
     assert "s3-secret-value" not in repr(settings)
     assert "s3-secret-value" not in json.dumps(settings.to_dict())
@@ -421,7 +424,8 @@ def test_repr_of_an_api_instance_hides_vastkit_storage_options() -> None:
     assert info is not None
     assert info.env["VASTKIT_STORAGE_OPTIONS"] == secret  # the value is there to use
     shown = repr(info)
-    assert "store-secret-value" not in shown and "AKIA-STORE" not in shown
+    assert "store-secret-value" not in shown
+    assert "AKIA-STORE" not in shown
     assert "'VASTKIT_STORAGE_OPTIONS': '***'" in shown
     assert f"onstart='<{len(onstart)} characters>'" in shown
 
@@ -434,8 +438,10 @@ def test_repr_of_a_create_request_hides_env_onstart_and_registry_login() -> None
         image_login="-u me -p registry-token ghcr.io",
     )
     shown = repr(request)
-    assert "store-secret-value" not in shown and "registry-token" not in shown
-    assert "'VASTKIT_STORAGE_OPTIONS': '***'" in shown and "'-p 8080:8080': '***'" in shown
+    assert "store-secret-value" not in shown
+    assert "registry-token" not in shown
+    assert "'VASTKIT_STORAGE_OPTIONS': '***'" in shown
+    assert "'-p 8080:8080': '***'" in shown
 
 
 # --- every answer is a vastkit result or a vastkit error -------------------------------------
@@ -449,9 +455,13 @@ def test_deeply_nested_json_is_a_vastkit_error_not_a_recursion_error() -> None:
         def handler(request: httpx.Request, body: bytes = body) -> httpx.Response:
             return httpx.Response(200, content=body)
 
-        with make_client("vk-0123", handler) as client, pytest.raises(ResponseTooLargeError) as info:
+        with (
+            make_client("vk-0123", handler) as client,
+            pytest.raises(ResponseTooLargeError) as info,
+        ):
             client.search_offers("")
-        assert info.value.unit == "levels" and info.value.limit == 64
+        assert info.value.unit == "levels"
+        assert info.value.limit == 64
         assert "nested deeper than 64 levels" in str(info.value)
 
 
@@ -522,7 +532,8 @@ def test_a_huge_answer_stops_reading_at_the_limit_with_response_too_large_error(
         pytest.raises(ResponseTooLargeError, match="more than 1,000,000 bytes") as info,
     ):
         client.search_offers("")
-    assert info.value.limit == 1_000_000 and info.value.unit == "bytes"
+    assert info.value.limit == 1_000_000
+    assert info.value.unit == "bytes"
     assert isinstance(info.value, ResponseValidationError)
     assert sum(streamed) < 1_100_000  # reading stopped at the limit, not after 120 MB
 
@@ -584,7 +595,9 @@ def test_an_offer_with_a_nan_negative_or_huge_price_parses_as_a_float(
 ) -> None:
     """The selector drops such offers with a counted reason; parsing must not crash."""
     text = json.dumps(offer_json(1))  # the later duplicate keys win
-    body = ('{"offers": [' + text[:-1] + f', "dph_total": {raw}, "dph_base": {raw}' + "}]}").encode()
+    body = (
+        '{"offers": [' + text[:-1] + f', "dph_total": {raw}, "dph_base": {raw}' + "}]}"
+    ).encode()
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body)

@@ -19,7 +19,7 @@ import random
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -112,9 +112,9 @@ def _encode(value: Any) -> bytes:
 _bodies = st.one_of(
     _json.map(_encode),
     _vast_shaped().map(_encode),
-    _vast_shaped().map(_encode).flatmap(
-        lambda raw: st.integers(0, max(0, len(raw) - 1)).map(lambda cut: raw[:cut])
-    ),
+    _vast_shaped()
+    .map(_encode)
+    .flatmap(lambda raw: st.integers(0, max(0, len(raw) - 1)).map(lambda cut: raw[:cut])),
     st.binary(max_size=64),
     st.integers(1, 3000).map(lambda depth: b"[" * depth + b"]" * depth),
     st.integers(1, 3000).map(lambda depth: b'{"offers":' * depth + b"1" + b"}" * depth),
@@ -227,7 +227,7 @@ def _run(call: str, client: Client, records: _Records) -> None:
     except VastkitError as exc:
         OUTCOMES[type(exc).__name__] = OUTCOMES.get(type(exc).__name__, 0) + 1
         for text in _texts_of(exc):
-            assert not leaked(text), f"{call}: the key leaked in {type(exc).__name__}: {text[:300]}"
+            assert not leaked(text), f"{call}: the key leaked in {type(exc).__name__}: {text[:300]}"  # noqa: PT017
     else:
         OUTCOMES["result"] = OUTCOMES.get("result", 0) + 1
         for text in _result_texts(result):
@@ -298,7 +298,7 @@ _LOOPBACK_ANSWERS: list[tuple[str, int, dict[str, str], bytes]] = [
 
 class _Garbage(http.server.BaseHTTPRequestHandler):
     answer: tuple[int, dict[str, str], bytes] = (200, {}, b"{}")
-    seen_keys: list[str] = []
+    seen_keys: ClassVar[list[str]] = []
 
     def _serve(self) -> None:
         self.seen_keys.append(self.headers.get("Authorization", ""))
@@ -337,18 +337,17 @@ def loopback() -> Iterator[str]:
         thread.join(5)
 
 
-@pytest.mark.parametrize(("name", "status", "headers", "body"), _LOOPBACK_ANSWERS)
+@pytest.mark.parametrize(
+    "answer", _LOOPBACK_ANSWERS, ids=[answer[0] for answer in _LOOPBACK_ANSWERS]
+)
 @pytest.mark.parametrize("call", sorted(CALLS))
 def test_garbage_over_loopback_http_is_a_vastkit_result_or_error_without_the_key(
     loopback: str,
     records: _Records,
     call: str,
-    name: str,
-    status: int,
-    headers: dict[str, str],
-    body: bytes,
+    answer: tuple[str, int, dict[str, str], bytes],
 ) -> None:
-    _Garbage.answer = (status, headers, body)
+    _Garbage.answer = answer[1:]
     with (
         httpx.Client(timeout=10) as http,
         Client(

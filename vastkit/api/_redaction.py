@@ -70,9 +70,7 @@ class Redactor:
             else None
         )
         # The cheap test before a substitution: every spelling, lower-cased, as bytes.
-        self._lowered = tuple(
-            {form.lower().encode("utf-8", "surrogateescape") for form in forms}
-        )
+        self._lowered = tuple({form.lower().encode("utf-8", "surrogateescape") for form in forms})
 
     def __repr__(self) -> str:
         return "Redactor()"
@@ -90,7 +88,7 @@ class Redactor:
         lowered = raw.lower()
         return any(form in lowered for form in self._lowered)
 
-    def bytes(self, raw: bytes) -> bytes:
+    def binary(self, raw: bytes) -> bytes:
         """``raw`` with every spelling of the secret replaced (decoded as UTF-8 leniently)."""
         if not self.holds(raw):
             return raw
@@ -113,13 +111,11 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, bytes):
-            return self.bytes(value)
+            return self.binary(value)
         if _depth >= _MAX_WALK and isinstance(value, dict | list | tuple):
             return REDACTED
         if isinstance(value, dict):
-            return {
-                self.value(k, _depth + 1): self.value(v, _depth + 1) for k, v in value.items()
-            }
+            return {self.value(k, _depth + 1): self.value(v, _depth + 1) for k, v in value.items()}
         if isinstance(value, list):
             return [self.value(item, _depth + 1) for item in value]
         if isinstance(value, tuple):

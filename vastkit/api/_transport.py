@@ -146,7 +146,9 @@ def decode_json(content: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """
     if json_depth_exceeds(content, max_depth):
         raise ResponseTooLargeError(
-            f"the answer's JSON nests deeper than {max_depth} levels", limit=max_depth, unit="levels"
+            f"the answer's JSON nests deeper than {max_depth} levels",
+            limit=max_depth,
+            unit="levels",
         )
     try:
         return json.loads(content)
@@ -598,7 +600,7 @@ class Transport:
             for name, value in response.headers.items()
             if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
         ]
-        extensions = {
+        extensions: dict[str, Any] = {
             name: response.extensions[name]
             for name in ("http_version", "reason_phrase")
             if name in response.extensions
@@ -606,7 +608,7 @@ class Transport:
         return httpx.Response(
             response.status_code,
             headers=headers,
-            content=self._redactor.bytes(content),
+            content=self._redactor.binary(content),
             request=shown,
             extensions=extensions,
         )

@@ -27,6 +27,7 @@ __all__ = [
     "User",
 ]
 
+
 def _env_repr(env: Mapping[str, str]) -> str:
     """An environment in a repr: the names, never the values (they carry store credentials)."""
     return "{" + ", ".join(f"{name!r}: '***'" for name in env) + "}"
