@@ -5,11 +5,13 @@ Run as ``python _killed_resaver.py <url> <storage options JSON> <seed> <trials>`
 s3fs for ``s3://``) is imported once here; each trial forks a child that restores the latest
 checkpoint with ``keep_last=1`` (asynchronous saves in even trials), tells the driver it has, then
 re-saves that same step over and over, moving on to the next step every third save (so pruning
-with ``keep_last=1`` runs too). The driver SIGKILLs it after a random delay, then prints
-``killed <trial> <marker> <saves>``: ``<marker>`` is what the child was doing when it died (``R``
-re-saving the restored step, ``N`` saving a new step, ``c`` between saves, ``r`` just restored)
-and ``<saves>`` how many saves it had finished. It then waits for a line on stdin (the test
-checks the store meanwhile) and prints ``done`` at the end.
+with ``keep_last=1`` runs too). The driver waits until the child has finished ``trial % 4`` saves
+(so every fourth trial a new step is committed, however slow the machine), then SIGKILLs it after
+a random delay and prints ``killed <trial> <marker> <saves>``: ``<marker>`` is what the child was
+doing when it died (``R`` re-saving the restored step, ``N`` saving a new step, ``c`` between
+saves, ``r`` just restored) and ``<saves>`` how many saves it had finished; or ``crashed <trial>
+<status>`` when the child died on its own. It then waits for a line on stdin (the test checks the
+store meanwhile) and prints ``done`` at the end.
 
 Every tensor of a checkpoint is filled with its step, so a reader can tell a complete state.
 """
@@ -64,8 +66,9 @@ def child(url: str, options: dict[str, object], trial: int, marks: int) -> None:
         os.write(marks, b"c")
 
 
-def run_trial(url: str, options: dict[str, object], trial: int, delay: float) -> tuple[str, int]:
-    """Fork a saver, kill it ``delay`` seconds after it restored; what it was doing then."""
+def run_trial(url: str, options: dict[str, object], trial: int, delay: float) -> str:
+    """Fork a saver, kill it ``delay`` seconds after its ``trial % 4``-th save (or after it
+    restored); the line to print."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -75,17 +78,19 @@ def run_trial(url: str, options: dict[str, object], trial: int, delay: float) ->
         finally:
             os._exit(1)
     os.close(write_end)
-    first = os.read(read_end, 1)
-    if first == b"r":
-        time.sleep(delay)
+    marks = b""
+    while (chunk := os.read(read_end, 1)) and marks.count(b"c") < trial % 4:
+        marks += chunk
+    marks += chunk
+    time.sleep(delay)
     os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    marks = first
+    _, status = os.waitpid(pid, 0)
     while chunk := os.read(read_end, 4096):
         marks += chunk
     os.close(read_end)
-    last = marks[-1:].decode() or "-"
-    return last, marks.count(b"c")
+    if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
+        return f"crashed {trial} {status}"
+    return f"killed {trial} {marks[-1:].decode() or '-'} {marks.count(b'c')}"
 
 
 def main() -> None:
@@ -100,8 +105,7 @@ def main() -> None:
         import s3fs  # noqa: F401  (imported once, before the forks)
     rng = random.Random(seed)
     for trial in range(trials):
-        last, saves = run_trial(url, options, trial, rng.uniform(0.0, KILL_WINDOW_S))
-        print(f"killed {trial} {last} {saves}", flush=True)
+        print(run_trial(url, options, trial, rng.uniform(0.0, KILL_WINDOW_S)), flush=True)
         if not sys.stdin.readline():
             return
     print("done", flush=True)

@@ -127,8 +127,9 @@ def test_resave_kill_never_uncommits_the_step(
     doing: list[str] = []
     try:
         for trial in range(RESAVE_TRIALS):
-            _, got, mark, _saves = (lines.next() or "").split()
-            assert got == str(trial)
+            line = lines.next() or ""
+            what, got, mark, *_ = [*line.split(), "", "", ""]
+            assert (what, got) == ("killed", str(trial)), f"the saver: {line!r}"
             assert mark != "X", "the saver found nothing to restore"
             doing.append(mark)
             latest = _check_after_kill(url, options, latest)
@@ -141,4 +142,4 @@ def test_resave_kill_never_uncommits_the_step(
     print(f"{backend}: {RESAVE_TRIALS} kills, while {dict(collections.Counter(doing))}")
     # The kills landed in the window under test: many while re-saving the restored step.
     assert doing.count("R") >= RESAVE_TRIALS // 3
-    assert latest > 1  # and the savers made progress between kills
+    assert latest > RESAVE_TRIALS // 4  # and each fourth trial committed a new step

@@ -4,7 +4,10 @@
 ``<url>/checkpoints/step-<zero-padded step>/``: the payload object first, then ``manifest.json``
 (sizes and SHA-256 of every payload object, step, time, metrics, format version). A checkpoint
 exists once its manifest exists; the latest one is the highest step whose manifest exists and whose
-payload verifies. Timestamps never order checkpoints.
+payload verifies. Timestamps never order checkpoints. Re-saving a committed step writes the new
+payload aside and swaps the manifest in one write, so the step is never uncommitted; when every
+committed checkpoint is damaged, :meth:`~CheckpointManager.restore` raises
+:class:`~vastkit.errors.CheckpointCorruptError` instead of starting afresh.
 
 An asynchronous save copies the state into reused CPU buffers on the caller's thread (the only
 stall), then serialises, uploads, verifies and commits in a background thread. At most one save is
