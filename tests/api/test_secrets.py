@@ -606,3 +606,14 @@ def test_an_offer_with_a_nan_negative_or_huge_price_parses_as_a_float(
         [parsed] = client.search_offers("")
     assert repr(parsed.dph_total) == repr(float(expected))
     assert repr(parsed.dph_base) == repr(float(expected))
+
+
+@pytest.mark.parametrize("url", ["https://", "http://", "https:///path"])
+def test_a_log_result_url_without_a_host_is_a_response_validation_error(url: str) -> None:
+    """Found by the fuzz suite: ``result_url: "https://"`` escaped as a bare ValueError."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"success": True, "result_url": url})
+
+    with make_client("vk-0123", handler) as client, pytest.raises(ResponseValidationError):
+        client.instance_logs(5)

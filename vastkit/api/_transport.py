@@ -470,13 +470,18 @@ class Transport:
         """GET a URL outside the API (a log ``result_url``), without the Authorization header.
 
         Raises:
-            APIConnectionError: No answer.
+            APIConnectionError: No answer (:class:`~vastkit.errors.ResponseDecodingError`: a
+                body that cannot be decompressed).
+            ResponseValidationError: ``url`` cannot be fetched (no host, not http(s)).
+            ResponseTooLargeError: The answer is longer than :attr:`max_response_bytes`.
         """
         self.stats._add(self.stats.requests, endpoint)
         try:
             request = self.http.build_request(
                 "GET", url, headers={"User-Agent": self.user_agent}, timeout=self.timeout
             )
+            if not request.url.host:
+                raise httpx.InvalidURL("the URL has no host")
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise self.scrub(
                 ResponseValidationError(
