@@ -517,8 +517,11 @@ class _Builder:
             )
         try:
             value = self.loader.construct_object(node, deep=True)
-        except (ValueError, OverflowError, TypeError) as exc:
-            raise self.fail(f"cannot read {text[:40]!r}: {exc}", _line(node), path) from exc
+        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+            # PyYAML's constructors fail with bare builtins on odd scalars: an impossible date
+            # (ValueError), an explicit '!!int' with nothing after it (IndexError).
+            reason = str(exc) or type(exc).__name__
+            raise self.fail(f"cannot read {text[:40]!r}: {reason}", _line(node), path) from exc
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _MAX_INT:
             raise self.fail(
                 f"number out of range: {text[:40]} does not fit in 64 bits", _line(node), path

@@ -196,6 +196,8 @@ def test_issue16_extra_query_nan_is_refused() -> None:
         ("x: 2020-02-30\n", "day is out of range"),
         ("x: !!int abc\n", "cannot read 'abc'"),
         ("x: !!float abc\n", "cannot read 'abc'"),
+        ("x: !!float\n", "cannot read ''"),  # found by tests/fuzz: IndexError inside PyYAML
+        ("x: !!int\n", "cannot read ''"),
         ("x: !!binary 'a'\n", "not valid YAML"),
         ("x: !!python/object:os.system {}\n", "unsupported tag"),
         ("x: !!set {a, b}\n", "unsupported tag"),
