@@ -84,11 +84,6 @@ class InvalidSettingError(ConfigError, ValueError):
         self.problem = problem
         self.allowed = allowed
 
-    def within(self, owner: str, field: str) -> InvalidSettingError:
-        """The same error seen from an enclosing setting (``Job.timeouts`` ...), same type."""
-        error = type(self)(owner, f"{field}.{self.field}", self.problem, allowed=self.allowed)
-        return error
-
 
 class SettingTypeError(InvalidSettingError, TypeError):
     """A setting given from Python has the wrong type (also a :class:`TypeError`)."""

@@ -53,7 +53,18 @@ _STATUSES: tuple[str, ...] = ("succeeded", "failed", "budget_exceeded", "timed_o
 
 @attrs.frozen(kw_only=True)
 class JobTimeouts:
-    """Deadlines and pacing of a job, in seconds of the orchestrator's clock."""
+    """Deadlines and pacing of a job, in seconds of the orchestrator's clock.
+
+    Every duration is a finite number of seconds greater than 0 and at most a year (booleans are
+    not numbers); ``max_duration`` and ``orchestrator_timeout`` may be ``None``. Two rules bind
+    fields together: ``heartbeat_stale`` is longer than ``heartbeat_interval``, and
+    ``orchestrator_timeout`` longer than two ``poll_interval``s (the orchestrator shows it is
+    alive once a poll; a worker that hears nothing for that long destroys its own instance).
+
+    Raises:
+        InvalidSettingError: A value out of range (a ``ConfigError`` and a ``ValueError``).
+        SettingTypeError: A value of the wrong type (also a ``TypeError``).
+    """
 
     poll_interval: float = attrs.field(default=15.0)
     """Time between two looks at the job (one instance list, one heartbeat read)."""
@@ -171,6 +182,12 @@ def _path_map(value: Any) -> Any:
 @attrs.frozen(kw_only=True)
 class Job:
     """What to run, where, and within which limits.
+
+    Every field is checked when the job is made (:meth:`from_yaml` turns the errors into a
+    ``ConfigError`` with the file, the line and the key): a bad value raises
+    ``InvalidSettingError`` (a ``ConfigError`` and a ``ValueError``), a wrong type
+    ``SettingTypeError`` (also a ``TypeError``), naming the field and what it accepts. The repr
+    shows the names of ``env`` and ``storage_options``, never their values.
 
     Example::
 
