@@ -34,7 +34,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import httpx
@@ -273,6 +273,45 @@ def _summarise_text(text: str, content_type: str) -> str:
             return " ".join(title.group(1).split())
         return " ".join(_TAGS.sub(" ", stripped).split())[:200] or "an HTML page"
     return stripped[:500]
+
+
+def _read_limited(
+    response: httpx.Response, limit: int | None, shown: httpx.Request, what: str
+) -> bytes:
+    """The decoded body of a streamed ``response``, read up to ``limit`` bytes.
+
+    Raises:
+        ResponseTooLargeError: The body is longer (reading stops there).
+        httpx.HTTPError: Reading or decoding failed (the caller maps it).
+    """
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise ResponseTooLargeError(
+                f"{what} answered {response.status_code} with more than {limit:,} bytes; reading "
+                "stopped there (raise the limit with Client(max_response_bytes=...), or ask for "
+                "fewer items)",
+                limit=limit,
+                request=shown,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decoding_error(
+    exc: httpx.DecodingError,
+    shown: httpx.Request,
+    what: str,
+    encoding: str,
+    redact: Callable[[str], str],
+) -> ResponseDecodingError:
+    return ResponseDecodingError(
+        f"{what} answered with a body that cannot be decoded "
+        f"(Content-Encoding: {redact(encoding)[:40]}): {redact(str(exc))[:200]}",
+        request=shown,
+    )
 
 
 _STATUS_CLASSES: Final[Mapping[int, type[APIStatusError]]] = {
@@ -590,14 +629,23 @@ class Transport:
         except httpx.TransportError as exc:
             raise self._connection_error(exc, shown, method, path) from exc
         except httpx.DecodingError as exc:  # a transport that decodes while it sends
-            raise self._decoding_error(exc, shown, method, path, "?") from exc
+            raise _decoding_error(exc, shown, f"{method} {path}", "?", self.redact) from exc
         except httpx.HTTPError as exc:  # a redirect loop, a stream error: no usable answer
             raise APIConnectionError(
                 f"{method} {path} failed: {self.redact(str(exc)) or type(exc).__name__}",
                 request=shown,
             ) from exc
         try:
-            content = self._read_limited(response, shown, method, path)
+            content = _read_limited(response, self.max_response_bytes, shown, f"{method} {path}")
+        except httpx.DecodingError as exc:
+            encoding = response.headers.get("content-encoding", "?")
+            raise _decoding_error(exc, shown, f"{method} {path}", encoding, self.redact) from exc
+        except httpx.TransportError as exc:
+            raise self._connection_error(exc, shown, method, path) from exc
+        except httpx.HTTPError as exc:
+            raise APIConnectionError(
+                f"{method} {path}: the answer broke off ({type(exc).__name__})", request=shown
+            ) from exc
         finally:
             response.close()
         headers = [
@@ -616,46 +664,6 @@ class Transport:
             content=self._redactor.binary(content),
             request=shown,
             extensions=extensions,
-        )
-
-    def _read_limited(
-        self, response: httpx.Response, shown: httpx.Request, method: str, path: str
-    ) -> bytes:
-        limit = self.max_response_bytes
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if limit is not None and size > limit:
-                    raise ResponseTooLargeError(
-                        f"{method} {path} answered {response.status_code} with more than "
-                        f"{limit:,} bytes; reading stopped there (raise the limit with "
-                        "Client(max_response_bytes=...), or ask for fewer items)",
-                        limit=limit,
-                        request=shown,
-                    )
-                chunks.append(chunk)
-        except httpx.DecodingError as exc:
-            raise self._decoding_error(
-                exc, shown, method, path, response.headers.get("content-encoding", "?")
-            ) from exc
-        except httpx.TransportError as exc:
-            raise self._connection_error(exc, shown, method, path) from exc
-        except httpx.HTTPError as exc:
-            raise APIConnectionError(
-                f"{method} {path}: the answer broke off ({type(exc).__name__})",
-                request=shown,
-            ) from exc
-        return b"".join(chunks)
-
-    def _decoding_error(
-        self, exc: httpx.DecodingError, shown: httpx.Request, method: str, path: str, encoding: str
-    ) -> ResponseDecodingError:
-        return ResponseDecodingError(
-            f"{method} {path} answered with a body that cannot be decoded "
-            f"(Content-Encoding: {self.redact(encoding)[:40]}): {self.redact(str(exc))[:200]}",
-            request=shown,
         )
 
     def _connection_error(
