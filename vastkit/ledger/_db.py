@@ -22,15 +22,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import LedgerError
+from vastkit.ledger._fence import Fence, check_fence
 from vastkit.ledger._schema import MIGRATIONS, SCHEMA_VERSION, new_ledger_id
 from vastkit.retry import RetryPolicy, retry_call
-
-if TYPE_CHECKING:
-    from vastkit.ledger._fence import Fence
 
 __all__ = [
     "Database",
@@ -333,8 +331,6 @@ class Tables:
         """
         if not fields:
             return
-        from vastkit.ledger._fence import check_fence  # _fence imports this module
-
         columns = ", ".join(f"{name} = ?" for name in fields)
         with self._db.write() as tx:
             check_fence(tx, fence)

@@ -10,9 +10,12 @@ was taken over writes nothing: it gets :class:`LeaseLost` and stops acting for t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
-from vastkit.ledger._db import Transaction
+if TYPE_CHECKING:
+    from vastkit.ledger._db import Transaction
 
 __all__ = ["HELD_QUERY", "Fence", "LeaseLost", "check_fence"]
 
