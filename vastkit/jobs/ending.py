@@ -136,6 +136,24 @@ def end_from_result(runner: JobRunner, final: AttemptResult) -> tuple[JobStatus,
     return None
 
 
+def last_look(runner: JobRunner, live: LiveAttempt) -> None:
+    """Poll once more before destroying a finished attempt's instance.
+
+    The worker writes its result and exits; Vast stops billing the GPU when the container
+    exits, which is often before the poll that read the result. One more look dates that stop
+    (see ``JobRunner.observe``), so the ledger counts what the bill charges. Best effort.
+    """
+    if live.closed or live.state is not InstanceState.RUNNING:
+        return
+    try:
+        view = runner.poll(live)
+    except APIError as exc:
+        logger.info("last look at instance %s failed: %s", live.instance_id, exc)
+        return
+    if view is not None:
+        runner.observe(live, view)
+
+
 def finish_attempt(
     runner: JobRunner, live: LiveAttempt, over: AttemptOver
 ) -> tuple[JobStatus, str] | None:
@@ -153,6 +171,7 @@ def finish_attempt(
     if over.reason == "result":
         final = runner.final
         assert final is not None
+        last_look(runner, live)
         runner.destroy(live, final.status.value)
         return runner.end_from_result(final)
 

@@ -26,6 +26,7 @@ from vastkit.errors import (
     APIError,
     BudgetExceededError,
     DestroyFailedError,
+    JobError,
 )
 from vastkit.jobs import ending as ending_steps
 from vastkit.jobs import launch as launch_steps
@@ -386,10 +387,34 @@ class JobRunner:
             # it: the container's uptime dates the change.
             live.move_to(InstanceState.RUNNING, started)
             self.sample(live, at=started)
+        stopped = self._stopped_since(live, view, now)
+        if stopped is not None:
+            # The container exited between two polls; Vast stopped billing its GPU then, so
+            # the worker's own end time dates the change rather than the poll that saw it.
+            live.move_to(view.state, stopped)
+            self.sample(live, at=stopped)
         # Every poll settles the spend in the ledger and records the rate from now on, so every
         # budget guard on this ledger (other jobs, other drivers) sees this instance's spend.
         live.move_to(view.state, now)
         self.sample(live, extra_usd=live.traffic(view))
+
+    def _stopped_since(self, live: LiveAttempt, view: InstanceInfo, now: float) -> float | None:
+        """When a container last seen running stopped, if its worker says so; else None.
+
+        Read only on the poll that first sees the change: the attempt's ``result.json`` (the
+        worker writes it as its last act before it exits) dates the stop, clamped between the
+        attempt's last sample and now. Without a result (a crash, a preemption) the poll dates
+        it, as before: counting a little more rather than less.
+        """
+        if live.state is not InstanceState.RUNNING or view.state is InstanceState.RUNNING:
+            return None
+        try:
+            ended = self.rundir.read_attempt_result(live.number)
+        except (JobError, OSError):
+            return None
+        if ended is None or not live.recorded_at < ended.ended_at < now:
+            return None
+        return ended.ended_at
 
     def sample(
         self,
