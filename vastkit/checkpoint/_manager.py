@@ -476,16 +476,7 @@ class CheckpointManager:
         manifest, payload = found
         state = payload["state"]
         folder = self._folders.folder(manifest.step)
-        for name, obj in targets.items():
-            if name not in state:
-                raise CheckpointError(
-                    f"checkpoint step {manifest.step} has no entry {name!r} "
-                    f"(it has {sorted(map(str, state))})"
-                )
-            if name == "model" and is_module(obj):
-                obj.load_state_dict(state[name], strict=strict)
-            else:
-                obj.load_state_dict(state[name])
+        load_into(targets, state, step=manifest.step, strict=strict)
         if restore_rng and payload.get("rng"):
             restore_rng_states(payload["rng"])
         with self._folders.lock:
@@ -530,3 +521,18 @@ class CheckpointManager:
             self.close()
         except CheckpointError as err:  # do not mask the exception already on its way
             logger.error("a background checkpoint save failed: %s", err)
+
+
+def load_into(
+    targets: Mapping[str, Any], state: Mapping[Any, Any], *, step: int, strict: bool
+) -> None:
+    """Call each target's ``load_state_dict`` with its entry of ``state``."""
+    for name, obj in targets.items():
+        if name not in state:
+            raise CheckpointError(
+                f"checkpoint step {step} has no entry {name!r} (it has {sorted(map(str, state))})"
+            )
+        if name == "model" and is_module(obj):
+            obj.load_state_dict(state[name], strict=strict)
+        else:
+            obj.load_state_dict(state[name])

@@ -26,7 +26,6 @@ from vastkit.errors import (
     APIError,
     BudgetExceededError,
     DestroyFailedError,
-    JobError,
 )
 from vastkit.jobs import ending as ending_steps
 from vastkit.jobs import launch as launch_steps
@@ -106,7 +105,9 @@ class JobRunner:
             destroy_deadline=self.t.destroy,
             retry_interval=self.t.poll_interval,
         )
-        self.provisioner.fence = fence  # JobQueue: money writes check the lease epoch
+        self.fence = fence
+        """A queue driver's fencing token (None outside a queue): every ledger write checks it."""
+        self.provisioner.fence = fence
         self.adopting = run_id is not None and self.ledger.get_run(run_id) is not None
         self.run_id = run_id or new_run_id(self.clock)
         make_label(self.run_id, 1)  # validates the run id
@@ -220,11 +221,6 @@ class JobRunner:
             f"cost ${result.total_cost_usd:.4f}"
         )
         return result
-
-    @property
-    def fence(self) -> Fence | None:
-        """The queue driver's fencing token (None outside a queue): every ledger write checks it."""
-        return self.provisioner.fence
 
     def start(self) -> None:
         job = self.job
@@ -379,42 +375,7 @@ class JobRunner:
         return view
 
     def observe(self, live: LiveAttempt, view: InstanceInfo) -> None:
-        live.view = view
-        now = self.clock.now()
-        started = _running_since(live, view, now)
-        if started is not None:
-            # Vast bills the GPU from the moment the container runs, not from the poll that saw
-            # it: the container's uptime dates the change.
-            live.move_to(InstanceState.RUNNING, started)
-            self.sample(live, at=started)
-        stopped = self._stopped_since(live, view, now)
-        if stopped is not None:
-            # The container exited between two polls; Vast stopped billing its GPU then, so
-            # the worker's own end time dates the change rather than the poll that saw it.
-            live.move_to(view.state, stopped)
-            self.sample(live, at=stopped)
-        # Every poll settles the spend in the ledger and records the rate from now on, so every
-        # budget guard on this ledger (other jobs, other drivers) sees this instance's spend.
-        live.move_to(view.state, now)
-        self.sample(live, extra_usd=live.traffic(view))
-
-    def _stopped_since(self, live: LiveAttempt, view: InstanceInfo, now: float) -> float | None:
-        """When a container last seen running stopped, if its worker says so; else None.
-
-        Read only on the poll that first sees the change: the attempt's ``result.json`` (the
-        worker writes it as its last act before it exits) dates the stop, clamped between the
-        attempt's last sample and now. Without a result (a crash, a preemption) the poll dates
-        it, as before: counting a little more rather than less.
-        """
-        if live.state is not InstanceState.RUNNING or view.state is InstanceState.RUNNING:
-            return None
-        try:
-            ended = self.rundir.read_attempt_result(live.number)
-        except (JobError, OSError):
-            return None
-        if ended is None or not live.recorded_at < ended.ended_at < now:
-            return None
-        return ended.ended_at
+        return watch_steps.observe(self, live, view)
 
     def sample(
         self,
@@ -602,17 +563,3 @@ def run_job(
         return runner.run()
     finally:
         runner.close()
-
-
-def _running_since(live: LiveAttempt, view: InstanceInfo, now: float) -> float | None:
-    """When a container seen running for the first time since it last ran actually started.
-
-    From the instance's ``uptime_mins`` (minutes since the container last started), never
-    before the attempt's last sample; None when nothing changed or the uptime is unknown.
-    """
-    if view.state is not InstanceState.RUNNING or live.state is InstanceState.RUNNING:
-        return None
-    if view.uptime_mins is None or not view.uptime_mins >= 0:
-        return None
-    started = max(now - view.uptime_mins * 60.0, live.recorded_at)
-    return started if started < now else None

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from vastkit.api.models import InstanceInfo
+from vastkit.api.models import InstanceInfo, InstanceState
 from vastkit.errors import (
     APIError,
     AuthenticationError,
@@ -256,3 +256,60 @@ def status_line(runner: JobRunner, live: LiveAttempt) -> None:
     if line != runner._last_line:
         runner._last_line = line
         runner.progress.update(line)
+
+
+def observe(runner: JobRunner, live: LiveAttempt, view: InstanceInfo) -> None:
+    """Take in a poll's view of the instance: its state, and the ledger's sample up to now."""
+    live.view = view
+    now = runner.clock.now()
+    started = _running_since(live, view, now)
+    if started is not None:
+        # Vast bills the GPU from the moment the container runs, not from the poll that saw
+        # it: the container's uptime dates the change.
+        live.move_to(InstanceState.RUNNING, started)
+        runner.sample(live, at=started)
+    stopped = _stopped_since(runner, live, view, now)
+    if stopped is not None:
+        # The container exited between two polls; Vast stopped billing its GPU then, so the
+        # worker's own end time dates the change rather than the poll that saw it.
+        live.move_to(view.state, stopped)
+        runner.sample(live, at=stopped)
+    # Every poll settles the spend in the ledger and records the rate from now on, so every
+    # budget guard on this ledger (other jobs, other drivers) sees this instance's spend.
+    live.move_to(view.state, now)
+    runner.sample(live, extra_usd=live.traffic(view))
+
+
+def _stopped_since(
+    runner: JobRunner, live: LiveAttempt, view: InstanceInfo, now: float
+) -> float | None:
+    """When a container last seen running stopped, if its worker says so; else None.
+
+    Read only on the poll that first sees the change: the attempt's ``result.json`` (the worker
+    writes it as its last act before it exits) dates the stop, clamped between the attempt's
+    last sample and now. Without a result (a crash, a preemption) the poll dates it: counting
+    a little more rather than less.
+    """
+    if live.state is not InstanceState.RUNNING or view.state is InstanceState.RUNNING:
+        return None
+    try:
+        ended = runner.rundir.read_attempt_result(live.number)
+    except (JobError, OSError):
+        return None
+    if ended is None or not live.recorded_at < ended.ended_at < now:
+        return None
+    return ended.ended_at
+
+
+def _running_since(live: LiveAttempt, view: InstanceInfo, now: float) -> float | None:
+    """When a container seen running for the first time since it last ran actually started.
+
+    From the instance's ``uptime_mins`` (minutes since the container last started), never
+    before the attempt's last sample; None when nothing changed or the uptime is unknown.
+    """
+    if view.state is not InstanceState.RUNNING or live.state is InstanceState.RUNNING:
+        return None
+    if view.uptime_mins is None or not view.uptime_mins >= 0:
+        return None
+    started = max(now - view.uptime_mins * 60.0, live.recorded_at)
+    return started if started < now else None
