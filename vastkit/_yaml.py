@@ -31,7 +31,7 @@ from typing import Any, Final
 import attrs
 import yaml
 
-from vastkit.errors import ConfigError
+from vastkit.errors import ConfigError, ConfigTypeError, ConfigValueError
 
 __all__ = [
     "ALIAS_EXPANSION_BUDGET",
@@ -63,26 +63,6 @@ _COLLECTION_TAGS: Final = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002
 _INF_TEXT: Final = re.compile(r"[-+]?\.(?:inf|Inf|INF)")
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class ConfigValueError(ConfigError, ValueError):
-    """A setting given in Python has a bad value (also a :class:`ValueError`).
-
-    ``key`` names the setting; ``path`` and ``line`` are None.
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message, key=key)
-
-
-class ConfigTypeError(ConfigError, TypeError):
-    """A setting given in Python has the wrong type (also a :class:`TypeError`).
-
-    ``key`` names the setting; ``path`` and ``line`` are None.
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message, key=key)
 
 
 @attrs.frozen(kw_only=True)

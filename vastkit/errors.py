@@ -4,6 +4,9 @@ The tree::
 
     VastkitError
     ├── ConfigError                     bad settings: a file, a line, a key
+    │   ├── ConfigValueError            ... a bad value given in Python (also a ValueError)
+    │   ├── ConfigTypeError             ... a wrong type given in Python (also a TypeError)
+    │   └── QueryError                  ... an offer query that does not parse (a ValueError)
     ├── APIError                        anything that went wrong talking to Vast.ai
     │   ├── APIConnectionError          the request never got an answer
     │   │   ├── APITimeoutError         ... because it ran out of time
@@ -54,6 +57,8 @@ __all__ = [
     "CheckpointCorruptError",
     "CheckpointError",
     "ConfigError",
+    "ConfigTypeError",
+    "ConfigValueError",
     "DestroyFailedError",
     "GoneError",
     "JobError",
@@ -62,6 +67,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ProvisioningError",
+    "QueryError",
     "RateLimitError",
     "ResponseDecodingError",
     "ResponseTooLargeError",
@@ -104,6 +110,41 @@ class ConfigError(VastkitError):
             where = f"{where}: {key}" if where else key
         self.message = message
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigValueError(ConfigError, ValueError):
+    """A setting given in Python has a bad value (also a :class:`ValueError`).
+
+    ``key`` names the setting; ``path`` and ``line`` are None.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message, key=key)
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A setting given in Python has the wrong type (also a :class:`TypeError`).
+
+    ``key`` names the setting; ``path`` and ``line`` are None.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message, key=key)
+
+
+class QueryError(ConfigError, ValueError):
+    """An offer query is wrong: it does not parse, or holds a value Vast cannot compare.
+
+    A :class:`~vastkit.errors.ConfigError` (so a :class:`~vastkit.errors.VastkitError`) and a
+    :class:`ValueError`.
+
+    Attributes:
+        fragment: The part of the query that is wrong (``"cpu_ram>=nan"``), when known.
+    """
+
+    def __init__(self, message: str, *, fragment: str | None = None) -> None:
+        super().__init__(message)
+        self.fragment = fragment
 
 
 class APIError(VastkitError):

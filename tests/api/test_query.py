@@ -387,3 +387,12 @@ def test_issue16_no_nan_reaches_a_search_body() -> None:
     with pytest.raises(QueryError, match="not a finite number"):
         OfferQuery.from_dict({"cpu_ram": {"gte": math.nan}})
     assert search_body("cpu_ram>=32")["cpu_ram"] == {"gte": 32000.0}
+
+
+def test_issue16_a_bad_operator_names_the_fragment_as_written() -> None:
+    """Found by the fuzz suite: the fragment was rebuilt without the spaces of the query."""
+    text = 'cuda_vers=" cpu_ram="0 cpu_ram=nan'
+    with pytest.raises(QueryError) as info:
+        parse_query(text)
+    assert info.value.fragment is not None
+    assert info.value.fragment in text

@@ -26,7 +26,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 import attrs
 
-from vastkit.errors import ConfigError
+from vastkit.errors import QueryError
 
 __all__ = [
     "CLI_DEFAULT_FILTERS",
@@ -129,21 +129,6 @@ _TOKEN = re.compile(
 _WILDCARDS: Final = frozenset({"?", "*", "any"})
 
 
-class QueryError(ConfigError, ValueError):
-    """An offer query is wrong: it does not parse, or holds a value Vast cannot compare.
-
-    A :class:`~vastkit.errors.ConfigError` (so a :class:`~vastkit.errors.VastkitError`) and a
-    :class:`ValueError`.
-
-    Attributes:
-        fragment: The part of the query that is wrong (``"cpu_ram>=nan"``), when known.
-    """
-
-    def __init__(self, message: str, *, fragment: str | None = None) -> None:
-        super().__init__(message)
-        self.fragment = fragment
-
-
 def _clip(value: Any) -> str:
     """``repr(value)``, cut to 80 characters for messages."""
     text = repr(value)
@@ -226,8 +211,9 @@ def parse_query(text: str | Sequence[str], base: Mapping[str, Any] | None = None
             "Did you forget to quote a value with spaces?",
             fragment=text[len(joined) :] if text.startswith(joined) else text,
         )
-    for raw_field, raw_op, _, raw_value, _ in matches:
-        fragment = f"{raw_field}{raw_op}{raw_value}".strip()
+    for groups in matches:
+        raw_field, raw_op, _, raw_value, _ = groups
+        fragment = "".join(groups).strip()  # exactly as written in the query
         value: Any = raw_value.strip(",[]")
         op = raw_op.strip()
         op_name = _OP_NAMES.get(op)
