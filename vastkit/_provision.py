@@ -67,6 +67,7 @@ __all__ = [
     "PhaseWaiter",
     "Provisioner",
     "destroy_confirmed",
+    "direct_only_where_open",
     "phase_of",
 ]
 
@@ -437,6 +438,28 @@ def _destroy_may_succeed_later(exc: Exception) -> bool:
     return isinstance(exc, _StillListed | APIError)
 
 
+def direct_only_where_open(runtype: str | None, offer: Offer) -> str | None:
+    """``runtype`` without its direct modes when the offer's host has no open ports.
+
+    Direct SSH and Jupyter need ports on the host's router (``direct_port_count``); on a host
+    without them Vast can only give the proxied modes, as the official CLI's ``--direct`` also
+    assumes. ``"ssh_direc ssh_proxy"`` becomes ``"ssh_proxy"``; a runtype with only direct modes
+    falls back to their proxied twins.
+    """
+    if runtype is None or (offer.direct_port_count or 0) > 0:
+        return runtype
+    modes = runtype.split()
+    kept = [m for m in modes if not m.endswith(("_direc", "_direct"))]
+    if kept == modes:
+        return runtype
+    for mode in modes:
+        if mode.endswith(("_direc", "_direct")):
+            proxied = mode.rsplit("_", 1)[0] + "_proxy"
+            if proxied not in kept:
+                kept.append(proxied)
+    return " ".join(kept)
+
+
 class CreateFailureKind(enum.StrEnum):
     """Why a create rented nothing (or only a contract that was destroyed at once)."""
 
@@ -729,6 +752,9 @@ class Provisioner:
             APIError: A list by label, needed before a retry, kept failing.
         """
         label = request.label or ""
+        runtype = direct_only_where_open(request.runtype, offer)
+        if runtype != request.runtype:
+            request = attrs.evolve(request, runtype=runtype)
         start = self.clock.now()
         tries = 0
         last: Exception
