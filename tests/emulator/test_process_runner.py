@@ -60,8 +60,10 @@ def test_onstart_env_logs_sigterm_and_destroy(
 ) -> None:
     monkeypatch.setenv("VAST_API_KEY", "account-secret-must-not-leak")
     api, emu = papi
+    # a host with direct ports: only those map ``-p`` options (VAST_TCP_PORT_8080 below)
+    offer = api.search(direct_port_count={"gt": 0}, limit=1).json()["offers"][0]
     created = api.create(
-        api.search(limit=1).json()["offers"][0]["id"],
+        offer["id"],
         onstart=SCRIPT,
         env={"FOO": "bar baz", "-p 8080:8080": "1"},
         label="proc",

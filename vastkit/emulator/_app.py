@@ -9,7 +9,8 @@
 4. authenticate the key, count offer searches against the daily quota;
 5. call the endpoint's handler: offers and create (:mod:`~vastkit.emulator._offers`), instances
    (:mod:`~vastkit.emulator._instances`), logs and commands (:mod:`~vastkit.emulator._logs`),
-   the account (:mod:`~vastkit.emulator._account`); answers are shaped by
+   the account (:mod:`~vastkit.emulator._account`), SSH keys (:mod:`~vastkit.emulator._keys`),
+   templates (:mod:`~vastkit.emulator._templates`); answers are shaped by
    :mod:`~vastkit.emulator._render` and :mod:`~vastkit.emulator._offer_columns`.
 
 The loopback server (:mod:`vastkit.emulator._server`) and the in-process httpx transport both
@@ -31,6 +32,7 @@ from vastkit.emulator._faults import (
 )
 from vastkit.emulator._http import ApiError, Request, Response, json_response
 from vastkit.emulator._instances import InstanceEndpoints
+from vastkit.emulator._keys import KeyEndpoints
 from vastkit.emulator._limits import RateLimiter
 from vastkit.emulator._logs import LogEndpoints
 from vastkit.emulator._offers import OfferEndpoints
@@ -45,6 +47,7 @@ from vastkit.emulator._routes import (
     route,
 )
 from vastkit.emulator._state import State
+from vastkit.emulator._templates import TemplateEndpoints
 
 __all__ = ["App"]
 
@@ -93,6 +96,8 @@ class App:
             **InstanceEndpoints(state).endpoints(),
             **LogEndpoints(state).endpoints(),
             **AccountEndpoints(state).endpoints(),
+            **KeyEndpoints(state).endpoints(),
+            **TemplateEndpoints().endpoints(),
         }
         missing = {name for _, _, name in ROUTES} - set(self.handlers)
         assert not missing, f"routes without a handler: {sorted(missing)}"

@@ -128,7 +128,12 @@ class Containers:
 
     @staticmethod
     def _port_bindings(inst: Instance) -> dict[str, list[dict[str, str]]]:
-        """Host ports for SSH/Jupyter (direct run types) and every ``-p`` option in ``env``."""
+        """Host ports for SSH/Jupyter (direct run types) and every ``-p`` option in ``env``,
+        as many as the machine's ``direct_port_count`` allows: none on a host without direct
+        ports (its instances are reached through the SSH proxy only)."""
+        m = inst.machine
+        if m.direct_port_count <= 0:
+            return {}
         internal: list[str] = []
         if "direc" in inst.runtype:
             internal.append("22/tcp")
@@ -143,11 +148,10 @@ class Containers:
                 name = f"{number}/{proto}"
                 if name not in internal:
                     internal.append(name)
-        m = inst.machine
         base = m.direct_port_start if m.direct_port_start > 0 else 40_000
         return {
             name: [{"HostIp": "0.0.0.0", "HostPort": str(base + offset)}]
-            for offset, name in enumerate(internal)
+            for offset, name in enumerate(internal[: m.direct_port_count])
         }
 
     def reboot(self, inst: Instance, now: float, recycle: bool = False) -> None:
@@ -195,6 +199,8 @@ class Containers:
             "JUPYTER_TOKEN": inst.jupyter_token,
             "DATA_DIRECTORY": "/workspace/",
         }
+        if inst.ssh_keys:
+            env["SSH_PUBLIC_KEY"] = "\n".join(k.public_key for k in inst.ssh_keys)
         url = self.url()
         if url:
             env["VAST_URL"] = url

@@ -68,6 +68,7 @@ class InstanceEndpoints:
         return {
             "list": self.list_instances,
             "list_v0": self.list_v0,
+            "instance_filters": self.filters,
             "show": self.show,
             "manage": self.manage,
             "manage_bulk": self.manage_bulk,
@@ -117,6 +118,16 @@ class InstanceEndpoints:
                 "instances": page,
             },
         )
+
+    def filters(self, call: Call) -> Response:
+        """``GET /api/v0/instances/filters/``: the distinct ``(actual_status, verification,
+        gpu_name)`` combinations among the account's instances (the CLI's filter hints)."""
+        seen: dict[tuple[Any, Any, Any], None] = {}
+        for inst in self.state.instances.values():
+            row = render_instance(self.state, inst)
+            seen[(row["actual_status"], row["verification"], row["gpu_name"])] = None
+        combos = [{"actual_status": a, "verification": v, "gpu_name": g} for a, v, g in seen]
+        return json_response(200, {"filters": combos})
 
     def list_v0(self, call: Call) -> Response:
         """``GET /api/v0/instances/``: gone, as on the live API."""

@@ -26,6 +26,8 @@ DEFAULT_RATE_LIMITS: Mapping[str, float] = {
     "reboot": 1.0,
     "recycle": 1.0,
     "charges": 1.0,
+    "ssh_key_create": 1.0,
+    "templates": 3.0,
 }
 """Minimum seconds between two requests to an endpoint per identity (reference section 9.2).
 Offer search is limited separately to 10 requests per 60 s."""

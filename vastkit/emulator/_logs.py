@@ -4,9 +4,11 @@ and the result store that serves those URLs."""
 from __future__ import annotations
 
 import hashlib
+import shlex
 
 from vastkit.emulator._http import Request, Response, error, json_response, text_response
 from vastkit.emulator._routes import Call, Handler
+from vastkit.emulator._runners import Executes
 from vastkit.emulator._state import State
 
 __all__ = ["LogEndpoints"]
@@ -79,14 +81,28 @@ class LogEndpoints:
         )
 
     def command(self, call: Call) -> Response:
-        """``PUT /api/v0/instances/command/{id}/``: ``ls``, ``rm`` or ``du`` (empty result)."""
+        """``PUT /api/v0/instances/command/{id}/``: ``ls``, ``rm`` or ``du`` in the running
+        container's ``/workspace``; the ``result_url`` serves what the runner answered."""
         inst = self.state.instances.get(call.path_id)
         if inst is None:
             raise error(400, "invalid_container_id", "Invalid container id.")
         command = str(call.request.json_body().get("command") or "")
-        if len(command) > 512 or command.split()[:1] not in COMMANDS:
+        try:
+            argv = shlex.split(command)
+        except ValueError:
+            argv = []
+        if len(command) > 512 or argv[:1] not in COMMANDS:
             raise error(400, "invalid_args", "Only ls, rm and du are allowed (<=512 chars).")
-        url = self.publish(call.request, "")
+        if inst.actual != "running":
+            raise error(400, "invalid_container", f"Instance {inst.id} is not running.")
+        runner = self.state.runner
+        output = ""
+        if isinstance(runner, Executes):
+            try:
+                output = runner.execute(inst.id, argv)
+            except ValueError as exc:
+                raise error(400, "invalid_args", str(exc)) from None
+        url = self.publish(call.request, output)
         return json_response(
             200,
             {

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from vastkit.emulator._market import Machine
 
-__all__ = ["INF", "Competitor", "Instance", "Timings"]
+__all__ = ["INF", "Competitor", "Instance", "SshKey", "Timings"]
 
 INF = math.inf
 """The price of an on-demand claim: it beats every bid."""
@@ -53,6 +53,18 @@ class Competitor:
     def active(self, now: float) -> bool:
         """Whether it wants the machine at ``now``."""
         return self.start <= now < self.until
+
+
+@dataclass(frozen=True)
+class SshKey:
+    """A public SSH key: one of the account's, or one attached to an instance."""
+
+    id: int
+    """The key id (``/ssh/{id}/``, ``/instances/{id}/ssh/{key_id}/``)."""
+    public_key: str
+    """The OpenSSH public key line."""
+    created_at: float
+    """When it was added (Unix seconds)."""
 
 
 @dataclass
@@ -95,6 +107,8 @@ class Instance:
     ssh_idx: int = 0
     ssh_port: int = 0
     ports: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    ssh_keys: list[SshKey] = field(default_factory=list)
+    """Public keys attached to the instance (the account's keys at creation, then attached)."""
     gpu_cost: float = 0.0
     disk_cost: float = 0.0
     bwu_cost: float = 0.0

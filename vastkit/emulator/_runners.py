@@ -17,12 +17,23 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal, Protocol, runtime_checkable
 
-__all__ = ["ContainerSpec", "ProcessRunner", "Runner", "ScriptedRunner", "make_runner"]
+__all__ = [
+    "WORKSPACE",
+    "ContainerSpec",
+    "Executes",
+    "ProcessRunner",
+    "Runner",
+    "ScriptedRunner",
+    "make_runner",
+]
+
+WORKSPACE = "/workspace"
+"""The container folder Vast's ``execute`` runs in (its ``writeable_path``)."""
 
 logger = logging.getLogger("vastkit.emulator")
 
@@ -87,6 +98,22 @@ class Runner(Protocol):
         ...
 
 
+@runtime_checkable
+class Executes(Protocol):
+    """A runner that can answer Vast's ``execute`` (``ls``, ``rm``, ``du`` in the container).
+
+    A runner without this method answers every command with an empty result.
+    """
+
+    def execute(self, instance_id: int, argv: Sequence[str]) -> str:
+        """Run ``argv`` in the container's ``/workspace``; its output (stdout, then stderr).
+
+        Raises:
+            ValueError: A path argument outside ``/workspace``.
+        """
+        ...
+
+
 class ScriptedRunner:
     """Runs no process: for tests in virtual time.
 
@@ -102,6 +129,10 @@ class ScriptedRunner:
         """Instance ids in the order their containers started (for assertions)."""
         self.terminated: list[int] = []
         """Instance ids in the order their containers were asked to stop."""
+        self.executed: list[tuple[int, tuple[str, ...]]] = []
+        """``(instance id, argv)`` of every ``execute``, in order (for assertions)."""
+        self.command_output: dict[int, str] = {}
+        """What ``execute`` answers per instance (default empty): set it in a test."""
 
     def start(self, spec: ContainerSpec) -> None:
         """Record the start and log a line."""
@@ -136,6 +167,11 @@ class ScriptedRunner:
     def logs(self, instance_id: int) -> str:
         """The lines logged so far."""
         return "".join(self._logs.get(instance_id, []))
+
+    def execute(self, instance_id: int, argv: Sequence[str]) -> str:
+        """Record the command; answer :attr:`command_output` for the instance."""
+        self.executed.append((instance_id, tuple(argv)))
+        return self.command_output.get(instance_id, "")
 
     def write_log(self, instance_id: int, text: str) -> None:
         """Append ``text`` to the instance's log (what request_logs returns)."""
@@ -306,6 +342,30 @@ class ProcessRunner:
             shutil.rmtree(self.folder(instance_id), ignore_errors=True)
             self.log_path(instance_id).unlink(missing_ok=True)
 
+    def execute(self, instance_id: int, argv: Sequence[str]) -> str:
+        """Run ``argv`` (``ls``, ``rm`` or ``du``) in the instance's folder, which stands for
+        ``/workspace``: path arguments must lie under ``/workspace`` (or be relative without
+        ``..``) and are mapped into the folder; the folder's real path in the output reads
+        ``/workspace`` again.
+
+        Raises:
+            ValueError: A path argument outside ``/workspace``.
+        """
+        folder = self.folder(instance_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        mapped = [argv[0], *(_workspace_arg(a, folder) for a in argv[1:])]
+        done = subprocess.run(
+            mapped,
+            cwd=folder,
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        text = (done.stdout + done.stderr).decode(errors="replace")
+        return text.replace(str(folder), WORKSPACE)
+
     def exit_code(self, instance_id: int) -> int | None:
         """The process's exit code once it ended."""
         proc = self._procs.get(instance_id)
@@ -328,6 +388,23 @@ class ProcessRunner:
                 self._reap(instance_id, signal.SIGKILL)
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _workspace_arg(arg: str, folder: Path) -> str:
+    """``arg`` with ``/workspace`` mapped to ``folder``; options pass unchanged.
+
+    Raises:
+        ValueError: An absolute path outside ``/workspace``, or one that climbs out with ``..``.
+    """
+    if arg.startswith("-"):
+        return arg
+    if ".." in Path(arg).parts:
+        raise ValueError(f"{arg!r}: paths may not contain '..'")
+    if arg == WORKSPACE or arg.startswith(WORKSPACE + "/"):
+        return str(folder) + arg[len(WORKSPACE) :]
+    if arg.startswith(("/", "~")):
+        raise ValueError(f"{arg!r} is outside {WORKSPACE}")
+    return arg
 
 
 def make_runner(runner: Literal["scripted", "process"] | Runner) -> Runner:

@@ -22,9 +22,10 @@ from vastkit.emulator._billing import Account
 from vastkit.emulator._containers import Containers
 from vastkit.emulator._http import ApiError, error
 from vastkit.emulator._market import Catalog, Machine, generate_catalog
-from vastkit.emulator._model import INF, Competitor, Instance, Timings
+from vastkit.emulator._model import INF, Competitor, Instance, SshKey, Timings
 from vastkit.emulator._runners import Runner
 from vastkit.emulator._scheduling import Scheduler
+from vastkit.emulator._templates import apply_template
 
 __all__ = ["State"]
 
@@ -93,6 +94,9 @@ class State:
         """(time, kind, id) of notable changes, e.g. ``client:outbid`` (for assertions)."""
         runner_grace = getattr(runner, "grace_s", None)
         self.account = Account(credit)
+        self.ssh_keys: dict[int, SshKey] = {}
+        """The account's SSH keys by id (``/api/v0/ssh/``); copied onto each new instance."""
+        self.next_key_id = 40_000 + self.rng_keys.randint(0, 9_999)
         self.containers = Containers(
             runner,
             timings,
@@ -131,6 +135,12 @@ class State:
         if inst is None:
             raise error(404, "no_such_instance", f"error 404/3600: no_such_instance {instance_id}")
         return inst
+
+    def new_ssh_key(self, public_key: str) -> SshKey:
+        """A key record with a fresh id (not yet stored anywhere)."""
+        key = SshKey(id=self.next_key_id, public_key=public_key, created_at=self.now)
+        self.next_key_id += 1
+        return key
 
     # ------------------------------------------------------------------ time
 
@@ -223,6 +233,7 @@ class State:
         machine = self.catalog.by_ask_id.get(ask_id)
         if machine is None or machine.host_status != "online":
             raise _no_such_ask(ask_id)
+        body = apply_template(body, ask_id)
         raw_price: Any = body.get("price")
         is_bid = raw_price is not None
         price = float(raw_price) if is_bid else 0.0
@@ -285,6 +296,7 @@ class State:
         inst.ssh_idx = 1 + inst.id % 9
         inst.ssh_port = 10_000 + inst.id % 50_000
         inst.fault = self._draw_instance_fault()
+        inst.ssh_keys = list(self.ssh_keys.values())
         if body.get("target_state") == "stopped":
             inst.wants_run = False
         return inst

@@ -51,6 +51,8 @@ class InstanceView:
     """The request's env (variables and Docker options)."""
     api_key: str = field(repr=False)
     """The per-instance key (``CONTAINER_API_KEY``)."""
+    ssh_keys: tuple[str, ...] = ()
+    """The public keys attached to the instance, in the order they were attached."""
 
     @property
     def total_cost(self) -> float:
@@ -90,4 +92,5 @@ def instance_view(inst: Instance) -> InstanceView:
         outbid=inst.outbid,
         env=dict(inst.env),
         api_key=inst.api_key,
+        ssh_keys=tuple(k.public_key for k in inst.ssh_keys),
     )
