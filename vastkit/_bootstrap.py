@@ -2,7 +2,8 @@
 
 Vast runs the instance's ``onstart`` text when the container starts. Ours is short: it exports
 the run's variables, installs vastkit only when the image does not already have the right
-version (the ready image from ``docker/Dockerfile`` has it), and execs
+version (the ready image from ``docker/Dockerfile`` has it; otherwise the wheel the orchestrator
+shipped, see :mod:`vastkit._shipping`), and execs
 ``python -m vastkit.worker``, so a SIGTERM sent to the onstart process reaches the worker.
 
 Vast refuses an ``onstart`` (with ``args``) longer than 4,096 characters, and its docs warn at
@@ -48,8 +49,10 @@ def build_onstart(
         env: Variables to export before the worker starts (storage credentials, for instance).
         storage_options: fsspec options, passed as ``VASTKIT_STORAGE_OPTIONS`` JSON.
         version: The vastkit version the worker must run; an image with another installs it.
-        requirement: What pip installs when the version is missing (default
-            ``vastkit[s3]==<version>``; a wheel URL or a path also work).
+        requirement: What pip installs when the version is missing: ``run_job`` passes the
+            signed URL of the wheel it shipped (:mod:`vastkit._shipping`) or the job's
+            ``worker_requirement``; the default, ``vastkit[s3]==<version>``, needs the
+            version on the host's package index.
         python: The interpreter (default: ``python3``, else ``python``, from ``PATH``).
         workdir: Where the worker runs the command (``--workdir``).
         limit: The most characters allowed.
@@ -91,7 +94,12 @@ def build_onstart(
     lines.append(
         f'"$PY" -c {shlex.quote(check)} 2>/dev/null || PIP_BREAK_SYSTEM_PACKAGES=1 '
         f'"$PY" -m pip install -q --no-cache-dir {shlex.quote(requirement)} || '
-        '{ echo "vastkit bootstrap: could not install vastkit" >&2; exit 1; }'
+        + "{ echo "
+        + shlex.quote(
+            f"vastkit bootstrap: could not install vastkit {version}; use an image with it "
+            "preinstalled (docker/Dockerfile) or set Job.worker_requirement"
+        )
+        + " >&2; exit 1; }"
     )
     worker = 'exec "$PY" -m vastkit.worker'
     if workdir:

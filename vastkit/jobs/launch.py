@@ -13,6 +13,7 @@ from vastkit._provision import (
     CreateFailure,
     CreateFailureKind,
 )
+from vastkit._shipping import worker_requirement
 from vastkit.api.models import CreateInstanceRequest, InstanceInfo
 from vastkit.artifacts import (
     resolve_inputs,
@@ -46,6 +47,9 @@ logger = logging.getLogger("vastkit.jobs")
 
 def write_run_directory(runner: JobRunner) -> None:
     job = runner.job
+    # Ship this vastkit first: a store that cannot sign its download URL fails the job here,
+    # before anything is uploaded or rented. Each attempt signs a fresh URL (try_offer).
+    worker_requirement(runner.rundir, explicit=job.worker_requirement)
     has_bundle = False
     if job.workdir is not None:
         data = make_bundle(job.workdir)
@@ -250,7 +254,9 @@ def try_offer(runner: JobRunner, candidate: Candidate) -> bool:
             dict(runner.job.storage_options), separators=(",", ":")
         )
     onstart = build_onstart(
-        run_url=runner.run_url, attempt=number, requirement=runner.job.worker_requirement
+        run_url=runner.run_url,
+        attempt=number,
+        requirement=worker_requirement(runner.rundir, explicit=runner.job.worker_requirement),
     )
     request = CreateInstanceRequest(
         image=runner.image,
