@@ -31,6 +31,7 @@ from vastkit.api._account import AccountEndpoints
 from vastkit.api._converter import structure_list
 from vastkit.api._instances import InstanceEndpoints
 from vastkit.api._responses import expect_field
+from vastkit.api._ssh import SshEndpoints
 from vastkit.api._transport import MAX_RESPONSE_BYTES, Transport, TransportStats
 from vastkit.api.models import Offer
 from vastkit.api.query import OfferQuery, search_body
@@ -45,7 +46,7 @@ DEFAULT_MAX_RETRIES = 3
 """Retries of an idempotent call when neither ``retry`` nor ``max_retries`` is given."""
 
 
-class Client(InstanceEndpoints, AccountEndpoints):
+class Client(InstanceEndpoints, AccountEndpoints, SshEndpoints):
     """A client for the Vast.ai REST API.
 
     Args:
@@ -76,7 +77,8 @@ class Client(InstanceEndpoints, AccountEndpoints):
         ValueError: A negative ``max_retries``.
 
     The instance calls come from :class:`~vastkit.api._instances.InstanceEndpoints` and the
-    account calls from :class:`~vastkit.api._account.AccountEndpoints`; this class holds the
+    account calls from :class:`~vastkit.api._account.AccountEndpoints`, the SSH key and
+    execute calls from :class:`~vastkit.api._ssh.SshEndpoints`; this class holds the
     connection and the offer search.
     """
 

@@ -24,6 +24,7 @@ __all__ = [
     "InstanceState",
     "Offer",
     "PortBinding",
+    "SshKey",
     "User",
 ]
 
@@ -462,3 +463,21 @@ class Charge:
         """The instance id in ``source`` (``"instance-123"`` gives 123), if it names one."""
         match = re.fullmatch(r"instance-(\d+)", self.source)
         return int(match.group(1)) if match else None
+
+
+@attrs.frozen(kw_only=True)
+class SshKey:
+    """A public SSH key on the account (``/api/v0/ssh/``) or attached to an instance."""
+
+    id: int
+    """The key id (for delete, update and detach)."""
+    public_key: str = attrs.field(repr=False)
+    """The OpenSSH public key line (``public_key``, or ``key`` on some answers)."""
+    created_at: float | None = None
+    """When it was added (Unix seconds)."""
+
+    @property
+    def fingerprint_text(self) -> str:
+        """The key's type and comment, e.g. ``"ssh-ed25519 me@laptop"`` (no key material)."""
+        parts = self.public_key.split()
+        return " ".join([parts[0], *parts[2:]]) if parts else ""
