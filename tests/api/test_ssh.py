@@ -90,15 +90,19 @@ def test_ssh_address_is_direct_only_where_the_host_has_direct_ports(
 ) -> None:
     emu, vast, clock = world
     proxied = vast.get_instance(_running(emu, vast, clock, direct=False))
-    assert proxied is not None and proxied.ports == {}
+    assert proxied is not None
+    assert proxied.ports == {}
     address = ssh_address(proxied)
-    assert address is not None and not address.direct
-    assert address.host.endswith(".vast.ai") and address.port == proxied.ssh_port
+    assert address is not None
+    assert not address.direct
+    assert address.host.endswith(".vast.ai")
+    assert address.port == proxied.ssh_port
     assert address.command("nvidia-smi")[-2:] == [f"root@{address.host}", "nvidia-smi"]
     direct = vast.get_instance(_running(emu, vast, clock, direct=True))
     assert direct is not None
     address = ssh_address(direct)
-    assert address is not None and address.direct
+    assert address is not None
+    assert address.direct
     assert address.port == int(direct.ports["22/tcp"][0].host_port)
     assert address.url == f"ssh://root@127.0.0.1:{address.port}"
 
@@ -129,7 +133,8 @@ def test_find_public_key_order(tmp_path: Path) -> None:
     assert find_public_key(home=tmp_path, environ={}).line == RSA
     (ssh / "id_ed25519.pub").write_text(ED + "\n")
     found = find_public_key(home=tmp_path, environ={})
-    assert found.line == ED and found.source == str(ssh / "id_ed25519.pub")
+    assert found.line == ED
+    assert found.source == str(ssh / "id_ed25519.pub")
     other = tmp_path / "work.pub"
     other.write_text(RSA)
     assert find_public_key(home=tmp_path, environ={}, configured=str(other)).line == RSA
