@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -44,7 +45,7 @@ from vastkit.jobs import Job, run_job
 from vastkit.ledger import Ledger
 
 FUZZ_EXAMPLES = 400
-RUN_EXAMPLES = 8
+RUN_EXAMPLES = 20
 PROFILES = {"test-4090": ON_DEMAND, "test-bid": BID_PROFILE}
 STORE = "memory://job-fuzz"
 
@@ -72,7 +73,8 @@ def timeouts(draw: st.DrawFn) -> dict[str, Any]:
             values[name] = draw(_seconds)
     if draw(st.booleans()):
         values["max_duration"] = draw(st.none() | _seconds)
-    return {k: v for k, v in values.items() if draw(st.booleans()) or k.startswith("heartbeat")}
+    bound = ("heartbeat_interval", "heartbeat_stale", "poll_interval", "orchestrator_timeout")
+    return {k: v for k, v in values.items() if k in bound or draw(st.booleans())}
 
 
 @st.composite
@@ -248,9 +250,16 @@ class Tripwire(httpx.BaseTransport):
 
 @pytest.fixture(scope="module")
 def fuzz_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
-    path = tmp_path_factory.mktemp("job-fuzz") / "ledger.db"
-    with Ledger(path, clock=ManualClock()) as ledger:
-        yield ledger
+    """A ledger, with the working directory in a temporary folder: a mutated ``store_url``
+    (``m``, ``memor{``) is a local folder, and its run directory must not land in the repo."""
+    folder = tmp_path_factory.mktemp("job-fuzz")
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        with Ledger(folder / "ledger.db", clock=ManualClock()) as ledger:
+            yield ledger
+    finally:
+        os.chdir(here)
     fs = fsspec.filesystem("memory")
     if fs.exists(STORE):
         fs.rm(STORE, recursive=True)
