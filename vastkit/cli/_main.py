@@ -14,7 +14,7 @@ from typing import IO, Any, Final
 
 from vastkit.errors import VastkitError
 
-from . import _doctor, _emulator, _instances, _jobs, _money, _offers, _runs
+from . import _doctor, _emulator, _instances, _jobs, _money, _offers, _runs, _ssh
 from ._context import Context
 from ._output import ExitCode, Out, UsageError, error_message, exit_code_for, one_line
 from ._parser import Register, make_parser
@@ -26,6 +26,10 @@ COMMANDS: Final[Sequence[Register]] = (
     _jobs.register_launch,
     _instances.register_ps,
     _jobs.register_logs,
+    _ssh.register_ssh,
+    _ssh.register_exec,
+    _ssh.register_copy,
+    _ssh.register_start,
     _instances.register_stop,
     _instances.register_destroy,
     _instances.register_reap,
@@ -106,6 +110,21 @@ def _internal_error(exc: Exception, stderr: IO[str], *, debug: bool) -> int:
     return ExitCode.ERROR
 
 
+def _parse(parser: argparse.ArgumentParser, args_list: list[str]) -> argparse.Namespace:
+    """Parse ``args_list``. A command that sets ``trailing`` (``ssh``, ``exec``) gets the words
+    after the first ``--`` there, verbatim, whatever options come before them."""
+    if "--" in args_list:
+        cut = args_list.index("--")
+        try:
+            head = parser.parse_args(args_list[:cut])
+        except UsageError:
+            head = None
+        if head is not None and getattr(head, "trailing", None) is not None:
+            head.trailing = list(args_list[cut + 1 :])
+            return head
+    return parser.parse_args(args_list)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``vastkit`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status.
 
@@ -122,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in args_list
     try:
         try:
-            args = parser.parse_args(args_list)
+            args = _parse(parser, args_list)
         except SystemExit as exc:  # --help and --version
             return int(exc.code or 0) if not isinstance(exc.code, str) else ExitCode.USAGE
         options = vars(args)
