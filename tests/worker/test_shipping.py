@@ -20,6 +20,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 import vastkit
 from tests._support.processes import ProcessGroups
+from tests._support.world import ON_DEMAND
 from vastkit._bootstrap import ONSTART_LIMIT, build_onstart
 from vastkit._shipping import (
     WHEEL_URL_EXPIRY,
@@ -31,7 +32,11 @@ from vastkit._shipping import (
     store_extra,
     worker_requirement,
 )
+from vastkit.api.client import Client
+from vastkit.emulator import serve
 from vastkit.errors import JobError
+from vastkit.jobs import Job, run_job
+from vastkit.ledger import Ledger
 from vastkit.rundir import RunDir
 
 PACKAGE = Path(vastkit.__file__).parent
@@ -265,3 +270,25 @@ def test_a_failed_install_says_what_to_do(tmp_path: Path, processes: ProcessGrou
         f"vastkit bootstrap: could not install vastkit {vastkit.__version__}; use an image "
         "with it preinstalled (docker/Dockerfile) or set Job.worker_requirement"
     )
+
+
+def test_run_job_on_a_store_that_cannot_sign_fails_before_renting(tmp_path: Path) -> None:
+    fsspec.register_implementation("nosign", NoSignFileSystem, clobber=True)
+    job = Job(
+        name="no-sign",
+        command="python train.py",
+        profile=ON_DEMAND,
+        store_url=f"nosign://bucket-{uuid.uuid4().hex[:8]}/runs",
+        max_attempts=1,
+    )
+    with (
+        serve(seed=0, offers=50, rate_limits=False) as emu,
+        Client(emu.api_key, base_url=emu.url, min_intervals={}) as client,
+        Ledger(tmp_path / "ledger.db") as ledger,
+        pytest.raises(JobError, match="cannot sign URLs") as info,
+    ):
+        run_job(job, client=client, ledger=ledger, progress=False)
+    assert "docker/Dockerfile" in str(info.value)
+    assert emu.instances == []
+    endpoints = {endpoint for _, endpoint, _ in emu.requests}
+    assert not endpoints & {"create", "create_bulk", "search"}, endpoints
