@@ -178,6 +178,7 @@ def _vastai(
 
 @pytest.mark.parametrize("direct", [False, True], ids=["proxy", "direct"])
 def test_official_cli_attach_show_ssh_url_agree_with_vastkit(
+    *,
     emu: Emulator,
     clock: ManualClock,
     cli: Callable[..., Result],
@@ -221,8 +222,10 @@ def test_official_execute_and_vastkit_exec_see_the_same_output(
     # vastai 1.9.1's `execute` command fetches the output, then crashes reading it as a dict
     # (api.execute returns the text; the command calls .get on it) with any server: the
     # request and the fetch are what it can check. Its SDK returns the text.
-    code, out, err = _vastai(processes, emu, home, "execute", str(instance_id), "ls")
+    code, _, err = _vastai(processes, emu, home, "execute", str(instance_id), "ls")
+    assert code == 1
     assert ("PUT", "command", 200) in emu.requests
+    assert ("GET", "result", 200) in emu.requests
     assert "AttributeError: 'str' object has no attribute 'get'" in err
     script = (
         "import sys; from vastai import VastAI; "
