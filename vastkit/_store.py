@@ -16,18 +16,29 @@ the same guarantees:
 On S3 it also turns off botocore's per-part CRC32 (our own SHA-256 covers integrity, and the CRC
 runs serially on s3fs's event loop, halving throughput) and moves large objects in concurrent
 parts of ``transfer_chunk_bytes``.
+
+:meth:`Store.writer` streams an object whose size is not known up front (a ``torch.save``): the
+first part is held in memory; an object that fits is one whole write (:meth:`Store.write`), a
+larger one becomes a concurrent multipart upload on S3 (each part retried on its own, at most
+``transfer_concurrency`` parts in flight), a streamed atomic write on a local disk, or a spooled
+temporary file uploaded whole elsewhere. :meth:`Store.read_into` streams an object into a local
+file with one GET, hashing it on the way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import random
+import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, BinaryIO, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any, BinaryIO, TypeVar
 
 import fsspec
 
@@ -40,6 +51,7 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "POLLING_RETRY",
     "STORE_RETRY",
+    "ObjectWriter",
     "Store",
     "atomic_local_file",
     "atomic_local_write",
@@ -97,7 +109,8 @@ def is_transient(exc: BaseException) -> bool:
         return True
     package = type(exc).__module__.split(".")[0]
     if package == "botocore":
-        status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+        response = getattr(exc, "response", None) or {}
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if isinstance(status, int):
             return status >= 500 or status in (408, 429)
         name = type(exc).__name__
@@ -375,6 +388,51 @@ class Store:
             if info.get("type", "file") == "file"
         }
 
+    def read_into(self, path: str, fh: IO[bytes]) -> tuple[int, str]:
+        """Stream an object into the local file ``fh`` (from its start), hashing on the way.
+
+        One GET on S3 (no ranged re-reads), read in chunks of ``transfer_chunk_bytes``; a failed
+        attempt is retried from the start of the file.
+
+        Returns:
+            The object's size in bytes and its SHA-256 (hex).
+
+        Raises:
+            FileNotFoundError: the object does not exist.
+        """
+
+        def stream() -> tuple[int, str]:
+            fh.seek(0)
+            fh.truncate()
+            hashed = hashlib.sha256()
+            size = 0
+            for chunk in self._chunks(path):
+                hashed.update(chunk)
+                fh.write(chunk)
+                size += len(chunk)
+            fh.flush()
+            return size, hashed.hexdigest()
+
+        return self.call(f"reading {self.unstrip(path)}", stream)
+
+    def _chunks(self, path: str) -> Iterator[bytes]:
+        if not self.is_s3:
+            with self.fs.open(path, "rb", block_size=self.chunk) as src:
+                while chunk := src.read(self.chunk):
+                    yield chunk
+            return
+        from fsspec.asyn import sync
+
+        bucket, key, version = self.fs.split_path(path)
+        extra = {"VersionId": version} if version else {}
+        answer = self.fs.call_s3("get_object", Bucket=bucket, Key=key, **extra)
+        body = answer["Body"]
+        try:
+            while chunk := sync(self.fs.loop, body.read, self.chunk):
+                yield chunk
+        finally:
+            body.close()
+
     def download(self, path: str, local: str, *, callback: Any = None) -> None:
         """Copy an object to a local file (``callback``: an fsspec callback for the bytes)."""
         kwargs: dict[str, Any] = {} if callback is None else {"callback": callback}
@@ -410,6 +468,25 @@ class Store:
 
         self.call(f"writing {self.unstrip(path)}", pipe)
         self.invalidate(path)
+
+    @contextlib.contextmanager
+    def writer(self, path: str) -> Iterator[ObjectWriter]:
+        """A file-like sink that writes one object whole when the block ends without error.
+
+        The first ``transfer_chunk_bytes`` are held in memory; an object no larger is written with
+        :meth:`write` (one call, retried). A larger one is streamed: on S3 as a multipart upload
+        with up to ``transfer_concurrency`` parts in flight (each part retried; the upload is
+        aborted when the block fails), on a local disk through :func:`atomic_local_file`
+        (fsynced once at the end), elsewhere into a temporary file uploaded with :meth:`put`.
+        Readers never see a part of the object.
+        """
+        out = ObjectWriter(self, path)
+        try:
+            yield out
+            out.finish()
+        except BaseException:
+            out.abort()
+            raise
 
     def put(self, local: str | os.PathLike[str], path: str, *, callback: Any = None) -> None:
         """Upload a local file as one object, whole (multipart on S3).
@@ -456,3 +533,246 @@ class Store:
 
         self.call(f"removing {self.unstrip(path)}", rm)
         self.invalidate(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Streamed writes
+
+
+class ObjectWriter:
+    """The sink of :meth:`Store.writer`: ``write`` bytes; the object appears when the block ends.
+
+    Bytes are copied into part buffers of ``transfer_chunk_bytes`` (``write`` never keeps a
+    reference to the caller's memory). Full parts are hashed in order on one thread and sent on
+    others (uploaded, or written to the file), so producing, hashing and sending overlap; at
+    most ``transfer_concurrency`` parts (two for a file) are in flight besides the one filling.
+    ``size`` counts the bytes written; ``sha256`` is their hex digest once the block ended.
+    """
+
+    def __init__(self, store: Store, path: str) -> None:
+        self.store = store
+        self.path = path
+        self.size = 0
+        self.sha256 = ""
+        self._hash = hashlib.sha256()
+        self._part = bytearray(store.chunk)
+        self._fill = 0
+        self._mode: str | None = None  # None: first part in memory; "s3", "local", "spool"
+        self._stack = contextlib.ExitStack()
+        self._fh: IO[bytes] | None = None
+        self._s3: _Multipart | None = None
+        self._hasher: ThreadPoolExecutor | None = None
+        self._sender: ThreadPoolExecutor | None = None
+        self._slots: threading.BoundedSemaphore | None = None
+        self._inflight: list[Future[Any]] = []
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        pos = 0
+        while pos < n:
+            if self._fill == len(self._part):  # a full part and more to come: send it on
+                self._ship(self._part)
+                self._part = bytearray(self.store.chunk)
+                self._fill = 0
+            take = min(n - pos, len(self._part) - self._fill)
+            self._part[self._fill : self._fill + take] = view[pos : pos + take]
+            self._fill += take
+            pos += take
+        self.size += n
+        return n
+
+    def flush(self) -> None:
+        pass
+
+    def _start(self) -> None:
+        """More than one part: stream from now on."""
+        store = self.store
+        inflight = 2
+        if store.is_s3:
+            self._mode = "s3"
+            self._s3 = _Multipart(store, self.path)
+            inflight = store.concurrency
+        elif store.is_local:
+            self._mode = "local"
+            self._fh = self._stack.enter_context(atomic_local_file(self.path))
+        else:
+            self._mode = "spool"
+            self._fh = self._stack.enter_context(
+                tempfile.NamedTemporaryFile(prefix="vastkit-spool-")  # noqa: SIM115
+            )
+        self._slots = threading.BoundedSemaphore(inflight)
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="vastkit-hash")
+        self._sender = ThreadPoolExecutor(
+            inflight if self._s3 is not None else 1, thread_name_prefix="vastkit-send"
+        )
+
+    def _ship(self, part: bytearray) -> None:
+        if self._mode is None:
+            self._start()
+        assert self._slots is not None
+        assert self._hasher is not None
+        assert self._sender is not None
+        self._raise_failed()
+        self._slots.acquire()
+        hashed = self._hasher.submit(self._hash.update, part)
+        if self._s3 is not None:
+            sent: Future[Any] = self._sender.submit(self._s3.part, self._s3.next_number(), part)
+        else:
+            assert self._fh is not None
+            fh = self._fh
+            sent = self._sender.submit(fh.write, part)
+        pending = [hashed, sent]
+        slots = self._slots
+
+        def done(fut: Future[Any]) -> None:
+            pending.remove(fut)
+            if not pending:
+                slots.release()
+
+        for fut in (hashed, sent):
+            self._inflight.append(fut)
+            fut.add_done_callback(done)
+
+    def _raise_failed(self) -> None:
+        for fut in self._inflight:
+            if fut.done() and fut.exception() is not None:
+                fut.result()
+        self._inflight = [f for f in self._inflight if not f.done()]
+
+    def _drain(self) -> None:
+        for fut in self._inflight:
+            fut.result()
+        self._inflight = []
+
+    def finish(self) -> None:
+        store = self.store
+        last = memoryview(self._part)[: self._fill]
+        if self._mode is None:
+            self._hash.update(last)
+            self.sha256 = self._hash.hexdigest()
+            store.write(self.path, last)
+            self._close_pools()
+            return
+        if self._fill:
+            self._ship(self._part if self._fill == len(self._part) else bytearray(last))
+        last.release()
+        self._part = bytearray()
+        self._drain()
+        self.sha256 = self._hash.hexdigest()
+        self._close_pools()
+        if self._s3 is not None:
+            self._s3.complete()
+            store.invalidate(self.path)
+            return
+        assert self._fh is not None
+        fh, self._fh = self._fh, None
+        if self._mode == "local":
+            self._stack.close()  # fsync, rename, fsync the folder
+            return
+        fh.flush()
+        store.put(fh.name, self.path)
+        self._stack.close()
+
+    def _close_pools(self) -> None:
+        for pool in (self._hasher, self._sender):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        self._part = bytearray()
+        self._close_pools()
+        self._fh = None
+        if self._s3 is not None:
+            self._s3.abort()
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+class _Multipart:
+    """An S3 multipart upload; parts are sent by the caller's threads, each retried on its own."""
+
+    def __init__(self, store: Store, path: str) -> None:
+        self.store = store
+        self.what = f"writing {store.unstrip(path)}"
+        self.bucket, self.key, _ = store.fs.split_path(path)
+        answer = store.call(
+            self.what,
+            lambda: store.fs.call_s3("create_multipart_upload", Bucket=self.bucket, Key=self.key),
+        )
+        self.upload_id = str(answer["UploadId"])
+        self.numbers = 0
+        self.done: dict[int, str] = {}
+
+    def next_number(self) -> int:
+        self.numbers += 1
+        return self.numbers
+
+    def part(self, number: int, data: bytearray) -> None:
+        store = self.store
+        answer = store.call(
+            f"{self.what} (part {number})",
+            lambda: store.fs.call_s3(
+                "upload_part",
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=_PartReader(data),
+            ),
+        )
+        self.done[number] = str(answer["ETag"])
+
+    def complete(self) -> None:
+        parts = [{"PartNumber": n, "ETag": self.done[n]} for n in range(1, self.numbers + 1)]
+        store = self.store
+        store.call(
+            self.what,
+            lambda: store.fs.call_s3(
+                "complete_multipart_upload",
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": parts},
+            ),
+        )
+        self.upload_id = ""
+
+    def abort(self) -> None:
+        if not self.upload_id:
+            return
+        with contextlib.suppress(Exception):
+            self.store.fs.call_s3(
+                "abort_multipart_upload", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+            )
+        self.upload_id = ""
+
+
+class _PartReader(io.RawIOBase):
+    """A seekable reader over a part buffer, so the HTTP stack streams it (no copy into bytes);
+    seeking back lets a retried request send it again."""
+
+    def __init__(self, data: bytearray) -> None:
+        super().__init__()
+        self.view = memoryview(data)
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = max(0, min(len(buffer), self.view.nbytes - self.pos))
+        buffer[:n] = self.view[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.view.nbytes}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos

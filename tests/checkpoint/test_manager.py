@@ -466,12 +466,15 @@ def test_import_vastkit_works_without_torch(processes: ProcessGroups) -> None:
 
 
 @pytest.mark.parametrize("async_save", [False, True])
-def test_a_state_spooled_to_disk_round_trips_and_verifies(store: Store, async_save: bool) -> None:
-    """States above ``spool_max_bytes`` are serialised to a temporary file, not to memory."""
+def test_a_state_of_many_parts_streams_round_trips_and_verifies(
+    store: Store, async_save: bool
+) -> None:
+    """A payload larger than one transfer part is streamed (multipart on S3, a streamed atomic
+    write on a local disk) and reads back whole."""
     url, options = store
-    state = {"w": torch.arange(50_000, dtype=torch.float32), "meta": {"epoch": 3}}
+    state = {"w": torch.arange(3_000_000, dtype=torch.float32), "meta": {"epoch": 3}}  # 12 MB
     with CheckpointManager(
-        url, storage_options=options, async_save=async_save, spool_max_bytes=0
+        url, storage_options=options, async_save=async_save, transfer_chunk_bytes=5 * 2**20
     ) as mgr:
         assert mgr.save(5, state)
         mgr.wait()

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
+import os
 import tempfile
 import threading
 import uuid
@@ -35,11 +35,9 @@ import attrs
 from vastkit._store import Store
 from vastkit.checkpoint._serialize import (
     FORMAT_TAG,
-    HashingFileWriter,
-    MemoryWriter,
     decode,
-    hash_while,
     import_torch,
+    load_file,
 )
 from vastkit.checkpoint.naming import (
     CHECKPOINTS_DIR,
@@ -116,22 +114,13 @@ class CheckpointFolders:
     Args:
         store: The store rooted at the manager's URL.
         retention: What pruning keeps.
-        spool_max_bytes: States estimated larger than this are serialised to a temporary file.
     """
 
-    def __init__(
-        self,
-        store: Store,
-        *,
-        retention: Retention,
-        spool_max_bytes: int,
-    ) -> None:
+    def __init__(self, store: Store, *, retention: Retention) -> None:
         self.store = store
         self.retention = retention
-        self.spool_max = int(spool_max_bytes)
         self.lock = threading.Lock()
         self.manifests: dict[int, Manifest] = {}
-        self._serial = bytearray()
         self._strays_warned: set[str] = set()
 
     def folder(self, step: int) -> str:
@@ -159,7 +148,7 @@ class CheckpointFolders:
     # -- writing -----------------------------------------------------------------------------
 
     def write(
-        self, step: int, payload: Mapping[str, Any], nbytes: int, metrics: Mapping[str, float]
+        self, step: int, payload: Mapping[str, Any], metrics: Mapping[str, float]
     ) -> Manifest:
         """Upload, verify and commit one checkpoint (:meth:`after_commit` comes next).
 
@@ -178,8 +167,9 @@ class CheckpointFolders:
             name = payload_name(
                 () if replacing is None else (f.name for f in replacing.files), uuid.uuid4().hex
             )
-            entry = self._upload_payload(folder, name, payload, nbytes)
-            self.verify_payload(step, folder, (entry,), full=store.cheap_reads)
+            entry = self._upload_payload(f"{folder}/{name}", payload)
+            # the SHA-256 is of the bytes written; the listing proves they all arrived
+            self.verify_payload(step, folder, (entry,), full=False)
             manifest = Manifest(step=step, time=store.clock.now(), files=(entry,), metrics=metrics)
             data = manifest.to_json()
             store.write(manifest_path, data)  # the commit (for a re-save, the swap): one write
@@ -228,34 +218,16 @@ class CheckpointFolders:
         except Exception as exc:
             logger.warning("pruning after step %d failed (will retry next commit): %s", step, exc)
 
-    def _upload_payload(
-        self, folder: str, name: str, payload: Mapping[str, Any], nbytes: int
-    ) -> PayloadEntry:
-        """Serialise ``payload`` (in memory, or spooled to a file when large) and upload it."""
+    def _upload_payload(self, target: str, payload: Mapping[str, Any]) -> PayloadEntry:
+        """Serialise ``payload`` straight into the store, hashing on the way.
+
+        ``torch.save`` writes into :meth:`Store.writer`'s sink: no temporary copy of the whole
+        payload, no re-read to hash; on S3 the parts go up while the rest is serialised.
+        """
         torch = import_torch()
-        store = self.store
-        target = f"{folder}/{name}"
-        if nbytes + (1 << 20) <= self.spool_max:
-            if len(self._serial) < nbytes + (1 << 20):
-                self._serial = bytearray(nbytes + (1 << 20))
-            writer = MemoryWriter(self._serial)
-            torch.save(payload, writer)
-            self._serial = writer.buffer
-            view = writer.getview()
-            try:
-                size = view.nbytes
-                digest = hash_while(view, lambda: store.write(target, view))
-            finally:
-                view.release()
-                writer.view.release()
-        else:
-            with tempfile.NamedTemporaryFile(prefix="vastkit-ckpt-", suffix=".pt") as tmp:
-                hw = HashingFileWriter(tmp)
-                torch.save(payload, hw)
-                tmp.flush()
-                size, digest = hw.size, hw.hash.hexdigest()
-                store.put(tmp.name, target)
-        return PayloadEntry(name=name, size=size, sha256=digest)
+        with self.store.writer(target) as sink:
+            torch.save(payload, sink)
+        return PayloadEntry(name=target.rsplit("/", 1)[-1], size=sink.size, sha256=sink.sha256)
 
     def verify_payload(
         self, step: int, folder: str, files: tuple[PayloadEntry, ...], *, full: bool
@@ -457,35 +429,74 @@ class CheckpointFolders:
                 entry = f
         path = f"{folder}/{entry.name}"
         shown = self.store.unstrip(path)
-        try:
-            data = self.store.read(path)
-        except Exception as exc:
-            raise CheckpointError(
-                f"reading checkpoint step {manifest.step} object {shown} failed: {exc}"
-            ) from exc
-        if data is None:
-            raise CheckpointCorruptError(f"checkpoint step {manifest.step}: {shown} is missing")
-        if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
-            raise CheckpointCorruptError(
-                f"checkpoint step {manifest.step}: {shown} fails its size or SHA-256 check"
-            )
-        try:
-            payload = torch.load(
-                io.BytesIO(data), map_location=map_location, weights_only=weights_only
-            )
-        except Exception as exc:
-            if weights_only and "weights_only" in str(exc).lower().replace(" ", "_"):
-                raise CheckpointError(
-                    f"checkpoint step {manifest.step} object {shown} holds pickled Python objects "
-                    "that weights_only loading refuses; pass weights_only=False only if you "
-                    f"trust this file ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        with contextlib.ExitStack() as stack:
+            try:
+                local = self._fetch(path, entry, manifest.step, stack)
+            except CheckpointError:
+                raise
+            except FileNotFoundError as exc:
+                raise CheckpointCorruptError(
+                    f"checkpoint step {manifest.step}: {shown} is missing"
                 ) from exc
-            raise CheckpointCorruptError(
-                f"checkpoint step {manifest.step}: {shown} could not be loaded: {exc}"
-            ) from exc
+            except Exception as exc:
+                raise CheckpointError(
+                    f"reading checkpoint step {manifest.step} object {shown} failed: {exc}"
+                ) from exc
+            try:
+                payload = load_file(torch, local, map_location, weights_only)
+            except Exception as exc:
+                if weights_only and "weights_only" in str(exc).lower().replace(" ", "_"):
+                    raise CheckpointError(
+                        f"checkpoint step {manifest.step} object {shown} holds pickled Python "
+                        "objects that weights_only loading refuses; pass weights_only=False only "
+                        f"if you trust this file ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0]})"
+                    ) from exc
+                raise CheckpointCorruptError(
+                    f"checkpoint step {manifest.step}: {shown} could not be loaded: {exc}"
+                ) from exc
         if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
             raise CheckpointCorruptError(
                 f"checkpoint step {manifest.step}: {shown} is not a vastkit checkpoint payload"
             )
         payload["state"] = decode(payload["state"])
         return dict(payload)
+
+    def _fetch(self, path: str, entry: PayloadEntry, step: int, stack: contextlib.ExitStack) -> str:
+        """A local file holding the verified payload: the object itself on a local disk (hashed
+        in place; ``stack`` checks on closing that the file loaded is the one hashed), else a
+        temporary file streamed with one GET and hashed on the way (removed when ``stack``
+        closes; the loaded tensors keep its pages mapped)."""
+        store = self.store
+        if store.is_local:
+            fh = stack.enter_context(open(path, "rb"))  # noqa: SIM115
+            hashed = hashlib.sha256()
+            size = 0
+            while chunk := fh.read(store.chunk):
+                hashed.update(chunk)
+                size += len(chunk)
+            digest = hashed.hexdigest()
+            local = path
+            hashed_file = os.fstat(fh.fileno())
+            stack.callback(_check_unchanged, path, hashed_file, step, store.unstrip(path))
+        else:
+            tmp = stack.enter_context(
+                tempfile.NamedTemporaryFile(prefix="vastkit-restore-", suffix=".pt")  # noqa: SIM115
+            )
+            size, digest = store.read_into(path, tmp)
+            local = tmp.name
+        if size != entry.size or digest != entry.sha256:
+            raise CheckpointCorruptError(
+                f"checkpoint step {step}: {store.unstrip(path)} fails its size or SHA-256 check"
+            )
+        return local
+
+
+def _check_unchanged(path: str, hashed: os.stat_result, step: int, shown: str) -> None:
+    """Raise when ``path`` is no longer the file that was hashed (a re-save replaced it)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        now = None
+    if now is None or (now.st_ino, now.st_dev) != (hashed.st_ino, hashed.st_dev):
+        raise CheckpointCorruptError(f"checkpoint step {step}: {shown} was replaced while loading")

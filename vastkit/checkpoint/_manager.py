@@ -98,10 +98,6 @@ class CheckpointManager:
         clock: The clock for intervals, backoff and deadlines (default :class:`SystemClock`).
         capture_rng: Save Python, NumPy, torch and CUDA RNG states with every checkpoint.
         mtbf_seconds: The mean time between failures for ``every_steps="auto"``.
-        spool_max_bytes: States estimated larger than this (default 64 MiB) are serialised to
-            a temporary file instead of memory before the upload, so the extra memory a save
-            holds is about one copy of the state (its CPU staging buffers); smaller states are
-            serialised into a reused in-memory buffer.
         transfer_chunk_bytes: The part size of concurrent multipart uploads and ranged reads
             (S3).
         transfer_concurrency: How many parts move at once (S3).
@@ -126,7 +122,6 @@ class CheckpointManager:
         clock: Clock | None = None,
         capture_rng: bool = True,
         mtbf_seconds: float = 6 * 3600.0,
-        spool_max_bytes: int = 64 * 2**20,
         transfer_chunk_bytes: int = DEFAULT_CHUNK,
         transfer_concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
@@ -165,7 +160,6 @@ class CheckpointManager:
                 best_metric=best_metric,
                 best_mode=best_mode,
             ),
-            spool_max_bytes=spool_max_bytes,
         )
         self._every_steps = every_steps
         self._every_seconds = every_seconds
@@ -176,7 +170,6 @@ class CheckpointManager:
         self._async = async_save
         self._capture_rng = capture_rng
         self._mtbf = float(mtbf_seconds)
-        self._spool_max = int(spool_max_bytes)
         self._stager = Stager()
         self._saves = BackgroundSave()
         self._closed = False
@@ -190,6 +183,12 @@ class CheckpointManager:
 
     def __repr__(self) -> str:
         return f"CheckpointManager({self.url!r})"
+
+    @property
+    def committed_step(self) -> int | None:
+        """The step of the newest checkpoint this manager committed (``None`` before its first
+        commit); a cheap check, without store calls, of whether a background save is durable."""
+        return self._committed
 
     # ------------------------------------------------------------------ saving
 
@@ -276,7 +275,7 @@ class CheckpointManager:
         clean_metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
         self._saves.finish()
         started = self._clock.now()
-        tree, nbytes = self._stager.stage(dict(state), copy_tensors=self._async)
+        tree, _ = self._stager.stage(dict(state), copy_tensors=self._async)
         rng = capture_rng() if self._capture_rng else None
         self.stats.stall_seconds = ema(self.stats.stall_seconds, self._clock.now() - started)
         payload = {"format": FORMAT_TAG, "state": tree, "rng": rng}
@@ -284,15 +283,13 @@ class CheckpointManager:
         self._last_time = self._clock.now()
         self._saves.start(
             step,
-            lambda: self._commit(step, payload, nbytes, clean_metrics),
+            lambda: self._commit(step, payload, clean_metrics),
             background=self._async,
         )
 
-    def _commit(
-        self, step: int, payload: Mapping[str, Any], nbytes: int, metrics: Mapping[str, float]
-    ) -> None:
+    def _commit(self, step: int, payload: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         started = self._clock.now()
-        self._folders.write(step, payload, nbytes, metrics)
+        self._folders.write(step, payload, metrics)
         self._committed = step
         self.stats.upload_seconds = ema(self.stats.upload_seconds, self._clock.now() - started)
         self._folders.after_commit(step)

@@ -2,9 +2,7 @@
 
 * :class:`Stager` copies a state tree into CPU buffers reused across saves (pinned for CUDA
   sources, one batched ``_foreach_copy_``): the only stall an asynchronous save costs;
-* :class:`MemoryWriter` and :class:`HashingFileWriter` are the sinks ``torch.save`` writes into:
-  a reused in-memory buffer for small states, a temporary file (the spool) hashed on the way for
-  large ones; :func:`hash_while` hashes a buffer while it uploads;
+* :func:`load_file` loads a payload file memory-mapped;
 * :func:`decode` undoes the staging encoding (NumPy arrays travel as tensors);
 * :func:`capture_rng` and :func:`restore_rng` carry the Python, NumPy, torch and CUDA RNG states.
 """
@@ -12,11 +10,9 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import random
-import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from vastkit.errors import CheckpointError
@@ -26,14 +22,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_TAG",
-    "HashingFileWriter",
-    "MemoryWriter",
     "Stager",
     "capture_rng",
     "decode",
-    "hash_while",
     "import_torch",
     "is_module",
+    "load_file",
     "restore_rng",
 ]
 
@@ -53,68 +47,16 @@ def import_torch() -> Any:
     return torch
 
 
-def hash_while(data: memoryview, work: Callable[[], None]) -> str:
-    """SHA-256 of ``data``, computed in a thread while ``work()`` runs (hashlib frees the GIL)."""
-    out: list[str] = []
-    hasher = threading.Thread(
-        target=lambda: out.append(hashlib.sha256(data).hexdigest()),
-        name="vastkit-checkpoint-hash",
-        daemon=True,
-    )
-    hasher.start()
+def load_file(torch: Any, path: str, map_location: Any, weights_only: bool) -> Any:
+    """``torch.load`` a payload file memory-mapped (the tensors use the file's pages, so the
+    bytes and the tensors are never both in memory); a file that cannot be mapped (an old
+    serialisation format) is read normally."""
     try:
-        work()
-    finally:
-        hasher.join()
-    return out[0]
-
-
-class MemoryWriter:
-    """A file-like sink over a reusable bytearray (grows when needed, never shrinks)."""
-
-    def __init__(self, buffer: bytearray) -> None:
-        self.buffer = buffer
-        self.view = memoryview(buffer)
-        self.pos = 0
-
-    def write(self, data: Any) -> int:
-        chunk = memoryview(data).cast("B")
-        n = chunk.nbytes
-        end = self.pos + n
-        if end > len(self.buffer):
-            grown = bytearray(max(end, len(self.buffer) + len(self.buffer) // 4))
-            grown[: self.pos] = self.view[: self.pos]
-            self.view.release()
-            self.buffer = grown
-            self.view = memoryview(grown)
-        self.view[self.pos : end] = chunk
-        self.pos = end
-        return n
-
-    def flush(self) -> None:
-        pass
-
-    def getview(self) -> memoryview:
-        return self.view[: self.pos]
-
-
-class HashingFileWriter:
-    """A file-like sink that writes to a file and hashes on the way."""
-
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: Any) -> int:
-        chunk = memoryview(data).cast("B")
-        self.hash.update(chunk)
-        self.fh.write(chunk)
-        self.size += chunk.nbytes
-        return chunk.nbytes
-
-    def flush(self) -> None:
-        self.fh.flush()
+        return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+    return torch.load(path, map_location=map_location, weights_only=weights_only)
 
 
 class Stager:
