@@ -69,6 +69,7 @@ DEFAULT_CONCURRENCY = 10
 """How many parts move at once on S3."""
 
 _READ_CHUNK = 32 * 2**20
+_S3_MIN_PART = 5 * 2**20
 
 STORE_RETRY = RetryPolicy(attempts=6, initial_delay=0.25, max_delay=8.0, deadline=120.0)
 """The default policy for store calls (checkpoints, datasets): six tries within two minutes,
@@ -470,7 +471,7 @@ class Store:
         self.invalidate(path)
 
     @contextlib.contextmanager
-    def writer(self, path: str) -> Iterator[ObjectWriter]:
+    def writer(self, path: str, *, size_hint: int | None = None) -> Iterator[ObjectWriter]:
         """A file-like sink that writes one object whole when the block ends without error.
 
         The first ``transfer_chunk_bytes`` are held in memory; an object no larger is written with
@@ -479,8 +480,11 @@ class Store:
         aborted when the block fails), on a local disk through :func:`atomic_local_file`
         (fsynced once at the end), elsewhere into a temporary file uploaded with :meth:`put`.
         Readers never see a part of the object.
+
+        ``size_hint`` (the expected size) bounds the memory in flight to about a tenth of it:
+        smaller parts (down to S3's 5 MiB minimum) and fewer of them at once for small objects.
         """
-        out = ObjectWriter(self, path)
+        out = ObjectWriter(self, path, size_hint=size_hint)
         try:
             yield out
             out.finish()
@@ -549,13 +553,20 @@ class ObjectWriter:
     ``size`` counts the bytes written; ``sha256`` is their hex digest once the block ended.
     """
 
-    def __init__(self, store: Store, path: str) -> None:
+    def __init__(self, store: Store, path: str, *, size_hint: int | None = None) -> None:
         self.store = store
         self.path = path
         self.size = 0
         self.sha256 = ""
         self._hash = hashlib.sha256()
-        self._part = bytearray(store.chunk)
+        most = store.concurrency if store.is_s3 else 2
+        self._part_size = store.chunk
+        self._most_inflight = most
+        if size_hint is not None and size_hint > 0:
+            smallest = _S3_MIN_PART if store.is_s3 else 2**20
+            self._part_size = min(store.chunk, max(smallest, size_hint // 12))
+            self._most_inflight = max(1, min(most, size_hint // 10 // self._part_size))
+        self._part = bytearray(self._part_size)
         self._fill = 0
         self._mode: str | None = None  # None: first part in memory; "s3", "local", "spool"
         self._stack = contextlib.ExitStack()
@@ -573,7 +584,7 @@ class ObjectWriter:
         while pos < n:
             if self._fill == len(self._part):  # a full part and more to come: send it on
                 self._ship(self._part)
-                self._part = bytearray(self.store.chunk)
+                self._part = bytearray(self._part_size)
                 self._fill = 0
             take = min(n - pos, len(self._part) - self._fill)
             self._part[self._fill : self._fill + take] = view[pos : pos + take]
@@ -588,11 +599,10 @@ class ObjectWriter:
     def _start(self) -> None:
         """More than one part: stream from now on."""
         store = self.store
-        inflight = 2
+        inflight = self._most_inflight
         if store.is_s3:
             self._mode = "s3"
             self._s3 = _Multipart(store, self.path)
-            inflight = store.concurrency
         elif store.is_local:
             self._mode = "local"
             self._fh = self._stack.enter_context(atomic_local_file(self.path))

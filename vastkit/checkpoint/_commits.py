@@ -148,13 +148,14 @@ class CheckpointFolders:
     # -- writing -----------------------------------------------------------------------------
 
     def write(
-        self, step: int, payload: Mapping[str, Any], metrics: Mapping[str, float]
+        self, step: int, payload: Mapping[str, Any], nbytes: int, metrics: Mapping[str, float]
     ) -> Manifest:
         """Upload, verify and commit one checkpoint (:meth:`after_commit` comes next).
 
         Re-saving a committed step never uncommits it: the new payload goes aside, under a new
         name, and is verified; one write of the manifest then swaps the commit to it; the replaced
         payload is removed last. A kill at any point leaves the old commit or the new one whole.
+        ``nbytes`` (the state's tensor bytes) sizes the upload's parts.
 
         Raises:
             CheckpointError: the save failed (the step keeps its previous commit, if any).
@@ -167,7 +168,7 @@ class CheckpointFolders:
             name = payload_name(
                 () if replacing is None else (f.name for f in replacing.files), uuid.uuid4().hex
             )
-            entry = self._upload_payload(f"{folder}/{name}", payload)
+            entry = self._upload_payload(f"{folder}/{name}", payload, nbytes)
             # the SHA-256 is of the bytes written; the listing proves they all arrived
             self.verify_payload(step, folder, (entry,), full=False)
             manifest = Manifest(step=step, time=store.clock.now(), files=(entry,), metrics=metrics)
@@ -218,14 +219,14 @@ class CheckpointFolders:
         except Exception as exc:
             logger.warning("pruning after step %d failed (will retry next commit): %s", step, exc)
 
-    def _upload_payload(self, target: str, payload: Mapping[str, Any]) -> PayloadEntry:
+    def _upload_payload(self, target: str, payload: Mapping[str, Any], nbytes: int) -> PayloadEntry:
         """Serialise ``payload`` straight into the store, hashing on the way.
 
         ``torch.save`` writes into :meth:`Store.writer`'s sink: no temporary copy of the whole
         payload, no re-read to hash; on S3 the parts go up while the rest is serialised.
         """
         torch = import_torch()
-        with self.store.writer(target) as sink:
+        with self.store.writer(target, size_hint=nbytes) as sink:
             torch.save(payload, sink)
         return PayloadEntry(name=target.rsplit("/", 1)[-1], size=sink.size, sha256=sink.sha256)
 

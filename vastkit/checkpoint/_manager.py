@@ -275,7 +275,7 @@ class CheckpointManager:
         clean_metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
         self._saves.finish()
         started = self._clock.now()
-        tree, _ = self._stager.stage(dict(state), copy_tensors=self._async)
+        tree, nbytes = self._stager.stage(dict(state), copy_tensors=self._async)
         rng = capture_rng() if self._capture_rng else None
         self.stats.stall_seconds = ema(self.stats.stall_seconds, self._clock.now() - started)
         payload = {"format": FORMAT_TAG, "state": tree, "rng": rng}
@@ -283,13 +283,15 @@ class CheckpointManager:
         self._last_time = self._clock.now()
         self._saves.start(
             step,
-            lambda: self._commit(step, payload, clean_metrics),
+            lambda: self._commit(step, payload, nbytes, clean_metrics),
             background=self._async,
         )
 
-    def _commit(self, step: int, payload: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    def _commit(
+        self, step: int, payload: Mapping[str, Any], nbytes: int, metrics: Mapping[str, float]
+    ) -> None:
         started = self._clock.now()
-        self._folders.write(step, payload, metrics)
+        self._folders.write(step, payload, nbytes, metrics)
         self._committed = step
         self.stats.upload_seconds = ema(self.stats.upload_seconds, self._clock.now() - started)
         self._folders.after_commit(step)
