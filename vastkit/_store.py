@@ -546,7 +546,8 @@ class Store:
 class ObjectWriter:
     """The sink of :meth:`Store.writer`: ``write`` bytes; the object appears when the block ends.
 
-    Bytes are copied into part buffers of ``transfer_chunk_bytes`` (``write`` never keeps a
+    Bytes are copied into part buffers (``io.BytesIO``, which the HTTP stack streams without
+    another copy or a thread hop per chunk) of ``transfer_chunk_bytes`` (``write`` never keeps a
     reference to the caller's memory). Full parts are hashed in order on one thread and sent on
     others (uploaded, or written to the file), so producing, hashing and sending overlap; at
     most ``transfer_concurrency`` parts (two for a file) are in flight besides the one filling.
@@ -566,7 +567,7 @@ class ObjectWriter:
             smallest = _S3_MIN_PART if store.is_s3 else 2**20
             self._part_size = min(store.chunk, max(smallest, size_hint // 12))
             self._most_inflight = max(1, min(most, size_hint // 10 // self._part_size))
-        self._part = bytearray(self._part_size)
+        self._part = _Part()
         self._fill = 0
         self._mode: str | None = None  # None: first part in memory; "s3", "local", "spool"
         self._stack = contextlib.ExitStack()
@@ -582,12 +583,12 @@ class ObjectWriter:
         n = view.nbytes
         pos = 0
         while pos < n:
-            if self._fill == len(self._part):  # a full part and more to come: send it on
+            if self._fill == self._part_size:  # a full part and more to come: send it on
                 self._ship(self._part)
-                self._part = bytearray(self._part_size)
+                self._part = _Part()
                 self._fill = 0
-            take = min(n - pos, len(self._part) - self._fill)
-            self._part[self._fill : self._fill + take] = view[pos : pos + take]
+            take = min(n - pos, self._part_size - self._fill)
+            self._part.write(view[pos : pos + take])
             self._fill += take
             pos += take
         self.size += n
@@ -617,7 +618,7 @@ class ObjectWriter:
             inflight if self._s3 is not None else 1, thread_name_prefix="vastkit-send"
         )
 
-    def _ship(self, part: bytearray) -> None:
+    def _ship(self, part: io.BytesIO) -> None:
         if self._mode is None:
             self._start()
         assert self._slots is not None
@@ -625,13 +626,13 @@ class ObjectWriter:
         assert self._sender is not None
         self._raise_failed()
         self._slots.acquire()
-        hashed = self._hasher.submit(self._hash.update, part)
+        hashed = self._hasher.submit(_update, self._hash, part)
         if self._s3 is not None:
             sent: Future[Any] = self._sender.submit(self._s3.part, self._s3.next_number(), part)
         else:
             assert self._fh is not None
             fh = self._fh
-            sent = self._sender.submit(fh.write, part)
+            sent = self._sender.submit(_write, fh, part)
         pending = [hashed, sent]
         slots = self._slots
 
@@ -657,17 +658,16 @@ class ObjectWriter:
 
     def finish(self) -> None:
         store = self.store
-        last = memoryview(self._part)[: self._fill]
         if self._mode is None:
-            self._hash.update(last)
-            self.sha256 = self._hash.hexdigest()
-            store.write(self.path, last)
+            with self._part.getbuffer() as whole:
+                self._hash.update(whole)
+                self.sha256 = self._hash.hexdigest()
+                store.write(self.path, whole)
             self._close_pools()
             return
         if self._fill:
-            self._ship(self._part if self._fill == len(self._part) else bytearray(last))
-        last.release()
-        self._part = bytearray()
+            self._ship(self._part)
+        self._part = _Part()
         self._drain()
         self.sha256 = self._hash.hexdigest()
         self._close_pools()
@@ -690,7 +690,7 @@ class ObjectWriter:
                 pool.shutdown(wait=True, cancel_futures=True)
 
     def abort(self) -> None:
-        self._part = bytearray()
+        self._part = _Part()
         self._close_pools()
         self._fh = None
         if self._s3 is not None:
@@ -718,19 +718,21 @@ class _Multipart:
         self.numbers += 1
         return self.numbers
 
-    def part(self, number: int, data: bytearray) -> None:
+    def part(self, number: int, data: io.BytesIO) -> None:
         store = self.store
-        answer = store.call(
-            f"{self.what} (part {number})",
-            lambda: store.fs.call_s3(
+
+        def send() -> Any:
+            data.seek(0)  # a retry sends the part again from its start
+            return store.fs.call_s3(
                 "upload_part",
                 Bucket=self.bucket,
                 Key=self.key,
                 UploadId=self.upload_id,
                 PartNumber=number,
-                Body=_PartReader(data),
-            ),
-        )
+                Body=data,
+            )
+
+        answer = store.call(f"{self.what} (part {number})", send)
         self.done[number] = str(answer["ETag"])
 
     def complete(self) -> None:
@@ -758,31 +760,19 @@ class _Multipart:
         self.upload_id = ""
 
 
-class _PartReader(io.RawIOBase):
-    """A seekable reader over a part buffer, so the HTTP stack streams it (no copy into bytes);
-    seeking back lets a retried request send it again."""
+class _Part(io.BytesIO):
+    """A part buffer the HTTP stack cannot close (it closes a ``BytesIO`` body once sent, but
+    the hash may still read it and a retry sends it again); freed when dropped."""
 
-    def __init__(self, data: bytearray) -> None:
-        super().__init__()
-        self.view = memoryview(data)
-        self.pos = 0
+    def close(self) -> None:
+        pass
 
-    def readable(self) -> bool:
-        return True
 
-    def seekable(self) -> bool:
-        return True
+def _update(hashed: Any, part: io.BytesIO) -> None:
+    with part.getbuffer() as view:
+        hashed.update(view)
 
-    def readinto(self, buffer: Any) -> int:
-        n = max(0, min(len(buffer), self.view.nbytes - self.pos))
-        buffer[:n] = self.view[self.pos : self.pos + n]
-        self.pos += n
-        return n
 
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.view.nbytes}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
+def _write(fh: IO[bytes], part: io.BytesIO) -> None:
+    with part.getbuffer() as view:
+        fh.write(view)
