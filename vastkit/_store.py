@@ -27,6 +27,7 @@ file with one GET, hashing it on the way.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import io
@@ -422,16 +423,19 @@ class Store:
                 while chunk := src.read(self.chunk):
                     yield chunk
             return
-        from fsspec.asyn import sync
-
         bucket, key, version = self.fs.split_path(path)
         extra = {"VersionId": version} if version else {}
         answer = self.fs.call_s3("get_object", Bucket=bucket, Key=key, **extra)
         body = answer["Body"]
+        loop = self.fs.loop
+        # the next chunk is read on the event loop while the caller handles this one
+        ahead = asyncio.run_coroutine_threadsafe(body.read(self.chunk), loop)
         try:
-            while chunk := sync(self.fs.loop, body.read, self.chunk):
+            while chunk := ahead.result():
+                ahead = asyncio.run_coroutine_threadsafe(body.read(self.chunk), loop)
                 yield chunk
         finally:
+            ahead.cancel()
             body.close()
 
     def download(self, path: str, local: str, *, callback: Any = None) -> None:
