@@ -9,8 +9,10 @@ Usage::
 
 Benchmarks (see benchmarks/README.md for what each figure means):
 
-1. ``checkpoint``: stall, upload and restore of ``CheckpointManager`` (``benchmarks/checkpoint.py``,
-   run as its own process with its own ``--quick``/``--json`` flags);
+1. ``checkpoint``: lost training-loop time per save, time until durable, CPU, restore and extra
+   peak memory of ``CheckpointManager`` against the reference pattern, DCP and raw transfers
+   (``benchmarks/checkpoint.py``, run as its own process, which runs every measurement in a
+   fresh process of its own);
 2. ``api``: Vast API requests per hour to watch 20 jobs (``api_economy.py``);
 3. ``offers``: parsing and ranking 10,000 / 50,000 offers against ``json.loads``
    (``offer_selection.py``);
@@ -44,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import api_economy  # noqa: E402
+import checkpoint  # noqa: E402
 import offer_selection  # noqa: E402
 import overhead  # noqa: E402
 import preemption  # noqa: E402
@@ -71,43 +74,8 @@ def run_checkpoint(quick: bool) -> dict[str, Any]:
 
 
 def checkpoint_rows(result: dict[str, Any]) -> list[Row]:
-    out: list[Row] = []
-    for r in result["results"]:
-        b = r["backend"]
-        t = r["targets"]
-
-        def verdict(
-            key: str, ratio: float, limit: float, higher: bool, t: dict[str, bool] = t
-        ) -> str:
-            if t[key]:
-                return "met"
-            by = limit / ratio if higher else ratio / limit
-            return f"MISSED by {by:.2f}x"
-
-        out += [
-            (
-                f"{b}: stall vastkit / floor / ref ({r['payload_mb']:.0f} MB)",
-                f"{r['vastkit_stall_s'] * 1e3:.1f} / {r['floor_stall_s'] * 1e3:.1f} / "
-                f"{r['reference_stall_s'] * 1e3:.0f} ms",
-                f"{r['stall_vs_floor']:.2f}x floor (<= 1.5: "
-                f"{verdict('stall_le_1.5x_floor', r['stall_vs_floor'], 1.5, False)}), "
-                f"{r['reference_vs_stall']:.0f}x below ref (>= 10: "
-                f"{verdict('stall_10x_below_reference', r['reference_vs_stall'], 10, True)})",
-            ),
-            (
-                f"{b}: upload vastkit / raw",
-                f"{r['vastkit_upload_mb_s']:.0f} / {r['raw_upload_mb_s']:.0f} MB/s",
-                f"{r['upload_vs_raw']:.2f}x raw (>= 0.8: "
-                f"{verdict('upload_ge_0.8x_raw', r['upload_vs_raw'], 0.8, True)})",
-            ),
-            (
-                f"{b}: restore vastkit / raw",
-                f"{r['vastkit_restore_s']:.3f} / {r['raw_restore_s']:.3f} s",
-                f"{r['restore_vs_raw']:.2f}x raw (<= 1.25: "
-                f"{verdict('restore_le_1.25x_raw', r['restore_vs_raw'], 1.25, False)})",
-            ),
-        ]
-    return out
+    """The checkpoint benchmark's figures (min/median) and its verdicts against issue 19."""
+    return checkpoint.rows_of(result)
 
 
 def print_section(title: str, rows: list[Row], seconds: float) -> None:
