@@ -1,4 +1,5 @@
-"""The queue's shared instance list, in virtual time: one list call per poll interval."""
+"""The shared instance list, in virtual time: one list call per poll interval (a queue's drivers,
+or separate run_job calls of one process)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vastkit.api.models import InstanceInfo
-from vastkit.clock import ManualClock
-from vastkit.queue._instances import SharedInstances
+from vastkit.clock import ManualClock, SystemClock
+from vastkit.jobs.polling import SharedInstances, shared_instances
 
 POLL = 10.0
 
@@ -77,3 +78,44 @@ def test_list_calls_are_a_poll_interval_apart_unless_a_newer_instance_asks(
             assert clock.now() - previous_call >= POLL or fresh_after >= previous_call
             previous_call = clock.now()
     assert shared.served == len(looks)
+
+
+class Account(CountingClient):
+    """A client double that names its account, as ``Client.account_id`` does."""
+
+    def __init__(self, clock: ManualClock, account: str) -> None:
+        super().__init__(clock)
+        self.account_id = account
+
+
+def test_separate_run_job_calls_share_one_list_per_account_and_clock() -> None:
+    """run_job calls in one process find the same shared list for the same account and clock;
+    another account or another (virtual) clock gets its own, and every SystemClock is one."""
+    clock = ManualClock()
+    a1, a2 = Account(clock, "https://x#aaaa"), Account(clock, "https://x#aaaa")
+    b = Account(clock, "https://x#bbbb")
+    shared = shared_instances(a1, clock, POLL)
+    assert shared_instances(a2, clock, POLL * 2) is shared
+    assert shared.max_age == POLL  # only ever shortens
+    assert shared_instances(a2, clock, POLL / 2).max_age == POLL / 2
+    assert shared_instances(b, clock, POLL) is not shared
+    assert shared_instances(a1, ManualClock(), POLL) is not shared
+    assert shared_instances(a1, SystemClock(), POLL) is shared_instances(a2, SystemClock(), POLL)
+
+    created = clock.now()
+    clock.advance(1)
+    for _ in range(3):
+        for client in (a1, a2, a1, a2):  # four jobs of one account look in one interval
+            shared(created, client=client)
+        clock.advance(POLL)
+    assert len(a1.calls) + len(a2.calls) == 3  # one list per interval for all of them
+
+
+def test_a_shared_list_is_made_by_the_client_that_asks() -> None:
+    """A finished job closes its client: the next list goes through the asker's own."""
+    clock = ManualClock()
+    first, second = Account(clock, "acct"), Account(clock, "acct")
+    shared = shared_instances(first, clock, POLL)
+    clock.advance(POLL)
+    shared(clock.now() - 1, client=second)
+    assert (first.calls, second.calls) == ([], [clock.now()])

@@ -31,6 +31,7 @@ from vastkit.jobs import ending as ending_steps
 from vastkit.jobs import launch as launch_steps
 from vastkit.jobs import watch as watch_steps
 from vastkit.jobs.cancel import cancel_requested
+from vastkit.jobs.polling import shared_instances
 from vastkit.jobs.result import AttemptSummary, JobEvent, JobResult, summary_from_record
 from vastkit.jobs.spec import Job, JobStatus
 from vastkit.jobs.state import AttemptOver, JobEnded, LiveAttempt, resolve_profile
@@ -340,15 +341,17 @@ class JobRunner:
     def list_ours(self, fresh_after: float = -math.inf) -> list[tuple[InstanceInfo, int]]:
         """One paged list call: every instance labelled for this run, with its attempt number.
 
-        With a shared ``instance_source`` the list may be another runner's, taken after
-        ``fresh_after`` (so an instance created since is never read as vanished).
+        The list may be another runner's (the queue's ``instance_source``, or the process's
+        shared list for this account), taken after ``fresh_after`` (so an instance created
+        since is never read as vanished); without ``fresh_after``, a new one.
         """
         found = []
-        listed = (
-            self.instance_source(fresh_after)
-            if self.instance_source is not None
-            else self.client.list_instances()
-        )
+        if self.instance_source is not None:
+            listed = self.instance_source(fresh_after)
+        else:  # separate run_job calls in one process share one list per poll interval
+            shared = shared_instances(self.client, self.clock, self.t.poll_interval)
+            fresh = self.clock.now() if fresh_after == -math.inf else fresh_after
+            listed = shared(fresh, client=self.client)
         ours = self.ledger.ledger_id
         for inst in listed:
             parsed = parse_label(inst.label)

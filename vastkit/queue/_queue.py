@@ -16,11 +16,11 @@ from vastkit.api.client import Client
 from vastkit.budget import Budgets, load_budgets
 from vastkit.clock import Clock, SystemClock
 from vastkit.jobs import Job, JobEvent, JobRunner
+from vastkit.jobs.polling import SharedInstances
 from vastkit.labels import new_run_id
 from vastkit.ledger import Fence, Ledger
 from vastkit.profiles import GpuProfile
 from vastkit.queue._drivers import DriverPool
-from vastkit.queue._instances import SharedInstances
 from vastkit.queue._payload import job_to_dict
 from vastkit.queue._records import STATUSES, QueuedJob, QueueStatus, queued_job
 
