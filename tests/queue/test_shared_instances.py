@@ -119,3 +119,18 @@ def test_a_shared_list_is_made_by_the_client_that_asks() -> None:
     clock.advance(POLL)
     shared(clock.now() - 1, client=second)
     assert (first.calls, second.calls) == ([], [clock.now()])
+
+
+def test_two_clients_of_one_account_share_a_list_and_never_show_the_key() -> None:
+    from vastkit.api import Client
+
+    clock = ManualClock()
+    with Client("secret-key-1", base_url="http://vast.test", clock=clock) as one:
+        with Client("secret-key-1", base_url="http://vast.test", clock=clock) as two:
+            with Client("secret-key-2", base_url="http://vast.test", clock=clock) as other:
+                assert "secret-key" not in one.account_id
+                assert one.account_id == two.account_id != other.account_id
+                assert shared_instances(one, clock, POLL) is shared_instances(two, clock, POLL)
+                assert shared_instances(other, clock, POLL) is not shared_instances(
+                    one, clock, POLL
+                )

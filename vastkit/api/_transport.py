@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import logging
 import math
@@ -773,3 +774,9 @@ class Transport:
                 ),
             )
         return cls(message, response=response, body=body, error=error, msg=msg)
+
+
+def account_id(transport: Transport) -> str:
+    """The server and a digest of the key: names the account without revealing the key."""
+    digest = hashlib.sha256(f"{transport.base_url}\0{transport._api_key}".encode()).hexdigest()
+    return f"{transport.base_url}#{digest[:16]}"

@@ -32,7 +32,12 @@ from vastkit.api._converter import structure_list
 from vastkit.api._instances import InstanceEndpoints
 from vastkit.api._responses import expect_field
 from vastkit.api._ssh import SshEndpoints
-from vastkit.api._transport import MAX_RESPONSE_BYTES, Transport, TransportStats
+from vastkit.api._transport import (
+    MAX_RESPONSE_BYTES,
+    Transport,
+    TransportStats,
+    account_id,
+)
 from vastkit.api.models import Offer
 from vastkit.api.query import OfferQuery, search_body
 from vastkit.clock import Clock, SystemClock
@@ -120,6 +125,14 @@ class Client(InstanceEndpoints, AccountEndpoints, SshEndpoints):
     def base_url(self) -> str:
         """The server this client talks to."""
         return self._transport.base_url
+
+    @property
+    def account_id(self) -> str:
+        """Who this client acts for: its server and a digest of its key (never the key itself).
+
+        Jobs of one process that share an account share one instance list per poll interval.
+        """
+        return account_id(self._transport)
 
     @property
     def stats(self) -> TransportStats:
