@@ -69,7 +69,6 @@ DEFAULT_CHUNK = 8 * 2**20
 DEFAULT_CONCURRENCY = 10
 """How many parts move at once on S3."""
 
-_READ_CHUNK = 32 * 2**20
 _S3_MIN_PART = 5 * 2**20
 
 STORE_RETRY = RetryPolicy(attempts=6, initial_delay=0.25, max_delay=8.0, deadline=120.0)
@@ -283,19 +282,14 @@ class Store:
     # -- reading -----------------------------------------------------------------------------
 
     def read(self, path: str) -> bytes | None:
-        """The content of an object, or ``None`` when it does not exist."""
+        """The content of an object, or ``None`` when it does not exist.
+
+        Meant for small objects (one GET on S3); stream large ones with :meth:`read_into`.
+        """
 
         def cat() -> bytes | None:
             try:
-                if self.is_s3:
-                    return bytes(
-                        self.fs.cat_file(
-                            path,
-                            chunksize=max(self.chunk, _READ_CHUNK),
-                            max_concurrency=self.concurrency,
-                        )
-                    )
-                return bytes(self.fs.cat_file(path))
+                return bytes(self.fs.cat_file(path))  # on S3 one GET (no HEAD first)
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 return None
 
@@ -740,19 +734,36 @@ class _Multipart:
         self.done[number] = str(answer["ETag"])
 
     def complete(self) -> None:
+        """Complete the upload; a retry after a first try that completed but whose answer was
+        lost (the upload id is gone then) is recognised by the object's multipart ETag."""
         parts = [{"PartNumber": n, "ETag": self.done[n]} for n in range(1, self.numbers + 1)]
         store = self.store
-        store.call(
-            self.what,
-            lambda: store.fs.call_s3(
-                "complete_multipart_upload",
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                MultipartUpload={"Parts": parts},
-            ),
-        )
+
+        def once() -> None:
+            try:
+                store.fs.call_s3(
+                    "complete_multipart_upload",
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            except Exception:
+                if not self.completed_already([self.done[n] for n in sorted(self.done)]):
+                    raise
+
+        store.call(self.what, once)
         self.upload_id = ""
+
+    def completed_already(self, etags: list[str]) -> bool:
+        """Whether the object now is this upload's parts (its ETag is their multipart ETag)."""
+        try:
+            found = self.store.fs.call_s3("head_object", Bucket=self.bucket, Key=self.key)
+            digests = b"".join(bytes.fromhex(e.strip('"')) for e in etags)
+        except Exception:
+            return False
+        expected = f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(etags)}"
+        return str(found.get("ETag", "")).strip('"') == expected
 
     def abort(self) -> None:
         if not self.upload_id:

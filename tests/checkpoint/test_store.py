@@ -169,3 +169,47 @@ def test_s3_urls_turn_off_the_per_part_checksum(s3_bucket: tuple[str, dict[str, 
     assert st.storage_options == options  # the caller's options are not changed
     config = st.fs.config_kwargs if hasattr(st.fs, "config_kwargs") else {}
     assert config.get("request_checksum_calculation") == "when_required"
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("answer_lost", [True, False])
+def test_a_streamed_write_survives_a_lost_complete_answer_and_fails_a_real_failure(
+    s3_bucket: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, answer_lost: bool
+) -> None:
+    """A multipart upload whose complete succeeded but whose answer was lost is recognised by
+    its ETag on the retry (the upload id is gone by then); a complete that never happened is
+    retried and, past the policy, fails; no object appears."""
+    url, options = s3_bucket
+    st = Store(
+        url,
+        options,
+        clock=ManualClock(),
+        retry=RetryPolicy(attempts=2, initial_delay=0.1, max_delay=0.1, deadline=10.0),
+        transfer_chunk_bytes=5 * 2**20,
+    )
+    real = st.fs.call_s3
+    completes: list[str] = []
+
+    def flaky(method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "complete_multipart_upload":
+            completes.append(method)
+            if answer_lost:
+                real(method, *args, **kwargs)  # it completes; the answer is lost
+            raise OSError("connection reset (injected)")
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(st.fs, "call_s3", flaky)
+    data = os.urandom(12 * 2**20 + 7)
+    path = st.path("big.bin")
+    if answer_lost:
+        with st.writer(path) as out:
+            out.write(data)
+        assert completes == ["complete_multipart_upload"]
+        monkeypatch.undo()
+        assert st.read(path) == data
+    else:
+        with pytest.raises(OSError, match="injected"), st.writer(path) as out:
+            out.write(data)
+        assert completes == ["complete_multipart_upload"] * 2
+        monkeypatch.undo()
+        assert st.read(path) is None

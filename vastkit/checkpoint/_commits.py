@@ -170,7 +170,7 @@ class CheckpointFolders:
             )
             entry = self._upload_payload(f"{folder}/{name}", payload, nbytes)
             # the SHA-256 is of the bytes written; the listing proves they all arrived
-            self.verify_payload(step, folder, (entry,), full=False)
+            listing = self.verify_payload(step, folder, (entry,), full=False)
             manifest = Manifest(step=step, time=store.clock.now(), files=(entry,), metrics=metrics)
             data = manifest.to_json()
             store.write(manifest_path, data)  # the commit (for a re-save, the swap): one write
@@ -188,15 +188,20 @@ class CheckpointFolders:
         with self.lock:
             self.manifests[step] = manifest
         logger.info("committed checkpoint step %d (%d bytes)", step, entry.size)
-        self.drop_unreferenced(step, folder, manifest)
+        self.drop_unreferenced(step, folder, manifest, listing)
         return manifest
 
-    def drop_unreferenced(self, step: int, folder: str, manifest: Manifest) -> None:
+    def drop_unreferenced(
+        self, step: int, folder: str, manifest: Manifest, listing: Mapping[str, int] | None = None
+    ) -> None:
         """Remove the objects of a step folder that its manifest does not name (the payload a
-        re-save replaced, leftovers of a killed save); failures are logged, never raised."""
+        re-save replaced, leftovers of a killed save); failures are logged, never raised.
+
+        ``listing``: the folder's objects as listed after the payload arrived (saves a listing;
+        nothing but the manifest is written there after it)."""
         keep = {MANIFEST_NAME, *(f.name for f in manifest.files)}
         try:
-            for name in sorted(self.store.sizes(folder)):
+            for name in sorted(self.store.sizes(folder) if listing is None else listing):
                 if name not in keep:
                     self.store.delete(f"{folder}/{name}")
         except Exception as exc:
@@ -232,8 +237,9 @@ class CheckpointFolders:
 
     def verify_payload(
         self, step: int, folder: str, files: tuple[PayloadEntry, ...], *, full: bool
-    ) -> None:
-        """Check every payload object's size (and SHA-256 with ``full``).
+    ) -> dict[str, int]:
+        """Check every payload object's size (and SHA-256 with ``full``); the folder's listing
+        (object name -> size).
 
         Raises:
             CheckpointCorruptError: an object is missing or does not match the manifest.
@@ -254,6 +260,7 @@ class CheckpointFolders:
                     raise CheckpointCorruptError(
                         f"checkpoint step {step}: {path} fails its SHA-256 check"
                     )
+        return sizes
 
     def prune(self, newest: int) -> None:
         """Remove the step folders that retention does not keep (never ``newest`` or later)."""
