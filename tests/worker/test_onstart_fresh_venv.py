@@ -76,6 +76,7 @@ def host(tmp_path: Path, bare_venv: Path) -> Iterator[Emulator]:
         "PATH": os.pathsep.join((str(bare_venv / "bin"), "/usr/local/bin", "/usr/bin", "/bin")),
         # the host's package index: this machine's local one, as pip is configured here
         **{k: v for k, v in os.environ.items() if k.startswith("PIP_")},
+        "PIP_USER": "0",  # this host's pip installs into its own (venv) python
     }
     runner = ProcessRunner(tmp_path / "containers", grace_s=10.0, extra_env=host_env)
     with serve(
