@@ -4,11 +4,11 @@ Every field of the job's settings (:class:`~vastkit.jobs.Job`,
 :class:`~vastkit.jobs.JobTimeouts`, :class:`~vastkit.rundir.CheckpointSettings`,
 :class:`~vastkit.outbid.OutbidPolicy`, the run directory's ``job.json``) is checked where the
 value is made, so nothing invalid reaches a rented machine. A bad value raises
-:class:`InvalidSettingError` (a :class:`~vastkit.errors.ConfigError` and a :class:`ValueError`),
-a value of the wrong type :class:`SettingTypeError` (also a :class:`TypeError`). Both name the
+:class:`ConfigValueError` (a :class:`~vastkit.errors.ConfigError` and a :class:`ValueError`),
+a value of the wrong type :class:`ConfigTypeError` (also a :class:`TypeError`). Both name the
 class and the field, say what is allowed and show a short form of the value given. A YAML loader
 turns them into a :class:`~vastkit.errors.ConfigError` with the file, the line and the key
-(:attr:`InvalidSettingError.problem` is the part after the field's name).
+(:attr:`ConfigValueError.problem` is the part after the field's name).
 
 Booleans are not numbers here: ``True`` is not a valid ``poll_interval``.
 """
@@ -23,12 +23,10 @@ from typing import Any, NoReturn
 
 import attrs
 
-from vastkit.errors import ConfigError
+from vastkit.errors import ConfigTypeError, ConfigValueError
 
 __all__ = [
     "MAX_SECONDS",
-    "InvalidSettingError",
-    "SettingTypeError",
     "attrs_check",
     "check_bool",
     "check_choice",
@@ -61,40 +59,12 @@ def short_repr(value: Any) -> str:
     return text
 
 
-class InvalidSettingError(ConfigError, ValueError):
-    """A setting given from Python has a value that is not allowed.
-
-    It is a :class:`~vastkit.errors.ConfigError` (so one ``except ConfigError`` catches a bad
-    file and a bad argument alike) and a :class:`ValueError` (a programmer's mistake at the
-    call).
-
-    Attributes:
-        owner: The class whose field is wrong (``"JobTimeouts"``).
-        field: The field (``"poll_interval"``); also :attr:`key`.
-        problem: What is wrong, after the field's name (``"must be a number of seconds greater
-            than 0 and at most 31622400 (got -5)"``).
-        allowed: What the field accepts, in words.
-    """
-
-    def __init__(self, owner: str, field: str, problem: str, *, allowed: str = "") -> None:
-        super().__init__(f"{owner}.{field} {problem}")
-        self.key = field
-        self.owner = owner
-        self.field = field
-        self.problem = problem
-        self.allowed = allowed
-
-
-class SettingTypeError(InvalidSettingError, TypeError):
-    """A setting given from Python has the wrong type (also a :class:`TypeError`)."""
-
-
 def _fail(
     owner: str, field: str, allowed: str, value: Any, *, wrong_type: bool, hide: bool = False
 ) -> NoReturn:
-    cls = SettingTypeError if wrong_type else InvalidSettingError
+    cls = ConfigTypeError if wrong_type else ConfigValueError
     shown = f"a {type(value).__name__}" if hide else short_repr(value)
-    raise cls(owner, field, f"must be {allowed} (got {shown})", allowed=allowed)
+    raise cls.of(owner, field, f"must be {allowed} (got {shown})", allowed=allowed)
 
 
 def _is_number(value: Any) -> bool:
@@ -125,8 +95,8 @@ def check_number(
         allowed: What is allowed, in words (default: built from the bounds).
 
     Raises:
-        SettingTypeError: Not a number (a bool, a string...).
-        InvalidSettingError: NaN, infinite, too large for a float, or out of bounds.
+        ConfigTypeError: Not a number (a bool, a string...).
+        ConfigValueError: NaN, infinite, too large for a float, or out of bounds.
     """
     if value is None and none_ok:
         return
@@ -259,7 +229,7 @@ def check_text_map(owner: str, field: str, value: Any, *, secret: bool = False) 
         _fail(owner, field, allowed, value, wrong_type=True, hide=secret)
     for key, item in value.items():
         if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
-            raise InvalidSettingError(
+            raise ConfigValueError.of(
                 owner,
                 field,
                 f"must have names without '=' or NUL bytes (got the name {short_repr(key)})",
@@ -267,9 +237,9 @@ def check_text_map(owner: str, field: str, value: Any, *, secret: bool = False) 
             )
         if not isinstance(item, str) or "\x00" in item:
             shown = f"a {type(item).__name__}" if secret else short_repr(item)
-            cls = SettingTypeError if not isinstance(item, str) else InvalidSettingError
+            cls = ConfigTypeError if not isinstance(item, str) else ConfigValueError
             problem = f"must be text without NUL bytes (got {shown})"
-            raise cls(owner, f"{field}.{key}", problem, allowed=allowed)
+            raise cls.of(owner, f"{field}.{key}", problem, allowed=allowed)
 
 
 def check_json_options(owner: str, field: str, value: Any) -> None:
@@ -279,7 +249,7 @@ def check_json_options(owner: str, field: str, value: Any) -> None:
         _fail(owner, field, allowed, value, wrong_type=True, hide=True)
     for key in value:
         if not isinstance(key, str) or not key:
-            raise SettingTypeError(
+            raise ConfigTypeError.of(
                 owner,
                 field,
                 f"must have text option names (got {short_repr(key)})",
@@ -288,7 +258,7 @@ def check_json_options(owner: str, field: str, value: Any) -> None:
     try:
         json.dumps(dict(value), allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise SettingTypeError(
+        raise ConfigTypeError.of(
             owner, field, f"must hold only JSON values ({type(exc).__name__})", allowed=allowed
         ) from None
 

@@ -42,7 +42,7 @@ the boundary and chained (``raise ... from exc``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -113,23 +113,44 @@ class ConfigError(VastkitError):
 
 
 class ConfigValueError(ConfigError, ValueError):
-    """A setting given in Python has a bad value (also a :class:`ValueError`).
+    """A setting given in Python has a value that is not allowed (also a :class:`ValueError`).
 
-    ``key`` names the setting; ``path`` and ``line`` are None.
+    One ``except ConfigError`` catches a bad file and a bad argument alike; ``path`` and
+    ``line`` are None here.
+
+    Attributes:
+        key: The setting (``"poll_interval"``); also :attr:`field`.
+        owner: The class whose field is wrong (``"JobTimeouts"``), when known.
+        problem: What is wrong, after the field's name (``"must be ... (got -5)"``).
+        allowed: What the field accepts, in words ("" when not stated).
     """
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message, key=key)
+    def __init__(
+        self,
+        key: str,
+        message: str,
+        *,
+        owner: str | None = None,
+        problem: str | None = None,
+        allowed: str = "",
+    ) -> None:
+        ConfigError.__init__(self, message)
+        self.key = key
+        self.field = key
+        self.owner = owner
+        self.problem = problem if problem is not None else message
+        self.allowed = allowed
+
+    @classmethod
+    def of(cls, owner: str, field: str, problem: str, *, allowed: str = "") -> Self:
+        """The error for ``owner.field``: the message reads ``"Owner.field <problem>"``."""
+        return cls(
+            field, f"{owner}.{field} {problem}", owner=owner, problem=problem, allowed=allowed
+        )
 
 
-class ConfigTypeError(ConfigError, TypeError):
-    """A setting given in Python has the wrong type (also a :class:`TypeError`).
-
-    ``key`` names the setting; ``path`` and ``line`` are None.
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message, key=key)
+class ConfigTypeError(ConfigValueError, TypeError):
+    """A setting given in Python has the wrong type (also a :class:`TypeError`)."""
 
 
 class QueryError(ConfigError, ValueError):

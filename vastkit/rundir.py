@@ -56,7 +56,6 @@ from vastkit._documents import converter as document_converter
 from vastkit._documents import decode_json, encode_json
 from vastkit._store import POLLING_RETRY, Store
 from vastkit._validate import (
-    InvalidSettingError,
     check_bool,
     check_choice,
     check_command,
@@ -70,7 +69,7 @@ from vastkit._validate import (
 )
 from vastkit._version import __version__
 from vastkit.clock import Clock, SystemClock
-from vastkit.errors import JobError
+from vastkit.errors import ConfigValueError, JobError
 from vastkit.retry import RetryPolicy
 
 __all__ = [
@@ -152,9 +151,9 @@ class CheckpointSettings:
     """How the worker's :class:`~vastkit.checkpoint.CheckpointManager` is set up.
 
     Every field is checked when the settings are made (and again when a worker reads
-    ``job.json``): a bad value raises :class:`~vastkit._validate.InvalidSettingError` (a
+    ``job.json``): a bad value raises :class:`~vastkit.errors.ConfigValueError` (a
     ``ConfigError`` and a ``ValueError``) or, for a wrong type,
-    :class:`~vastkit._validate.SettingTypeError` (also a ``TypeError``), naming the field.
+    :class:`~vastkit.errors.ConfigTypeError` (also a ``TypeError``), naming the field.
     """
 
     url_suffix: str = ""
@@ -186,7 +185,7 @@ class CheckpointSettings:
         owner = "CheckpointSettings"
         check_type(owner, "url_suffix", self.url_suffix, str, "a relative folder (text)")
         if "\x00" in self.url_suffix or ".." in self.url_suffix.split("/"):
-            raise InvalidSettingError(
+            raise ConfigValueError.of(
                 owner,
                 "url_suffix",
                 f"must be a folder inside the run directory (got {short_repr(self.url_suffix)})",
@@ -207,7 +206,7 @@ class CheckpointSettings:
         check_int(owner, "keep_best", self.keep_best, minimum=0, none_ok=True)
         check_text(owner, "best_metric", self.best_metric, none_ok=True, what="metric name")
         if self.keep_best is not None and self.best_metric is None:
-            raise InvalidSettingError(
+            raise ConfigValueError.of(
                 owner,
                 "keep_best",
                 "needs best_metric (the metric that ranks checkpoints); set both or neither",

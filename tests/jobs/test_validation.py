@@ -5,8 +5,8 @@ after a GPU was rented (``orchestrator_timeout: -5`` rented 4 times; ``keep_last
 the worker), were never checked, or failed before renting with a bare builtin error.
 
 From a YAML file each gives a :class:`ConfigError` naming the file, the line and the key and
-saying what is allowed; from Python an ``InvalidSettingError`` that is a ``VastkitError``, a
-``ConfigError`` and a ``ValueError`` (``SettingTypeError``: also a ``TypeError``) naming the
+saying what is allowed; from Python an ``ConfigValueError`` that is a ``VastkitError``, a
+``ConfigError`` and a ``ValueError`` (``ConfigTypeError``: also a ``TypeError``) naming the
 class and the field. Run through ``run_job`` against the emulator, none reaches the API.
 """
 
@@ -22,9 +22,8 @@ import pytest
 
 from tests._support.world import BID_PROFILE, FAST, ON_DEMAND, HookedClock
 from tests.jobs.conftest import World
-from vastkit._validate import InvalidSettingError, SettingTypeError
 from vastkit.api.client import Client
-from vastkit.errors import ConfigError, VastkitError
+from vastkit.errors import ConfigError, ConfigTypeError, ConfigValueError, VastkitError
 from vastkit.jobs import Job, JobTimeouts, run_job
 from vastkit.ledger import Ledger
 from vastkit.outbid import OutbidPolicy
@@ -146,7 +145,7 @@ def test_a_bad_field_in_a_job_file_names_file_line_key_and_allowed_values(
     assert (err.path, err.line, err.key) == (str(path), 5, key)
     assert str(err).startswith(f"{path}:5: {key}: ")
     assert allowed in str(err)
-    assert not isinstance(err, InvalidSettingError)  # a file's error, not a Python argument's
+    assert not isinstance(err, ConfigValueError)  # a file's error, not a Python argument's
 
 
 def test_a_400_digit_number_is_shown_short() -> None:
@@ -241,7 +240,7 @@ def test_a_bad_argument_raises_a_vastkit_value_error_naming_the_field(
 ) -> None:
     values = {**_JOB_BASE, **kwargs} if cls is Job else kwargs
 
-    with pytest.raises(InvalidSettingError) as info:
+    with pytest.raises(ConfigValueError) as info:
         cls(**values)
 
     err = info.value
@@ -249,29 +248,29 @@ def test_a_bad_argument_raises_a_vastkit_value_error_naming_the_field(
     assert isinstance(err, ConfigError)
     assert isinstance(err, ValueError)
     assert isinstance(err, TypeError) is type_error
-    assert isinstance(err, SettingTypeError) is type_error
+    assert isinstance(err, ConfigTypeError) is type_error
     assert (err.owner, err.field, err.key) == (cls.__name__, field, field)
     assert str(err).startswith(f"{cls.__name__}.{field} ")
 
 
 def test_a_bad_value_is_refused_by_evolve_too() -> None:
-    with pytest.raises(InvalidSettingError, match=r"JobTimeouts\.poll_interval"):
+    with pytest.raises(ConfigValueError, match=r"JobTimeouts\.poll_interval"):
         attrs.evolve(JobTimeouts(), poll_interval=-1)
 
 
 def test_a_job_spec_for_the_worker_is_checked_too() -> None:
-    with pytest.raises(InvalidSettingError, match=r"JobSpec\.command"):
+    with pytest.raises(ConfigValueError, match=r"JobSpec\.command"):
         JobSpec(run_id="r", command=())
-    with pytest.raises(SettingTypeError, match=r"JobSpec\.has_code_bundle"):
+    with pytest.raises(ConfigTypeError, match=r"JobSpec\.has_code_bundle"):
         JobSpec(run_id="r", command="a", has_code_bundle="yes")  # type: ignore[arg-type]
 
 
 def test_an_error_never_shows_env_or_storage_option_values() -> None:
-    with pytest.raises(SettingTypeError) as info:
+    with pytest.raises(ConfigTypeError) as info:
         Job(**_JOB_BASE, env={"TOKEN": ["hunter2"]})  # type: ignore[dict-item]
     assert "hunter2" not in str(info.value)
     assert "env.TOKEN" in str(info.value)
-    with pytest.raises(SettingTypeError) as info:
+    with pytest.raises(ConfigTypeError) as info:
         Job(**_JOB_BASE, storage_options={"secret": {"x": float("nan")}, "key": "hunter2"})
     assert "hunter2" not in str(info.value)
 

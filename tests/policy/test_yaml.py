@@ -383,7 +383,7 @@ def test_issue16_python_construction_raises_typed_vastkit_errors(
     assert isinstance(info.value, VastkitError)
     assert isinstance(info.value, ConfigValueError if kind is ValueError else ConfigTypeError)
     assert info.value.key == key
-    assert str(info.value).startswith(f"{key}: ")
+    assert key in str(info.value)
 
 
 class _NoSpend:

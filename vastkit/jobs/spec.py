@@ -13,7 +13,6 @@ from vastkit._provision import (
     InstanceTimeouts,
 )
 from vastkit._validate import (
-    InvalidSettingError,
     check_command,
     check_int,
     check_json_options,
@@ -30,7 +29,7 @@ from vastkit.artifacts import (
     check_inputs,
     check_outputs,
 )
-from vastkit.errors import ConfigError
+from vastkit.errors import ConfigError, ConfigValueError
 from vastkit.outbid import OutbidPolicy
 from vastkit.profiles import MIN_DISK_GB, GpuProfile, load_profiles
 from vastkit.rundir import (
@@ -62,8 +61,8 @@ class JobTimeouts:
     alive once a poll; a worker that hears nothing for that long destroys its own instance).
 
     Raises:
-        InvalidSettingError: A value out of range (a ``ConfigError`` and a ``ValueError``).
-        SettingTypeError: A value of the wrong type (also a ``TypeError``).
+        ConfigValueError: A value out of range (a ``ConfigError`` and a ``ValueError``).
+        ConfigTypeError: A value of the wrong type (also a ``TypeError``).
     """
 
     poll_interval: float = attrs.field(default=15.0)
@@ -111,7 +110,7 @@ class JobTimeouts:
             else:
                 check_seconds(owner, field.name, getattr(self, field.name))
         if self.heartbeat_stale <= self.heartbeat_interval:
-            raise InvalidSettingError(
+            raise ConfigValueError.of(
                 owner,
                 "heartbeat_stale",
                 f"must be longer than heartbeat_interval ({self.heartbeat_interval:g} s), or "
@@ -122,7 +121,7 @@ class JobTimeouts:
             self.orchestrator_timeout is not None
             and self.orchestrator_timeout <= 2 * self.poll_interval
         ):
-            raise InvalidSettingError(
+            raise ConfigValueError.of(
                 owner,
                 "orchestrator_timeout",
                 f"must be longer than two poll intervals ({2 * self.poll_interval:g} s): the "
@@ -185,8 +184,8 @@ class Job:
 
     Every field is checked when the job is made (:meth:`from_yaml` turns the errors into a
     ``ConfigError`` with the file, the line and the key): a bad value raises
-    ``InvalidSettingError`` (a ``ConfigError`` and a ``ValueError``), a wrong type
-    ``SettingTypeError`` (also a ``TypeError``), naming the field and what it accepts. The repr
+    ``ConfigValueError`` (a ``ConfigError`` and a ``ValueError``), a wrong type
+    ``ConfigTypeError`` (also a ``TypeError``), naming the field and what it accepts. The repr
     shows the names of ``env`` and ``storage_options``, never their values.
 
     Example::
@@ -296,7 +295,7 @@ class Job:
             try:
                 check(getattr(self, field))
             except ValueError as exc:
-                raise InvalidSettingError(owner, field, f"is wrong: {exc}") from None
+                raise ConfigValueError.of(owner, field, f"is wrong: {exc}") from None
 
     def __repr__(self) -> str:
         # env and storage_options may hold credentials: only their names are shown.
@@ -344,7 +343,7 @@ _REQUIRED_KEYS = ("name", "command", "profile", "store_url")
 
 def _config_error(doc: Document, exc: Exception, *prefix: str) -> ConfigError:
     """A setting's error as the file's: its problem at the line of its key."""
-    if isinstance(exc, InvalidSettingError):
+    if isinstance(exc, ConfigValueError):
         return doc.error(exc.problem, *prefix, *exc.field.split("."))
     return doc.error(f"'{'.'.join(prefix) or 'job'}': {exc}", *prefix)
 
