@@ -45,6 +45,15 @@ settings.register_profile(
 settings.load_profile("vastkit-ci" if os.environ.get("CI", "").lower() == "true" else "vastkit")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Wheels that jobs on S3 ship are cached in the session's temp folder, not ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VASTKIT_CACHE_DIR", str(tmp_path_factory.mktemp("vastkit-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """The endpoint URL of a moto S3 server on loopback."""

@@ -80,10 +80,14 @@ def build_onstart(
             raise ValueError(f"{name!r} is not a valid environment variable name")
         exports[name] = str(value)
     requirement = requirement or f"vastkit[s3]=={version}"
+    # Exit 2 means "missing, or another version": install. Any other failure (a vastkit of
+    # the right version that does not import) is reported, never "fixed" by a reinstall over
+    # the image's (or, on the emulator, the orchestrator's own) installation.
     check = (
-        "import sys,vastkit.worker,vastkit as v;sys.exit(v.__version__!="
+        'import sys,importlib.util as u;u.find_spec("vastkit") or sys.exit(2);'
+        "import vastkit as v;v.__version__=="
         + json.dumps(version)
-        + ")"
+        + " or sys.exit(2);import vastkit.worker"
     )
     lines = ["#!/bin/bash", "# vastkit worker bootstrap"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
@@ -91,15 +95,18 @@ def build_onstart(
         lines.append(f"PY={shlex.quote(python)}")
     else:
         lines.append("PY=$(command -v python3 || command -v python)")
+    failed = shlex.quote(
+        f"vastkit bootstrap: could not install vastkit {version}; use an image with it "
+        "preinstalled (docker/Dockerfile) or set Job.worker_requirement"
+    )
+    broken = shlex.quote(
+        f"vastkit bootstrap: vastkit {version} is installed but does not import; not replacing it"
+    )
+    lines.append(f'"$PY" -c {shlex.quote(check)} 2>/dev/null; rc=$?')
     lines.append(
-        f'"$PY" -c {shlex.quote(check)} 2>/dev/null || PIP_BREAK_SYSTEM_PACKAGES=1 '
-        f'"$PY" -m pip install -q --no-cache-dir {shlex.quote(requirement)} || '
-        + "{ echo "
-        + shlex.quote(
-            f"vastkit bootstrap: could not install vastkit {version}; use an image with it "
-            "preinstalled (docker/Dockerfile) or set Job.worker_requirement"
-        )
-        + " >&2; exit 1; }"
+        f'if [ $rc -eq 2 ]; then PIP_BREAK_SYSTEM_PACKAGES=1 "$PY" -m pip install -q '
+        f"--no-cache-dir {shlex.quote(requirement)} || {{ echo {failed} >&2; exit 1; }}; "
+        f"elif [ $rc -ne 0 ]; then echo {broken} >&2; fi"
     )
     worker = 'exec "$PY" -m vastkit.worker'
     if workdir:

@@ -45,11 +45,12 @@ def test_too_long_scripts_are_refused_without_showing_the_values() -> None:
         build_onstart(run_url="s3://b/r", attempt=1, env={"BAD-NAME": "1"})
 
 
-def fake_python(tmp_path: Path, record: Path) -> Path:
-    """A 'python' that records its arguments: the version check fails, pip succeeds."""
+def fake_python(tmp_path: Path, record: Path, check_rc: int = 2) -> Path:
+    """A 'python' that records its arguments: the check exits ``check_rc`` (2: vastkit is
+    missing or another version), pip succeeds."""
     shim = tmp_path / "fakepy"
     shim.write_text(
-        f'#!/bin/sh\necho "$@" >> {record}\nif [ "$1" = "-c" ]; then exit 1; fi\nexit 0\n'
+        f'#!/bin/sh\necho "$@" >> {record}\nif [ "$1" = "-c" ]; then exit {check_rc}; fi\nexit 0\n'
     )
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
     return shim
@@ -80,10 +81,30 @@ def test_vastkit_is_installed_when_the_image_lacks_the_version(
     done = run_script(processes, script, tmp_path)
     assert done.returncode == 0, done.stderr
     calls = record.read_text().splitlines()
-    assert calls[0].startswith("-c import sys,vastkit.worker,vastkit as v;")
+    assert calls[0].startswith('-c import sys,importlib.util as u;u.find_spec("vastkit")')
     assert '"9.9.9"' in calls[0]
     assert calls[1] == "-m pip install -q --no-cache-dir vastkit[s3] @ https://example/vastkit.whl"
     assert calls[2] == "-m vastkit.worker"
+
+
+def test_a_vastkit_that_does_not_import_is_reported_not_reinstalled(
+    tmp_path: Path, processes: ProcessGroups
+) -> None:
+    """The right version is there but does not import (a broken edit, a missing dependency):
+    installing over it would hide the error, and on the emulator replace the orchestrator's own
+    vastkit; the worker's start shows the traceback instead."""
+    record = tmp_path / "calls"
+    script = build_onstart(
+        run_url="file:///x/run",
+        attempt=1,
+        python=str(fake_python(tmp_path, record, check_rc=1)),
+        version="9.9.9",
+    )
+    done = run_script(processes, script, tmp_path)
+    calls = record.read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["-c", "-m"]
+    assert calls[1] == "-m vastkit.worker"
+    assert "is installed but does not import; not replacing it" in done.stderr
 
 
 def test_the_script_runs_the_worker_end_to_end(
