@@ -209,6 +209,9 @@ class ProcessRunner:
         grace_s: Seconds (on the emulator's clock) between SIGTERM and SIGKILL on stop.
         extra_env: Variables added to every container, like Vast's account-level env vars
             (``/secrets/``); e.g. credentials for a test object store.
+        stop_signal: How a stop begins: ``"term"`` (SIGTERM, then SIGKILL after ``grace_s``)
+            or ``"kill"`` (SIGKILL at once, no SIGTERM at all: a host that stops an outbid
+            container without a grace period, which Vast's documentation does not rule out).
     """
 
     def __init__(
@@ -217,7 +220,10 @@ class ProcessRunner:
         *,
         grace_s: float = 10.0,
         extra_env: Mapping[str, str] | None = None,
+        stop_signal: Literal["term", "kill"] = "term",
     ) -> None:
+        if stop_signal not in ("term", "kill"):
+            raise ValueError(f"stop_signal must be 'term' or 'kill', not {stop_signal!r}")
         if grace_s < 0:
             raise ValueError(f"grace_s must not be negative, not {grace_s}")
         self._own_root = root is None
@@ -227,6 +233,8 @@ class ProcessRunner:
         self.root.mkdir(parents=True, exist_ok=True)
         self.grace_s = grace_s
         self.extra_env = dict(extra_env or {})
+        self.stop_signal: Literal["term", "kill"] = stop_signal
+        """How a stop begins (may be changed between stops, e.g. for one preemption)."""
         self.public_ipaddr: str | None = "127.0.0.1"
         bash = shutil.which("bash") or "/bin/bash"
         self._bash = bash
@@ -318,7 +326,13 @@ class ProcessRunner:
         proc.log.close()
 
     def terminate(self, instance_id: int) -> None:
-        """Send SIGTERM to the instance's process group (SIGCONT first if it was paused)."""
+        """Send SIGTERM to the instance's process group (SIGCONT first if it was paused).
+
+        With ``stop_signal="kill"`` the group gets SIGKILL instead: no SIGTERM, no grace.
+        """
+        if self.stop_signal == "kill":
+            self._signal(instance_id, signal.SIGKILL)
+            return
         self._signal(instance_id, signal.SIGCONT)
         self._signal(instance_id, signal.SIGTERM)
 
