@@ -29,10 +29,11 @@ Readers tolerate objects that do not exist yet (they return ``None``); an object
 cannot be decoded raises :class:`~vastkit.errors.JobError` naming the object.
 
 ``result.json`` at the top ends the job. It is written only for the terminal statuses
-(:data:`TERMINAL_STATUSES`: succeeded, failed, cancelled, timed_out). An attempt that was
-preempted (SIGTERM from outside) or abandoned (the worker's backstop fired because the
-orchestrator went silent) writes only ``attempts/<n>/result.json``, so the orchestrator can tell
-"this machine went away" from "the job is over".
+(:data:`TERMINAL_STATUSES`: succeeded, failed, cancelled, timed_out, budget_exceeded). An
+attempt that was preempted (SIGTERM from outside) or abandoned (the worker's backstop fired
+because the orchestrator stayed silent past ``AttemptSettings.away_limit``) writes only
+``attempts/<n>/result.json``, so the orchestrator can tell "this machine went away" from "the
+job is over".
 """
 
 from __future__ import annotations
@@ -74,8 +75,12 @@ from vastkit.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_BUNDLE_EXCLUDES",
+    "ENV_BILLED_SINCE",
+    "ENV_MAX_COST_USD",
+    "ENV_RATE_DPH",
     "JOB_SPEC_VERSION",
     "TERMINAL_STATUSES",
+    "AttemptLimits",
     "AttemptResult",
     "AttemptSettings",
     "CancelRequest",
@@ -132,16 +137,26 @@ class ResultStatus(enum.StrEnum):
     """The orchestrator asked the job to stop (``cancel.json``). Terminal."""
     TIMED_OUT = "timed_out"
     """The job's max-duration deadline passed. Terminal."""
+    BUDGET_EXCEEDED = "budget_exceeded"
+    """The attempt's cost reached what it may spend (:class:`AttemptLimits`); the worker stopped
+    the command and destroyed its own instance. Terminal."""
     PREEMPTED = "preempted"
     """The worker got SIGTERM from outside (the instance was stopped, outbid or is going away).
     Not terminal: the orchestrator relaunches and the next attempt resumes from a checkpoint."""
     ABANDONED = "abandoned"
-    """The orchestrator went silent past the backstop timeout; the worker stopped the command
-    and destroyed its own instance. Not terminal."""
+    """The orchestrator stayed silent past ``AttemptSettings.away_limit`` (or, for an attempt
+    with neither a deadline nor a cost cap, past ``orchestrator_timeout``); the worker stopped the
+    command and destroyed its own instance. Not terminal."""
 
 
 TERMINAL_STATUSES: frozenset[ResultStatus] = frozenset(
-    {ResultStatus.SUCCEEDED, ResultStatus.FAILED, ResultStatus.CANCELLED, ResultStatus.TIMED_OUT}
+    {
+        ResultStatus.SUCCEEDED,
+        ResultStatus.FAILED,
+        ResultStatus.CANCELLED,
+        ResultStatus.TIMED_OUT,
+        ResultStatus.BUDGET_EXCEEDED,
+    }
 )
 """Statuses that end the job; only these are written to the top-level ``result.json``."""
 
@@ -228,8 +243,14 @@ class AttemptSettings:
     deadline: float | None = None
     """The job's max-duration deadline, an absolute time in Unix seconds (``None``: none)."""
     orchestrator_timeout: float | None = 900.0
-    """Seconds without a sign of life in ``orchestrator.json`` after which the worker stops the
-    command and destroys its own instance (``None``: never)."""
+    """Seconds without a sign of life in ``orchestrator.json`` after which the worker counts the
+    orchestrator as away (a laptop asleep, a lost network). The attempt keeps running within the
+    job's own limits (``deadline`` and the attempt's :class:`AttemptLimits`); only an attempt that
+    has neither is stopped, and its instance destroyed, at this point (``None``: never)."""
+    away_limit: float | None = None
+    """Seconds of orchestrator silence after which the worker stops the command and destroys its
+    own instance even within the job's limits (``None``: no such limit; the deadline and the cost
+    cap bound the attempt). Set it far longer than a laptop sleeps, if at all."""
     api_base_url: str = "https://console.vast.ai"
     """Vast's API base URL, for the self-destroy call."""
     log_flush_seconds: float = 5.0
@@ -243,9 +264,81 @@ class AttemptSettings:
         check_seconds(owner, "grace_period", self.grace_period)
         check_number(owner, "deadline", self.deadline, minimum=0.0, none_ok=True)
         check_seconds(owner, "orchestrator_timeout", self.orchestrator_timeout, none_means="never")
+        check_seconds(owner, "away_limit", self.away_limit, none_means="no limit")
         check_text(owner, "api_base_url", self.api_base_url, what="URL")
         check_seconds(owner, "log_flush_seconds", self.log_flush_seconds)
         check_int(owner, "log_flush_bytes", self.log_flush_bytes, minimum=1)
+
+
+ENV_RATE_DPH = "VASTKIT_RATE_DPH"
+"""The attempt's contract rate in $/h (storage included), for the worker's cost cap."""
+ENV_BILLED_SINCE = "VASTKIT_BILLED_SINCE"
+"""When the attempt's instance was created (Unix seconds): billing starts there."""
+ENV_MAX_COST_USD = "VASTKIT_MAX_COST_USD"
+"""What the attempt may spend in dollars (what is left of the job's cap when it was rented)."""
+
+
+@attrs.frozen(kw_only=True)
+class AttemptLimits:
+    """What one attempt may spend, so the worker can keep it within the job's cap on its own.
+
+    The orchestrator knows these only when it rents (the rate is the rented contract's), so they
+    travel in the instance's environment (:meth:`environ`, passed to
+    :func:`vastkit._bootstrap.build_onstart`'s ``env``), not in ``job.json``, which is written once
+    per run. The worker reads them with :meth:`from_environ`.
+    """
+
+    rate_dph: float
+    """The contract's price per hour, storage included (``ContractPrice.dph_total``)."""
+    billed_since: float
+    """When the instance was created, in Unix seconds."""
+    max_cost_usd: float
+    """The most this attempt may cost, in dollars."""
+
+    def __attrs_post_init__(self) -> None:
+        owner = "AttemptLimits"
+        check_number(owner, "rate_dph", self.rate_dph, minimum=0.0)
+        check_number(owner, "billed_since", self.billed_since, minimum=0.0)
+        check_number(owner, "max_cost_usd", self.max_cost_usd, minimum=0.0)
+
+    def cost_at(self, now: float) -> float:
+        """What the attempt has cost by ``now`` at its rate (dollars, never negative)."""
+        return self.rate_dph * max(0.0, now - self.billed_since) / 3600.0
+
+    def environ(self) -> dict[str, str]:
+        """The environment variables that carry these limits to the worker."""
+        return {
+            ENV_RATE_DPH: repr(float(self.rate_dph)),
+            ENV_BILLED_SINCE: repr(float(self.billed_since)),
+            ENV_MAX_COST_USD: repr(float(self.max_cost_usd)),
+        }
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> AttemptLimits | None:
+        """The limits in ``environ``, or ``None`` when it carries none.
+
+        Raises:
+            ConfigValueError: Some but not all variables are set, or one is not a number.
+        """
+        names = (ENV_RATE_DPH, ENV_BILLED_SINCE, ENV_MAX_COST_USD)
+        present = [name for name in names if environ.get(name, "").strip()]
+        if not present:
+            return None
+        if len(present) != len(names):
+            missing = ", ".join(name for name in names if name not in present)
+            raise ConfigValueError.of(
+                "AttemptLimits", "environ", f"{missing} not set (set all three or none)"
+            )
+        values: list[float] = []
+        for name in names:
+            raw = environ[name].strip()
+            try:
+                values.append(float(raw))
+            except ValueError:
+                raise ConfigValueError.of(
+                    "AttemptLimits", name, f"must be a number (got {short_repr(raw)})"
+                ) from None
+        return cls(rate_dph=values[0], billed_since=values[1], max_cost_usd=values[2])
 
 
 def _spec_version(inputs: Mapping[str, str], outputs: Sequence[str]) -> int:

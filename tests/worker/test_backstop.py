@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from vastkit.clock import ManualClock
-from vastkit.rundir import OrchestratorBeat, ResultStatus
+from vastkit.errors import ConfigValueError
+from vastkit.rundir import AttemptLimits, OrchestratorBeat, ResultStatus
 from vastkit.worker._runtime import (
     LivenessWatch,
     attempt_outcome,
@@ -25,10 +26,68 @@ def test_deadline_and_silence_decisions() -> None:
         "",
     )
     assert status is ResultStatus.ABANDONED
-    assert reason == "no sign of the orchestrator for 60 s (backstop timeout 60 s)"
+    assert reason == (
+        "no sign of the orchestrator for 60 s (backstop timeout 60 s) and the job has no "
+        "deadline or cost cap to run on alone"
+    )
     status, reason = backstop_reason(now=130, deadline=100, silent_for=90, timeout=60) or (None, "")
     assert status is ResultStatus.TIMED_OUT  # the deadline wins
     assert reason == "the job's max-duration deadline passed 30 s ago"
+
+
+def test_a_silent_orchestrator_alone_no_longer_ends_an_attempt_with_limits() -> None:
+    limits = AttemptLimits(rate_dph=3.6, billed_since=0.0, max_cost_usd=10.0)  # 1 cent a 10 s
+    # An orchestrator asleep for 10 hours, far past its 900 s timeout: the job's limits rule.
+    for deadline, lim in ((100_000.0, None), (None, limits), (100_000.0, limits)):
+        assert (
+            backstop_reason(now=9000, deadline=deadline, silent_for=36_000, timeout=900, limits=lim)
+            is None
+        )
+    # ... unless an explicit away_limit says otherwise
+    status, reason = backstop_reason(
+        now=9000, deadline=100_000, silent_for=36_000, timeout=900, away_limit=36_000
+    ) or (None, "")
+    assert status is ResultStatus.ABANDONED
+    assert reason == "no sign of the orchestrator for 36000 s (away_limit 36000 s)"
+
+
+def test_the_cost_cap_stops_before_the_cap_by_the_margin() -> None:
+    limits = AttemptLimits(rate_dph=3.6, billed_since=1000.0, max_cost_usd=10.0)  # $0.001/s
+    # $10 at $0.001/s is reached 10,000 s after the instance was created.
+    assert (
+        backstop_reason(
+            now=10_959, deadline=None, silent_for=0, timeout=900, limits=limits, margin=40
+        )
+        is None
+    )
+    status, reason = backstop_reason(
+        now=10_960, deadline=None, silent_for=0, timeout=900, limits=limits, margin=40
+    ) or (None, "")
+    assert status is ResultStatus.BUDGET_EXCEEDED
+    assert reason == "the attempt has cost $9.9600 at 3.6 $/h; it may spend $10.0000"
+    # the deadline wins over the cost
+    status, _ = backstop_reason(
+        now=10_960, deadline=10_000, silent_for=0, timeout=900, limits=limits
+    ) or (None, "")
+    assert status is ResultStatus.TIMED_OUT
+
+
+def test_limits_travel_in_the_environment_and_bad_ones_are_named() -> None:
+    limits = AttemptLimits(rate_dph=0.35, billed_since=1_700_000_000.5, max_cost_usd=4.2)
+    env = limits.environ()
+    assert env == {
+        "VASTKIT_RATE_DPH": "0.35",
+        "VASTKIT_BILLED_SINCE": "1700000000.5",
+        "VASTKIT_MAX_COST_USD": "4.2",
+    }
+    assert AttemptLimits.from_environ(env) == limits
+    assert AttemptLimits.from_environ({"PATH": "/bin"}) is None
+    with pytest.raises(ConfigValueError, match="VASTKIT_MAX_COST_USD not set"):
+        AttemptLimits.from_environ({k: v for k, v in env.items() if "COST" not in k})
+    with pytest.raises(ConfigValueError, match=r"AttemptLimits.VASTKIT_RATE_DPH must be a number"):
+        AttemptLimits.from_environ({**env, "VASTKIT_RATE_DPH": "cheap"})
+    with pytest.raises(ConfigValueError, match="max_cost_usd"):
+        AttemptLimits(rate_dph=1.0, billed_since=0.0, max_cost_usd=-1.0)
 
 
 def test_liveness_counts_changes_on_the_workers_clock_not_the_orchestrators() -> None:

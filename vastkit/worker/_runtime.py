@@ -28,7 +28,9 @@ from vastkit.clock import Clock, SystemClock
 from vastkit.errors import JobError
 from vastkit.retry import RetryPolicy, retry_call
 from vastkit.rundir import (
+    AttemptLimits,
     AttemptResult,
+    AttemptSettings,
     Heartbeat,
     JobSpec,
     OrchestratorBeat,
@@ -68,27 +70,56 @@ EXIT_WORKER_ERROR = 2
 
 
 def backstop_reason(
-    *, now: float, deadline: float | None, silent_for: float, timeout: float | None
+    *,
+    now: float,
+    deadline: float | None,
+    silent_for: float,
+    timeout: float | None,
+    limits: AttemptLimits | None = None,
+    margin: float = 0.0,
+    away_limit: float | None = None,
 ) -> tuple[ResultStatus, str] | None:
     """Decide whether the self-destroy backstop fires.
 
+    An orchestrator that is silent (a laptop asleep, a lost network) does not end the attempt
+    by itself: the job's own limits do. The attempt stops when the job's deadline passes, when
+    its cost (at its rate since its instance was created) would pass what it may spend within
+    ``margin`` seconds, or when the silence passes ``away_limit``. Only an attempt bounded by
+    neither a deadline nor a cost cap stops after ``timeout`` seconds of silence, as before:
+    something must bound what it bills.
+
     Args:
-        now: The worker's current time.
+        now: The worker's current time (Unix seconds, the clock the deadline is written in).
         deadline: The job's max-duration deadline (absolute), or ``None``.
         silent_for: Seconds since the worker last saw ``orchestrator.json`` change.
-        timeout: Silence allowed before the backstop fires, or ``None`` for never.
+        timeout: ``AttemptSettings.orchestrator_timeout``.
+        limits: What the attempt may spend, or ``None``.
+        margin: Seconds of spend to keep in hand (the grace period plus a check interval), so
+            the stop ends before the cap, not after it.
+        away_limit: ``AttemptSettings.away_limit``.
 
     Returns:
         ``(status, reason)`` when the attempt must stop and the instance destroy itself, else
-        ``None``. The deadline wins when both apply.
+        ``None``. The deadline wins, then the cost cap, then the silence.
     """
     if deadline is not None and now >= deadline:
         late = now - deadline
         return ResultStatus.TIMED_OUT, f"the job's max-duration deadline passed {late:.0f} s ago"
-    if timeout is not None and silent_for >= timeout:
+    if limits is not None and limits.cost_at(now + margin) >= limits.max_cost_usd:
+        return ResultStatus.BUDGET_EXCEEDED, (
+            f"the attempt has cost ${limits.cost_at(now):.4f} at {limits.rate_dph:g} $/h; "
+            f"it may spend ${limits.max_cost_usd:.4f}"
+        )
+    if away_limit is not None and silent_for >= away_limit:
+        return ResultStatus.ABANDONED, (
+            f"no sign of the orchestrator for {silent_for:.0f} s (away_limit {away_limit:g} s)"
+        )
+    unbounded = deadline is None and limits is None
+    if unbounded and timeout is not None and silent_for >= timeout:
         return (
             ResultStatus.ABANDONED,
-            f"no sign of the orchestrator for {silent_for:.0f} s (backstop timeout {timeout:g} s)",
+            f"no sign of the orchestrator for {silent_for:.0f} s (backstop timeout {timeout:g} s) "
+            "and the job has no deadline or cost cap to run on alone",
         )
     return None
 
@@ -316,6 +347,8 @@ class Worker:
         self._cwd: Path | None = None
         self._input_env: dict[str, str] = {}
         self._stop_began: float | None = None
+        self._limits: AttemptLimits | None = None
+        self._away = False
         inputs = inputs_dir or self.environ.get(ENV_INPUTS_DIR)
         self.inputs_dir = Path(inputs) if inputs else Path(tempfile.gettempdir()) / "vastkit-inputs"
 
@@ -365,6 +398,7 @@ class Worker:
         try:
             spec = self._read_job()
             self._spec = spec
+            self._limits = AttemptLimits.from_environ(self.environ)
             self._progress.checkpoint_url = self.rundir.checkpoint_url(spec)
             cwd = self._prepare(spec)
             self._cwd = cwd
@@ -374,6 +408,7 @@ class Worker:
             self._finish(None, ResultStatus.FAILED, reason)
             return EXIT_WORKER_ERROR
         settings = spec.attempt
+        self._note_limits(spec)
         liveness = LivenessWatch(started)
         if self._stop_requested.is_set():
             why = f"{self._stop_signal} before the command started"
@@ -389,7 +424,11 @@ class Worker:
         exit_code = self._supervise(self._proc, spec, liveness)
         status, reason = attempt_outcome(exit_code, self._stop_status, self._stop_reason)
         self.note(f"attempt {self.attempt} ended: {status.value} ({reason})")
-        backstop = status in (ResultStatus.ABANDONED, ResultStatus.TIMED_OUT)
+        backstop = status in (
+            ResultStatus.ABANDONED,
+            ResultStatus.TIMED_OUT,
+            ResultStatus.BUDGET_EXCEEDED,
+        )
         if backstop:
             self.note(f"BACKSTOP: destroying this instance ({reason})", level=logging.WARNING)
         self._upload_outputs(spec, cwd, settings.grace_period)
@@ -422,7 +461,7 @@ class Worker:
         last_beat = self.clock.now()
         last_flush = last_beat
         self._heartbeat()
-        self._check_signals(liveness, settings.deadline, settings.orchestrator_timeout)
+        self._check_signals(liveness, settings)
         while True:
             now = self.clock.now()
             if self._stop_requested.is_set() and self._stop_status is None:
@@ -441,7 +480,7 @@ class Worker:
                 self._kill_at = None
             if now - last_beat >= settings.heartbeat_interval:
                 last_beat = now
-                self._check_signals(liveness, settings.deadline, settings.orchestrator_timeout)
+                self._check_signals(liveness, settings)
                 self._heartbeat()
             if self._output.pending() >= settings.log_flush_bytes or (
                 now - last_flush >= settings.log_flush_seconds
@@ -585,10 +624,35 @@ class Worker:
         self._kill_at = self.clock.now() + grace
         self._heartbeat(message=reason)
 
-    def _check_signals(
-        self, liveness: LivenessWatch, deadline: float | None, timeout: float | None
-    ) -> None:
-        """Look at cancel.json, orchestrator.json and the deadline; start a stop if needed."""
+    def _note_limits(self, spec: JobSpec) -> None:
+        """Say which limits bound this attempt while the orchestrator is away."""
+        settings, limits = spec.attempt, self._limits
+        parts = []
+        if settings.deadline is not None:
+            parts.append(f"deadline in {settings.deadline - self.clock.now():.0f} s")
+        if limits is not None:
+            parts.append(f"cost cap ${limits.max_cost_usd:.4f} at {limits.rate_dph:g} $/h")
+        if settings.away_limit is not None:
+            parts.append(f"orchestrator silence of {settings.away_limit:g} s")
+        if not parts and settings.orchestrator_timeout is not None:
+            parts.append(f"orchestrator silence of {settings.orchestrator_timeout:g} s")
+        self.note("backstop: " + (", ".join(parts) if parts else "none (nothing bounds the cost)"))
+
+    def _note_away(self, silent_for: float, timeout: float | None) -> None:
+        """Note once when the orchestrator goes away and once when it is back."""
+        away = timeout is not None and silent_for >= timeout
+        if away and not self._away:
+            self.note(
+                f"no sign of the orchestrator for {silent_for:.0f} s: running on within the "
+                "job's limits until it is back",
+                level=logging.WARNING,
+            )
+        elif self._away and not away:
+            self.note("the orchestrator is back")
+        self._away = away
+
+    def _check_signals(self, liveness: LivenessWatch, settings: AttemptSettings) -> None:
+        """Look at cancel.json, orchestrator.json, the deadline and the cost; stop if needed."""
         if self._stop_status is not None:
             return
         assert self._proc is not None
@@ -607,8 +671,16 @@ class Worker:
             liveness.observe(self.rundir.read_orchestrator(), now)
         except Exception as exc:
             logger.warning("could not read orchestrator.json: %s", exc)
+        silent_for = liveness.silent_for(now)
+        self._note_away(silent_for, settings.orchestrator_timeout)
         decision = backstop_reason(
-            now=now, deadline=deadline, silent_for=liveness.silent_for(now), timeout=timeout
+            now=now,
+            deadline=settings.deadline,
+            silent_for=silent_for,
+            timeout=settings.orchestrator_timeout,
+            limits=self._limits,
+            margin=settings.grace_period + settings.heartbeat_interval,
+            away_limit=settings.away_limit,
         )
         if decision is not None:
             status, reason = decision
