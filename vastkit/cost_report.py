@@ -13,9 +13,10 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ from rich.table import Table
 from vastkit.api.models import Charge
 from vastkit.ledger import Ledger
 
-__all__ = ["GROUPINGS", "CostReport", "CostRow", "cost_report"]
+__all__ = ["GROUPINGS", "CostReport", "CostRow", "cost_report", "rounded_parts"]
 
 GroupBy = Literal["project", "team", "job", "gpu", "day"]
 GROUPINGS: tuple[str, ...] = ("project", "team", "job", "gpu", "day")
@@ -34,6 +35,34 @@ NONE_KEY = "(none)"
 """The group of runs without a project (or team)."""
 NOT_IN_LEDGER = "(not in ledger)"
 """The group of Vast charges for instances the ledger does not know."""
+
+
+_DIGITS = 4
+"""Decimals of the dollar amounts in the table and the text."""
+
+
+def rounded_parts(parts: Sequence[float], digits: int = _DIGITS) -> tuple[list[float], float]:
+    """Round ``parts`` to ``digits`` decimals so that they add up to their rounded sum.
+
+    Each part is rounded down, then the units still missing go to the parts that lost the most
+    (the largest remainder method), so a line such as "total 0.0010 = 0.0009 + 0.0001" holds.
+
+    Args:
+        parts: Non-negative amounts.
+        digits: Decimals to keep.
+
+    Returns:
+        The rounded parts, in order, and their sum (the rounded total).
+    """
+    scale = 10**digits
+    scaled = [part * scale for part in parts]
+    total_units = round(sum(scaled))
+    floors = [math.floor(x) for x in scaled]
+    missing = total_units - sum(floors)
+    order = sorted(range(len(parts)), key=lambda i: floors[i] - scaled[i])
+    for i in order[: max(missing, 0)]:
+        floors[i] += 1
+    return [units / scale for units in floors], total_units / scale
 
 
 def _day(at: float) -> str:
@@ -134,38 +163,65 @@ class CostReport:
             indent=2,
         )
 
-    def to_table(self) -> Table:
-        """The report as a :class:`rich.table.Table` (print it with a rich console)."""
+    def cells(self) -> tuple[str, list[str], list[list[str]]]:
+        """The title, the column headers and the rows (a ``total`` row last) as text.
+
+        Dollars have four decimals, rounded so that the rows add up to the total shown
+        (:func:`rounded_parts`).
+        """
         window = " to ".join(_day(t) if t is not None else "..." for t in (self.since, self.until))
         title = f"Spend by {self.by}" + (f" ({window})" if self.since or self.until else "")
+        columns = [self.by, "cost $", "runs", "attempts"]
+        costs, total = rounded_parts([row.cost_usd for row in self.rows])
+        rows = [
+            [row.key, f"{cost:.{_DIGITS}f}", str(row.runs), str(row.attempts)]
+            for row, cost in zip(self.rows, costs, strict=True)
+        ]
+        last = ["total", f"{total:.{_DIGITS}f}", "", ""]
+        if self.compared:
+            columns += ["Vast $", "difference $"]
+            vast, vast_total = rounded_parts([row.vast_usd or 0.0 for row in self.rows])
+            for cells, row, billed, cost in zip(rows, self.rows, vast, costs, strict=True):
+                known = row.vast_usd is not None
+                cells.append(f"{billed:.{_DIGITS}f}" if known else "-")
+                cells.append(f"{billed - cost:+.{_DIGITS}f}" if known else "-")
+            last += [f"{vast_total:.{_DIGITS}f}", f"{vast_total - total:+.{_DIGITS}f}"]
+        return title, columns, [*rows, last]
+
+    def to_table(self) -> Table:
+        """The report as a :class:`rich.table.Table` (print it with a rich console). Group
+        names are never cut: a narrow terminal wraps the other columns first."""
+        title, columns, rows = self.cells()
         table = Table(title=title)
-        table.add_column(self.by)
-        table.add_column("cost $", justify="right")
-        table.add_column("runs", justify="right")
-        table.add_column("attempts", justify="right")
-        if self.compared:
-            table.add_column("Vast $", justify="right")
-            table.add_column("difference $", justify="right")
-        for row in self.rows:
-            cells = [row.key, f"{row.cost_usd:.4f}", str(row.runs), str(row.attempts)]
-            if self.compared:
-                cells.append("-" if row.vast_usd is None else f"{row.vast_usd:.4f}")
-                cells.append("-" if row.difference_usd is None else f"{row.difference_usd:+.4f}")
+        for i, column in enumerate(columns):
+            if i == 0:
+                width = max(len(column), *(len(r[0]) for r in rows))
+                table.add_column(column, no_wrap=True, min_width=width)
+            else:
+                table.add_column(column, justify="right")
+        for cells in rows[:-1]:
             table.add_row(*cells)
-        cells = ["total", f"{self.total_usd:.4f}", "", ""]
-        if self.compared:
-            vast = sum(row.vast_usd or 0.0 for row in self.rows)
-            cells += [f"{vast:.4f}", f"{vast - self.total_usd:+.4f}"]
         table.add_section()
-        table.add_row(*cells)
+        table.add_row(*rows[-1])
         return table
 
-    def __str__(self) -> str:
-        from rich.console import Console
+    def to_text(self) -> str:
+        """The report as plain text: a title line, then space-aligned columns (no box
+        characters), for pipes, files and logs."""
+        title, columns, rows = self.cells()
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
 
-        console = Console(width=100, record=True, file=io.StringIO(), color_system=None)
-        console.print(self.to_table())
-        return console.export_text()
+        def line(cells: list[str]) -> str:
+            parts = [
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
+            ]
+            return "  ".join(parts).rstrip()
+
+        return "\n".join([title, line(columns), *(line(r) for r in rows)]) + "\n"
+
+    def __str__(self) -> str:
+        return self.to_text()
 
     def to_png(self, path: str | os.PathLike[str]) -> Path:
         """Draw cumulative spend over time per group (one line per group) into a PNG file.

@@ -147,6 +147,7 @@ def reconcile(
     intent_grace: float = 900.0,
     destroy_deadline: float = 900.0,
     foreign: bool = False,
+    log_summary: bool = True,
 ) -> ReconcileReport:
     """Destroy what the ledger cannot account for, adopt what it can, close stale rows.
 
@@ -163,6 +164,9 @@ def reconcile(
             another ledger's identity, or none and this ledger has no row for them). By default
             they are listed as ``foreign`` and left alone: a colleague's ``reap`` never kills
             your training run.
+        log_summary: Log the report's summary (WARNING when something was destroyed, closed
+            or failed, else INFO). A caller that shows the summary itself (``vastkit reap``)
+            passes False, so that it appears once.
 
     Returns:
         The report. Instances that could not be destroyed appear in ``failed`` (they also stay
@@ -183,6 +187,8 @@ def reconcile(
         foreign=foreign,
     )
     report = pass_.run()
+    if not log_summary:
+        return report
     if report.destroyed or report.closed or report.failed:
         logger.warning("%s", report.summary())
     else:

@@ -2,17 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from vastkit.errors import DestroyFailedError
+from vastkit.errors import DestroyFailedError, GoneError, NotFoundError
 
 from ._context import Context
-from ._output import ExitCode, UsageError, format_age, format_money
+from ._output import ExitCode, NoSuchId, UsageError, format_age, format_money
 from ._parser import Commands
 
-__all__ = ["register_destroy", "register_ps", "register_reap", "register_stop"]
+__all__ = [
+    "no_such_instance",
+    "register_destroy",
+    "register_ps",
+    "register_reap",
+    "register_stop",
+    "unknown_instance",
+]
+
+
+def no_such_instance(instance_id: int) -> NoSuchId:
+    """The error for an instance id that the account does not have (exit 9): never rented
+    here, or already destroyed. ``stop``, ``start`` and ``destroy`` share this one rule."""
+    return NoSuchId(
+        f"no instance {instance_id} on this account (unknown id, or already destroyed; "
+        "`vastkit ps` lists the instances)"
+    )
+
+
+@contextlib.contextmanager
+def unknown_instance(instance_id: int) -> Iterator[None]:
+    """Turn the API's 404/410 for ``instance_id`` into :func:`no_such_instance`."""
+    try:
+        yield
+    except (NotFoundError, GoneError):
+        raise no_such_instance(instance_id) from None
 
 
 def register_ps(commands: Commands) -> None:
@@ -135,7 +162,8 @@ def _instance_table(ctx: Context, rows: list[dict[str, Any]]) -> None:
 
 def _cmd_stop(ctx: Context) -> int:
     instance_id = _parse_instance_id(ctx.args.id)
-    ctx.client.stop_instance(instance_id)
+    with unknown_instance(instance_id):
+        ctx.client.stop_instance(instance_id)
     if ctx.out.json_mode:
         ctx.out.json({"id": instance_id, "stopped": True})
     else:
@@ -145,13 +173,14 @@ def _cmd_stop(ctx: Context) -> int:
 
 def _cmd_destroy(ctx: Context) -> int:
     instance_id = _parse_instance_id(ctx.args.id)
-    destroyed = ctx.client.destroy_instance(instance_id)
+    with unknown_instance(instance_id):
+        destroyed = ctx.client.destroy_instance(instance_id)
+    if not destroyed:  # the API answered "no such instance": the one rule for unknown ids
+        raise no_such_instance(instance_id)
     if ctx.out.json_mode:
-        ctx.out.json({"id": instance_id, "destroyed": destroyed, "already_gone": not destroyed})
-    elif destroyed:
-        ctx.out.line(f"destroyed instance {instance_id}")
+        ctx.out.json({"id": instance_id, "destroyed": True})
     else:
-        ctx.out.line(f"instance {instance_id} was already gone")
+        ctx.out.line(f"destroyed instance {instance_id}")
     return ExitCode.OK
 
 
@@ -161,7 +190,9 @@ def _cmd_reap(ctx: Context) -> int:
     foreign = bool(ctx.args.foreign)
     if foreign and not ctx.args.dry_run and not _foreign_confirmed(ctx):
         foreign = False
-    report = reconcile(ctx.client, ctx.ledger, dry_run=ctx.args.dry_run, foreign=foreign)
+    report = reconcile(
+        ctx.client, ctx.ledger, dry_run=ctx.args.dry_run, foreign=foreign, log_summary=False
+    )
     if ctx.out.json_mode:
         ctx.out.json(
             {
@@ -200,7 +231,7 @@ def _foreign_confirmed(ctx: Context) -> bool:
 
     if ctx.args.yes:
         return True
-    doomed = reconcile(ctx.client, ctx.ledger, dry_run=True).foreign
+    doomed = reconcile(ctx.client, ctx.ledger, dry_run=True, log_summary=False).foreign
     if not doomed:
         return True
     if not sys.stdin.isatty():

@@ -14,9 +14,17 @@ from typing import IO, Any, Final
 
 from vastkit.errors import VastkitError
 
-from . import _doctor, _emulator, _instances, _jobs, _money, _offers, _runs, _ssh
+from . import _doctor, _emulator, _instances, _jobs, _money, _offers, _queue, _runs, _ssh
 from ._context import Context
-from ._output import ExitCode, Out, UsageError, error_message, exit_code_for, one_line
+from ._output import (
+    ExitCode,
+    NoSuchId,
+    Out,
+    UsageError,
+    error_message,
+    exit_code_for,
+    one_line,
+)
 from ._parser import Register, make_parser
 
 __all__ = ["build_parser", "main"]
@@ -35,6 +43,7 @@ COMMANDS: Final[Sequence[Register]] = (
     _instances.register_reap,
     _runs.register_runs,
     _runs.register_cancel,
+    _queue.register_queue,
     _money.register_cost_report,
     _offers.register_profiles,
     _money.register_budgets,
@@ -54,6 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
     return make_parser(COMMANDS)
 
 
+_RETRY_LOGGERS: Final = ("vastkit.api", "vastkit.retry")
+"""The loggers that report a retry (``vastkit/api/_transport.py``, ``vastkit/retry.py``)."""
+
+
+class _RetriesBelowWarning(logging.Filter):
+    """Keeps retries off the terminal unless ``--log-level info`` or lower asks for them.
+
+    A 429 or a 5xx that is retried is routine (an orchestrator sharing the key is enough); a
+    retry that fails for good raises, and the command prints that error. The transport logs
+    each retry at WARNING, so the CLI treats those records as INFO.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__()
+        self._threshold = threshold
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._threshold <= logging.INFO or record.levelno > logging.WARNING:
+            return True
+        return not (record.name in _RETRY_LOGGERS and "; retry " in str(record.msg))
+
+
 @contextlib.contextmanager
 def _logging_to(stream: IO[str], level: str | None) -> Iterator[None]:
     """Send vastkit's log records to ``stream`` for the duration of the command."""
@@ -61,6 +92,7 @@ def _logging_to(stream: IO[str], level: str | None) -> Iterator[None]:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("vastkit: %(levelname)s: %(name)s: %(message)s"))
     handler.setLevel(getattr(logging, (level or "warning").upper()))
+    handler.addFilter(_RetriesBelowWarning(handler.level))
     old_level = log.level
     log.addHandler(handler)
     if level is not None:
@@ -156,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, stdout.fileno())
         return ExitCode.ERROR
-    except (VastkitError, UsageError, ValueError, OSError) as exc:
+    except (VastkitError, UsageError, NoSuchId, ValueError, OSError) as exc:
         return _failure(exc, options, stderr, debug=debug)
     except Exception as exc:  # a bug: still one line, the traceback with --debug
         return _internal_error(exc, stderr, debug=debug)

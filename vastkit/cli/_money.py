@@ -121,7 +121,7 @@ def _cmd_cost_report(ctx: Context) -> int:
     elif ctx.out.terminal:
         ctx.out.console.print(report.to_table())
     else:
-        ctx.out.write(str(report))
+        ctx.out.write(report.to_text())
     return ExitCode.OK
 
 

@@ -12,9 +12,10 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, Literal
 
 import attrs
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -24,7 +25,9 @@ from vastkit.errors import (
     BudgetExceededError,
     ConfigError,
     DestroyFailedError,
+    GoneError,
     NoOfferError,
+    NotFoundError,
     PermissionDeniedError,
 )
 
@@ -32,6 +35,7 @@ __all__ = [
     "EXIT_CODES",
     "EXIT_HELP",
     "ExitCode",
+    "NoSuchId",
     "Out",
     "UsageError",
     "error_message",
@@ -66,6 +70,9 @@ class ExitCode(enum.IntEnum):
     """The job ran but did not succeed (``failed``, ``timed_out``, ``cancelled``)."""
     DESTROY_FAILED = 8
     """An instance could not be confirmed destroyed: it may still be billing."""
+    NOT_FOUND = 9
+    """No such instance, run or job: the id is unknown, or the instance is already destroyed
+    (``stop``, ``destroy``, ``start``, ``cancel``... all follow this one rule)."""
     INTERRUPTED = 130
     """Interrupted with Ctrl-C (SIGINT)."""
 
@@ -80,6 +87,7 @@ EXIT_CODES: Final[Mapping[int, str]] = {
     ExitCode.UNREACHABLE: "the API could not be reached",
     ExitCode.JOB_FAILED: "the job ended without success (failed, timed_out, cancelled)",
     ExitCode.DESTROY_FAILED: "an instance could not be confirmed destroyed (it may still bill)",
+    ExitCode.NOT_FOUND: "no such instance, run or job (unknown id, or already destroyed)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 """Every exit status ``vastkit`` uses, with its meaning (also shown by ``vastkit --help``)."""
@@ -92,6 +100,10 @@ EXIT_HELP: Final = "exit codes:\n" + "\n".join(
 
 class UsageError(Exception):
     """A command-line mistake found after parsing (exit 2)."""
+
+
+class NoSuchId(Exception):
+    """The instance, run or job that a command names does not exist (exit 9)."""
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -117,6 +129,8 @@ def exit_code_for(exc: BaseException) -> int:
         return ExitCode.UNREACHABLE
     if isinstance(exc, DestroyFailedError):
         return ExitCode.DESTROY_FAILED
+    if isinstance(exc, NoSuchId | NotFoundError | GoneError):
+        return ExitCode.NOT_FOUND
     return ExitCode.ERROR
 
 
@@ -232,17 +246,40 @@ class Out:
         *,
         title: str | None = None,
         right: Sequence[str] = (),
+        whole: Sequence[str] | None = None,
     ) -> None:
-        """A rich table in a terminal; plain space-aligned columns when piped."""
-        if self.terminal:
-            table = Table(title=title)
-            for column in columns:
-                table.add_column(column, justify="right" if column in right else "left")
-            for row in rows:
-                table.add_row(*row)
-            self.console.print(table)
+        """A rich table in a terminal; plain space-aligned columns when piped.
+
+        Nothing is ever cut short with an ellipsis: the columns named in ``whole`` (default:
+        the first, which names the row) keep their full width on one line, and a narrow
+        terminal folds the other cells onto more lines.
+        """
+        if not self.terminal:
+            self.line(plain_table(columns, rows, title=title, right=right))
             return
-        self.line(plain_table(columns, rows, title=title, right=right))
+        keep = set(columns[:1] if whole is None else whole)
+        cells = [[column, *(row[i] for row in rows)] for i, column in enumerate(columns)]
+        whole_widths = [max(len(cell) for cell in column) for column in cells]
+        word_widths = [
+            max(len(word) for cell in column for word in cell.split() or [""]) for column in cells
+        ]
+        minimums = [
+            whole if column in keep else word
+            for column, whole, word in zip(columns, whole_widths, word_widths, strict=True)
+        ]
+        # a column costs its text, one space either side and one for the rule between columns
+        words_fit = sum(minimums) + 3 * len(columns) <= self.console.width
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+        for column, minimum in zip(columns, minimums, strict=True):
+            justify: Literal["left", "right"] = "right" if column in right else "left"
+            if column in keep:
+                table.add_column(column, justify=justify, no_wrap=True, min_width=minimum)
+            else:  # wrapped between words; a word is folded only when the words do not fit
+                width = minimum if words_fit else None
+                table.add_column(column, justify=justify, min_width=width, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        self.console.print(table)
 
 
 def plain_table(

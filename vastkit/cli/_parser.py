@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from vastkit._version import __version__
 
@@ -14,7 +14,15 @@ from ._output import EXIT_HELP, UsageError
 if TYPE_CHECKING:
     from ._context import Context
 
-__all__ = ["ENV_HELP", "Commands", "Handler", "Parser", "Register", "make_parser"]
+__all__ = [
+    "ENV_HELP",
+    "GLOBAL_HINT",
+    "Commands",
+    "Handler",
+    "Parser",
+    "Register",
+    "make_parser",
+]
 
 Handler = Callable[["Context"], int]
 """What runs a command: it writes through the context and returns the exit status."""
@@ -25,6 +33,12 @@ ENV_HELP: Final = """environment:
   VAST_URL          the API base URL (--url); point it at `vastkit emulator serve`
   VASTKIT_LEDGER    the ledger database (--ledger)"""
 """The environment section at the end of ``vastkit --help``."""
+
+GLOBAL_HINT: Final = (
+    "global options (--json, --url, --ledger, --log-level, --debug...) work here too;\n"
+    "`vastkit --help` lists them and the exit codes."
+)
+"""The line that ends a subcommand's ``--help`` instead of the global options."""
 
 _FORMATTER: Final = argparse.RawDescriptionHelpFormatter
 
@@ -37,12 +51,13 @@ class Parser(argparse.ArgumentParser):
 
 
 class Commands:
-    """Adds the subcommands of a parser (or the actions of a command group), each with the
-    global options, vastkit's help layout and the exit code table.
+    """Adds the subcommands of a parser (or the actions of a command group). Each accepts the
+    global options but its ``--help`` shows only its own options and a line pointing at
+    ``vastkit --help`` for the global ones and the exit codes.
 
     Args:
         subparsers: Where the subcommands go.
-        common: The parent parser that holds the global options.
+        common: The parent parser that holds the global options, their help hidden.
     """
 
     def __init__(self, subparsers: argparse._SubParsersAction[Parser], common: Parser) -> None:
@@ -56,15 +71,18 @@ class Commands:
         description: str | None = None,
         *,
         handler: Handler | None = None,
+        aliases: Sequence[str] = (),
     ) -> Parser:
-        """Add the subcommand ``name``, run by ``handler``, and return its parser."""
+        """Add the subcommand ``name`` (also called ``aliases``), run by ``handler``, and
+        return its parser."""
         parser = self._subparsers.add_parser(
             name,
+            aliases=list(aliases),
             help=help_text,
             description=description or help_text,
             parents=[self._common],
             formatter_class=_FORMATTER,
-            epilog=EXIT_HELP,
+            epilog=GLOBAL_HINT,
         )
         if handler is not None:
             parser.set_defaults(handler=handler)
@@ -83,11 +101,18 @@ Register = Callable[[Commands], None]
 """A command group's function that adds its subcommands."""
 
 
-def common_options() -> Parser:
-    """Options accepted before or after the subcommand (``vastkit --json ps`` = ``ps --json``)."""
+def common_options(*, hidden: bool = False) -> Parser:
+    """Options accepted before or after the subcommand (``vastkit --json ps`` = ``ps --json``).
+
+    Args:
+        hidden: Leave them out of ``--help`` (for the subcommands: only ``vastkit --help``
+            lists them).
+    """
     common = Parser(add_help=False)
     s = argparse.SUPPRESS
-    group = common.add_argument_group("global options")
+    group: Any = common.add_argument_group("global options")
+    if hidden:
+        group = _Hidden(group)
     group.add_argument(
         "--url",
         default=s,
@@ -145,6 +170,18 @@ def common_options() -> Parser:
     return common
 
 
+class _Hidden:
+    """An argument group whose arguments are accepted but left out of ``--help``."""
+
+    def __init__(self, group: Any) -> None:
+        self._group = group
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
+        kwargs["help"] = argparse.SUPPRESS
+        action: argparse.Action = self._group.add_argument(*names, **kwargs)
+        return action
+
+
 def make_parser(groups: Sequence[Register]) -> argparse.ArgumentParser:
     """The ``vastkit`` parser with the subcommands that ``groups`` add, in that order.
 
@@ -167,7 +204,7 @@ def make_parser(groups: Sequence[Register]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=Parser, required=True
     )
-    commands = Commands(sub, common)
+    commands = Commands(sub, common_options(hidden=True))
     for register in groups:
         register(commands)
     return parser

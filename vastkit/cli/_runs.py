@@ -8,7 +8,7 @@ from typing import Any
 from vastkit.errors import JobError
 
 from ._context import Context
-from ._output import ExitCode, UsageError, format_age, format_money
+from ._output import ExitCode, NoSuchId, UsageError, format_age, format_money
 from ._parser import Commands
 
 __all__ = ["register_cancel", "register_runs"]
@@ -19,10 +19,12 @@ def register_runs(commands: Commands) -> None:
     p = commands.add(
         "runs",
         "list runs with their status, attempts, spend and owner",
-        "The runs in the ledger (jobs and instances): by default the ones still running; --all "
-        "for every run. The owner is the process that drives the run (host:pid), 'gone' when it "
-        "ended (or is a zombie).",
+        "The runs in the ledger (jobs and instances): by default the ones still running, with "
+        "what each has cost so far, and the number of queued jobs; --all for every run. The "
+        "owner is the process that drives the run (host:pid), 'gone' when it ended (or is a "
+        "zombie). `vastkit status` is the same command.",
         handler=_cmd_runs,
+        aliases=("status",),
     )
     p.add_argument("--all", action="store_true", help="every run, not only the running ones")
     p.add_argument("--project", metavar="NAME", help="only this project's runs")
@@ -59,6 +61,8 @@ def _owner(metadata: Any) -> tuple[str, bool | None]:
 
 
 def _cmd_runs(ctx: Context) -> int:
+    from vastkit.cost_report import rounded_parts
+
     ledger = ctx.ledger
     status = None if ctx.args.all else "running"
     now = time.time()
@@ -84,11 +88,15 @@ def _cmd_runs(ctx: Context) -> int:
     if ctx.out.json_mode:
         ctx.out.json(rows)
         return ExitCode.OK
+    queued = ledger.queue_counts().get("queued", 0)
+    waiting = f"; {queued} queued job(s) (vastkit queue status)" if queued else ""
     if not rows:
         ctx.out.line(
-            "no running runs (vastkit runs --all lists every run)" if status else "no runs"
+            ("no running runs (vastkit runs --all lists every run)" if status else "no runs")
+            + waiting
         )
         return ExitCode.OK
+    spent, total = rounded_parts([r["spent_usd"] for r in rows])
     columns = ("run", "name", "project", "status", "attempts", "spent $", "owner", "age")
     table = [
         (
@@ -97,19 +105,26 @@ def _cmd_runs(ctx: Context) -> int:
             r["project"] or "-",
             r["status"],
             str(r["attempts"]),
-            format_money(r["spent_usd"]),
+            format_money(cost),
             r["owner"] + ("" if r["owner_alive"] is not False else " (gone)"),
             format_age(now - r["started"]),
         )
-        for r in rows
+        for r, cost in zip(rows, spent, strict=True)
     ]
     ctx.out.table(columns, table, right=("attempts", "spent $", "age"))
+    running = sum(1 for r in rows if r["status"] == "running")
+    ctx.out.line(f"{running} running of {len(rows)} shown; spent ${total:.4f} so far{waiting}")
     return ExitCode.OK
 
 
 def _cmd_cancel(ctx: Context) -> int:
     from vastkit.jobs.cancel import cancel_run
 
+    if ctx.ledger.get_run(ctx.args.run_id) is None:
+        raise NoSuchId(
+            f"no run {ctx.args.run_id!r} in the ledger at {ctx.ledger_target()} "
+            "(`vastkit runs --all` lists them)"
+        )
     try:
         result = cancel_run(
             ctx.args.run_id,

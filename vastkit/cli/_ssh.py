@@ -255,8 +255,11 @@ def _cmd_copy(ctx: Context) -> int:
 
 
 def _cmd_start(ctx: Context) -> int:
+    from ._instances import unknown_instance
+
     instance_id = _instance_id(ctx.args.id)
-    ctx.client.start_instance(instance_id)
+    with unknown_instance(instance_id):
+        ctx.client.start_instance(instance_id)
     if ctx.out.json_mode:
         ctx.out.json({"id": instance_id, "started": True})
     else:
