@@ -9,7 +9,9 @@ Both :class:`vastkit.Instance` and ``run_job`` rent through one :class:`Provisio
 3. :meth:`Provisioner.create` sends the one ``create_instance`` call in the library outside the API
    client. A create that may have reached the server (timeout, 5xx, 429, a garbled answer) is
    retried only after listing by label proved it rented nothing; an instance found is adopted,
-   never a second one rented for the attempt;
+   never a second one rented for the attempt. Each create carries the registry login of
+   private images, and each instance it rents gets the user's SSH key attached
+   (:class:`~vastkit.access.RentalAccess`, resolved once before the first search);
 4. :class:`PhaseWaiter` waits through provisioning, loading and running with a deadline per phase;
    the decisions are :class:`PhaseTracker`'s, a state machine over observations with no I/O;
 5. :meth:`Provisioner.retire` destroys until the API confirms the instance is gone
@@ -25,14 +27,17 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import random
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
 
+from vastkit.access import RegistryLogin, RentalAccess, resolve_access
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest, InstanceInfo, InstanceState, Offer
+from vastkit.api.ssh import attach_public_key
 from vastkit.clock import Clock
 from vastkit.errors import (
     APIConnectionError,
@@ -512,6 +517,12 @@ class Provisioner:
         create_retries: Extra create tries on one offer after an error that may have rented.
         retry_interval: The wait between two tries of a failed list.
         rng: Jitter source.
+        access: The SSH key and registry login every rental gets (default: resolved from
+            ``ssh_key``/``image_login``, the environment and the config file, once, by the
+            first :meth:`prepare_access`, :meth:`candidates` or :meth:`create`).
+        ssh_key: A ``.pub`` file or the key line to attach (see
+            :func:`~vastkit.access.resolve_access`); ignored when ``access`` is given.
+        image_login: The registry login of a private image; ignored when ``access`` is given.
     """
 
     def __init__(
@@ -524,8 +535,14 @@ class Provisioner:
         create_retries: int = 2,
         retry_interval: float = 5.0,
         rng: random.Random | None = None,
+        access: RentalAccess | None = None,
+        ssh_key: str | os.PathLike[str] | None = None,
+        image_login: RegistryLogin | str | None = None,
     ) -> None:
         self.client = client
+        self.access = access
+        """What every rental gets; None until resolved (:meth:`prepare_access`)."""
+        self._access_args = (ssh_key, image_login)
         self.ledger = ledger
         self.clock = clock
         self.destroy_deadline = destroy_deadline
@@ -551,6 +568,66 @@ class Provisioner:
         """Raise :class:`~vastkit.ledger.LeaseLost` when another driver took the job over."""
         if self.fence is not None and not self.ledger.fence_holds(self.fence):
             raise LeaseLost(f"job {self.fence.job_id}: another driver took it over")
+
+    # -- access --------------------------------------------------------------------------------
+
+    def prepare_access(
+        self,
+        *,
+        ssh_key: str | os.PathLike[str] | None = None,
+        image_login: RegistryLogin | str | None = None,
+    ) -> RentalAccess:
+        """Resolve the SSH key and the registry login once (later calls return the same).
+
+        Runs before anything is searched or rented, so a key file that is named but wrong
+        fails before any money is spent. No key at all is logged once as a warning (where it
+        looked, and ``ssh-keygen -t ed25519``); renting goes ahead.
+
+        Args:
+            ssh_key: Overrides the constructor's ``ssh_key`` (used by the first call only).
+            image_login: Overrides the constructor's ``image_login`` (first call only).
+
+        Raises:
+            ConfigError: The key named cannot be read or is not a public key, or half a
+                registry login is set.
+        """
+        if self.access is None:
+            key = ssh_key if ssh_key is not None else self._access_args[0]
+            login = image_login if image_login is not None else self._access_args[1]
+            self.access = resolve_access(key, login)
+            if self.access.public_key is None:
+                logger.warning("%s", self.access.missing)
+        return self.access
+
+    def attach_key(self, instance_id: int) -> bool:
+        """Attach the user's SSH key to ``instance_id`` (Vast's instance SSH-key endpoint).
+
+        Never raises: the instance exists and bills, so a failed attach is logged (with the
+        command that attaches it by hand) and the rental goes on.
+
+        Returns:
+            True when the key is attached (or already was); False when there is no key or the
+            attach failed.
+        """
+        key = self.prepare_access().public_key
+        if key is None:
+            return False
+        try:
+            attach_public_key(self.client, instance_id, key)
+        except Exception as exc:  # never lose a rental over its SSH key
+            logger.warning(
+                "could not attach the SSH key %s to instance %s (%s: %s); SSH logins will be "
+                'refused until it is attached: vastai attach ssh %s "$(cat %s)"',
+                key.source,
+                instance_id,
+                type(exc).__name__,
+                exc,
+                instance_id,
+                key.source if key.source.endswith(".pub") else "KEY.pub",
+            )
+            return False
+        logger.info("attached the SSH key %s to instance %s", key.source, instance_id)
+        return True
 
     # -- choosing ------------------------------------------------------------------------------
 
@@ -578,6 +655,7 @@ class Provisioner:
             NoOfferError: No offer qualifies.
             APIError: The search failed.
         """
+        self.prepare_access()  # a wrong key file fails here, before any API call
         if blocked is None:
             blocked = self.blocked_machines()
         offers = self.client.search_offers(build_query(profile))
@@ -743,14 +821,28 @@ class Provisioner:
     def create(self, offer: Offer, request: CreateInstanceRequest) -> int | CreateFailure:
         """Rent ``offer``, never leaving two live instances for one attempt (one label).
 
+        The request gets the registry login of :attr:`access` (unless it has its own), and a
+        rented instance gets the SSH key attached (:meth:`attach_key`; a failed attach is
+        logged, never loses the instance).
+
         Returns:
             The new instance's id (or the id of the one an earlier try rented), or why nothing
             usable was rented.
 
         Raises:
+            ConfigError: The access could not be resolved (before anything is sent).
             AuthenticationError, PermissionDeniedError: The key was refused.
             APIError: A list by label, needed before a retry, kept failing.
         """
+        access = self.prepare_access()
+        if access.image_login is not None and request.image_login is None:
+            request = attrs.evolve(request, image_login=access.image_login.argument(request.image))
+        created = self._create(offer, request)
+        if not isinstance(created, CreateFailure):
+            self.attach_key(created)
+        return created
+
+    def _create(self, offer: Offer, request: CreateInstanceRequest) -> int | CreateFailure:
         label = request.label or ""
         runtype = direct_only_where_open(request.runtype, offer)
         if runtype != request.runtype:

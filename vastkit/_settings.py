@@ -66,6 +66,10 @@ SETTING_KEYS: Final[tuple[str, ...]] = (
     "project",
     "team",
     "poll_interval_s",
+    "ssh_key",
+    "registry",
+    "registry_user",
+    "registry_token",
 )
 """The keys an environment (or the top level of the file) may set."""
 
@@ -80,6 +84,10 @@ ENV_VARS: Final[Mapping[str, str]] = {
     "project": "VASTKIT_PROJECT",
     "team": "VASTKIT_TEAM",
     "poll_interval_s": "VASTKIT_POLL_INTERVAL",
+    "ssh_key": "VASTKIT_SSH_KEY",
+    "registry": "VASTKIT_REGISTRY",
+    "registry_user": "VASTKIT_REGISTRY_USER",
+    "registry_token": "VASTKIT_REGISTRY_TOKEN",
 }
 """The environment variable that overrides each setting (the API key's is ``VAST_API_KEY``)."""
 
@@ -89,8 +97,20 @@ _LOOKS_LIKE_KEY: Final = re.compile(r"^[A-Za-z0-9]{32,}$")
 _PLACEHOLDER: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PATH_KEYS: Final = frozenset({"api_key_file", "profiles_file", "budgets_file", "ledger_path"})
 _STRING_KEYS: Final = frozenset(
-    {"api_key_file", "store_url", "profiles_file", "budgets_file", "ledger_path", "project", "team"}
+    {
+        "api_key_file",
+        "store_url",
+        "profiles_file",
+        "budgets_file",
+        "ledger_path",
+        "project",
+        "team",
+        "registry",
+        "registry_user",
+    }
 )
+_SECRET_KEYS: Final = frozenset({"registry_token"})
+"""Settings whose values are secrets: never shown, and written as ``${VAR}`` in the file."""
 
 
 DATABASE_SCHEMES: Final[tuple[str, ...]] = ("postgresql://", "postgres://")
@@ -507,6 +527,8 @@ def _env_value(name: str, var: str, raw: str) -> Any:
         raise ConfigError(f"${var} must start with http:// or https://, got {raw!r}", key=var)
     if name == "ledger_path":
         return _ledger_value(raw, None)
+    if name in ("ssh_key", "registry_token"):
+        return raw  # a key line or a path (vastkit.api.ssh reads it); a secret as given
     if name in _PATH_KEYS or (name == "store_url" and "://" not in raw):
         return str(Path(raw).expanduser())
     return raw
@@ -694,6 +716,24 @@ def _check_value(
         if not isinstance(value, Mapping):
             raise doc.error("'storage_options' must be a mapping of fsspec options", *key_path)
         return _expand(doc, value, key_path) if expand else dict(value)
+    if key == "ssh_key":
+        if not isinstance(value, str) or not value.strip():
+            raise doc.error(
+                "'ssh_key' must be a public key file (~/.ssh/id_ed25519.pub) or the key line",
+                *key_path,
+            )
+        if value.strip().startswith(("ssh-", "ecdsa-", "sk-")):
+            return value.strip()  # the key line itself
+        return str(_relative_to(base, value))
+    if key in _SECRET_KEYS:
+        if not isinstance(value, str) or not _PLACEHOLDER.fullmatch(value.strip()):
+            # The value is never echoed: it may be the token itself.
+            raise doc.error(
+                f"'{key}' must name an environment variable as ${{NAME}} (e.g. "
+                f"'{key}: ${{GHCR_TOKEN}}'), never hold the token itself",
+                *key_path,
+            )
+        return _expand(doc, value.strip(), key_path) if expand else value
     if key in _STRING_KEYS:
         if not isinstance(value, str) or not value.strip():
             raise doc.error(f"'{key}' must be a non-empty string, got {value!r}", *key_path)

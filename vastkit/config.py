@@ -19,6 +19,10 @@ directory, else ``$XDG_CONFIG_HOME/vastkit/config.yaml`` (``XDG_CONFIG_HOME`` de
           secret: ${AWS_SECRET_ACCESS_KEY}
         budgets_file: budgets.yaml     # relative paths are relative to this file
         team: ml-research
+        ssh_key: ~/.ssh/work_ed25519.pub   # attached to every rental
+        registry: ghcr.io              # private images: Vast's image_login on every create
+        registry_user: me
+        registry_token: ${GHCR_TOKEN}  # always a ${VARIABLE}, never the token itself
 
 Every setting resolves in one order: an argument, else an environment variable, else the config
 file (the active environment, then the top level), else the default. The table is in
@@ -114,6 +118,17 @@ class Settings:
     """The default team of jobs."""
     poll_interval_s: float | None = None
     """Seconds between monitor polls (None: the job's own default, 15 s)."""
+    ssh_key: str | None = None
+    """The SSH public key attached to every rental: a ``.pub`` file or the key line (None:
+    ``~/.ssh/id_ed25519.pub``, else ``~/.ssh/id_rsa.pub``). ``$VASTKIT_SSH_KEY`` overrides it."""
+    registry: str | None = None
+    """The registry of private images (``ghcr.io``; None: the image's own registry)."""
+    registry_user: str | None = None
+    """The registry login's user name (with :attr:`registry_token`, every create sends Vast's
+    ``image_login``)."""
+    registry_token: str | None = attrs.field(default=None, repr=False)
+    """The registry login's token or password; never shown in a repr or by :meth:`to_dict`.
+    In the file it is written as ``${VARIABLE}``, never as the token itself."""
     sources: Mapping[str, str] = attrs.field(factory=dict)
     """Where each value came from: ``"argument"``, ``"$VASTKIT_STORE_URL"``,
     ``"vastkit.yaml:7"`` or ``"default"``."""
@@ -255,6 +270,7 @@ class Settings:
         for name in SETTING_KEYS:
             data[name] = getattr(self, name)
         data["storage_options"] = sorted(self.storage_options)  # names only: values may be secrets
+        data["registry_token"] = "***" if self.registry_token else None
         data["ledger_path"] = _shown_ledger(self.ledger_path)
         data["sources"] = dict(self.sources)
         return data

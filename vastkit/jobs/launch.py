@@ -45,8 +45,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger("vastkit.jobs")
 
 
+def prepare_access(runner: JobRunner) -> None:
+    """Resolve the job's SSH key and registry login once, before anything is rented.
+
+    A key file that is named but wrong fails the job here (a ``ConfigError``), before any API
+    call; no key at all is said once, as a ``no_ssh_key`` event, and the job goes on.
+    """
+    engine = runner.provisioner
+    if engine.access is not None:
+        return
+    access = engine.prepare_access(ssh_key=runner.job.ssh_key)
+    if access.public_key is None:
+        runner.emit("no_ssh_key", access.missing, level=logging.WARNING)
+
+
 def write_run_directory(runner: JobRunner) -> None:
     job = runner.job
+    prepare_access(runner)
     # Ship this vastkit first: a store that cannot sign its download URL fails the job here,
     # before anything is uploaded or rented. Each attempt signs a fresh URL (try_offer).
     worker_requirement(runner.rundir, explicit=job.worker_requirement)
@@ -201,6 +216,7 @@ def ended_while_away(runner: JobRunner) -> tuple[JobStatus, str] | None:
 
 def launch(runner: JobRunner) -> None:
     """Rent the next attempt: search, rank, create; the first one that is created wins."""
+    prepare_access(runner)  # an adopted run skipped write_run_directory
     looked_since = runner.clock.now()
     first = not runner.summaries
     while True:

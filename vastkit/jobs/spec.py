@@ -25,6 +25,7 @@ from vastkit._validate import (
     short_repr,
 )
 from vastkit._yaml import Document, did_you_mean, load_document, read_source
+from vastkit.api.ssh import find_public_key
 from vastkit.artifacts import (
     check_inputs,
     check_outputs,
@@ -256,6 +257,13 @@ class Job:
     uploaded to ``<run>/outputs/`` when the command ends or is stopped."""
     dataset_cache_url: str | None = None
     """Where local inputs are cached (default: a ``datasets`` folder beside ``store_url``)."""
+    ssh_key: str | None = attrs.field(default=None, converter=fspath_or_none)
+    """The SSH public key attached to each instance: a ``.pub`` file or the key line (default:
+    ``$VASTKIT_SSH_KEY``, the config file's ``ssh_key``, ``~/.ssh/id_ed25519.pub``,
+    ``~/.ssh/id_rsa.pub``). The file is read once before anything is rented; with no key at
+    all the job runs without one (a ``no_ssh_key`` event). Private images need no field: the
+    registry login comes from ``$VASTKIT_REGISTRY_USER``/``$VASTKIT_REGISTRY_TOKEN`` or the
+    config file, and is never written into the job or its run directory."""
 
     def __attrs_post_init__(self) -> None:
         owner = "Job"
@@ -291,6 +299,12 @@ class Job:
         for path in self.outputs:
             check_text(owner, "outputs", path, what="path")
         check_text(owner, "dataset_cache_url", self.dataset_cache_url, none_ok=True)
+        check_text(owner, "ssh_key", self.ssh_key, none_ok=True, what="public key file or key line")
+        if self.ssh_key is not None and self.ssh_key.lstrip().startswith(("ssh-", "ecdsa-", "sk-")):
+            try:  # a key line is checked now; a file is read once before renting
+                find_public_key(self.ssh_key)
+            except ConfigError as exc:
+                raise ConfigValueError.of(owner, "ssh_key", f"is wrong: {exc.message}") from None
         for field, check in (("inputs", check_inputs), ("outputs", check_outputs)):
             try:
                 check(getattr(self, field))
