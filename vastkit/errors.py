@@ -41,7 +41,7 @@ the boundary and chained (``raise ... from exc``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import httpx
@@ -386,11 +386,26 @@ class NoOfferError(VastkitError):
     Attributes:
         explanation: Why each offer was rejected, with counts per reason (a
             ``vastkit.selector.Explanation`` when raised by the selector).
+        suggestions: The smallest changes to the profile that would rent, best first (each a
+            ``vastkit.selector.Suggestion``: ``.changes`` such as ``{"max_dph": 0.26}``, how many
+            offers would then qualify and the cheapest); empty when none was found or no
+            relaxed search was made.
+        advice: The ``vastkit.selector.NoOfferAdvice`` those came from (its ``headline`` is the
+            first line of the message), or None.
     """
 
-    def __init__(self, message: str, *, explanation: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        explanation: Any = None,
+        suggestions: Sequence[Any] = (),
+        advice: Any = None,
+    ) -> None:
         super().__init__(message)
         self.explanation = explanation
+        self.suggestions = tuple(suggestions)
+        self.advice = advice
 
 
 class ProvisioningError(VastkitError):

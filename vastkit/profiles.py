@@ -21,6 +21,7 @@ This module is pure policy (layer 2): it reads a YAML file when asked and does n
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -39,6 +40,7 @@ from vastkit._yaml import (
     read_source,
 )
 from vastkit.errors import ConfigError
+from vastkit.gpus import UnknownGpuError, gpu_catalog
 
 __all__ = [
     "PROFILE_KEYS",
@@ -47,6 +49,8 @@ __all__ = [
     "get_profile",
     "load_profiles",
 ]
+
+logger = logging.getLogger("vastkit.profiles")
 
 Rental = Literal["on-demand", "interruptible"]
 RankBy = Literal["price", "perf_per_dollar", "score"]
@@ -77,12 +81,17 @@ def _gpu_names(value: Any) -> tuple[str, ...]:
             "gpu_name", f"gpu_name must be a GPU name or a list of them (got {value!r})"
         )
     names: list[str] = []
+    catalog = gpu_catalog()
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise _FieldError("gpu_name", f"gpu_name entries must be non-empty text (got {item!r})")
-        name = " ".join(item.replace("_", " ").split())
-        if name not in names:
-            names.append(name)
+        try:
+            match = catalog.resolve(item)
+        except UnknownGpuError as exc:
+            raise _FieldError("gpu_name", str(exc)) from None
+        if match.notice is not None:
+            logger.warning("%s", match.notice)
+        names.extend(name for name in match.names if name not in names)
     if not names:
         raise _FieldError("gpu_name", "gpu_name must name at least one GPU")
     return tuple(names)
@@ -197,8 +206,10 @@ class GpuProfile:
     name: str
     """The profile name (``dev-test``)."""
     gpu_name: tuple[str, ...] = attrs.field(converter=_gpu_names)
-    """Acceptable GPU models with spaces (``("RTX 4090",)``); ``"RTX_4090"`` or a list is
-    accepted and normalised."""
+    """Acceptable GPU models in Vast's spelling (``("RTX 4090",)``). ``"RTX_4090"`` or a list
+    is accepted and normalised; a family (``"A100"``) becomes its models (``A100 PCIE``,
+    ``A100 SXM4``, ...) with a logged notice naming them; a name that is neither (see
+    :mod:`vastkit.gpus`) is an error that suggests the nearest."""
     max_dph: float
     """The most the whole instance may cost in $/h, storage included."""
     num_gpus: int = 1

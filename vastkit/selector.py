@@ -17,29 +17,38 @@ offer, which constraints rejected it.
 from __future__ import annotations
 
 import enum
+import logging
 import math
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from vastkit.api.models import Offer
 from vastkit.api.query import OfferQuery
-from vastkit.errors import NoOfferError
+from vastkit.errors import NoOfferError, VastkitError
 from vastkit.profiles import GpuProfile
 
 __all__ = [
     "Candidate",
     "Explanation",
+    "NoOfferAdvice",
     "Reason",
     "Rejection",
+    "Search",
+    "Suggestion",
+    "advise",
     "bad_prices",
     "build_query",
     "effective_price",
     "explain_offers",
+    "no_offer_error",
+    "relaxed_query",
     "select_offers",
 ]
+
+logger = logging.getLogger("vastkit.selector")
 
 MIN_BID = 0.001
 """Vast's smallest accepted bid in $/h."""
@@ -213,9 +222,9 @@ class Explanation:
         )
         if not self.considered:
             return head + (
-                " (the search returned no offers; the server applies the profile's filters, so"
-                " search more broadly: `vastkit offers --profile NAME --explain` or"
-                " explain_offers() shows what rejects each offer)"
+                " (the search returned no offers: the server applies the profile's filters;"
+                f" `vastkit offers --profile {self.profile.name}` shows the nearest offers and the"
+                " change that would rent)"
             )
         counts = self.counts()
         if not counts:
@@ -566,6 +575,7 @@ def select_offers(
     *,
     now: float,
     blocked: Collection[int] = frozenset(),
+    search: Search | None = None,
 ) -> tuple[Candidate, ...]:
     """The qualifying offers for ``profile``, best first.
 
@@ -574,15 +584,256 @@ def select_offers(
         offers: The search results.
         now: The current time (Unix seconds).
         blocked: Machine ids not to rent.
+        search: The offer search (``client.search_offers``). When nothing qualifies, it runs
+            once more with :func:`relaxed_query`, and the error says what change would rent.
 
     Returns:
         At least one candidate.
 
     Raises:
-        NoOfferError: No offer qualifies; ``.explanation`` is the :class:`Explanation` and the
-            message summarises the rejection reasons with counts.
+        NoOfferError: No offer qualifies; ``.explanation`` is the :class:`Explanation`,
+            ``.suggestions`` the changes that would rent (with ``search``), and the message
+            says both in a line or two.
     """
     explanation = explain_offers(profile, offers, now=now, blocked=blocked)
     if not explanation.candidates:
-        raise NoOfferError(f"no offer qualifies: {explanation.summary()}", explanation=explanation)
+        raise no_offer_error(explanation, now=now, blocked=blocked, search=search)
     return explanation.candidates
+
+
+def no_offer_error(
+    explanation: Explanation,
+    *,
+    now: float,
+    blocked: Collection[int] = frozenset(),
+    search: Search | None = None,
+) -> NoOfferError:
+    """The :class:`~vastkit.errors.NoOfferError` for a search where nothing qualified.
+
+    With ``search``, one relaxed search (:func:`relaxed_query`) finds the nearest misses and
+    the error's first line says the smallest change that would rent (:func:`advise`); a failed
+    relaxed search is logged and left out.
+
+    Args:
+        explanation: What the selector decided about the profile's own search.
+        now: The current time (Unix seconds).
+        blocked: Machine ids not to rent.
+        search: The offer search, or None for no relaxed search.
+
+    Returns:
+        The error, to raise.
+    """
+    profile = explanation.profile
+    advice: NoOfferAdvice | None = None
+    if search is not None:
+        try:
+            nearby = search(relaxed_query(profile))
+        except VastkitError as exc:
+            logger.warning("the relaxed offer search for profile %r failed: %s", profile.name, exc)
+        else:
+            advice = advise(profile, nearby, now=now, blocked=blocked)
+    if advice is None:
+        return NoOfferError(f"no offer qualifies: {explanation.summary()}", explanation=explanation)
+    summary = explanation.summary() if explanation.considered else ""
+    return NoOfferError(
+        advice.headline + (f"\n{summary}" if summary else ""),
+        explanation=explanation,
+        suggestions=advice.suggestions,
+        advice=advice,
+    )
+
+
+# -- "no offer" says what would ---------------------------------------------------------------
+
+Search = Callable[[OfferQuery], Sequence[Offer]]
+"""An offer search: a query in, offers out (``client.search_offers``)."""
+
+_RELAXED_DROPPED = ("dph_total", "reliability")
+_NO_CAP = 1e9
+
+
+def relaxed_query(profile: GpuProfile, *, limit: int = DEFAULT_LIMIT) -> OfferQuery:
+    """The search for the nearest misses of ``profile``: no price cap, no reliability floor.
+
+    It searches on-demand offers (whose ``dph_base`` is the on-demand rate and whose ``min_bid``
+    prices a bid), so one search prices both rental types. The other filters stay.
+
+    Args:
+        profile: The profile.
+        limit: The most offers to ask for.
+
+    Returns:
+        The query.
+    """
+    query = build_query(attrs.evolve(profile, rental="on-demand", max_bid=None), limit=limit)
+    for column in _RELAXED_DROPPED:
+        query = query.without(column)
+    return query
+
+
+@attrs.frozen(kw_only=True)
+class Suggestion:
+    """One change to a profile that would rent, and what it would find.
+
+    Attributes:
+        changes: The profile keys to set and their values (``{"max_dph": 0.26}``,
+            ``{"rental": "interruptible"}``).
+        offers: How many offers qualify after the change.
+        cheapest_dph: The cheapest effective $/h after the change.
+    """
+
+    changes: Mapping[str, Any]
+    offers: int
+    cheapest_dph: float
+
+    def __str__(self) -> str:
+        return " with ".join(
+            f"`{key}: {_yaml_value(value)}`" for key, value in self.changes.items()
+        )
+
+
+@attrs.frozen(kw_only=True)
+class NoOfferAdvice:
+    """What the nearest misses of a profile say.
+
+    Attributes:
+        headline: One line: what was asked, the cheapest miss, and the changes that would rent.
+        suggestions: The changes, smallest first.
+        explanation: The profile checked against the relaxed search's offers.
+    """
+
+    headline: str
+    suggestions: tuple[Suggestion, ...]
+    explanation: Explanation
+
+
+def _yaml_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _money(value: float) -> str:
+    text = f"{value:.3f}" if value < 10 else f"{value:.2f}"
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.rstrip('0').ljust(2, '0')}/h"
+
+
+def _cap_for(price: float) -> float:
+    """The smallest round ``max_dph`` at or above ``price`` (cents below $10, dimes above)."""
+    step = 0.01 if price < 10 else 0.1
+    return round(math.ceil(round(price / step, 6)) * step, 2)
+
+
+def _round_above(price: float) -> float:
+    """A round price about 15% above ``price``, for "N offers under $X"."""
+    step = 0.05 if price < 1 else 0.5 if price < 10 else 5.0
+    return round(math.ceil(round(price * 1.15 / step, 6)) * step, 2)
+
+
+def _what(profile: GpuProfile) -> str:
+    names = "/".join(profile.gpu_name) if len(profile.gpu_name) <= 3 else "GPU"
+    gpus = f"{profile.num_gpus}x {names}" if profile.num_gpus > 1 else names
+    rental = "interruptible" if profile.interruptible else "on demand"
+    return f"no {gpus} at <= ${profile.max_dph:g}/h {rental}"
+
+
+def _cheapest(explanation: Explanation) -> float:
+    return min(c.effective_dph for c in explanation.candidates)
+
+
+def advise(
+    profile: GpuProfile,
+    offers: Iterable[Offer],
+    *,
+    now: float,
+    blocked: Collection[int] = frozenset(),
+) -> NoOfferAdvice:
+    """Say the smallest changes to ``profile`` that would rent one of ``offers``.
+
+    ``offers`` come from :func:`relaxed_query`. Tried, each on its own: a higher ``max_dph``
+    (to the cheapest miss, rounded up to the cent), the other rental type at the same cap, a
+    lower ``reliability_min``; then the other rental type with a higher ``max_dph``.
+
+    Args:
+        profile: The profile that found nothing.
+        offers: The relaxed search's offers.
+        now: The current time (Unix seconds).
+        blocked: Machine ids not to rent.
+
+    Returns:
+        The advice; ``suggestions`` is empty when no change of these keys would rent.
+    """
+    offers = list(offers)
+
+    def check(**changes: Any) -> Explanation:
+        return explain_offers(attrs.evolve(profile, **changes), offers, now=now, blocked=blocked)
+
+    other = "on-demand" if profile.interruptible else "interruptible"
+    other_text = "on-demand" if profile.interruptible else "interruptible"
+    parts = [_what(profile)]
+    suggestions: list[Suggestion] = []
+    priced = check(max_dph=_NO_CAP, max_bid=None)
+    if priced.candidates:
+        cheapest = _cheapest(priced)
+        under = _round_above(max(cheapest, profile.max_dph))
+        n_under = sum(c.effective_dph < under for c in priced.candidates)
+        parts.append(
+            f"cheapest is {_money(cheapest)} ({n_under} offer{'s' if n_under != 1 else ''} under"
+            f" ${under:g})"
+        )
+        cap = _cap_for(cheapest)
+        suggestions.append(
+            Suggestion(
+                changes={"max_dph": cap},
+                offers=len(check(max_dph=cap, max_bid=None).candidates),
+                cheapest_dph=cheapest,
+            )
+        )
+    switched = check(rental=other, max_bid=None)
+    if switched.candidates:
+        cheapest = _cheapest(switched)
+        n = len(switched.candidates)
+        parts.append(f"{n} {other_text} offer{'s' if n != 1 else ''} from {_money(cheapest)}")
+        suggestions.append(Suggestion(changes={"rental": other}, offers=n, cheapest_dph=cheapest))
+    if profile.reliability_min > 0:
+        trusting = check(reliability_min=0.0)
+        if trusting.candidates:
+            best = max(c.offer.reliability for c in trusting.candidates)
+            floor = math.floor(best * 100) / 100
+            found = check(reliability_min=floor)
+            if found.candidates:
+                n = len(found.candidates)
+                parts.append(f"{n} offer{'s' if n != 1 else ''} with reliability >= {floor:g}")
+                suggestions.append(
+                    Suggestion(
+                        changes={"reliability_min": floor}, offers=n, cheapest_dph=_cheapest(found)
+                    )
+                )
+    if not suggestions:
+        both = check(rental=other, max_dph=_NO_CAP, max_bid=None)
+        if both.candidates:
+            cheapest = _cheapest(both)
+            parts.append(f"cheapest {other_text} is {_money(cheapest)}")
+            suggestions.append(
+                Suggestion(
+                    changes={"rental": other, "max_dph": _cap_for(cheapest)},
+                    offers=len(
+                        check(rental=other, max_dph=_cap_for(cheapest), max_bid=None).candidates
+                    ),
+                    cheapest_dph=cheapest,
+                )
+            )
+    if suggestions:
+        tail = "set " + " or ".join(str(s) for s in suggestions)
+    elif not offers:
+        tail = (
+            "and no offer of that GPU and count passes the other filters at any price"
+            " (try other gpu_name or num_gpus)"
+        )
+    else:
+        loose = check(max_dph=_NO_CAP, max_bid=None, reliability_min=0.0)
+        reasons = ", ".join(
+            f"{_REASON_TEXT[reason]} ({n})" for reason, n in loose.first_reason_counts().items()
+        )
+        tail = f"and at any price {len(offers)} nearby offers fail: {reasons}"
+    headline = "; ".join(parts) + (": " if suggestions else " ") + tail
+    return NoOfferAdvice(headline=headline, suggestions=tuple(suggestions), explanation=priced)
