@@ -44,6 +44,9 @@ __all__ = ["Job", "JobStatus", "JobTimeouts"]
 JobStatus = Literal["succeeded", "failed", "budget_exceeded", "timed_out", "cancelled"]
 """How a job ended."""
 
+_KEY_TYPES: tuple[str, ...] = ("ssh-", "ecdsa-", "sk-")
+"""How an ``ssh_key`` given as the key line itself starts (else it is a file)."""
+
 _STATUSES: tuple[str, ...] = ("succeeded", "failed", "budget_exceeded", "timed_out", "cancelled")
 
 
@@ -300,11 +303,16 @@ class Job:
             check_text(owner, "outputs", path, what="path")
         check_text(owner, "dataset_cache_url", self.dataset_cache_url, none_ok=True)
         check_text(owner, "ssh_key", self.ssh_key, none_ok=True, what="public key file or key line")
-        if self.ssh_key is not None and self.ssh_key.lstrip().startswith(("ssh-", "ecdsa-", "sk-")):
+        if self.ssh_key is not None and self.ssh_key.lstrip().startswith(_KEY_TYPES):
             try:  # a key line is checked now; a file is read once before renting
                 find_public_key(self.ssh_key)
-            except ConfigError as exc:
-                raise ConfigValueError.of(owner, "ssh_key", f"is wrong: {exc.message}") from None
+            except ConfigError:
+                raise ConfigValueError.of(
+                    owner,
+                    "ssh_key",
+                    "is not an OpenSSH public key line ('ssh-ed25519 AAAA... comment')",
+                    allowed="a public key file (.pub) or its key line",
+                ) from None
         for field, check in (("inputs", check_inputs), ("outputs", check_outputs)):
             try:
                 check(getattr(self, field))
