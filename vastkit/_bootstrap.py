@@ -13,6 +13,7 @@ Vast refuses an ``onstart`` (with ``args``) longer than 4,096 characters, and it
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from typing import Any
 from vastkit._version import __version__
 from vastkit.errors import JobError
 
-__all__ = ["ONSTART_LIMIT", "build_onstart"]
+__all__ = ["ONSTART_LIMIT", "backstop_onstart", "build_onstart"]
 
 ONSTART_LIMIT = 4048
 """The most characters an onstart script may have (Vast's documented limit, the stricter one)."""
@@ -120,3 +121,94 @@ def build_onstart(
             "instance's environment instead"
         )
     return script
+
+
+def backstop_onstart(
+    *,
+    api_url: str,
+    until: float,
+    keepalive_s: float | None = None,
+    keepalive_source: str | None = None,
+    tick: float = 5.0,
+) -> str:
+    """The onstart lines that start a rental's host-side backstop in the background.
+
+    The backstop destroys its own instance with the per-instance key (``DELETE
+    {api_url}/api/v0/instances/$CONTAINER_ID/`` with ``Bearer $CONTAINER_API_KEY``, the key
+    Vast gives every container; never the account key) when the first of these happens:
+
+    - the time passes ``until`` (Unix seconds: the profile's max duration from the create);
+    - with ``keepalive_s``: what ``keepalive_source`` holds has not changed for ``keepalive_s``
+      seconds of the container's own clock (the owner renews it while it lives; a change is a
+      sign of life, so the two machines' clocks need not agree). ``keepalive_source`` is a local
+      path (read with ``cat``) or an HTTPS URL (a presigned GET, read with ``curl``, else Python).
+      A source that cannot be read counts as no change.
+
+    It needs only ``bash``, ``date``, ``sleep`` and ``curl`` or ``python3``, so it runs on any
+    image, with or without vastkit. It runs in the container's process group: a stop or a
+    destroy ends it with the container, and a restart starts it again with the same ``until``.
+
+    Args:
+        api_url: Vast's API base URL.
+        until: When the instance must be gone, in Unix seconds.
+        keepalive_s: Seconds without a renewal after which the instance is destroyed (``None``:
+            no keepalive).
+        keepalive_source: Where the renewals are read; required with ``keepalive_s``.
+        tick: Seconds between looks.
+
+    Returns:
+        Lines to put before the rental's own onstart.
+
+    Raises:
+        ValueError: ``keepalive_s`` without ``keepalive_source``, or a value not greater than 0.
+    """
+    if keepalive_s is not None and not keepalive_source:
+        raise ValueError("keepalive_s needs a keepalive_source the backstop can read")
+    for name, value in (("keepalive_s", keepalive_s), ("tick", tick)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be greater than 0, not {value!r}")
+    source = keepalive_source or ""
+    if source.startswith(("http://", "https://")):
+        read = (
+            'curl -fsS --max-time 20 "$S" 2>/dev/null || "$P" -c '
+            + shlex.quote(
+                "import sys,urllib.request as u;"
+                "sys.stdout.write(u.urlopen(sys.argv[1],timeout=20).read().decode())"
+            )
+            + ' "$S" 2>/dev/null'
+        )
+    else:
+        read = 'cat "$S" 2>/dev/null'
+    delete = (
+        'curl -fsS --max-time 30 -X DELETE -H "Authorization: Bearer $CONTAINER_API_KEY" '
+        '"$A/api/v0/instances/$CONTAINER_ID/" >/dev/null 2>&1 || "$P" -c '
+        + shlex.quote(
+            "import os,sys,urllib.request as u;"
+            "r=u.Request(sys.argv[1],method='DELETE',"
+            "headers={'Authorization':'Bearer '+os.environ['CONTAINER_API_KEY']});"
+            "u.urlopen(r,timeout=30)"
+        )
+        + ' "$A/api/v0/instances/$CONTAINER_ID/"'
+    )
+    body = "; ".join(
+        [
+            f"A={shlex.quote(api_url.rstrip('/'))}",
+            f"E={int(until)}",
+            f"K={math.ceil(keepalive_s) if keepalive_s is not None else 0}",
+            f"S={shlex.quote(source)}",
+            "P=$(command -v python3 || command -v python)",
+            'L=""; W=$(date +%s)',
+            "while :; do N=$(date +%s)",
+            '[ "$N" -ge "$E" ] && { echo "vastkit backstop: max duration reached"; break; }',
+            f'if [ "$K" -gt 0 ]; then C=$({read})',
+            'if [ -n "$C" ] && [ "$C" != "$L" ]; then L=$C; W=$N; fi',
+            '[ $((N-W)) -ge "$K" ] && { echo "vastkit backstop: no keepalive for ${K} s"; '
+            "break; }; fi",
+            f"sleep {tick:g}; done",
+            "for i in 1 2 3 4 5; do " + delete + " && break; sleep $((i*2)); done",
+        ]
+    )
+    return (
+        "# vastkit backstop: destroy this instance at its deadline, with its own key\n"
+        f"( {body} ) </dev/null >>\"${{HOME:-/tmp}}/vastkit-backstop.log\" 2>&1 &\n"
+    )

@@ -277,6 +277,10 @@ class RentalBase:
     def destroy(self, *, reason: str = "destroy") -> None:
         raise NotImplementedError
 
+    def _create_onstart(self) -> str | None:
+        """The onstart script of the next create."""
+        return self.onstart
+
     @property
     def ssh_command(self) -> str | None:
         raise NotImplementedError
@@ -377,7 +381,7 @@ class RentalBase:
             image=self.image,
             disk_gb=self.disk_gb,
             env=self.env,
-            onstart=self.onstart,
+            onstart=self._create_onstart(),
             label=label,
             price=bid,
             runtype=self.runtype,
