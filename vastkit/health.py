@@ -19,9 +19,15 @@ item                   passes when
 ``worker credentials`` the same, in a separate process that has only what a worker receives
 ``profiles``           the profiles file parses
 ``budgets``            the budgets file parses
+``ssh key``            the public key attached to rentals reads (a warning when there is none)
+``registry``           the registry login of private images is whole (or there is none)
 ``ledger``             the ledger opens
 ``reconcile``          a dry-run reconcile finds nothing to destroy
+``offers: <profile>``  with ``live=True``: a search for the profile finds offers it would rent
 =====================  ===========================================================================
+
+Every check is read-only against the API (the store probe writes and deletes one object): it
+creates, changes and destroys nothing, so it is safe with a real account.
 
 :func:`check_store_writable` is the store probe on its own; ``run_job`` calls it before renting
 anything, so a permissions mistake costs nothing.
@@ -30,6 +36,7 @@ anything, so a permissions mistake costs nothing.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import os
@@ -59,6 +66,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from vastkit.api.client import Client
+    from vastkit.profiles import GpuProfile
 
 __all__ = [
     "CheckItem",
@@ -431,6 +439,7 @@ def health_check(
     clock: Clock | None = None,
     max_clock_skew_s: float = 30.0,
     worker_probe: bool = True,
+    live: bool = False,
 ) -> HealthReport:
     """Check that vastkit is ready to run jobs with the settings of ``env``.
 
@@ -442,6 +451,7 @@ def health_check(
         max_clock_skew_s: A difference above this many seconds is a warning.
         worker_probe: Also probe the store from a separate process with only the worker's
             credentials (about a second).
+        live: Also search offers for each profile (one read-only search per profile).
 
     Returns:
         The report; ``report.ok`` is False when any item failed. It never raises for a
@@ -478,11 +488,14 @@ def health_check(
         _store_items(items, settings, worker_probe=worker_probe, api=api)
         _run(items, "profiles", lambda: _profiles_item(settings))
         _run(items, "budgets", lambda: _budgets_item(settings))
+        items.extend(_access_items())
         ledger_ok = _run(items, "ledger", lambda: _ledger_item(settings))
         if api is not None and key_ok and ledger_ok:
             _run(items, "reconcile", lambda: _reconcile_item(api, settings))
         else:
             items.append(_skipped("reconcile", "needs a working API key and ledger"))
+        if live:
+            _offer_items(items, settings, api if key_ok else None, local_clock)
     finally:
         if own_client and api is not None:
             api.close()
@@ -799,3 +812,82 @@ def _reconcile_item(api: Client, settings: Settings) -> CheckItem:
             fix="run `vastkit reconcile` to destroy the orphans (add --dry-run to see them)",
         )
     return CheckItem(name="reconcile", status=CheckStatus.OK, detail=summary)
+
+
+def _access_items() -> list[CheckItem]:
+    """The SSH key and the registry login every rental would get."""
+    from vastkit.access import resolve_access
+
+    try:
+        access = resolve_access()
+    except ConfigError as exc:
+        name = "registry" if exc.key in ("registry_user", "registry_token") else "ssh key"
+        failed = CheckItem(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=str(exc),
+            fix="fix the file or setting named above (ssh_key / VASTKIT_SSH_KEY, or "
+            "registry_user and registry_token)",
+        )
+        return [failed, _skipped("registry" if name == "ssh key" else "ssh key", "see above")]
+    key = access.public_key
+    login = access.image_login
+    return [
+        CheckItem(
+            name="ssh key",
+            status=CheckStatus.OK if key else CheckStatus.WARN,
+            detail=f"{key.kind} from {key.source}: attached to every rental"
+            if key
+            else access.missing,
+            fix=None if key else "create one with `ssh-keygen -t ed25519` (jobs run without it)",
+        ),
+        CheckItem(
+            name="registry",
+            status=CheckStatus.OK,
+            detail=f"login {login.user}@{login.registry or 'the image registry'} sent with "
+            "each create"
+            if login
+            else "no registry login (public images only)",
+        ),
+    ]
+
+
+def _offer_items(
+    items: list[CheckItem], settings: Settings, api: Client | None, clock: Clock
+) -> None:
+    """One read-only search per profile: would a job on it find an offer now?"""
+    try:
+        profiles = settings.profiles()
+    except ConfigError:
+        items.append(_skipped("offers", "the profiles file failed"))
+        return
+    if api is None:
+        items.append(_skipped("offers", "needs a working API key"))
+        return
+    for name, profile in profiles.items():
+        _run(items, f"offers: {name}", functools.partial(_offer_item, api, profile, clock))
+
+
+def _offer_item(api: Client, profile: GpuProfile, clock: Clock) -> CheckItem:
+    from vastkit.errors import NoOfferError
+    from vastkit.selector import build_query, select_offers
+
+    name = f"offers: {profile.name}"
+    found = api.search_offers(build_query(profile))
+    try:
+        ranked = select_offers(profile, found, now=clock.now(), blocked=set())
+    except NoOfferError as exc:
+        return CheckItem(
+            name=name,
+            status=CheckStatus.FAIL,
+            detail=f"no offer qualifies now ({len(found)} found by the search): {exc}",
+            fix="a job on this profile would fail now: raise max_dph, lower min_reliability, "
+            "allow more GPU types or regions, or try again later",
+        )
+    best = ranked[0].offer
+    return CheckItem(
+        name=name,
+        status=CheckStatus.OK,
+        detail=f"{len(ranked)} offer(s); cheapest {best.gpu_name} x{best.num_gpus} at "
+        f"${best.dph_total:.3f}/h (machine {best.machine_id})",
+    )

@@ -17,14 +17,21 @@ def register_doctor(commands: Commands) -> None:
         "Run the health checks of `vastkit.health_check()`: the API key is accepted (and the\n"
         "balance), the store is writable with the credentials a worker would receive, the\n"
         "profiles and budgets files parse, the ledger opens and reconciles (dry run), and the\n"
-        "local clock agrees with the API's. Each failing item says how to fix it; exit 1 if any\n"
-        "failed.",
+        "local clock agrees with the API's, the SSH key and registry login rentals get. With\n"
+        "--live, also one offer search per profile (would a job find an offer now?). Every\n"
+        "check is read-only: nothing is created, changed or destroyed, so it is safe with a\n"
+        "real account. Each failing item says how to fix it; exit 1 if any failed.",
         handler=_cmd_doctor,
     )
     p.add_argument(
         "--env",
         metavar="NAME",
         help="the config environment (default: $VASTKIT_ENV, else the config file's default)",
+    )
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="also search offers for each profile against the API (read-only)",
     )
     p.add_argument(
         "--no-worker-probe",
@@ -42,6 +49,7 @@ def _cmd_doctor(ctx: Context) -> int:
         args.env,
         client=ctx.client if explicit else None,
         worker_probe=not args.no_worker_probe,
+        live=args.live,
     )
     if ctx.out.json_mode:
         ctx.out.line(report.to_json())
