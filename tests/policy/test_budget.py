@@ -191,9 +191,9 @@ def test_contract_price_from_offer_and_instance() -> None:
 
 
 def test_worst_case() -> None:
-    profile = get_profile("dev-test")  # 0.25 $/h x 4 h, 16 GB disk
-    assert worst_case_usd(profile, storage_dph=0.01) == pytest.approx(1.01)
-    assert worst_case_usd(profile) == pytest.approx(1.0 + 16 * 0.30 / 720)
+    profile = get_profile("dev-test")  # 0.35 $/h x 4 h, 16 GB disk
+    assert worst_case_usd(profile, storage_dph=0.01) == pytest.approx(1.41)
+    assert worst_case_usd(profile) == pytest.approx(1.4 + 16 * 0.30 / 720)
 
 
 # --- the guard ---------------------------------------------------------------------------------
@@ -207,14 +207,14 @@ def test_preflight_refuses_when_worst_case_does_not_fit() -> None:
     with pytest.raises(BudgetExceededError) as info:
         guard.preflight(get_profile("dev-test"), storage_dph=0.0)
     assert str(info.value) == (
-        "job:r1 budget cannot cover profile 'dev-test': worst case $1.00 (0.25 $/h x 4 h plus "
+        "job:r1 budget cannot cover profile 'dev-test': worst case $1.40 (0.35 $/h x 4 h plus "
         "storage) but only $0.50 of $5.00 remains (total); lower max_dph or "
         "max_duration_hours, or raise the limit"
     )
     assert (info.value.scope, info.value.limit_usd, info.value.spent_usd) == ("job:r1", 5.0, 4.5)
     spend.total = 1.0
     ok = guard.preflight(get_profile("dev-test"), storage_dph=0.0)
-    assert ok.worst_case_usd == pytest.approx(1.0)
+    assert ok.worst_case_usd == pytest.approx(1.4)
     assert ok.remaining_usd == pytest.approx(4.0)
 
 

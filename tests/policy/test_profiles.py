@@ -49,9 +49,9 @@ def test_builtins_are_the_four_reference_profiles() -> None:
         "training-distributed",
         "inference-batch",
     ]
-    assert profiles["dev-test"].max_dph == 0.25
+    assert profiles["dev-test"].max_dph == 0.35
     assert profiles["training-distributed"].num_gpus == 4
-    assert profiles["training-distributed"].max_dph == 4.0
+    assert profiles["training-distributed"].max_dph == 8.0
     assert profiles["inference-batch"].interruptible
 
 
@@ -155,13 +155,13 @@ def test_missing_required_key() -> None:
 
 def test_structure_errors() -> None:
     with pytest.raises(ConfigError, match=r"expected a top-level 'profiles:' mapping"):
-        load_profiles("dev-test:\n  gpu_name: X\n")
+        load_profiles("dev-test:\n  gpu_name: RTX_4090\n")
     with pytest.raises(ConfigError, match=r"unknown top-level key 'profile'; did you mean"):
-        load_profiles("profiles:\n  p: {gpu_name: X, max_dph: 1}\nprofile: {}\n")
+        load_profiles("profiles:\n  p: {gpu_name: RTX_4090, max_dph: 1}\nprofile: {}\n")
     with pytest.raises(ConfigError, match=r"profile 'p' must be a mapping"):
         load_profiles("profiles:\n  p: 3\n")
     with pytest.raises(ConfigError) as info:
-        load_profiles("profiles:\n  p: {gpu_name: X, max_dph: 1}\n  p: {gpu_name: Y, max_dph: 1}\n")
+        load_profiles("profiles:\n  p: {gpu_name: RTX_4090, max_dph: 1}\n  p: {gpu_name: RTX_3090, max_dph: 1}\n")
     assert str(info.value) == "<string>:3: profiles.p: duplicate key 'p' (first on line 2)"
 
 
@@ -188,7 +188,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_get_profile_unknown_lists_known_names(tmp_path: Path) -> None:
-    assert get_profile("dev-test").max_dph == 0.25
+    assert get_profile("dev-test").max_dph == 0.35
     with pytest.raises(ConfigError) as info:
         get_profile("dev-tset")
     assert str(info.value) == (
@@ -204,7 +204,7 @@ def test_get_profile_unknown_lists_known_names(tmp_path: Path) -> None:
 
 def test_python_construction_raises_value_error() -> None:
     with pytest.raises(ValueError, match=r"reliability_min must be between 0 and 1 \(got 2\)"):
-        GpuProfile(name="x", gpu_name="X", max_dph=1, reliability_min=2)
+        GpuProfile(name="x", gpu_name="RTX_4090", max_dph=1, reliability_min=2)
     with pytest.raises(ValueError, match="gpu_name must name at least one GPU"):
         GpuProfile(name="x", gpu_name=[], max_dph=1)
 

@@ -40,7 +40,7 @@ def test_query_for_dev_test() -> None:
         "reliability": {"gte": 0.95},
         "disk_space": {"gte": 16.0},
         "duration": {"gte": 4 * 3600.0},
-        "dph_total": {"lte": 0.25},
+        "dph_total": {"lte": 0.35},
         "verified": {"eq": True},
         "order": [["dph_total", "asc"]],
         "type": "on-demand",

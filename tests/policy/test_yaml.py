@@ -32,7 +32,7 @@ def alias_bomb(levels: int) -> str:
     lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     for level in range(1, levels + 1):
         lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]")
-    return "\n".join(lines) + "\nprofiles:\n  p: {gpu_name: X, max_dph: 1}\n"
+    return "\n".join(lines) + "\nprofiles:\n  p: {gpu_name: RTX_4090, max_dph: 1}\n"
 
 
 def profiles_text(count: int) -> str:
@@ -133,11 +133,11 @@ def test_issue16_400_digit_number_is_a_config_error_naming_the_key(tmp_path: Pat
     assert (info.value.path, info.value.line, info.value.key) == (str(path), 2, "job.limit_usd")
     assert "number too long" in str(info.value)
     with pytest.raises(ConfigError) as info:
-        load_profiles("profiles:\n  p:\n    gpu_name: X\n    max_dph: 1" + "0" * 30 + "\n")
+        load_profiles("profiles:\n  p:\n    gpu_name: RTX_4090\n    max_dph: 1" + "0" * 30 + "\n")
     assert (info.value.line, info.value.key) == (4, "profiles.p.max_dph")
     assert "does not fit in 64 bits" in str(info.value)
     with pytest.raises(ConfigError, match="too large for a float") as info:
-        load_profiles("profiles:\n  p: {gpu_name: X, max_dph: 1.0e+400}\n")
+        load_profiles("profiles:\n  p: {gpu_name: RTX_4090, max_dph: 1.0e+400}\n")
     assert info.value.key == "profiles.p.max_dph"
 
 
@@ -145,7 +145,7 @@ def test_issue16_400_digit_number_from_python_is_a_typed_error() -> None:
     with pytest.raises(ConfigError, match="limit_usd must be a finite number"):
         load_budgets({"job": {"limit_usd": 10**400}})
     with pytest.raises(ConfigValueError, match="max_dph is out of range"):
-        GpuProfile(name="x", gpu_name="X", max_dph=10**400)
+        GpuProfile(name="x", gpu_name="RTX_4090", max_dph=10**400)
 
 
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "-1"])
@@ -155,9 +155,9 @@ def test_issue16_400_digit_number_from_python_is_a_typed_error() -> None:
 def test_issue16_non_finite_or_negative_profile_numbers_name_file_line_key(
     key: str, value: str
 ) -> None:
-    text = f"profiles:\n  p:\n    gpu_name: X\n    max_dph: 1\n    {key}: {value}\n"
+    text = f"profiles:\n  p:\n    gpu_name: RTX_4090\n    max_dph: 1\n    {key}: {value}\n"
     if key == "max_dph":
-        text = f"profiles:\n  p:\n    gpu_name: X\n    rental: on-demand\n    {key}: {value}\n"
+        text = f"profiles:\n  p:\n    gpu_name: RTX_4090\n    rental: on-demand\n    {key}: {value}\n"
     with pytest.raises(ConfigError) as info:
         load_profiles(text)
     assert (info.value.path, info.value.line, info.value.key) == (
@@ -182,12 +182,12 @@ def test_issue16_bad_budget_limits_name_file_line_key(value: str) -> None:
 
 def test_issue16_extra_query_nan_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
-        load_profiles("profiles:\n  p:\n    gpu_name: X\n    max_dph: 1\n"
+        load_profiles("profiles:\n  p:\n    gpu_name: RTX_4090\n    max_dph: 1\n"
                       "    extra_query: {cpu_ram: {gte: .nan}}\n")  # fmt: skip
     assert (info.value.line, info.value.key) == (5, "profiles.p.extra_query")
     assert "extra_query.cpu_ram.gte must be a finite number" in str(info.value)
     with pytest.raises(ConfigError, match=r"must map operators to values"):
-        load_profiles("profiles:\n  p: {gpu_name: X, max_dph: 1, extra_query: {cpu_ram: 3}}\n")
+        load_profiles("profiles:\n  p: {gpu_name: RTX_4090, max_dph: 1, extra_query: {cpu_ram: 3}}\n")
 
 
 @pytest.mark.parametrize(
@@ -249,7 +249,7 @@ def test_issue16_merge_key_then_override_is_honoured() -> None:
 
 
 def test_issue16_merged_profile_errors_point_at_the_merged_line() -> None:
-    text = "base: &b {gpu_name: X, max_dph: -1}\nprofiles:\n  p:\n    <<: *b\n    num_gpus: 1\n"
+    text = "base: &b {gpu_name: RTX_4090, max_dph: -1}\nprofiles:\n  p:\n    <<: *b\n    num_gpus: 1\n"
     doc = load_document(text, "m.yaml")
     with pytest.raises(ConfigError) as info:
         GpuProfile.from_document("p", doc.sub("profiles", "p"))
@@ -297,14 +297,14 @@ def test_issue16_large_file_below_the_cap_loads_completely(tmp_path: Path) -> No
 
 
 def test_issue16_inline_profile_errors_name_the_job_file_and_line() -> None:
-    text = "name: train\ncommand: python train.py\nprofile: {gpu_name: X, max_dph: -1}\n"
+    text = "name: train\ncommand: python train.py\nprofile: {gpu_name: RTX_4090, max_dph: -1}\n"
     doc = load_document(text, "job.yaml")
     with pytest.raises(ConfigError) as info:
         GpuProfile.from_document("train", doc.sub("profile"))
     assert str(info.value) == (
         "job.yaml:3: profile.max_dph: profile 'train': max_dph must be greater than 0 (got -1)"
     )
-    block = "name: train\nprofile:\n  gpu_name: X\n  max_dph: 1\n  num_gpu: 2\n"
+    block = "name: train\nprofile:\n  gpu_name: RTX_4090\n  max_dph: 1\n  num_gpu: 2\n"
     with pytest.raises(ConfigError) as info:
         GpuProfile.from_document("train", load_document(block, "job.yaml").sub("profile"))
     assert (info.value.line, info.value.key) == (5, "profile.num_gpu")
@@ -339,18 +339,18 @@ def test_issue16_budgets_from_a_sub_document_name_the_outer_file() -> None:
 @pytest.mark.parametrize(
     ("build", "kind", "key"),
     [
-        (lambda: GpuProfile(name="x", gpu_name="X", max_dph=math.nan), ValueError, "max_dph"),
-        (lambda: GpuProfile(name="x", gpu_name="X", max_dph=1, disk_gb=-5), ValueError, "disk_gb"),
-        (lambda: GpuProfile(name="x", gpu_name="X", max_dph="1"), TypeError, "max_dph"),
+        (lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph=math.nan), ValueError, "max_dph"),
+        (lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph=1, disk_gb=-5), ValueError, "disk_gb"),
+        (lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph="1"), TypeError, "max_dph"),
         (lambda: GpuProfile(name="x", gpu_name=5, max_dph=1), TypeError, "gpu_name"),
         (
-            lambda: GpuProfile(name="x", gpu_name="X", max_dph=1, num_gpus=1000),
+            lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph=1, num_gpus=1000),
             ValueError,
             "num_gpus",
         ),
-        (lambda: GpuProfile(name="x", gpu_name="X", max_dph=1, image=5), TypeError, "image"),
+        (lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph=1, image=5), TypeError, "image"),
         (
-            lambda: GpuProfile(name="x", gpu_name="X", max_dph=1, max_duration_hours=math.inf),
+            lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph=1, max_duration_hours=math.inf),
             ValueError,
             "max_duration_hours",
         ),

@@ -43,6 +43,12 @@ def register_offers(commands: Commands) -> None:
     )
     p.add_argument("--limit", type=int, default=20, metavar="N", help="rows to show (20)")
     p.add_argument(
+        "--gpu-names",
+        action="store_true",
+        help="list the GPU names of a search (QUERY, or the whole market) and flag those not "
+        "in vastkit's catalog",
+    )
+    p.add_argument(
         "--type",
         choices=("on-demand", "interruptible"),
         default=None,
@@ -83,6 +89,10 @@ def _cmd_offers(ctx: Context) -> int:
         raise UsageError(f"--limit must be positive, got {limit}")
     if args.profile is not None and args.query:
         raise UsageError("give either --profile NAME or a QUERY, not both")
+    if args.gpu_names:
+        if args.profile is not None:
+            raise UsageError("give either --gpu-names or --profile NAME, not both")
+        return _gpu_names(ctx)
     if args.profile is None:
         if args.explain:
             raise UsageError("--explain needs --profile NAME (it checks offers against one)")
@@ -129,6 +139,23 @@ def _offers_by_query(ctx: Context, limit: int) -> int:
     return ExitCode.OK
 
 
+def _gpu_names(ctx: Context) -> int:
+    from vastkit.gpus import gpu_names_report
+
+    text = " ".join(ctx.args.query)
+    try:
+        offers = ctx.client.search_offers(text or None, type=ctx.args.type, limit=10_000)
+    except ValueError as exc:
+        raise UsageError(f"bad query: {exc}") from exc
+    report = gpu_names_report(offer.gpu_name for offer in offers)
+    if ctx.out.json_mode:
+        ctx.out.json({"offers": len(offers), "gpu_names": report.counts, "unknown": report.unknown})
+    else:
+        ctx.out.line(f"{len(offers)} offers, {len(report.counts)} GPU names:")
+        ctx.out.line(str(report))
+    return ExitCode.OK
+
+
 _EXPLAIN_DROPPED: Final = (
     "reliability",
     "dph_total",
@@ -146,7 +173,7 @@ _EXPLAIN_DROPPED: Final = (
 
 def _offers_by_profile(ctx: Context, limit: int) -> int:
     from vastkit.profiles import get_profile
-    from vastkit.selector import build_query, explain_offers
+    from vastkit.selector import build_query, explain_offers, no_offer_error
 
     args = ctx.args
     profile = _with_rental(get_profile(args.profile, args.profiles), args.type)
@@ -178,11 +205,14 @@ def _offers_by_profile(ctx: Context, limit: int) -> int:
         if args.explain:
             _explain_text(ctx, explanation)
     if not explanation.candidates:
-        raise NoOfferError(
-            f"no offer qualifies: {explanation.summary()}"
-            + ("" if args.explain else " (run with --explain for every reason)"),
-            explanation=explanation,
+        error = no_offer_error(
+            explanation, now=now, blocked=blocked, search=ctx.client.search_offers
         )
+        if error.advice is None and not args.explain:
+            raise NoOfferError(
+                f"{error} (run with --explain for every reason)", explanation=explanation
+            )
+        raise error
     return ExitCode.OK
 
 
