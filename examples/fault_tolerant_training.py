@@ -19,6 +19,7 @@ preemption).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -94,6 +95,10 @@ def on_the_emulator() -> int:
     ):
         store = (Path(tmp) / "store").as_uri()
         preempted: list[int] = []
+        # on_event below prints every event. vastkit also logs the notable ones (an outbid, an
+        # attempt's end) at WARNING, and with no logging configured Python prints those too,
+        # so each would appear twice: keep vastkit's own records to errors here.
+        logging.getLogger("vastkit").setLevel(logging.ERROR)
 
         def on_event(event: JobEvent) -> None:
             print(f"  {event.kind:>14}: {event.message}")

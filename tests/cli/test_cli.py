@@ -13,7 +13,7 @@ import pytest
 
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest
-from vastkit.cli import EXIT_CODES, build_parser, main
+from vastkit.cli import EXIT_CODES, ExitCode, build_parser, main
 from vastkit.emulator import Emulator, ScriptedRunner
 from vastkit.ledger import Ledger
 from vastkit.rundir import AttemptResult, ResultStatus, RunDir
@@ -63,12 +63,39 @@ def _one_error_line(result: Result) -> str:
     ],
 )
 def test_help_on_every_level(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """The global options and the exit codes are in ``vastkit --help`` only; a subcommand's
+    help shows its own options and one line pointing there."""
     assert main([*argv, "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: vastkit")
-    assert "exit codes:" in out
-    for code in EXIT_CODES:
-        assert f"\n  {code:>3}  " in out
+    top = not argv
+    assert ("exit codes:" in out) is top
+    assert ("--api-key-file" in out) is top
+    assert ("--retries" in out) is top
+    if top:
+        for code in EXIT_CODES:
+            assert f"\n  {code:>3}  " in out
+    else:
+        assert out.rstrip().endswith("`vastkit --help` lists them and the exit codes.")
+
+
+def test_stop_help_is_short_and_global_options_still_work_after_the_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["stop", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out == (
+        "usage: vastkit stop [-h] ID\n\n"
+        "stop an instance (GPU billing stops; storage keeps billing)\n\n"
+        "positional arguments:\n"
+        "  ID          the instance id\n\n"
+        "options:\n"
+        "  -h, --help  show this help message and exit\n\n"
+        "global options (--json, --url, --ledger, --log-level, --debug...) work here too;\n"
+        "`vastkit --help` lists them and the exit codes.\n"
+    )
+    args = build_parser().parse_args(["stop", "7", "--json", "--retries", "0"])
+    assert (args.json, args.retries, args.id) == (True, 0, "7")
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -95,7 +122,9 @@ def test_every_command_runs_a_handler_and_help_lists_them_in_working_order() -> 
         "destroy",
         "reap",
         "runs",
+        "status",  # an alias of runs
         "cancel",
+        "queue",
         "cost-report",
         "profiles",
         "budgets",
@@ -109,7 +138,9 @@ def test_every_command_runs_a_handler_and_help_lists_them_in_working_order() -> 
         leaves += [(f"{name} {a}", p) for a, p in actions.items()] if actions else [(name, sub)]
     for name, leaf in leaves:
         assert callable(leaf.get_default("handler")), name
+    assert top["status"] is top["runs"]
     assert [name for name, _ in leaves if " " in name] == [
+        "queue status",
         "profiles list",
         "profiles validate",
         "budgets validate",
@@ -348,11 +379,15 @@ def test_stop_and_destroy_never_prompt(cli: Cli, client: Client, emu: Emulator) 
     assert emu.instance(first).intended_status == "stopped"
     result = cli("destroy", str(second), "--json")
     assert result.code == 0, result.err
-    assert result.json() == {"id": second, "destroyed": True, "already_gone": False}
+    assert result.json() == {"id": second, "destroyed": True}
     assert [v.id for v in emu.instances] == [first]
-    again = cli("destroy", str(second))
-    assert again.code == 0
-    assert f"instance {second} was already gone" in again.out
+    again = cli("destroy", str(second))  # one rule for ids the account does not have
+    assert again.code == ExitCode.NOT_FOUND == 9
+    assert again.out == ""
+    assert _one_error_line(again) == (
+        f"vastkit: error: no instance {second} on this account (unknown id, or already "
+        "destroyed; `vastkit ps` lists the instances)"
+    )
     bad = cli("destroy", "abc")
     assert bad.code == 2
     assert "whole number" in _one_error_line(bad)
@@ -453,8 +488,8 @@ def test_logs_of_an_instance_through_the_api(cli: Cli, client: Client, emu: Emul
     tail = cli("logs", str(instance), "--tail", "1")
     assert tail.out == "second line\n"
     gone = cli("logs", "999999")
-    assert gone.code == 1
-    assert "999999" in _one_error_line(gone)
+    assert gone.code == ExitCode.NOT_FOUND
+    assert "no instance 999999 on this account" in _one_error_line(gone)
 
 
 # -- cost report, profiles, budgets ----------------------------------------------------------

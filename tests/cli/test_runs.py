@@ -83,5 +83,5 @@ def test_cancel_with_a_dead_owner_destroys_the_instance(cli, client, emu, ledger
 
 def test_cancel_of_an_unknown_run_is_an_error(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("cancel", "no-such-run")
-    assert result.code == 2
+    assert result.code == 9  # no such run: the exit code of every unknown id
     assert "no run 'no-such-run'" in result.err

@@ -92,13 +92,13 @@ def test_unknown_targets_are_errors_with_exit_codes(
     emu: Emulator, cli: Callable[..., Result]
 ) -> None:
     missing = cli("ssh", "424242", "--print")
-    assert missing.code == 1
-    assert "instance 424242 does not exist" in missing.err
+    assert missing.code == 9  # no such instance: the exit code of every unknown id
+    assert "no instance 424242 on this account" in missing.err
     word = cli("ssh", "no-such-run", "--print")
     assert word.code == 2
     assert "'no-such-run' is neither a run in the ledger nor an instance id" in word.err
-    assert cli("start", "424242").code == 1  # 404 no_such_instance, like `stop`
-    assert cli("exec", "424242", "--", "ls").code == 1
+    assert cli("start", "424242").code == 9  # 404 no_such_instance, like `stop`
+    assert cli("exec", "424242", "--", "ls").code == 9
     assert cli("exec", "0", "--", "ls").code == 2
 
 

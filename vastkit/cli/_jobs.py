@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 from vastkit.errors import VastkitError
 
 from ._context import Context
+from ._instances import unknown_instance
 from ._output import ExitCode, UsageError, jsonable
 from ._parser import Commands
 
@@ -172,7 +173,8 @@ def _cmd_logs(ctx: Context) -> int:
 
 def _instance_logs(ctx: Context, instance_id: int) -> int:
     tail = ctx.args.tail
-    text = ctx.client.instance_logs(instance_id, tail=tail)
+    with unknown_instance(instance_id):
+        text = ctx.client.instance_logs(instance_id, tail=tail)
     ctx.out.write(text if text.endswith("\n") or not text else text + "\n")
     if not ctx.args.follow:
         return ExitCode.OK

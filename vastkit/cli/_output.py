@@ -246,37 +246,25 @@ class Out:
         *,
         title: str | None = None,
         right: Sequence[str] = (),
-        whole: Sequence[str] | None = None,
     ) -> None:
         """A rich table in a terminal; plain space-aligned columns when piped.
 
-        Nothing is ever cut short with an ellipsis: the columns named in ``whole`` (default:
-        the first, which names the row) keep their full width on one line, and a narrow
-        terminal folds the other cells onto more lines.
+        Nothing is ever cut short or left out: a table wider than the terminal is written as
+        the plain columns too (the terminal wraps the long lines), since rich would shorten
+        cells with an ellipsis or drop whole columns to make it fit.
         """
-        if not self.terminal:
+        widths = [
+            max([len(column), *(len(row[i]) for row in rows)]) for i, column in enumerate(columns)
+        ]
+        # a column costs its text, a space either side and one for the rule between columns
+        fits = sum(widths) + 3 * len(columns) + 1 <= self.console.width
+        if not (self.terminal and fits):
             self.line(plain_table(columns, rows, title=title, right=right))
             return
-        keep = set(columns[:1] if whole is None else whole)
-        cells = [[column, *(row[i] for row in rows)] for i, column in enumerate(columns)]
-        whole_widths = [max(len(cell) for cell in column) for column in cells]
-        word_widths = [
-            max(len(word) for cell in column for word in cell.split() or [""]) for column in cells
-        ]
-        minimums = [
-            whole if column in keep else word
-            for column, whole, word in zip(columns, whole_widths, word_widths, strict=True)
-        ]
-        # a column costs its text, one space either side and one for the rule between columns
-        words_fit = sum(minimums) + 3 * len(columns) <= self.console.width
         table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-        for column, minimum in zip(columns, minimums, strict=True):
+        for column, width in zip(columns, widths, strict=True):
             justify: Literal["left", "right"] = "right" if column in right else "left"
-            if column in keep:
-                table.add_column(column, justify=justify, no_wrap=True, min_width=minimum)
-            else:  # wrapped between words; a word is folded only when the words do not fit
-                width = minimum if words_fit else None
-                table.add_column(column, justify=justify, min_width=width, overflow="fold")
+            table.add_column(column, justify=justify, no_wrap=True, min_width=width)
         for row in rows:
             table.add_row(*row)
         self.console.print(table)

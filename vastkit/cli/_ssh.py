@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from vastkit.errors import VastkitError
 
 from ._context import Context
+from ._instances import no_such_instance, unknown_instance
 from ._output import ExitCode, UsageError
 from ._parser import Commands
 
@@ -135,13 +136,14 @@ def _address(ctx: Context, instance_id: int) -> SshAddress:
     """The SSH address of a live instance.
 
     Raises:
-        VastkitError: No such instance, or it has no SSH address yet (exit 1).
+        NoSuchId: No such instance (exit 9).
+        VastkitError: It has no SSH address yet (exit 1).
     """
     from vastkit.api.ssh import ssh_address
 
     info = ctx.client.get_instance(instance_id)
     if info is None:
-        raise VastkitError(f"instance {instance_id} does not exist (or is not yours)")
+        raise no_such_instance(instance_id)
     address = ssh_address(info)
     if address is None:
         raise VastkitError(
@@ -190,7 +192,8 @@ def _cmd_exec(ctx: Context) -> int:
     if not words:
         raise UsageError("give the command after --, e.g. `vastkit exec 12345 -- ls /workspace`")
     command = shlex.join(words)
-    text = ctx.client.execute(instance_id, command, timeout=ctx.args.wait)
+    with unknown_instance(instance_id):
+        text = ctx.client.execute(instance_id, command, timeout=ctx.args.wait)
     if ctx.out.json_mode:
         ctx.out.json({"id": instance_id, "command": command, "output": text})
     else:
@@ -255,8 +258,6 @@ def _cmd_copy(ctx: Context) -> int:
 
 
 def _cmd_start(ctx: Context) -> int:
-    from ._instances import unknown_instance
-
     instance_id = _instance_id(ctx.args.id)
     with unknown_instance(instance_id):
         ctx.client.start_instance(instance_id)
