@@ -115,7 +115,16 @@ def test_a_terminal_table_never_cuts_a_name_or_drops_a_column(width: int) -> Non
     columns = ["name", "gpu", "gpus", "max $/h", "rental", "reliab", "max hours", "disk GB"]
     rows = [
         ["training-distributed", "H100 SXM", "4", "4", "on-demand", "0.98", "48", "100"],
-        ["training-standard", "RTX 4090, RTX 5090, A100 PCIE", "1", "1", "on-demand", "1", "24", "50"],
+        [
+            "training-standard",
+            "RTX 4090, RTX 5090, A100 PCIE",
+            "1",
+            "1",
+            "on-demand",
+            "1",
+            "24",
+            "50",
+        ],
     ]
     out.table(columns, rows, right=("gpus",))
     text = buffer.getvalue()
@@ -225,8 +234,7 @@ def test_queue_status_shows_running_then_queued_with_what_they_cost(
     ]
     assert "0.1500" in lines[1]
     assert lines[-1] == (
-        "1 running, 2 queued; spent $0.1500 so far "
-        "(vastkit queue status --all adds the ended jobs)"
+        "1 running, 2 queued; spent $0.1500 so far (vastkit queue status --all adds the ended jobs)"
     )
     doc = cli("queue", "status", "--json").json()
     assert (doc["running"], doc["queued"]) == (1, 2)
