@@ -195,6 +195,9 @@ def _s3_options(url: str, storage_options: Mapping[str, Any] | None) -> dict[str
         # runs serially on s3fs's event loop and halves upload throughput.
         config = dict(options.get("config_kwargs") or {})
         config.setdefault("request_checksum_calculation", "when_required")
+        # botocore's own default: s3fs's 15 s is shorter than a CompleteMultipartUpload of a
+        # large object can take, and a timed-out complete is retried, redoing its work
+        config.setdefault("read_timeout", 60)
         options["config_kwargs"] = config
     return options
 
