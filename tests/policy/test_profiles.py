@@ -161,7 +161,9 @@ def test_structure_errors() -> None:
     with pytest.raises(ConfigError, match=r"profile 'p' must be a mapping"):
         load_profiles("profiles:\n  p: 3\n")
     with pytest.raises(ConfigError) as info:
-        load_profiles("profiles:\n  p: {gpu_name: RTX_4090, max_dph: 1}\n  p: {gpu_name: RTX_3090, max_dph: 1}\n")
+        load_profiles(
+            "profiles:\n  p: {gpu_name: L4, max_dph: 1}\n  p: {gpu_name: A10, max_dph: 1}\n"
+        )
     assert str(info.value) == "<string>:3: profiles.p: duplicate key 'p' (first on line 2)"
 
 

@@ -157,7 +157,9 @@ def test_issue16_non_finite_or_negative_profile_numbers_name_file_line_key(
 ) -> None:
     text = f"profiles:\n  p:\n    gpu_name: RTX_4090\n    max_dph: 1\n    {key}: {value}\n"
     if key == "max_dph":
-        text = f"profiles:\n  p:\n    gpu_name: RTX_4090\n    rental: on-demand\n    {key}: {value}\n"
+        text = (
+            f"profiles:\n  p:\n    gpu_name: RTX_4090\n    rental: on-demand\n    {key}: {value}\n"
+        )
     with pytest.raises(ConfigError) as info:
         load_profiles(text)
     assert (info.value.path, info.value.line, info.value.key) == (
@@ -187,7 +189,9 @@ def test_issue16_extra_query_nan_is_refused() -> None:
     assert (info.value.line, info.value.key) == (5, "profiles.p.extra_query")
     assert "extra_query.cpu_ram.gte must be a finite number" in str(info.value)
     with pytest.raises(ConfigError, match=r"must map operators to values"):
-        load_profiles("profiles:\n  p: {gpu_name: RTX_4090, max_dph: 1, extra_query: {cpu_ram: 3}}\n")
+        load_profiles(
+            "profiles:\n  p: {gpu_name: RTX_4090, max_dph: 1, extra_query: {cpu_ram: 3}}\n"
+        )
 
 
 @pytest.mark.parametrize(
@@ -249,7 +253,9 @@ def test_issue16_merge_key_then_override_is_honoured() -> None:
 
 
 def test_issue16_merged_profile_errors_point_at_the_merged_line() -> None:
-    text = "base: &b {gpu_name: RTX_4090, max_dph: -1}\nprofiles:\n  p:\n    <<: *b\n    num_gpus: 1\n"
+    text = (
+        "base: &b {gpu_name: RTX_4090, max_dph: -1}\nprofiles:\n  p:\n    <<: *b\n    num_gpus: 1\n"
+    )
     doc = load_document(text, "m.yaml")
     with pytest.raises(ConfigError) as info:
         GpuProfile.from_document("p", doc.sub("profiles", "p"))
@@ -339,18 +345,18 @@ def test_issue16_budgets_from_a_sub_document_name_the_outer_file() -> None:
 @pytest.mark.parametrize(
     ("build", "kind", "key"),
     [
-        (lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph=math.nan), ValueError, "max_dph"),
-        (lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph=1, disk_gb=-5), ValueError, "disk_gb"),
-        (lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph="1"), TypeError, "max_dph"),
+        (lambda: GpuProfile(name="x", gpu_name="L4", max_dph=math.nan), ValueError, "max_dph"),
+        (lambda: GpuProfile(name="x", gpu_name="L4", max_dph=1, disk_gb=-5), ValueError, "disk_gb"),
+        (lambda: GpuProfile(name="x", gpu_name="L4", max_dph="1"), TypeError, "max_dph"),
         (lambda: GpuProfile(name="x", gpu_name=5, max_dph=1), TypeError, "gpu_name"),
         (
-            lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph=1, num_gpus=1000),
+            lambda: GpuProfile(name="x", gpu_name="L4", max_dph=1, num_gpus=1000),
             ValueError,
             "num_gpus",
         ),
-        (lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph=1, image=5), TypeError, "image"),
+        (lambda: GpuProfile(name="x", gpu_name="L4", max_dph=1, image=5), TypeError, "image"),
         (
-            lambda: GpuProfile(name="x", gpu_name="RTX_4090", max_dph=1, max_duration_hours=math.inf),
+            lambda: GpuProfile(name="x", gpu_name="L4", max_dph=1, max_duration_hours=math.inf),
             ValueError,
             "max_duration_hours",
         ),
