@@ -16,8 +16,6 @@ from vastkit.jobs import Job, JobEvent, JobTimeouts, run_job
 from vastkit.ledger import Ledger
 from vastkit.profiles import GpuProfile
 
-URL, KEY, LEDGER, STORE_URL, RELEASE = sys.argv[1:6]
-
 ORCHESTRATOR_TIMEOUT = 2.0
 """The old rule destroyed the instance after this much silence (900 s by default, scaled down)."""
 
@@ -33,13 +31,14 @@ def on_event(event: JobEvent) -> None:
         print(f"READY {event.run_id} {event.attempt}", flush=True)
 
 
-def main() -> None:
+def make_job(store_url: str, release: str) -> Job:
+    """The job: wait for ``release``, then exit 0."""
     profile = GpuProfile(name="asleep", gpu_name="RTX_4090", max_dph=0.4, max_duration_hours=1)
-    job = Job(
+    return Job(
         name="asleep",
-        command=(sys.executable, "-c", WAIT, RELEASE),
+        command=(sys.executable, "-c", WAIT, release),
         profile=profile,
-        store_url=STORE_URL,
+        store_url=store_url,
         timeouts=JobTimeouts(
             poll_interval=0.5,
             provisioning=60,
@@ -57,7 +56,12 @@ def main() -> None:
             destroy=60,
         ),
     )
-    with Client(KEY, base_url=URL) as client, Ledger(LEDGER) as ledger:
+
+
+def main() -> None:
+    url, key, ledger_path, store_url, release = sys.argv[1:6]
+    job = make_job(store_url, release)
+    with Client(key, base_url=url) as client, Ledger(ledger_path) as ledger:
         result = run_job(job, client=client, ledger=ledger, on_event=on_event, progress=False)
     print(f"RESULT {result.status} {len(result.attempts)}", flush=True)
 

@@ -22,8 +22,11 @@ import pytest
 
 from tests._support.fault_matrix import CellRecord, matrix_of
 from tests._support.processes import HANG_S, Lines, ProcessGroups
-from tests.faults._sleeping_orchestrator import ORCHESTRATOR_TIMEOUT
+from tests.faults._sleeping_orchestrator import ORCHESTRATOR_TIMEOUT, make_job
+from vastkit.api.client import Client
 from vastkit.emulator import Emulator, ProcessRunner, Timings
+from vastkit.jobs import JobEvent, run_job
+from vastkit.ledger import Ledger
 from vastkit.rundir import RunDir
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -45,17 +48,18 @@ def proc_emu(tmp_path: Path) -> Iterator[Emulator]:
         yield emu
 
 
-def test_orchestrator_stopped_past_its_timeout_then_resumed_succeeds_with_one_attempt(
-    proc_emu: Emulator, tmp_path: Path, processes: ProcessGroups, request: pytest.FixtureRequest
-) -> None:
+def _start(
+    processes: ProcessGroups, emu: Emulator, tmp_path: Path
+) -> tuple[subprocess.Popen[str], Lines, RunDir, int]:
+    """Start the orchestrator and wait until its worker runs."""
     store_url = f"file://{tmp_path}/store"
     release = tmp_path / "release"
     orch = processes.popen(
         [
             sys.executable,
             str(SCRIPT),
-            proc_emu.url,
-            proc_emu.api_key,
+            emu.url,
+            emu.api_key,
             str(tmp_path / "ledger.db"),
             store_url,
             str(release),
@@ -69,23 +73,32 @@ def test_orchestrator_stopped_past_its_timeout_then_resumed_succeeds_with_one_at
     assert ready is not None, lines.seen
     assert ready.startswith("READY "), lines.seen
     _, run_id, attempt = ready.split()
-    rundir = RunDir(f"{store_url}/{run_id}")
+    return orch, lines, RunDir(f"{store_url}/{run_id}"), int(attempt)
 
-    orch.send_signal(signal.SIGSTOP)
-    stopped_at = time.time()
-    # Wait (a hang guard, not a deadline) for the worker's own evidence: heartbeats written 3x
-    # the old timeout after the orchestrator went silent, its instance still there.
+
+def _outlast_the_old_timeout(emu: Emulator, rundir: RunDir, attempt: int) -> None:
+    """Wait (a hang guard, not a deadline) for the worker's own evidence: heartbeats written 3x
+    the old timeout after the orchestrator went silent, its instance still there."""
+    silent_since = time.time()
     began = time.monotonic()
     while True:
-        beat = rundir.read_heartbeat(int(attempt))
-        if beat is not None and beat.time - stopped_at >= 3 * ORCHESTRATOR_TIMEOUT:
+        beat = rundir.read_heartbeat(attempt)
+        if beat is not None and beat.time - silent_since >= 3 * ORCHESTRATOR_TIMEOUT:
             break
-        assert proc_emu.instances, "the instance was destroyed while the laptop slept"
+        assert emu.instances, "the instance was destroyed while the orchestrator was away"
         assert time.monotonic() - began < HANG_S, "the worker stopped beating"
         time.sleep(0.2)
-    assert len(proc_emu.instances) == 1, "the instance was destroyed while the laptop slept"
+    assert len(emu.instances) == 1, "the instance was destroyed while the orchestrator was away"
+
+
+def test_orchestrator_stopped_past_its_timeout_then_resumed_succeeds_with_one_attempt(
+    proc_emu: Emulator, tmp_path: Path, processes: ProcessGroups, request: pytest.FixtureRequest
+) -> None:
+    orch, lines, rundir, attempt = _start(processes, proc_emu, tmp_path)
+    orch.send_signal(signal.SIGSTOP)
+    _outlast_the_old_timeout(proc_emu, rundir, attempt)
     orch.send_signal(signal.SIGCONT)
-    release.touch()
+    (tmp_path / "release").touch()
 
     result = lines.next()
     while result is not None and not result.startswith("RESULT "):
@@ -97,6 +110,40 @@ def test_orchestrator_stopped_past_its_timeout_then_resumed_succeeds_with_one_at
     )
     assert result == "RESULT succeeded 1", lines.seen
     assert leaked == 0
-    log = rundir.read_log(int(attempt)).decode("utf-8", errors="replace")
+    log = rundir.read_log(attempt).decode("utf-8", errors="replace")
     assert "running on within the job's limits until it is back" in log
     assert "BACKSTOP" not in log
+
+
+def test_orchestrator_killed_then_restarted_past_its_timeout_adopts_the_attempt(
+    proc_emu: Emulator, tmp_path: Path, processes: ProcessGroups, request: pytest.FixtureRequest
+) -> None:
+    orch, _, rundir, attempt = _start(processes, proc_emu, tmp_path)
+    orch.send_signal(signal.SIGKILL)
+    assert orch.wait(timeout=HANG_S) == -signal.SIGKILL
+    _outlast_the_old_timeout(proc_emu, rundir, attempt)
+    [instance] = proc_emu.instances
+    (tmp_path / "release").touch()
+    events: list[JobEvent] = []
+    job = make_job(f"file://{tmp_path}/store", str(tmp_path / "release"))
+    with (
+        Client(proc_emu.api_key, base_url=proc_emu.url) as client,
+        Ledger(tmp_path / "ledger.db") as ledger,
+    ):
+        result = run_job(
+            job,
+            client=client,
+            ledger=ledger,
+            run_id=rundir.url.rsplit("/", 1)[1],
+            on_event=events.append,
+            progress=False,
+        )
+    leaked = len(proc_emu.instances)
+    matrix_of(request.config).record(
+        request.node.nodeid, CellRecord(cell=request.node.name, leaked=leaked)
+    )
+    assert result.status == "succeeded", result.summary()
+    assert [a.attempt for a in result.attempts] == [attempt], result.summary()
+    assert result.attempts[0].instance_id == instance.id
+    assert not [e for e in events if e.kind == "created"], "it rented a second instance"
+    assert leaked == 0
