@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 
 from tests._support.processes import ProcessGroups
-from vastkit.rundir import JobSpec, OrchestratorBeat, Phase, ResultStatus, RunDir, make_bundle
+from vastkit.rundir import (
+    AttemptLimits,
+    JobSpec,
+    OrchestratorBeat,
+    Phase,
+    ResultStatus,
+    RunDir,
+    make_bundle,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -141,6 +149,37 @@ def test_backstop_destroys_the_instance_when_the_orchestrator_goes_silent(
     assert "self-destroy of instance 4242 accepted (HTTP 200)" in err
     for text in (log, out, err):
         assert secret not in text
+
+
+def test_a_silent_orchestrator_is_outlasted_and_the_cost_cap_ends_the_attempt(
+    run_dir: RunDir, tools: Any, fake_vast: Any
+) -> None:
+    # The orchestrator wrote once and went silent (a laptop asleep) with a 1 s timeout: the
+    # worker runs on within the job's limits until its cost ($1/s here) nears its $7 cap.
+    spec = tools.train_spec(
+        mode="loop",
+        attempt=tools.fast_settings(
+            orchestrator_timeout=1.0, deadline=time.time() + 3600, api_base_url=fake_vast.url
+        ),
+    )
+    run_dir.write_job(spec)
+    run_dir.write_orchestrator(OrchestratorBeat(time=1.0, seq=1))
+    limits = AttemptLimits(rate_dph=3600.0, billed_since=time.time(), max_cost_usd=7.0)
+    proc = tools.start_worker(
+        run_dir.url, 1, env={"CONTAINER_ID": "55", "CONTAINER_API_KEY": "k", **limits.environ()}
+    )
+    code, _, err = tools.finish(proc)
+    assert code == 0, err
+    result = run_dir.read_result()
+    assert result is not None
+    assert result.status is ResultStatus.BUDGET_EXCEEDED
+    assert result.reason is not None
+    assert "it may spend $7.0000" in result.reason
+    assert [r[1] for r in fake_vast.requests] == ["/api/v0/instances/55/"]
+    log = run_dir.read_log(1).decode()
+    assert "backstop: deadline in 3" in log
+    assert "cost cap $7.0000 at 3600 $/h" in log
+    assert "running on within the job's limits until it is back" in log
 
 
 def test_backstop_keeps_quiet_while_the_orchestrator_refreshes(
