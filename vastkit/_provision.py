@@ -9,9 +9,8 @@ Both :class:`vastkit.Instance` and ``run_job`` rent through one :class:`Provisio
 3. :meth:`Provisioner.create` sends the one ``create_instance`` call in the library outside the API
    client. A create that may have reached the server (timeout, 5xx, 429, a garbled answer) is
    retried only after listing by label proved it rented nothing; an instance found is adopted,
-   never a second one rented for the attempt. Each create carries the registry login of
-   private images, and each instance it rents gets the user's SSH key attached
-   (:class:`~vastkit.access.RentalAccess`, resolved once before the first search);
+   never a second one rented for the attempt. Each create carries the registry login, and each
+   instance rented gets the user's SSH key (:mod:`vastkit.access`, resolved before searching);
 4. :class:`PhaseWaiter` waits through provisioning, loading and running with a deadline per phase;
    the decisions are :class:`PhaseTracker`'s, a state machine over observations with no I/O;
 5. :meth:`Provisioner.retire` destroys until the API confirms the instance is gone
@@ -19,7 +18,6 @@ Both :class:`vastkit.Instance` and ``run_job`` rent through one :class:`Provisio
    us, for every driver's searches.
 
 Every wait goes through the injected clock and every retry through :mod:`vastkit.retry`.
-
 Outcomes are values (:class:`CreateFailure`, :class:`PhaseOutcome`), never strings parsed back.
 """
 
@@ -27,17 +25,15 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import random
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
 
-from vastkit.access import RegistryLogin, RentalAccess, resolve_access
+from vastkit.access import AccessPlan, RentalAccess, attach_quietly
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest, InstanceInfo, InstanceState, Offer
-from vastkit.api.ssh import attach_public_key
 from vastkit.clock import Clock
 from vastkit.errors import (
     APIConnectionError,
@@ -512,17 +508,11 @@ class Provisioner:
         client: The API client.
         ledger: Where intents, attempts, cost samples and blocked machines go.
         clock: Every wait goes through it.
-        destroy_deadline: How long destroys (and lists that must prove a create rented nothing)
-            keep trying, in seconds.
+        destroy_deadline: Seconds destroys (and lists proving a create rented nothing) keep trying.
         create_retries: Extra create tries on one offer after an error that may have rented.
         retry_interval: The wait between two tries of a failed list.
         rng: Jitter source.
-        access: The SSH key and registry login every rental gets (default: resolved from
-            ``ssh_key``/``image_login``, the environment and the config file, once, by the
-            first :meth:`prepare_access`, :meth:`candidates` or :meth:`create`).
-        ssh_key: A ``.pub`` file or the key line to attach (see
-            :func:`~vastkit.access.resolve_access`); ignored when ``access`` is given.
-        image_login: The registry login of a private image; ignored when ``access`` is given.
+        access: The SSH key and registry login of every rental (default: the environment's).
     """
 
     def __init__(
@@ -535,14 +525,10 @@ class Provisioner:
         create_retries: int = 2,
         retry_interval: float = 5.0,
         rng: random.Random | None = None,
-        access: RentalAccess | None = None,
-        ssh_key: str | os.PathLike[str] | None = None,
-        image_login: RegistryLogin | str | None = None,
+        access: AccessPlan | RentalAccess | None = None,
     ) -> None:
         self.client = client
-        self.access = access
-        """What every rental gets; None until resolved (:meth:`prepare_access`)."""
-        self._access_args = (ssh_key, image_login)
+        self.access = access if isinstance(access, AccessPlan) else AccessPlan(resolved=access)
         self.ledger = ledger
         self.clock = clock
         self.destroy_deadline = destroy_deadline
@@ -568,66 +554,6 @@ class Provisioner:
         """Raise :class:`~vastkit.ledger.LeaseLost` when another driver took the job over."""
         if self.fence is not None and not self.ledger.fence_holds(self.fence):
             raise LeaseLost(f"job {self.fence.job_id}: another driver took it over")
-
-    # -- access --------------------------------------------------------------------------------
-
-    def prepare_access(
-        self,
-        *,
-        ssh_key: str | os.PathLike[str] | None = None,
-        image_login: RegistryLogin | str | None = None,
-    ) -> RentalAccess:
-        """Resolve the SSH key and the registry login once (later calls return the same).
-
-        Runs before anything is searched or rented, so a key file that is named but wrong
-        fails before any money is spent. No key at all is logged once as a warning (where it
-        looked, and ``ssh-keygen -t ed25519``); renting goes ahead.
-
-        Args:
-            ssh_key: Overrides the constructor's ``ssh_key`` (used by the first call only).
-            image_login: Overrides the constructor's ``image_login`` (first call only).
-
-        Raises:
-            ConfigError: The key named cannot be read or is not a public key, or half a
-                registry login is set.
-        """
-        if self.access is None:
-            key = ssh_key if ssh_key is not None else self._access_args[0]
-            login = image_login if image_login is not None else self._access_args[1]
-            self.access = resolve_access(key, login)
-            if self.access.public_key is None:
-                logger.warning("%s", self.access.missing)
-        return self.access
-
-    def attach_key(self, instance_id: int) -> bool:
-        """Attach the user's SSH key to ``instance_id`` (Vast's instance SSH-key endpoint).
-
-        Never raises: the instance exists and bills, so a failed attach is logged (with the
-        command that attaches it by hand) and the rental goes on.
-
-        Returns:
-            True when the key is attached (or already was); False when there is no key or the
-            attach failed.
-        """
-        key = self.prepare_access().public_key
-        if key is None:
-            return False
-        try:
-            attach_public_key(self.client, instance_id, key)
-        except Exception as exc:  # never lose a rental over its SSH key
-            logger.warning(
-                "could not attach the SSH key %s to instance %s (%s: %s); SSH logins will be "
-                'refused until it is attached: vastai attach ssh %s "$(cat %s)"',
-                key.source,
-                instance_id,
-                type(exc).__name__,
-                exc,
-                instance_id,
-                key.source if key.source.endswith(".pub") else "KEY.pub",
-            )
-            return False
-        logger.info("attached the SSH key %s to instance %s", key.source, instance_id)
-        return True
 
     # -- choosing ------------------------------------------------------------------------------
 
@@ -655,7 +581,7 @@ class Provisioner:
             NoOfferError: No offer qualifies.
             APIError: The search failed.
         """
-        self.prepare_access()  # a wrong key file fails here, before any API call
+        self.access.resolve()  # a wrong key file fails here, before any API call
         if blocked is None:
             blocked = self.blocked_machines()
         offers = self.client.search_offers(build_query(profile))
@@ -821,10 +747,6 @@ class Provisioner:
     def create(self, offer: Offer, request: CreateInstanceRequest) -> int | CreateFailure:
         """Rent ``offer``, never leaving two live instances for one attempt (one label).
 
-        The request gets the registry login of :attr:`access` (unless it has its own), and a
-        rented instance gets the SSH key attached (:meth:`attach_key`; a failed attach is
-        logged, never loses the instance).
-
         Returns:
             The new instance's id (or the id of the one an earlier try rented), or why nothing
             usable was rented.
@@ -834,12 +756,9 @@ class Provisioner:
             AuthenticationError, PermissionDeniedError: The key was refused.
             APIError: A list by label, needed before a retry, kept failing.
         """
-        access = self.prepare_access()
-        if access.image_login is not None and request.image_login is None:
-            request = attrs.evolve(request, image_login=access.image_login.argument(request.image))
-        created = self._create(offer, request)
+        created = self._create(offer, self.access.request_for(request))
         if not isinstance(created, CreateFailure):
-            self.attach_key(created)
+            attach_quietly(self.client, created, self.access.resolve().public_key)
         return created
 
     def _create(self, offer: Offer, request: CreateInstanceRequest) -> int | CreateFailure:
@@ -918,10 +837,9 @@ class Provisioner:
     def instances_with_label(self, label: str) -> list[int]:
         """The ids of the instances carrying ``label``, oldest first, listed until the API answers.
 
-        A create whose answer was lost may have rented: until a list proves otherwise, no other
-        create may be sent. The list is retried for up to ``destroy_deadline`` seconds; then the
-        last error is raised, and the create intent left open in the ledger makes the next
-        reconcile clean up.
+        A create whose answer was lost may have rented: no other create is sent until a list
+        proves otherwise. Retried for ``destroy_deadline`` seconds, then the last error is
+        raised (the create intent left open in the ledger makes the next reconcile clean up).
         """
 
         def listed() -> list[int]:

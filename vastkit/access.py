@@ -22,27 +22,42 @@ rents anything:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from vastkit._settings import SettingValues, read_settings
-from vastkit.api.ssh import DEFAULT_KEY_FILES, SSH_KEY_ENV, PublicKey, find_public_key
+from vastkit.api.ssh import (
+    DEFAULT_KEY_FILES,
+    SSH_KEY_ENV,
+    PublicKey,
+    attach_public_key,
+    find_public_key,
+)
 from vastkit.errors import ConfigError, ConfigValueError
+
+if TYPE_CHECKING:
+    from vastkit.api.client import Client
+    from vastkit.api.models import CreateInstanceRequest
 
 __all__ = [
     "REGISTRY_ENV",
     "REGISTRY_TOKEN_ENV",
     "REGISTRY_USER_ENV",
+    "AccessPlan",
     "RegistryLogin",
     "RentalAccess",
+    "attach_quietly",
     "image_registry",
     "resolve_access",
 ]
+
+logger = logging.getLogger("vastkit.instance")
 
 REGISTRY_ENV: Final = "VASTKIT_REGISTRY"
 """The registry host of private images (default: the image's own)."""
@@ -227,3 +242,79 @@ def resolve_access(
     return RentalAccess(
         public_key=key, image_login=_login(image_login, values, env), missing=missing
     )
+
+
+def attach_quietly(client: Client, instance_id: int, key: PublicKey | None) -> bool:
+    """Attach ``key`` to an instance just rented, never raising: the instance exists and
+    bills, so a failed attach is logged (with the command that attaches it by hand) and the
+    rental goes on.
+
+    Returns:
+        True when the key is attached (or already was); False with no key or on failure.
+    """
+    if key is None:
+        return False
+    try:
+        attach_public_key(client, instance_id, key)
+    except Exception as exc:  # never lose a rental over its SSH key
+        by_hand = key.source if key.source.endswith(".pub") else "KEY.pub"
+        logger.warning(
+            "could not attach the SSH key %s to instance %s (%s: %s); SSH logins are refused "
+            'until it is: vastai attach ssh %s "$(cat %s)"',
+            key.source,
+            instance_id,
+            type(exc).__name__,
+            exc,
+            instance_id,
+            by_hand,
+        )
+        return False
+    logger.info("attached the SSH key %s to instance %s", key.source, instance_id)
+    return True
+
+
+class AccessPlan:
+    """Where the engine's :class:`RentalAccess` comes from, resolved once on first use.
+
+    Args:
+        ssh_key: A ``.pub`` file or the key line (see :func:`resolve_access`).
+        image_login: A :class:`RegistryLogin` or ``"-u USER -p TOKEN [REGISTRY]"``.
+        resolved: An access already resolved (nothing is looked up or warned then).
+    """
+
+    def __init__(
+        self,
+        ssh_key: str | os.PathLike[str] | None = None,
+        image_login: RegistryLogin | str | None = None,
+        *,
+        resolved: RentalAccess | None = None,
+    ) -> None:
+        self._args = (ssh_key, image_login)
+        self._resolved = resolved
+
+    def __repr__(self) -> str:
+        return f"AccessPlan({self._resolved!r})"
+
+    @property
+    def resolved(self) -> RentalAccess | None:
+        """The access, once resolved (None before)."""
+        return self._resolved
+
+    def resolve(self) -> RentalAccess:
+        """Resolve once (later calls return the same); no key at all is one WARNING.
+
+        Raises:
+            ConfigError: See :func:`resolve_access`.
+        """
+        if self._resolved is None:
+            self._resolved = resolve_access(*self._args)
+            if self._resolved.public_key is None:
+                logger.warning("%s", self._resolved.missing)
+        return self._resolved
+
+    def request_for(self, request: CreateInstanceRequest) -> CreateInstanceRequest:
+        """``request`` with the registry login (unless it has its own); resolves first."""
+        login = self.resolve().image_login
+        if login is None or request.image_login is not None:
+            return request
+        return attrs.evolve(request, image_login=login.argument(request.image))

@@ -19,11 +19,16 @@ item                   passes when
 ``worker credentials`` the same, in a separate process that has only what a worker receives
 ``profiles``           the profiles file parses
 ``budgets``            the budgets file parses
-``ssh key``            the public key attached to rentals reads (a warning when there is none)
-``registry``           the registry login of private images is whole (or there is none)
 ``ledger``             the ledger opens
 ``reconcile``          a dry-run reconcile finds nothing to destroy
-``offers: <profile>``  with ``live=True``: a search for the profile finds offers it would rent
+=====================  ===========================================================================
+
+With ``live=True`` (``vastkit doctor --live``), what a first real rental needs on top:
+
+=====================  ===========================================================================
+``ssh key``            the public key attached to rentals reads (a warning when there is none)
+``registry``           the registry login of private images is whole (or there is none)
+``offers: <profile>``  a search for the profile finds an offer it would rent now
 =====================  ===========================================================================
 
 Every check is read-only against the API (the store probe writes and deletes one object): it
@@ -451,7 +456,8 @@ def health_check(
         max_clock_skew_s: A difference above this many seconds is a warning.
         worker_probe: Also probe the store from a separate process with only the worker's
             credentials (about a second).
-        live: Also search offers for each profile (one read-only search per profile).
+        live: Also check the SSH key and registry login rentals get, and search offers for
+            each profile (one read-only search per profile).
 
     Returns:
         The report; ``report.ok`` is False when any item failed. It never raises for a
@@ -488,13 +494,13 @@ def health_check(
         _store_items(items, settings, worker_probe=worker_probe, api=api)
         _run(items, "profiles", lambda: _profiles_item(settings))
         _run(items, "budgets", lambda: _budgets_item(settings))
-        items.extend(_access_items())
         ledger_ok = _run(items, "ledger", lambda: _ledger_item(settings))
         if api is not None and key_ok and ledger_ok:
             _run(items, "reconcile", lambda: _reconcile_item(api, settings))
         else:
             items.append(_skipped("reconcile", "needs a working API key and ledger"))
         if live:
+            items.extend(_access_items())
             _offer_items(items, settings, api if key_ok else None, local_clock)
     finally:
         if own_client and api is not None:

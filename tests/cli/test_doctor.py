@@ -121,13 +121,16 @@ def test_live_searches_each_profile_and_fails_the_one_without_offers(
     assert emu.instances == []
 
 
-def test_without_live_no_offer_search_is_made(
+def test_without_live_no_offer_search_or_access_check_is_made(
     cli: Cli, emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_home: Path
 ) -> None:
     monkeypatch.setenv("VASTKIT_CONFIG", str(_config(tmp_path, emu, profiles=PROFILES)))
     result = cli("doctor", "--json", "--no-worker-probe", url=False)
     assert result.code == 0
-    assert not any(name.startswith("offers") for name in _items(result))
+    names = set(_items(result))
+    assert not any(name.startswith("offers") for name in names)
+    assert not names & {"ssh key", "registry"}
+    assert not any(name == "search" for _, name, _ in emu.requests)
 
 
 def test_live_with_a_bad_key_fails_clearly_and_searches_nothing(
@@ -151,7 +154,7 @@ def test_the_ssh_key_and_registry_login_are_reported(
     cli: Cli, emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_home: Path
 ) -> None:
     monkeypatch.setenv("VASTKIT_CONFIG", str(_config(tmp_path, emu)))
-    result = cli("doctor", "--json", "--no-worker-probe", url=False)
+    result = cli("doctor", "--live", "--json", "--no-worker-probe", url=False)
     items = _items(result)
     assert items["ssh key"]["status"] == "warn"
     assert "ssh-keygen -t ed25519" in items["ssh key"]["detail"]
@@ -159,7 +162,7 @@ def test_the_ssh_key_and_registry_login_are_reported(
 
     token = "ghp_doctorTOKEN42"
     monkeypatch.setenv("VASTKIT_REGISTRY_TOKEN", token)
-    result = cli("doctor", "--json", "--no-worker-probe", url=False)
+    result = cli("doctor", "--live", "--json", "--no-worker-probe", url=False)
     items = _items(result)
     assert result.code == 1
     assert items["registry"]["status"] == "fail"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from vastkit._provision import Provisioner
-from vastkit.access import RentalAccess, resolve_access
+from vastkit.access import AccessPlan, RentalAccess, resolve_access
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest
 from vastkit.clock import ManualClock
@@ -133,7 +133,7 @@ def test_a_malformed_key_file_fails_before_any_api_call(
 ) -> None:
     bad = home / "bad.pub"
     bad.write_text(content, encoding="utf-8")
-    engine = engine_for(ssh_key=str(bad))
+    engine = engine_for(access=AccessPlan(ssh_key=str(bad)))
     before = len(emu.requests)
     with pytest.raises(ConfigError) as caught:
         engine.candidates(ON_DEMAND)
@@ -154,7 +154,7 @@ def test_a_failed_attach_is_logged_and_the_rental_kept(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     emu.inject("status", "instance_ssh_attach", status=500)
-    engine = engine_for(ssh_key=make_key())
+    engine = engine_for(access=AccessPlan(ssh_key=make_key()))
     with caplog.at_level(logging.WARNING, logger="vastkit"):
         instance_id = _rent(engine)
     assert emu.instance(instance_id).ssh_keys == ()

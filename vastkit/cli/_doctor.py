@@ -17,8 +17,8 @@ def register_doctor(commands: Commands) -> None:
         "Run the health checks of `vastkit.health_check()`: the API key is accepted (and the\n"
         "balance), the store is writable with the credentials a worker would receive, the\n"
         "profiles and budgets files parse, the ledger opens and reconciles (dry run), and the\n"
-        "local clock agrees with the API's, the SSH key and registry login rentals get. With\n"
-        "--live, also one offer search per profile (would a job find an offer now?). Every\n"
+        "local clock agrees with the API's. With --live, also the SSH key and registry login\n"
+        "rentals get, and one offer search per profile (would a job find one now?). Every\n"
         "check is read-only: nothing is created, changed or destroyed, so it is safe with a\n"
         "real account. Each failing item says how to fix it; exit 1 if any failed.",
         handler=_cmd_doctor,
@@ -31,7 +31,8 @@ def register_doctor(commands: Commands) -> None:
     p.add_argument(
         "--live",
         action="store_true",
-        help="also search offers for each profile against the API (read-only)",
+        help="also check the SSH key and registry login, and search offers for each profile "
+        "(read-only)",
     )
     p.add_argument(
         "--no-worker-probe",

@@ -14,6 +14,7 @@ from vastkit._provision import (
     CreateFailureKind,
 )
 from vastkit._shipping import worker_requirement
+from vastkit.access import AccessPlan
 from vastkit.api.models import CreateInstanceRequest, InstanceInfo
 from vastkit.artifacts import (
     resolve_inputs,
@@ -52,9 +53,11 @@ def prepare_access(runner: JobRunner) -> None:
     call; no key at all is said once, as a ``no_ssh_key`` event, and the job goes on.
     """
     engine = runner.provisioner
-    if engine.access is not None:
+    if engine.access.resolved is not None:
         return
-    access = engine.prepare_access(ssh_key=runner.job.ssh_key)
+    if runner.job.ssh_key is not None:
+        engine.access = AccessPlan(ssh_key=runner.job.ssh_key)
+    access = engine.access.resolve()
     if access.public_key is None:
         runner.emit("no_ssh_key", access.missing, level=logging.WARNING)
 
