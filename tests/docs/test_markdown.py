@@ -44,7 +44,29 @@ from tests._support.processes import REPO_ROOT, Lines, ProcessGroups
 DOCS: list[Path] = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]
 """Every page whose blocks are tested."""
 
-KNOWN_FAILURES: dict[str, str] = {}
+KNOWN_FAILURES: dict[str, str] = {
+    "docs/cli.md:7": "fails as pasted (see the doc-test report)",
+    "docs/cli.md:112": "fails as pasted (see the doc-test report)",
+    "docs/cli.md:126": "fails as pasted (see the doc-test report)",
+    "docs/cli.md:283": "fails as pasted (see the doc-test report)",
+    "docs/cli.md:308": "fails as pasted (see the doc-test report)",
+    "docs/cli.md:420": "fails as pasted (see the doc-test report)",
+    "docs/concepts/configuration.md:43": "fails as pasted (see the doc-test report)",
+    "docs/guide/budgets.md:27": "fails as pasted (see the doc-test report)",
+    "docs/guide/budgets.md:59": "fails as pasted (see the doc-test report)",
+    "docs/guide/checkpoints.md:22": "fails as pasted (see the doc-test report)",
+    "docs/guide/checkpoints.md:141": "fails as pasted (see the doc-test report)",
+    "docs/guide/client.md:65": "fails as pasted (see the doc-test report)",
+    "docs/guide/client.md:81": "fails as pasted (see the doc-test report)",
+    "docs/guide/client.md:108": "fails as pasted (see the doc-test report)",
+    "docs/guide/cost-report.md:41": "fails as pasted (see the doc-test report)",
+    "docs/guide/instances.md:90": "fails as pasted (see the doc-test report)",
+    "docs/guide/profiles.md:23": "fails as pasted (see the doc-test report)",
+    "docs/guide/profiles.md:165": "fails as pasted (see the doc-test report)",
+    "docs/guide/queue.md:8": "fails as pasted (see the doc-test report)",
+    "docs/guide/worker.md:9": "fails as pasted (see the doc-test report)",
+    "docs/guide/worker.md:188": "fails as pasted (see the doc-test report)",
+}
 """``"<page>:<line>"`` of a block that fails today -> why. The lead empties it."""
 
 _JOB = "runs a whole job on s3://my-bucket with the default timeouts (minutes; not run yet)"
@@ -136,7 +158,9 @@ def check_install(command: str, page: str) -> None:
         )
     if "pytest" in words:
         return
-    if words[:3] == ["python3", "-m", "venv"] or words[:2] == ["python", "-m"] and "venv" in words:
+    if words[:3] == ["python3", "-m", "venv"] or (
+        words[:2] == ["python", "-m"] and "venv" in words
+    ):
         return
     assert "install" in words, f"not an install command: {command!r}"
     for word in words[words.index("install") + 1 :]:
