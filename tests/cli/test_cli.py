@@ -215,9 +215,18 @@ def test_offers_table_is_plain_text_when_piped(cli: Cli) -> None:
     assert not any(ch in result.out for ch in "┃━│")
 
 
-def test_offers_explain_counts_rejections_and_exits_4_when_none_qualify(cli: Cli) -> None:
-    # The seed-0 catalog has RTX 4090s, but none within dev-test's $0.25/h.
-    result = cli("offers", "--profile", "dev-test", "--explain", "--json")
+TOO_CHEAP = "profiles:\n  too-cheap:\n    gpu_name: RTX_4090\n    max_dph: 0.05\n"
+"""A profile that no offer of the seed-0 market satisfies (its cheapest RTX 4090 is ~$0.26/h)."""
+
+
+def test_offers_explain_counts_rejections_and_exits_4_when_none_qualify(
+    cli: Cli, tmp_path: Path
+) -> None:
+    profiles = tmp_path / "gpu_profiles.yaml"
+    profiles.write_text(TOO_CHEAP)
+    result = cli(
+        "offers", "--profiles", str(profiles), "--profile", "too-cheap", "--explain", "--json"
+    )
     assert result.code == 4
     doc = result.json()
     assert doc["qualifying"] == 0
@@ -227,11 +236,11 @@ def test_offers_explain_counts_rejections_and_exits_4_when_none_qualify(cli: Cli
     assert counts["price"] == sum(1 for r in doc["rejections"] if "price" in r["reasons"]) > 0
     assert list(counts.values()) == sorted(counts.values(), reverse=True)
     line = _one_error_line(result)
-    assert f"no offer qualifies: profile 'dev-test': 0 of {doc['considered']} offers" in line
+    assert f"profile 'too-cheap': 0 of {doc['considered']} offers qualify" in line
     assert f"too expensive ({counts['price']})" in line
 
 
-def test_offers_explain_text_lists_reasons(cli: Cli) -> None:
+def test_offers_explain_text_lists_reasons(cli: Cli, tmp_path: Path) -> None:
     result = cli("offers", "--profile", "training-standard", "--explain", "--limit", "2")
     assert result.code == 0, result.err
     out = result.out
@@ -240,9 +249,11 @@ def test_offers_explain_text_lists_reasons(cli: Cli) -> None:
     assert "reliability" in out
     assert "first 10 of " in out
     assert "offer " in out
-    no_explain = cli("offers", "--profile", "dev-test")
+    profiles = tmp_path / "gpu_profiles.yaml"
+    profiles.write_text(TOO_CHEAP)
+    no_explain = cli("offers", "--profiles", str(profiles), "--profile", "too-cheap")
     assert no_explain.code == 4
-    assert "run with --explain for every reason" in _one_error_line(no_explain)
+    assert "set `max_dph: 0.26`" in _one_error_line(no_explain)  # the change that would rent
 
 
 def test_offers_by_query(cli: Cli) -> None:

@@ -90,6 +90,13 @@ def test_installed_script(emu: Emulator, tmp_path: Path, processes: ProcessGroup
 # -- launch -------------------------------------------------------------------------------
 
 
+def _too_cheap(tmp_path: Path) -> Path:
+    """A profiles file whose ``too-cheap`` profile no offer of the seed-0 market satisfies."""
+    path = tmp_path / "gpu_profiles.yaml"
+    path.write_text("profiles:\n  too-cheap:\n    gpu_name: RTX_4090\n    max_dph: 0.05\n")
+    return path
+
+
 def _job(tmp_path: Path, **overrides: object) -> Path:
     body = {
         "name": "cli-test",
@@ -115,8 +122,8 @@ def test_launch_refuses_a_job_the_budget_cannot_cover(
 
 
 def test_launch_with_no_qualifying_offer_exits_4(cli: Cli, tmp_path: Path, emu: Emulator) -> None:
-    job = _job(tmp_path, profile="dev-test")
-    result = cli("launch", str(job), "--json")
+    job = _job(tmp_path, profile="too-cheap")
+    result = cli("launch", str(job), "--json", "--profiles", str(_too_cheap(tmp_path)))
     assert result.code == 4
     assert "no offer qualifies" in result.err.splitlines()[-1]
     assert emu.instances == []
@@ -136,7 +143,7 @@ def test_launch_detach_returns_at_once_and_the_orchestrator_runs_on(
     emu: Emulator, tmp_path: Path, processes: ProcessGroups
 ) -> None:
     ledger = tmp_path / "state" / "ledger.db"
-    job = _job(tmp_path, profile="dev-test")  # no offer qualifies: the orchestrator exits 4
+    job = _job(tmp_path, profile="too-cheap")  # no offer qualifies: the orchestrator exits 4
     env = _env(emu)
     result = _run(
         processes,
@@ -150,6 +157,8 @@ def test_launch_detach_returns_at_once_and_the_orchestrator_runs_on(
             str(ledger),
             "launch",
             str(job),
+            "--profiles",
+            str(_too_cheap(tmp_path)),
             "--detach",
             "--json",
         ],

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
-from vastkit.errors import VastkitError
+from vastkit.errors import BadRequestError, VastkitError
 
 from ._context import Context
 from ._instances import no_such_instance, unknown_instance
@@ -192,8 +192,13 @@ def _cmd_exec(ctx: Context) -> int:
     if not words:
         raise UsageError("give the command after --, e.g. `vastkit exec 12345 -- ls /workspace`")
     command = shlex.join(words)
-    with unknown_instance(instance_id):
-        text = ctx.client.execute(instance_id, command, timeout=ctx.args.wait)
+    try:
+        with unknown_instance(instance_id):
+            text = ctx.client.execute(instance_id, command, timeout=ctx.args.wait)
+    except BadRequestError:  # Vast answers an unknown id here with 400 invalid_container_id
+        if ctx.client.get_instance(instance_id) is None:
+            raise no_such_instance(instance_id) from None
+        raise
     if ctx.out.json_mode:
         ctx.out.json({"id": instance_id, "command": command, "output": text})
     else:
