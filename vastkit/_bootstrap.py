@@ -210,5 +210,5 @@ def backstop_onstart(
     )
     return (
         "# vastkit backstop: destroy this instance at its deadline, with its own key\n"
-        f"( {body} ) </dev/null >>\"${{HOME:-/tmp}}/vastkit-backstop.log\" 2>&1 &\n"
+        f'( {body} ) </dev/null >>"${{HOME:-/tmp}}/vastkit-backstop.log" 2>&1 &\n'
     )

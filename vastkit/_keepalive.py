@@ -20,12 +20,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from vastkit._bootstrap import backstop_onstart
 from vastkit._shipping import signed_wheel_url
 from vastkit._store import Store
-from vastkit.errors import ConfigValueError, JobError
+from vastkit.errors import ConfigTypeError, ConfigValueError, JobError
+from vastkit.profiles import GpuProfile
 from vastkit.rundir import RunDir
 
-__all__ = ["SIGNED_URL_MAX_S", "Keepalive"]
+__all__ = ["SIGNED_URL_MAX_S", "Keepalive", "RentalBackstop"]
 
 logger = logging.getLogger("vastkit.keepalive")
 
@@ -40,7 +42,8 @@ class Keepalive:
         url: A store folder (a local path, ``file://``, ``s3://``, ``gs://``).
         run_id: The rental's run id: the object's name.
         storage_options: fsspec options for ``url``.
-        interval: Seconds between renewals (real time: it runs while the owner lives).
+        keepalive_s: Seconds without a renewal after which the backstop destroys the instance;
+            renewals come every quarter of it (real time: they run while the owner lives).
         lifetime: Seconds the host must be able to read the object (for a signed URL).
 
     Raises:
@@ -53,11 +56,12 @@ class Keepalive:
         run_id: str,
         *,
         storage_options: Mapping[str, Any] | None = None,
-        interval: float,
+        keepalive_s: float,
         lifetime: float,
     ) -> None:
         self.name = f"{run_id}.keepalive"
-        self.interval = interval
+        self.keepalive_s = keepalive_s
+        self.interval = keepalive_s / 4
         self._store = Store(url, storage_options)
         self._path = self._store.path(self.name)
         self._seq = 0
@@ -109,3 +113,89 @@ class Keepalive:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
+
+
+class RentalBackstop:
+    """An ``Instance``'s backstop settings, checked before anything is rented, and its keepalive.
+
+    Args:
+        enabled: Put the backstop in the onstart at all.
+        keepalive_s: Seconds without a renewal after which the backstop destroys the instance
+            (``None``: only the max duration applies).
+        url: The store folder of the keepalive object.
+        storage_options: fsspec options for ``url``.
+
+    Raises:
+        ConfigValueError: ``keepalive_s`` under 1, without ``url``, or with ``enabled`` false.
+        ConfigTypeError: ``keepalive_s`` is not a number.
+    """
+
+    def __init__(
+        self,
+        enabled: bool,
+        keepalive_s: float | None,
+        url: str | None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        _check_keepalive(enabled, keepalive_s, url)
+        self.enabled = enabled
+        self.keepalive_s = keepalive_s
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self.keepalive: Keepalive | None = None
+
+    def onstart(
+        self, onstart: str | None, api_url: str, profile: GpuProfile, run_id: str
+    ) -> str | None:
+        """The onstart of a create: the backstop's lines (the keepalive renewed from now on),
+        then ``onstart``. The max duration counts from now (the create), in Unix seconds."""
+        if not self.enabled:
+            return onstart
+        source = None
+        if self.keepalive_s is not None:
+            if self.keepalive is None:
+                self.keepalive = Keepalive(
+                    self.url or "",
+                    run_id,
+                    storage_options=self.storage_options,
+                    keepalive_s=self.keepalive_s,
+                    lifetime=profile.max_duration_s + 3600.0,
+                )
+            self.keepalive.start()
+            source = self.keepalive.source
+        lines = backstop_onstart(
+            api_url=api_url,
+            until=time.time() + profile.max_duration_s,
+            keepalive_s=self.keepalive_s,
+            keepalive_source=source,
+            tick=5.0 if self.keepalive_s is None else min(5.0, self.keepalive_s / 4),
+        )
+        return lines + (onstart or "")
+
+    def stop(self) -> None:
+        """Stop renewing the keepalive (the instance is destroyed or kept on purpose)."""
+        if self.keepalive is not None:
+            self.keepalive.stop()
+
+
+def _check_keepalive(enabled: bool, keepalive_s: float | None, url: str | None) -> None:
+    if keepalive_s is None:
+        return
+    if isinstance(keepalive_s, bool) or not isinstance(keepalive_s, int | float):
+        raise ConfigTypeError.of(
+            "Instance", "keepalive_s", f"must be a number of seconds (got {keepalive_s!r})"
+        )
+    if not keepalive_s >= 1:
+        raise ConfigValueError.of(
+            "Instance", "keepalive_s", f"must be 1 second or more (got {keepalive_s!r})"
+        )
+    if not enabled:
+        raise ConfigValueError.of(
+            "Instance", "keepalive_s", "needs backstop=True (the backstop enforces it)"
+        )
+    if not url:
+        raise ConfigValueError.of(
+            "Instance",
+            "keepalive_s",
+            "needs keepalive_url, a store folder the host can read the renewals from",
+        )

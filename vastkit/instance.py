@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -21,8 +20,7 @@ from typing import Any
 
 import attrs
 
-from vastkit._bootstrap import backstop_onstart
-from vastkit._keepalive import Keepalive
+from vastkit._keepalive import RentalBackstop
 from vastkit._provision import (
     DEFAULT_IMAGE,
     InstanceTimeouts,
@@ -38,7 +36,7 @@ from vastkit.api.client import Client
 from vastkit.api.models import InstanceInfo, InstanceState, Offer, PortBinding
 from vastkit.budget import BudgetGuard
 from vastkit.clock import Clock, SystemClock
-from vastkit.errors import ConfigTypeError, ConfigValueError, ProvisioningError
+from vastkit.errors import ProvisioningError
 from vastkit.labels import make_label, new_run_id
 from vastkit.ledger import Ledger
 from vastkit.outbid import OutbidPolicy
@@ -125,16 +123,11 @@ class Instance(RentalBase):
             a terminal or notebook, plain lines otherwise).
         reconcile_on_enter: Run :func:`vastkit.reconcile` before renting.
         runtype: Vast's launch mode for the container.
-        backstop: Start a host-side backstop in the container (prepended to ``onstart``) that
-            destroys the instance with its own per-instance key once the profile's max duration
-            has passed since the create, and, with ``keepalive_s``, once the owning process has
-            stopped renewing its keepalive: a dead notebook kernel stops billing without
-            :func:`vastkit.reconcile`. It needs ``bash`` and ``curl`` or ``python3`` in the image.
-        keepalive_s: Seconds without a renewal from this process after which the backstop
-            destroys the instance (``None``: no keepalive, only the max duration). Renewed every
-            quarter of it while this process lives; needs ``keepalive_url``.
-        keepalive_url: A store folder for the keepalive object: a local folder the host can
-            read (the emulator), or S3 or GCS (the host reads it through a presigned URL).
+        backstop: Put a host-side backstop before ``onstart`` that destroys the instance with
+            its per-instance key at the profile's max duration and, with ``keepalive_s``, once
+            this process stops renewing its keepalive (see :mod:`vastkit._keepalive`).
+        keepalive_s: Seconds without a renewal after which the backstop destroys the instance.
+        keepalive_url: The store folder of the keepalive (local, S3 or GCS).
         storage_options: fsspec options for ``keepalive_url``.
 
     Raises:
@@ -171,7 +164,7 @@ class Instance(RentalBase):
         keepalive_url: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        _check_keepalive(backstop, keepalive_s, keepalive_url)
+        self._backstop = RentalBackstop(backstop, keepalive_s, keepalive_url, storage_options)
         if isinstance(max_offers, bool) or not isinstance(max_offers, int) or max_offers < 1:
             raise ValueError(f"max_offers must be a positive integer (got {max_offers!r})")
         resolved = _resolve_profile(profile)
@@ -206,11 +199,6 @@ class Instance(RentalBase):
         self.run_id: str = run_id or new_run_id(self._clock)
         """The run id in this instance's label."""
         make_label(self.run_id, 1)  # validates the run id
-        self.backstop = backstop
-        self.keepalive_s = keepalive_s
-        self._keepalive_url = keepalive_url
-        self._storage_options = dict(storage_options or {})
-        self._keepalive: Keepalive | None = None
         self._init_rental()
         self._entered = False
         self._closed = False
@@ -497,33 +485,12 @@ class Instance(RentalBase):
 
     def _create_onstart(self) -> str | None:
         """The onstart of the next create: the backstop's lines, then the user's onstart."""
-        if not self.backstop:
-            return self.onstart
-        source = None
-        if self.keepalive_s is not None:
-            if self._keepalive is None:
-                assert self._keepalive_url is not None
-                self._keepalive = Keepalive(
-                    self._keepalive_url,
-                    self.run_id,
-                    storage_options=self._storage_options,
-                    interval=self.keepalive_s / 4,
-                    lifetime=self.profile.max_duration_s + 3600.0,
-                )
-            self._keepalive.start()
-            source = self._keepalive.source
-        lines = backstop_onstart(
-            api_url=self._client.base_url,
-            until=time.time() + self.profile.max_duration_s,
-            keepalive_s=self.keepalive_s,
-            keepalive_source=source,
-            tick=5.0 if self.keepalive_s is None else min(5.0, self.keepalive_s / 4),
+        return self._backstop.onstart(
+            self.onstart, self._client.base_url, self.profile, self.run_id
         )
-        return lines + (self.onstart or "")
 
     def _close_resources(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.stop()
+        self._backstop.stop()
         if self._closed:
             return
         self._closed = True
@@ -550,30 +517,6 @@ class Instance(RentalBase):
             return f"<Instance {self.profile.name!r} run={self.run_id} not launched>"
         status = "destroyed" if self._stage is Stage.DESTROYED else view.state.value
         return f"<Instance {view.id} {self.profile.name!r} run={self.run_id} {status}>"
-
-
-def _check_keepalive(backstop: bool, keepalive_s: float | None, url: str | None) -> None:
-    """Refuse keepalive settings that cannot work, before anything is rented."""
-    if keepalive_s is None:
-        return
-    if isinstance(keepalive_s, bool) or not isinstance(keepalive_s, int | float):
-        raise ConfigTypeError.of(
-            "Instance", "keepalive_s", f"must be a number of seconds (got {keepalive_s!r})"
-        )
-    if not keepalive_s >= 1:
-        raise ConfigValueError.of(
-            "Instance", "keepalive_s", f"must be 1 second or more (got {keepalive_s!r})"
-        )
-    if not backstop:
-        raise ConfigValueError.of(
-            "Instance", "keepalive_s", "needs backstop=True (the backstop enforces it)"
-        )
-    if not url:
-        raise ConfigValueError.of(
-            "Instance",
-            "keepalive_s",
-            "needs keepalive_url, a store folder the host can read the renewals from",
-        )
 
 
 def _exit_reason(exc: BaseException | None) -> str:

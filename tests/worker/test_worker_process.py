@@ -154,17 +154,18 @@ def test_backstop_destroys_the_instance_when_the_orchestrator_goes_silent(
 def test_a_silent_orchestrator_is_outlasted_and_the_cost_cap_ends_the_attempt(
     run_dir: RunDir, tools: Any, fake_vast: Any
 ) -> None:
-    # The orchestrator wrote once and went silent (a laptop asleep) with a 1 s timeout: the
-    # worker runs on within the job's limits until its cost ($1/s here) nears its $7 cap.
+    # The orchestrator wrote once and went silent (a laptop asleep) with a 0.2 s timeout: the
+    # worker runs on within the job's limits until its cost ($1/s here) nears its $10 cap
+    # (minus 5.2 s of margin: the grace period and a heartbeat interval).
     spec = tools.train_spec(
         mode="loop",
         attempt=tools.fast_settings(
-            orchestrator_timeout=1.0, deadline=time.time() + 3600, api_base_url=fake_vast.url
+            orchestrator_timeout=0.2, deadline=time.time() + 3600, api_base_url=fake_vast.url
         ),
     )
     run_dir.write_job(spec)
     run_dir.write_orchestrator(OrchestratorBeat(time=1.0, seq=1))
-    limits = AttemptLimits(rate_dph=3600.0, billed_since=time.time(), max_cost_usd=7.0)
+    limits = AttemptLimits(rate_dph=3600.0, billed_since=time.time(), max_cost_usd=10.0)
     proc = tools.start_worker(
         run_dir.url, 1, env={"CONTAINER_ID": "55", "CONTAINER_API_KEY": "k", **limits.environ()}
     )
@@ -174,11 +175,11 @@ def test_a_silent_orchestrator_is_outlasted_and_the_cost_cap_ends_the_attempt(
     assert result is not None
     assert result.status is ResultStatus.BUDGET_EXCEEDED
     assert result.reason is not None
-    assert "it may spend $7.0000" in result.reason
+    assert "it may spend $10.0000" in result.reason
     assert [r[1] for r in fake_vast.requests] == ["/api/v0/instances/55/"]
     log = run_dir.read_log(1).decode()
     assert "backstop: deadline in 3" in log
-    assert "cost cap $7.0000 at 3600 $/h" in log
+    assert "cost cap $10.0000 at 3600 $/h" in log
     assert "running on within the job's limits until it is back" in log
 
 

@@ -54,11 +54,13 @@ from vastkit.worker._protocol import (
 from vastkit.worker._transfers import fetch_inputs, upload_job_outputs
 
 __all__ = [
+    "SELF_DESTROY_STATUSES",
     "LivenessWatch",
     "Worker",
     "attempt_outcome",
     "backstop_reason",
     "destroy_self",
+    "limits_summary",
     "main",
 ]
 
@@ -67,6 +69,11 @@ logger = logging.getLogger("vastkit.worker")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_WORKER_ERROR = 2
+
+SELF_DESTROY_STATUSES = frozenset(
+    {ResultStatus.ABANDONED, ResultStatus.TIMED_OUT, ResultStatus.BUDGET_EXCEEDED}
+)
+"""The attempt ends that the worker's backstop began: it destroys its own instance after them."""
 
 
 def backstop_reason(
@@ -139,6 +146,7 @@ class LivenessWatch:
     def __init__(self, started_at: float) -> None:
         self._last_key: tuple[int, float] | None = None
         self._last_change = started_at
+        self._away = False
 
     def observe(self, beat: OrchestratorBeat | None, now: float) -> None:
         """Record what ``orchestrator.json`` holds now."""
@@ -152,6 +160,33 @@ class LivenessWatch:
     def silent_for(self, now: float) -> float:
         """Seconds since the last sign of life."""
         return max(0.0, now - self._last_change)
+
+    def away_change(self, silent_for: float, timeout: float | None) -> str | None:
+        """A note when the orchestrator just went away (silent past ``timeout``) or came back."""
+        away = timeout is not None and silent_for >= timeout
+        was, self._away = self._away, away
+        if away and not was:
+            return (
+                f"no sign of the orchestrator for {silent_for:.0f} s: running on within the "
+                "job's limits until it is back"
+            )
+        if was and not away:
+            return "the orchestrator is back"
+        return None
+
+
+def limits_summary(settings: AttemptSettings, limits: AttemptLimits | None, now: float) -> str:
+    """The worker's note of what bounds the attempt while the orchestrator is away."""
+    parts = []
+    if settings.deadline is not None:
+        parts.append(f"deadline in {settings.deadline - now:.0f} s")
+    if limits is not None:
+        parts.append(f"cost cap ${limits.max_cost_usd:.4f} at {limits.rate_dph:g} $/h")
+    if settings.away_limit is not None:
+        parts.append(f"orchestrator silence of {settings.away_limit:g} s")
+    if not parts and settings.orchestrator_timeout is not None:
+        parts.append(f"orchestrator silence of {settings.orchestrator_timeout:g} s")
+    return "backstop: " + (", ".join(parts) if parts else "none (nothing bounds the cost)")
 
 
 def destroy_self(
@@ -348,7 +383,6 @@ class Worker:
         self._input_env: dict[str, str] = {}
         self._stop_began: float | None = None
         self._limits: AttemptLimits | None = None
-        self._away = False
         inputs = inputs_dir or self.environ.get(ENV_INPUTS_DIR)
         self.inputs_dir = Path(inputs) if inputs else Path(tempfile.gettempdir()) / "vastkit-inputs"
 
@@ -408,7 +442,7 @@ class Worker:
             self._finish(None, ResultStatus.FAILED, reason)
             return EXIT_WORKER_ERROR
         settings = spec.attempt
-        self._note_limits(spec)
+        self.note(limits_summary(settings, self._limits, self.clock.now()))
         liveness = LivenessWatch(started)
         if self._stop_requested.is_set():
             why = f"{self._stop_signal} before the command started"
@@ -424,11 +458,7 @@ class Worker:
         exit_code = self._supervise(self._proc, spec, liveness)
         status, reason = attempt_outcome(exit_code, self._stop_status, self._stop_reason)
         self.note(f"attempt {self.attempt} ended: {status.value} ({reason})")
-        backstop = status in (
-            ResultStatus.ABANDONED,
-            ResultStatus.TIMED_OUT,
-            ResultStatus.BUDGET_EXCEEDED,
-        )
+        backstop = status in SELF_DESTROY_STATUSES
         if backstop:
             self.note(f"BACKSTOP: destroying this instance ({reason})", level=logging.WARNING)
         self._upload_outputs(spec, cwd, settings.grace_period)
@@ -624,33 +654,6 @@ class Worker:
         self._kill_at = self.clock.now() + grace
         self._heartbeat(message=reason)
 
-    def _note_limits(self, spec: JobSpec) -> None:
-        """Say which limits bound this attempt while the orchestrator is away."""
-        settings, limits = spec.attempt, self._limits
-        parts = []
-        if settings.deadline is not None:
-            parts.append(f"deadline in {settings.deadline - self.clock.now():.0f} s")
-        if limits is not None:
-            parts.append(f"cost cap ${limits.max_cost_usd:.4f} at {limits.rate_dph:g} $/h")
-        if settings.away_limit is not None:
-            parts.append(f"orchestrator silence of {settings.away_limit:g} s")
-        if not parts and settings.orchestrator_timeout is not None:
-            parts.append(f"orchestrator silence of {settings.orchestrator_timeout:g} s")
-        self.note("backstop: " + (", ".join(parts) if parts else "none (nothing bounds the cost)"))
-
-    def _note_away(self, silent_for: float, timeout: float | None) -> None:
-        """Note once when the orchestrator goes away and once when it is back."""
-        away = timeout is not None and silent_for >= timeout
-        if away and not self._away:
-            self.note(
-                f"no sign of the orchestrator for {silent_for:.0f} s: running on within the "
-                "job's limits until it is back",
-                level=logging.WARNING,
-            )
-        elif self._away and not away:
-            self.note("the orchestrator is back")
-        self._away = away
-
     def _check_signals(self, liveness: LivenessWatch, settings: AttemptSettings) -> None:
         """Look at cancel.json, orchestrator.json, the deadline and the cost; stop if needed."""
         if self._stop_status is not None:
@@ -672,7 +675,9 @@ class Worker:
         except Exception as exc:
             logger.warning("could not read orchestrator.json: %s", exc)
         silent_for = liveness.silent_for(now)
-        self._note_away(silent_for, settings.orchestrator_timeout)
+        change = liveness.away_change(silent_for, settings.orchestrator_timeout)
+        if change is not None:
+            self.note(change, level=logging.WARNING)
         decision = backstop_reason(
             now=now,
             deadline=settings.deadline,
