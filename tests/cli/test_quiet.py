@@ -5,6 +5,7 @@ cut, retries below WARNING, one summary per command, totals that add up, and
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from rich.console import Console
 
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest
+from vastkit.cli._main import _logging_to
 from vastkit.cli._output import Out
 from vastkit.cost_report import rounded_parts
 from vastkit.emulator import Emulator
@@ -247,3 +249,20 @@ def test_queue_status_without_a_ledger_creates_none(cli: Cli, ledger_path: Path)
     assert result.code == 0, result.err
     assert result.out.startswith("0 running, 0 queued; spent $0.0000 so far")
     assert not ledger_path.exists()
+
+
+def test_launch_prints_each_job_event_once() -> None:
+    """``launch`` prints the job's events itself; the orchestrator's log record of the same
+    event (an outbid is a WARNING) is not printed a second time, other warnings still are."""
+    jobs, other = logging.getLogger("vastkit.jobs"), logging.getLogger("vastkit.jobs.watch")
+    for narrated in (True, False):
+        stream = io.StringIO()
+        with _logging_to(stream, None, narrated=narrated):
+            jobs.warning("%s: %s", "run-1", "instance 7 on machine 9 was outbid")
+            other.warning("could not read the heartbeat: %s", "timeout")
+        lines = stream.getvalue().splitlines()
+        assert (
+            lines[-1]
+            == "vastkit: WARNING: vastkit.jobs.watch: could not read the heartbeat: timeout"
+        )
+        assert len(lines) == (1 if narrated else 2)

@@ -85,14 +85,32 @@ class _RetriesBelowWarning(logging.Filter):
         return not (record.name in _RETRY_LOGGERS and "; retry " in str(record.msg))
 
 
+class _EventsPrintedOnce(logging.Filter):
+    """Drops the log record of each job event while ``vastkit launch`` prints the events.
+
+    The orchestrator both logs an event (an outbid, an attempt's end: WARNING) and hands it to
+    ``on_event``, which ``launch`` prints; without this filter each would appear twice. Such
+    records carry ``vastkit_event`` (or, from an orchestrator that does not set it yet, are
+    ``vastkit.jobs``'s ``"%s: %s"`` of run id and message).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "vastkit_event", None) is not None:
+            return False
+        return not (record.name == "vastkit.jobs" and record.msg == "%s: %s")
+
+
 @contextlib.contextmanager
-def _logging_to(stream: IO[str], level: str | None) -> Iterator[None]:
-    """Send vastkit's log records to ``stream`` for the duration of the command."""
+def _logging_to(stream: IO[str], level: str | None, *, narrated: bool) -> Iterator[None]:
+    """Send vastkit's log records to ``stream`` for the duration of the command (less the job
+    events' records when the command prints the events itself: ``narrated``)."""
     log = logging.getLogger("vastkit")
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("vastkit: %(levelname)s: %(name)s: %(message)s"))
     handler.setLevel(getattr(logging, (level or "warning").upper()))
     handler.addFilter(_RetriesBelowWarning(handler.level))
+    if narrated:
+        handler.addFilter(_EventsPrintedOnce())
     old_level = log.level
     log.addHandler(handler)
     if level is not None:
@@ -109,7 +127,8 @@ def _run(ctx: Context, stderr: IO[str]) -> int:
     level = ctx.opt("log_level")
     if level is None and ctx.args.command == "demo":
         level = "error"  # the demo narrates every event itself; warnings would repeat it
-    with _logging_to(stderr, level):
+    narrated = ctx.args.command == "launch" and not ctx.opt("detach", False)
+    with _logging_to(stderr, level, narrated=narrated):
         try:
             return int(ctx.args.handler(ctx))
         finally:
