@@ -19,6 +19,7 @@ from vastkit.jobs.reactions import Act, Timers
 from vastkit.jobs.state import AttemptOver, LiveAttempt
 from vastkit.rundir import (
     Heartbeat,
+    Phase,
     ResultStatus,
 )
 
@@ -286,19 +287,24 @@ def _stopped_since(
     """When a container last seen running stopped, if its worker says so; else None.
 
     Read only on the poll that first sees the change: the attempt's ``result.json`` (the worker
-    writes it as its last act before it exits) dates the stop, clamped between the attempt's
-    last sample and now. Without a result (a crash, a preemption) the poll dates it: counting
-    a little more rather than less.
+    writes it as its last act before it exits), else a "stopping" heartbeat (written from the
+    SIGTERM of a stop on), dates the stop, clamped between the attempt's last sample and now.
+    Without either (a crash, a kill) the poll dates it: counting a little more, never less.
     """
     if live.state is not InstanceState.RUNNING or view.state is InstanceState.RUNNING:
         return None
     try:
         ended = runner.rundir.read_attempt_result(live.number)
+        if ended is not None and live.recorded_at < ended.ended_at < now:
+            return ended.ended_at
+        # Stopped under the worker (outbid): its heartbeat says "stopping" from the SIGTERM
+        # on, never before the stop, so its time is an upper bound on when billing ended.
+        beat = runner.rundir.read_heartbeat(live.number)
     except (JobError, OSError):
         return None
-    if ended is None or not live.recorded_at < ended.ended_at < now:
-        return None
-    return ended.ended_at
+    if beat is not None and beat.phase is Phase.STOPPING and live.recorded_at < beat.time < now:
+        return beat.time
+    return None
 
 
 def _running_since(live: LiveAttempt, view: InstanceInfo, now: float) -> float | None:
