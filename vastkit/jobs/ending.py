@@ -124,6 +124,8 @@ def end_from_result(runner: JobRunner, final: AttemptResult) -> tuple[JobStatus,
         return "cancelled", final.reason or "cancelled"
     if status is ResultStatus.TIMED_OUT:
         return "timed_out", final.reason or "the job's deadline passed"
+    if status is ResultStatus.BUDGET_EXCEEDED:  # the worker's own cap, while we were away
+        return "budget_exceeded", final.reason or "the attempt's cost cap was reached"
     runner.user_errors += 1
     if runner.user_errors > runner.job.restarts_on_error:
         return "failed", final.reason or "the command failed"
