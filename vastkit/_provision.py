@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from vastkit.access import AccessPlan, RentalAccess, attach_quietly
+from vastkit.access import AccessPlan, RentalAccess, attach_quietly, direct_only_where_open
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest, InstanceInfo, InstanceState, Offer
 from vastkit.clock import Clock
@@ -68,7 +68,6 @@ __all__ = [
     "PhaseWaiter",
     "Provisioner",
     "destroy_confirmed",
-    "direct_only_where_open",
     "phase_of",
 ]
 
@@ -439,28 +438,6 @@ def _destroy_may_succeed_later(exc: Exception) -> bool:
     return isinstance(exc, _StillListed | APIError)
 
 
-def direct_only_where_open(runtype: str | None, offer: Offer) -> str | None:
-    """``runtype`` without its direct modes when the offer's host has no open ports.
-
-    Direct SSH and Jupyter need ports on the host's router (``direct_port_count``); on a host
-    without them Vast can only give the proxied modes, as the official CLI's ``--direct`` also
-    assumes. ``"ssh_direc ssh_proxy"`` becomes ``"ssh_proxy"``; a runtype with only direct modes
-    falls back to their proxied twins.
-    """
-    if runtype is None or (offer.direct_port_count or 0) > 0:
-        return runtype
-    modes = runtype.split()
-    kept = [m for m in modes if not m.endswith(("_direc", "_direct"))]
-    if kept == modes:
-        return runtype
-    for mode in modes:
-        if mode.endswith(("_direc", "_direct")):
-            proxied = mode.rsplit("_", 1)[0] + "_proxy"
-            if proxied not in kept:
-                kept.append(proxied)
-    return " ".join(kept)
-
-
 class CreateFailureKind(enum.StrEnum):
     """Why a create rented nothing (or only a contract that was destroyed at once)."""
 
@@ -578,14 +555,15 @@ class Provisioner:
             blocked: Machines to leave out (default: :meth:`blocked_machines`).
 
         Raises:
-            NoOfferError: No offer qualifies.
+            NoOfferError: No offer qualifies (one relaxed search says what would rent).
             APIError: The search failed.
         """
         self.access.resolve()  # a wrong key file fails here, before any API call
         if blocked is None:
             blocked = self.blocked_machines()
         offers = self.client.search_offers(build_query(profile))
-        return list(select_offers(profile, offers, now=self.clock.now(), blocked=blocked))
+        now, search = self.clock.now(), self.client.search_offers  # search: "what would rent"
+        return list(select_offers(profile, offers, now=now, blocked=blocked, search=search))
 
     def is_blocked(self, machine_id: int) -> bool:
         """Whether ``machine_id`` is blocked in the ledger now (maybe by another process)."""

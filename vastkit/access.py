@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from vastkit._settings import SettingValues, read_settings
+from vastkit.api.models import Offer
 from vastkit.api.ssh import (
     DEFAULT_KEY_FILES,
     SSH_KEY_ENV,
@@ -53,6 +54,7 @@ __all__ = [
     "RegistryLogin",
     "RentalAccess",
     "attach_quietly",
+    "direct_only_where_open",
     "image_registry",
     "resolve_access",
 ]
@@ -318,3 +320,25 @@ class AccessPlan:
         if login is None or request.image_login is not None:
             return request
         return attrs.evolve(request, image_login=login.argument(request.image))
+
+
+def direct_only_where_open(runtype: str | None, offer: Offer) -> str | None:
+    """``runtype`` without its direct modes when the offer's host has no open ports.
+
+    Direct SSH and Jupyter need ports on the host's router (``direct_port_count``); on a host
+    without them Vast can only give the proxied modes, as the official CLI's ``--direct`` also
+    assumes. ``"ssh_direc ssh_proxy"`` becomes ``"ssh_proxy"``; a runtype with only direct modes
+    falls back to their proxied twins.
+    """
+    if runtype is None or (offer.direct_port_count or 0) > 0:
+        return runtype
+    modes = runtype.split()
+    kept = [m for m in modes if not m.endswith(("_direc", "_direct"))]
+    if kept == modes:
+        return runtype
+    for mode in modes:
+        if mode.endswith(("_direc", "_direct")):
+            proxied = mode.rsplit("_", 1)[0] + "_proxy"
+            if proxied not in kept:
+                kept.append(proxied)
+    return " ".join(kept)

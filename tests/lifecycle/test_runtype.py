@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from tests._support.api_factories import offer_json
-from vastkit._provision import Provisioner, direct_only_where_open
+from vastkit._provision import Provisioner
+from vastkit.access import direct_only_where_open
 from vastkit.api import CreateInstanceRequest
 from vastkit.api._converter import structure
 from vastkit.api.models import CreatedInstance, Offer
