@@ -45,7 +45,7 @@ def test_a_disk_no_offer_can_price_under_max_dph_rents_nothing(world: World) -> 
     world.workers(total_steps=20)
     job = world.make_job(profile=ON_DEMAND, disk_gb=2000, outbid=OutbidPolicy.give_up())
 
-    with pytest.raises(NoOfferError, match="0 of 0 offers"):
+    with pytest.raises(NoOfferError, match=r"no RTX 4090 at <= \$0.4/h on demand; cheapest is"):
         world.run(job)
     assert creates(world) == 0
     assert world.emu.instances == []
@@ -71,3 +71,26 @@ def test_the_preflight_prices_the_jobs_disk(world: World) -> None:
         world.make_job(profile=ON_DEMAND, outbid=OutbidPolicy.give_up()), budgets=budgets
     )
     assert fits.status == "succeeded", fits.summary()
+
+
+def test_the_worker_is_told_what_the_attempt_may_spend(world: World) -> None:
+    """The rate, the create time and what the job's cap leaves travel in the instance's env, so
+    the worker can keep the attempt within the cap while the orchestrator is away (issue 17)."""
+    from vastkit.rundir import AttemptLimits
+
+    seen: list[AttemptLimits | None] = []
+    fleet = world.workers(total_steps=20)
+
+    def look(now: float) -> None:
+        fleet(now)
+        for view in world.emu.instances:
+            seen.append(AttemptLimits.from_environ(view.env))
+
+    world.clock.hook = look
+    result = world.run(world.make_job(profile=ON_DEMAND, max_cost_usd=20.0))
+    assert result.status == "succeeded", result.summary()
+    limits = next(x for x in seen if x is not None)
+    (attempt,) = result.attempts
+    assert limits.rate_dph == pytest.approx(attempt.dph_total)
+    assert 0 < limits.max_cost_usd <= 20.0
+    assert limits.billed_since == pytest.approx(attempt.created_at, abs=60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from vastkit.jobs.state import JobEnded, LiveAttempt
 from vastkit.labels import make_label
 from vastkit.money import ContractPrice, CostMeter, hourly_rate
 from vastkit.rundir import (
+    AttemptLimits,
     AttemptSettings,
     JobSpec,
     make_bundle,
@@ -268,6 +270,12 @@ def try_offer(runner: JobRunner, candidate: Candidate) -> bool:
     bid = candidate.bid
     price = ContractPrice.from_offer(offer, disk_gb=runner.disk_gb, bid=bid)
     env: dict[str, str] = {}
+    left, _ = runner.guard.remaining()
+    if math.isfinite(left):  # the worker keeps the attempt within the cap while we are away
+        limits = AttemptLimits(
+            rate_dph=price.dph_total, billed_since=runner.clock.now(), max_cost_usd=max(left, 0.0)
+        )
+        env.update(limits.environ())
     if runner.job.storage_options:
         env["VASTKIT_STORAGE_OPTIONS"] = json.dumps(
             dict(runner.job.storage_options), separators=(",", ":")
