@@ -28,6 +28,7 @@ from vastkit._provision import (
     InstanceTimeouts,
     Provisioner,
 )
+from vastkit.access import AccessPlan
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest, InstanceInfo, InstanceState
 from vastkit.budget import BudgetGuard
@@ -199,6 +200,7 @@ class RentalBase:
     _clock: Clock
     _ledger: Ledger | None
     _budget: BudgetGuard | None
+    _access: AccessPlan
 
     def _init_rental(self) -> None:
         self._attempt_no = 0
@@ -221,19 +223,7 @@ class RentalBase:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _emit(self, kind: str, message: str, *, state: InstanceState | None = None) -> None:
-        view = self._view
-        candidate = self._candidate
-        event = InstanceEvent(
-            kind=kind,
-            message=message,
-            time=self._clock.now(),
-            run_id=self.run_id,
-            attempt=self._attempt_no or None,
-            instance_id=view.id if view is not None else None,
-            offer_id=candidate.offer.id if candidate is not None else None,
-            machine_id=candidate.offer.machine_id if candidate is not None else None,
-            state=state if state is not None else (view.state if view is not None else None),
-        )
+        event = _event(self, kind, message, state)
         logger.info("%s: %s", self.run_id, message)
         if self._on_event is not None:
             self._on_event(event)
@@ -256,6 +246,7 @@ class RentalBase:
                 destroy_deadline=self.timeouts.destroy,
                 create_retries=self.timeouts.create_retries,
                 retry_interval=self.timeouts.poll_interval,
+                access=self._access,
             )
         return self._engine
 
@@ -298,6 +289,9 @@ class RentalBase:
         self._progress = Progress(self._progress_setting)
         ledger = self._get_ledger()
         engine = self._provisioner()
+        access = engine.access.resolve()  # a wrong key file fails before any API call
+        if access.public_key is None:
+            self._emit("no_ssh_key", access.missing)
         profile = self.profile
         if self.reconcile_on_enter:
             self._status(f"{profile.name}: reconciling instances left by earlier runs")
@@ -641,3 +635,21 @@ def _destroy_live_instances_at_exit() -> None:
             inst.destroy(reason="interpreter_exit")
         except Exception:
             logger.exception("could not destroy instance of run %s at exit", inst.run_id)
+
+
+def _event(
+    rental: RentalBase, kind: str, message: str, state: InstanceState | None
+) -> InstanceEvent:
+    """The :class:`InstanceEvent` for what just happened to ``rental``."""
+    view, candidate = rental._view, rental._candidate
+    return InstanceEvent(
+        kind=kind,
+        message=message,
+        time=rental._clock.now(),
+        run_id=rental.run_id,
+        attempt=rental._attempt_no or None,
+        instance_id=view.id if view is not None else None,
+        offer_id=candidate.offer.id if candidate is not None else None,
+        machine_id=candidate.offer.machine_id if candidate is not None else None,
+        state=state if state is not None else (view.state if view is not None else None),
+    )

@@ -32,6 +32,7 @@ from vastkit._rental import (
     Stage,
     live_instances,
 )
+from vastkit.access import AccessPlan, RegistryLogin
 from vastkit.api.client import Client
 from vastkit.api.models import InstanceInfo, InstanceState, Offer, PortBinding
 from vastkit.budget import BudgetGuard
@@ -127,8 +128,9 @@ class Instance(RentalBase):
             its per-instance key at the profile's max duration and, with ``keepalive_s``, once
             this process stops renewing its keepalive (see :mod:`vastkit._keepalive`).
         keepalive_s: Seconds without a renewal after which the backstop destroys the instance.
-        keepalive_url: The store folder of the keepalive (local, S3 or GCS).
-        storage_options: fsspec options for ``keepalive_url``.
+        keepalive_url: The keepalive's store folder; ``storage_options``: its fsspec options.
+        ssh_key: The public key to attach, a ``.pub`` file or the key line (default: see
+            :mod:`vastkit.access`); ``image_login``: a private image's registry login.
 
     Raises:
         ConfigError: The profile cannot be found or loaded, or no API key is configured.
@@ -163,8 +165,11 @@ class Instance(RentalBase):
         keepalive_s: float | None = None,
         keepalive_url: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        ssh_key: str | os.PathLike[str] | None = None,
+        image_login: RegistryLogin | str | None = None,
     ) -> None:
         self._backstop = RentalBackstop(backstop, keepalive_s, keepalive_url, storage_options)
+        self._access = AccessPlan(ssh_key=ssh_key, image_login=image_login)
         if isinstance(max_offers, bool) or not isinstance(max_offers, int) or max_offers < 1:
             raise ValueError(f"max_offers must be a positive integer (got {max_offers!r})")
         resolved = _resolve_profile(profile)
@@ -172,7 +177,6 @@ class Instance(RentalBase):
             # offers are searched, priced and capped with the disk actually rented
             resolved = attrs.evolve(resolved, disk_gb=float(disk_gb))
         self.profile: GpuProfile = resolved
-        """The profile this instance was rented for (with ``disk_gb`` applied)."""
         self.image = image or self.profile.image or DEFAULT_IMAGE
         self.disk_gb = self.profile.disk_gb
         self.env: dict[str, str] = dict(env or {})

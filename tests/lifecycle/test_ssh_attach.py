@@ -173,3 +173,18 @@ def test_no_access_on_purpose_sends_no_attach(
     instance_id = _rent(engine)
     assert emu.instance(instance_id).ssh_keys == ()
     engine.destroy(instance_id)
+
+
+def test_an_instance_takes_its_own_key_and_a_bad_one_fails_before_any_api_call(
+    home: Path, emu: Emulator, make: Callable[..., Instance]
+) -> None:
+    key = make_key("argument")
+    with make(ssh_key=key) as inst:
+        assert emu.instance(inst.id).ssh_keys == (key,)
+    bad = home / "bad.pub"
+    bad.write_text("not a key at all\n", encoding="utf-8")
+    before = len(emu.requests)
+    with pytest.raises(ConfigError) as caught, make(ssh_key=str(bad)):
+        pass
+    assert caught.value.path == str(bad)
+    assert len(emu.requests) == before  # not even the reconcile before renting
