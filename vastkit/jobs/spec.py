@@ -62,7 +62,7 @@ class JobTimeouts:
     not numbers); ``max_duration`` and ``orchestrator_timeout`` may be ``None``. Two rules bind
     fields together: ``heartbeat_stale`` is longer than ``heartbeat_interval``, and
     ``orchestrator_timeout`` longer than two ``poll_interval``s (the orchestrator shows it is
-    alive once a poll; a worker that hears nothing for that long destroys its own instance).
+    alive once a poll; a worker that hears nothing for that long notes it away).
 
     Raises:
         ConfigValueError: A value out of range (a ``ConfigError`` and a ``ValueError``).
@@ -100,7 +100,9 @@ class JobTimeouts:
     worker_grace: float = attrs.field(default=30.0)
     """How long the command gets to save after SIGTERM before the worker kills it."""
     orchestrator_timeout: float | None = attrs.field(default=900.0)
-    """Silence of the orchestrator after which the worker destroys its own instance."""
+    """Silence of the orchestrator after which the worker counts it away: the attempt runs on
+    within the job's own limits (its deadline and cost cap, which the worker enforces and then
+    destroys its own instance); only an attempt with neither ends here, ``abandoned``."""
     log_flush_seconds: float = attrs.field(default=5.0)
     """How often the worker uploads the command's output."""
 
