@@ -94,3 +94,17 @@ def test_the_worker_is_told_what_the_attempt_may_spend(world: World) -> None:
     assert limits.rate_dph == pytest.approx(attempt.dph_total)
     assert 0 < limits.max_cost_usd <= 20.0
     assert limits.billed_since == pytest.approx(attempt.created_at, abs=60)
+
+
+def test_a_jobs_summary_adds_up(world: World) -> None:
+    """The parts shown add up to the total shown (was: cost $0.0009 = GPU $0.0009 + storage
+    $0.0001, each rounded on its own)."""
+    import re
+
+    world.workers(total_steps=20)
+    result = world.run(world.make_job(profile=ON_DEMAND))
+    line = result.summary().splitlines()[1]
+    total, *parts = (float(x) for x in re.findall(r"\$(\d+\.\d{4})", line))
+    assert len(parts) >= 2
+    assert sum(parts) == pytest.approx(total, abs=1e-9)
+    assert total == pytest.approx(result.total_cost_usd, abs=1e-4)

@@ -175,10 +175,18 @@ class JobResult:
 
     def summary(self) -> str:
         """A few lines for people."""
+        from vastkit.cost_report import rounded_parts
+
+        other = max(self.total_cost_usd - self.cost.total_usd, 0.0)  # billed traffic
+        (gpu, storage, traffic), total = rounded_parts(
+            [self.cost.gpu_usd, self.cost.storage_usd, other]
+        )
+        parts = f"GPU ${gpu:.4f}, storage ${storage:.4f}" + (
+            f", traffic ${traffic:.4f}" if traffic else ""
+        )
         lines = [
             f"job {self.name!r} ({self.run_id}): {self.status} - {self.reason}",
-            f"  cost ${self.total_cost_usd:.4f} (GPU ${self.cost.gpu_usd:.4f}, storage "
-            f"${self.cost.storage_usd:.4f}) over {len(self.attempts)} attempt(s)",
+            f"  cost ${total:.4f} ({parts}) over {len(self.attempts)} attempt(s)",
         ]
         for a in self.attempts:
             where = f"machine {a.machine_id}" if a.machine_id is not None else "no machine"
