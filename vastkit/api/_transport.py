@@ -600,15 +600,16 @@ class Transport:
     def _note_retry(
         self, error: Exception, retry: int, wait: float, *, method: str, path: str, endpoint: str
     ) -> None:
-        """Count and log a retry; after a 429, keep every caller of ``endpoint`` away as long."""
+        """Count and log a retry (INFO: a retry that fails for good raises); after a 429, keep
+        every caller of ``endpoint`` away as long."""
         if isinstance(error, APIStatusError):
             status = error.status_code
-            logger.warning("%s %s -> %d; retry %d in %.2fs", method, path, status, retry, wait)
+            logger.info("%s %s -> %d; retry %d in %.2fs", method, path, status, retry, wait)
             if status == 429:
                 self._push_back(endpoint, wait)
         else:
             cause = type(error.__cause__ or error).__name__
-            logger.warning("%s %s failed (%s); retry %d in %.2fs", method, path, cause, retry, wait)
+            logger.info("%s %s failed (%s); retry %d in %.2fs", method, path, cause, retry, wait)
         self.stats._add(self.stats.retries, endpoint)
         self.stats._add(self.stats.waited, endpoint, wait)
 

@@ -102,7 +102,7 @@ def destroy(
         ended_at=gone_at,
         end_reason=reason,
         cost_usd=cost,
-        last_step=live.last_step,
+        last_step=_last_step(runner, live),
         checkpoint_step=live.checkpoint_step,
     )
     if runner.live is live:
@@ -249,3 +249,17 @@ def outputs(runner: JobRunner) -> tuple[OutputFile, ...]:
     except Exception as exc:  # listing outputs is informative only
         logger.warning("could not read the outputs listing: %s", exc)
         return ()
+
+
+def _last_step(runner: JobRunner, live: LiveAttempt) -> int | None:
+    """The furthest step the attempt is known to have reached: its last polled heartbeat, its
+    result (written after that poll) or a checkpoint it committed, whichever is highest."""
+    final = (
+        runner.final if runner.final is not None and runner.final.attempt == live.number else None
+    )
+    steps = [
+        s
+        for s in (live.last_step, final.step if final else None, live.checkpoint_step)
+        if s is not None
+    ]
+    return max(steps) if steps else None

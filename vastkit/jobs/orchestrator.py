@@ -167,7 +167,7 @@ class JobRunner:
             machine_id=live.machine_id if live is not None else None,
             step=step,
         )
-        logger.log(level, "%s: %s", self.run_id, message)
+        logger.log(level, "%s: %s", self.run_id, message, extra={"vastkit_event": kind})
         self.progress.update(message)
         if self._on_event is not None:
             self._on_event(event)
