@@ -168,3 +168,16 @@ def test_the_ssh_key_and_registry_login_are_reported(
     assert items["registry"]["status"] == "fail"
     assert "registry_user is not set" in items["registry"]["detail"]
     assert token not in result.out
+
+
+def test_doctor_piped_prints_plain_lines_not_a_box_table(
+    cli: Cli, emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VASTKIT_CONFIG", str(_config(tmp_path, emu)))
+    result = cli("doctor", "--no-worker-probe", url=False)
+    assert result.code == 0, result.out
+    assert result.out.startswith("vastkit check (environment 'dev'")
+    assert not any(ch in result.out for ch in "┏┃━│─╭╰")
+    items = result.out.splitlines()[1:]
+    assert items
+    assert all(line.startswith("  ") for line in items)

@@ -54,6 +54,8 @@ def _cmd_doctor(ctx: Context) -> int:
     )
     if ctx.out.json_mode:
         ctx.out.line(report.to_json())
-    else:
+    elif ctx.out.terminal:
         report.render(ctx.out.console)
+    else:  # piped: plain lines, as every command
+        ctx.out.line(report.to_text())
     return ExitCode.OK if report.ok else ExitCode.ERROR
