@@ -110,7 +110,7 @@ def test_a_list_of_words_is_joined() -> None:
         ("gpu_name>=any", "Wildcard"),
         ("gpu_ram>=lots", "needs a number"),
         ("gpu_ram in [1,2]", "needs a number"),
-        ("driver_version>=5x.1", "dotted number"),
+        ("driver_version>=5x.1", "three-part version"),
         ("num_gpus>=1 (", "Unconsumed"),
         ("num_gpus ~ 2", "Unknown operator"),
     ],
@@ -359,10 +359,10 @@ def test_issue16_non_finite_numbers_are_refused_naming_the_fragment(
         ("num_gpus", "Unknown operator ''", "num_gpus"),
         ("num_gpus=>2", "Unknown operator '=>'", "num_gpus=>2"),
         ("num_gpus>=1 (((", "Unconsumed text", "((("),
-        ("driver_version>=5x.1", "dotted number", "5x.1"),
+        ("driver_version>=5x.1", "three-part version", "5x.1"),
         ("driver_version>=" + "9" * 5000, "not a finite number", "driver_version>=" + "9" * 5000),
-        ("driver_version>=1." + "9" * 5000, "dotted number", "1." + "9" * 5000),
-        ("driver_version>=1.\u0662", "dotted number", "1.\u0662"),
+        ("driver_version>=1." + "9" * 5000, "three-part version", "1." + "9" * 5000),
+        ("driver_version>=1.\u0662", "three-part version", "1.\u0662"),
         ("gpu_ram>=lots", "needs a number", "gpu_ram>=lots"),
         ('gpu_name="', "blank", 'gpu_name="'),
     ],
@@ -396,3 +396,43 @@ def test_issue16_a_bad_operator_names_the_fragment_as_written() -> None:
         parse_query(text)
     assert info.value.fragment is not None
     assert info.value.fragment in text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "driver_version>=535.86.05",
+        "driver_version>=535..05",
+        "driver_version<1000.1.1",
+        "driver_version>=550.54",
+        "driver_version>=0.0.0",
+        "driver_version>=5a.1.1",
+        "driver_version=535",
+    ],
+)
+def test_issue17_driver_version_reads_as_the_official_parser_reads_it(text: str) -> None:
+    """Equal to vastai 1.9.1's parse_query: a value it accepts is the same number here; a value
+    it refuses (two parts, 0.0.0, non-digits) is a QueryError here (was: 550.54 -> 550054,
+    matching every real driver, 535..05 refused, 0.0.0 -> 0)."""
+    import contextlib
+    import io
+
+    official = pytest.importorskip("vastai.api.query")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            theirs: Any = official.parse_query(
+                text, {}, official.offers_fields, official.offers_alias, official.offers_mult
+            )
+    except (ValueError, TypeError, AttributeError):
+        theirs = None
+    if theirs is None:
+        with pytest.raises(QueryError):
+            parse_query(text)
+    else:
+        assert parse_query(text)["driver_version"] == theirs["driver_version"]
+
+
+def test_issue17_driver_version_lists_convert_every_version() -> None:
+    """The official parser crashes on a list (AttributeError on an int); each version is read."""
+    got = parse_query("driver_version in [535.86.05,550.54.15]")
+    assert got["driver_version"] == {"in": [535086005, 550054015]}

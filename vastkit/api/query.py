@@ -159,15 +159,25 @@ def _finite(value: Any, fragment: str) -> Any:
 
 
 def _numeric_version(text: str) -> int:
-    """``"535.86.05"`` -> ``535086005`` (each part zero-padded to three digits)."""
+    """``"535.86.05"`` -> ``535086005``, exactly as the official CLI reads a driver version.
+
+    Three parts, each zero-padded to three digits (an empty part pads to ``000``: ``535..05``
+    is ``535000005``; a longer part is kept whole). Two parts (``550.54``, which would match
+    every real driver), non-digits, or a version that reads as 0 (``0.0.0``) are refused, as
+    the official parser refuses them ("Value cannot be blank").
+    """
     parts = text.split(".")
-    if not all(part.isascii() and part.isdigit() and len(part) <= 3 for part in parts) or (
-        len(parts) > 4
+    if len(parts) != 3 or not all(
+        p == "" or (p.isascii() and p.isdigit() and len(p) <= 9) for p in parts
     ):
         raise QueryError(
-            f"driver_version {text!r} is not a dotted number like 535.86.05", fragment=text
+            f"driver_version {_clip(text)} is not a three-part version like 535.86.05",
+            fragment=text,
         )
-    return int("".join(part.zfill(3) for part in parts))
+    value = int("".join(part.zfill(3) for part in parts))
+    if value == 0:
+        raise QueryError(f"driver_version {_clip(text)} reads as 0: not a version", fragment=text)
+    return value
 
 
 def parse_query(text: str | Sequence[str], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -224,10 +234,13 @@ def parse_query(text: str | Sequence[str], base: Mapping[str, Any] | None = None
                 "(operators: = == != > >= < <= eq neq gt gte lt lte in notin)",
                 fragment=fragment,
             )
-        if field == "driver_version" and isinstance(value, str) and "." in value:
-            value = _numeric_version(value)
         if op_name in _LIST_OPERATORS and isinstance(value, str):
             value = [item.strip() for item in value.split(",") if item.strip()]
+        if field == "driver_version":  # each version of a list too (the official CLI crashes)
+            if isinstance(value, list):
+                value = [_numeric_version(v) if "." in v else v for v in value]
+            elif isinstance(value, str) and "." in value:
+                value = _numeric_version(value)
         if value in ("", []):
             raise QueryError(
                 f"Value cannot be blank for field {raw_field!r} in query {text!r}",
@@ -244,7 +257,10 @@ def parse_query(text: str | Sequence[str], base: Mapping[str, Any] | None = None
         if isinstance(value, str):
             value = value.replace("_", " ").strip('"')
         elif isinstance(value, list):
-            value = [item.replace("_", " ").strip('"') for item in value]
+            value = [
+                item.replace("_", " ").strip('"') if isinstance(item, str) else item
+                for item in value
+            ]
         if value in ("", []):
             raise QueryError(
                 f"Value cannot be blank for field {raw_field!r} in query {text!r}",
