@@ -34,6 +34,7 @@ import contextlib
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import textwrap
@@ -406,8 +407,22 @@ class DocWorld:
         try:
             self.procs.close()
             self.emu.close()
+            kill_left_behind(self.root / "containers")
         finally:
             self.mp.undo()
+
+
+def kill_left_behind(containers: Path) -> None:
+    """Kill what the page's containers left running: the emulator's ProcessRunner signals an
+    instance's process group only while the onstart's bash lives, so the self-destroy backstop
+    an onstart starts in the background outlives an instance whose onstart ended (it would loop
+    until its deadline, hours away). Found by ``HOME``, which the runner sets to the
+    instance's folder."""
+    home = f"HOME={containers}{os.sep}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if any(v.startswith(home) for v in (proc / "environ").read_bytes().split(b"\0")):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------- collection
