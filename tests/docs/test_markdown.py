@@ -213,6 +213,10 @@ def check_install(command: str, page: str) -> None:
         assert not unknown, f"{word!r}: no extra {sorted(unknown)} in pyproject.toml"
 
 
+ASSIGNMENT = re.compile(r"""(?P<name>[A-Za-z_]\w*)=(\$\(.*\)|"[^"]*"|'[^']*'|[^\s"'$]\S*)""")
+"""A line that only sets a shell variable (not ``NAME=value cmd``)."""
+
+
 def evaluate_shell(example: Example) -> None:
     """Run a shell block's commands in the page's world (install lines are checked)."""
     world: DocWorld = example.namespace["__docworld__"]
@@ -234,6 +238,11 @@ def evaluate_shell(example: Example) -> None:
                 if re.search(r"(^|/)pip\s+wheel\b", command):
                     continue  # builds a wheel: nothing to install yet
                 check_install(command, page)
+                continue
+            if found := ASSIGNMENT.fullmatch(command):
+                # A shell variable for the block's next lines (``VERSION=$(...)``).
+                value = world.run_command(f'{command}; printf %s "${found["name"]}"')
+                world.export([f"{found['name']}={value}"])
                 continue
             if words[:1] == ["export"]:
                 world.export(re.sub(r"=<[^>]*>", "=<>", command).split()[1:])
