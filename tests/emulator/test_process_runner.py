@@ -189,3 +189,34 @@ def test_close_kills_processes_and_removes_its_own_root(clock: ManualClock) -> N
     assert not root.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_what_the_onstart_left_in_the_background_dies_with_the_container(
+    papi: tuple[CLI, Emulator], runner: ProcessRunner, clock: ManualClock
+) -> None:
+    """The onstart's bash exits at once, leaving a background loop (as a rental's backstop
+    does); destroying the instance must end that loop too (it outlived the container)."""
+    api, emu = papi
+    offer = api.search(limit=1).json()["offers"][0]
+    script = "(while true; do sleep 0.05; done) &\necho $! > bg.pid\n"
+    instance_id = api.create(offer["id"], onstart=script, label="bg").json()["new_contract"]
+    folder = runner.folder(instance_id)
+    clock.advance(FAST.provision_s + FAST.loading_s)
+    emu.tick()
+    wait_for(lambda: (folder / "bg.pid").exists() and (folder / "bg.pid").read_text().strip())
+    pid = int((folder / "bg.pid").read_text())
+    assert runner.wait(instance_id, 10) == 0  # the leader is gone, its child is not
+    os.kill(pid, 0)
+    api.destroy(instance_id)
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # a zombie until its parent (init) reaps it counts as gone
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        except OSError:
+            return True
+
+    wait_for(gone)

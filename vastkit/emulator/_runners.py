@@ -302,8 +302,10 @@ class ProcessRunner:
             logger.debug("instance %s: started process %s", spec.instance_id, popen.pid)
 
     def _signal(self, instance_id: int, sig: signal.Signals) -> None:
+        # The whole group, even when its leader (the onstart's bash) has exited: what it
+        # started in the background (the rental's backstop loop) must not outlive the container.
         proc = self._procs.get(instance_id)
-        if proc is None or proc.popen.poll() is not None:
+        if proc is None:
             return
         try:
             os.killpg(proc.popen.pid, sig)
@@ -314,11 +316,11 @@ class ProcessRunner:
         proc = self._procs.pop(instance_id, None)
         if proc is None:
             return
+        try:
+            os.killpg(proc.popen.pid, sig)  # the group, also when the leader already exited
+        except (ProcessLookupError, PermissionError):
+            pass
         if proc.popen.poll() is None:
-            try:
-                os.killpg(proc.popen.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
             try:
                 proc.popen.wait(5)
             except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be caught
