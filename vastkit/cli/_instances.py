@@ -16,6 +16,7 @@ from ._parser import Commands
 
 __all__ = [
     "no_such_instance",
+    "parse_instance_id",
     "register_destroy",
     "register_ps",
     "register_reap",
@@ -86,7 +87,7 @@ def register_reap(commands: Commands) -> None:
     p.add_argument("--yes", action="store_true", help="do not ask before --foreign destroys")
 
 
-def _parse_instance_id(text: str) -> int:
+def parse_instance_id(text: str) -> int:
     """An instance id from the command line (a positive whole number).
 
     Raises:
@@ -161,7 +162,7 @@ def _instance_table(ctx: Context, rows: list[dict[str, Any]]) -> None:
 
 
 def _cmd_stop(ctx: Context) -> int:
-    instance_id = _parse_instance_id(ctx.args.id)
+    instance_id = parse_instance_id(ctx.args.id)
     with unknown_instance(instance_id):
         ctx.client.stop_instance(instance_id)
     if ctx.out.json_mode:
@@ -172,7 +173,7 @@ def _cmd_stop(ctx: Context) -> int:
 
 
 def _cmd_destroy(ctx: Context) -> int:
-    instance_id = _parse_instance_id(ctx.args.id)
+    instance_id = parse_instance_id(ctx.args.id)
     with unknown_instance(instance_id):
         destroyed = ctx.client.destroy_instance(instance_id)
     if not destroyed:  # the API answered "no such instance": the one rule for unknown ids

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from vastkit.errors import BadRequestError, VastkitError
 
 from ._context import Context
-from ._instances import no_such_instance, unknown_instance
+from ._instances import no_such_instance, parse_instance_id, unknown_instance
 from ._output import ExitCode, UsageError
 from ._parser import Commands
 
@@ -97,16 +97,6 @@ def register_start(commands: Commands) -> None:
 # ---------------------------------------------------------------------------- resolving
 
 
-def _instance_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"instance id must be a whole number, got {text!r}") from None
-    if value <= 0:
-        raise UsageError(f"instance id must be positive, got {value}")
-    return value
-
-
 def _resolve(ctx: Context, target: str) -> int:
     """The instance id ``target`` names: a run's live instance, else an instance id.
 
@@ -129,7 +119,7 @@ def _resolve(ctx: Context, target: str) -> int:
         return instance_id
     if not target.isdigit():
         raise UsageError(f"{target!r} is neither a run in the ledger nor an instance id")
-    return _instance_id(target)
+    return parse_instance_id(target)
 
 
 def _address(ctx: Context, instance_id: int) -> SshAddress:
@@ -187,7 +177,7 @@ def _cmd_ssh(ctx: Context) -> int:
 
 
 def _cmd_exec(ctx: Context) -> int:
-    instance_id = _instance_id(ctx.args.id)
+    instance_id = parse_instance_id(ctx.args.id)
     words = [*ctx.args.cmd, *ctx.args.trailing]
     if not words:
         raise UsageError("give the command after --, e.g. `vastkit exec 12345 -- ls /workspace`")
@@ -263,7 +253,7 @@ def _cmd_copy(ctx: Context) -> int:
 
 
 def _cmd_start(ctx: Context) -> int:
-    instance_id = _instance_id(ctx.args.id)
+    instance_id = parse_instance_id(ctx.args.id)
     with unknown_instance(instance_id):
         ctx.client.start_instance(instance_id)
     if ctx.out.json_mode:
