@@ -3,9 +3,10 @@
 ``s3_server`` starts moto's S3 server on 127.0.0.1 (a free port) once per session; ``s3_bucket``
 gives each test a fresh bucket and the ``storage_options`` to reach it with s3fs.
 
-Two plugins from :mod:`tests._support` apply everywhere: ``processes`` (a fixture that starts
-subprocesses and kills each one's whole process group at teardown) and the fault matrix's
-accounting (its summary line and verdict at the end of the session).
+Three plugins from :mod:`tests._support` apply everywhere: ``processes`` (a fixture that starts
+subprocesses and kills each one's whole process group at teardown), the fault matrix's
+accounting (its summary line and verdict at the end of the session) and ``access`` (the ``home``
+fixture: an empty home folder without SSH keys or access settings).
 
 Hypothesis runs under the ``vastkit`` profile: no deadline and no ``too_slow`` /
 ``data_too_large`` / ``large_base_example`` health checks, so a busy machine cannot fail a
@@ -23,7 +24,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ("pytester", "tests._support.processes", "tests._support.fault_matrix")
+pytest_plugins = (
+    "pytester",
+    "tests._support.processes",
+    "tests._support.fault_matrix",
+    "tests._support.access",  # the `home` fixture: an empty home folder, no access variables
+)
 
 settings.register_profile(
     "vastkit",

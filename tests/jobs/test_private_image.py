@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ import fsspec
 import httpx
 import pytest
 
+from tests._support.access import make_key
 from tests._support.world import ON_DEMAND
 from tests.jobs.conftest import World
 from vastkit.api.client import Client
@@ -28,30 +28,6 @@ from vastkit.jobs import Job, JobResult, run_job
 from vastkit.outbid import OutbidPolicy
 
 TOKEN = "ghp_s3cretTOKEN0123456789"
-
-
-def make_key(comment: str = "me@laptop") -> str:
-    blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes(range(32, 64))
-    return f"ssh-ed25519 {base64.b64encode(blob).decode()} {comment}"
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty home folder, no config file and no access variables."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.chdir(tmp_path)
-    for var in (
-        "VASTKIT_SSH_KEY",
-        "VASTKIT_CONFIG",
-        "VASTKIT_REGISTRY",
-        "VASTKIT_REGISTRY_USER",
-        "VASTKIT_REGISTRY_TOKEN",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    return home
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ is a ConfigError before any API call; no key at all is one warning, and the rent
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests._support.access import make_key
 from vastkit._provision import Provisioner
 from vastkit.access import AccessPlan, RentalAccess, resolve_access
 from vastkit.api.client import Client
@@ -26,30 +26,6 @@ from vastkit.ledger import Ledger
 from vastkit.money import ContractPrice
 
 from .conftest import ON_DEMAND
-
-
-def make_key(comment: str = "me@laptop") -> str:
-    blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes(range(32))
-    return f"ssh-ed25519 {base64.b64encode(blob).decode()} {comment}"
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty home folder, no config file and no access variables."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.chdir(tmp_path)
-    for var in (
-        "VASTKIT_SSH_KEY",
-        "VASTKIT_CONFIG",
-        "VASTKIT_REGISTRY",
-        "VASTKIT_REGISTRY_USER",
-        "VASTKIT_REGISTRY_TOKEN",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    return home
 
 
 @pytest.fixture
