@@ -13,6 +13,7 @@ from vastkit._provision import (
     InstanceTimeouts,
 )
 from vastkit._validate import (
+    check_choice,
     check_command,
     check_int,
     check_json_options,
@@ -43,6 +44,18 @@ __all__ = ["Job", "JobStatus", "JobTimeouts"]
 
 JobStatus = Literal["succeeded", "failed", "budget_exceeded", "timed_out", "cancelled"]
 """How a job ended."""
+
+Launcher = Literal["torchrun"]
+"""How the worker starts the command: ``torchrun`` starts one process per GPU."""
+
+LAUNCHERS: tuple[str, ...] = ("torchrun",)
+"""The values :attr:`Job.launcher` accepts (besides ``None``)."""
+
+ENV_LAUNCHER = "VASTKIT_LAUNCHER"
+"""The job spec variable that tells the worker which launcher to use (see
+:meth:`Job.launcher_env`)."""
+ENV_NPROC_PER_NODE = "VASTKIT_NPROC_PER_NODE"
+"""The job spec variable that fixes the number of processes the launcher starts."""
 
 _KEY_TYPES: tuple[str, ...] = ("ssh-", "ecdsa-", "sk-")
 """How an ``ssh_key`` given as the key line itself starts (else it is a file)."""
@@ -269,6 +282,17 @@ class Job:
     all the job runs without one (a ``no_ssh_key`` event). Private images need no field: the
     registry login comes from ``$VASTKIT_REGISTRY_USER``/``$VASTKIT_REGISTRY_TOKEN`` or the
     config file, and is never written into the job or its run directory."""
+    launcher: Launcher | None = None
+    """How the worker starts the command. ``None`` (the default) runs it once. ``"torchrun"``
+    runs it under ``python -m torch.distributed.run --standalone`` with one process per GPU of
+    the rental (``--nproc-per-node`` from the container's ``GPU_COUNT``, else ``nvidia-smi
+    -L``), each with ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
+    ``MASTER_PORT``; the worker supervises the whole group (see the multi-GPU guide). A
+    command that is its own launcher (``accelerate launch ...``, ``deepspeed ...``) needs
+    none: leave this ``None``."""
+    nproc_per_node: int | None = None
+    """With a launcher: how many processes to start, instead of one per GPU (``None``). Useful
+    to run fewer ranks than GPUs, or CPU ranks (gloo) on a machine without GPUs."""
 
     def __attrs_post_init__(self) -> None:
         owner = "Job"
@@ -305,6 +329,17 @@ class Job:
             check_text(owner, "outputs", path, what="path")
         check_text(owner, "dataset_cache_url", self.dataset_cache_url, none_ok=True)
         check_text(owner, "ssh_key", self.ssh_key, none_ok=True, what="public key file or key line")
+        if self.launcher is not None:
+            check_choice(owner, "launcher", self.launcher, LAUNCHERS)
+        check_int(owner, "nproc_per_node", self.nproc_per_node, minimum=1, none_ok=True)
+        if self.nproc_per_node is not None and self.launcher is None:
+            raise ConfigValueError.of(
+                owner,
+                "nproc_per_node",
+                f"needs a launcher (got {self.nproc_per_node} with launcher null): without one "
+                "the command runs once; set launcher: torchrun",
+                allowed="null without a launcher",
+            )
         if self.ssh_key is not None and self.ssh_key.lstrip().startswith(_KEY_TYPES):
             try:  # a key line is checked now; a file is read once before renting
                 find_public_key(self.ssh_key)
@@ -333,6 +368,19 @@ class Job:
             f"Job(name={self.name!r}, command={self.command!r}, profile={profile!r}, "
             f"store_url={self.store_url!r}{hidden})"
         )
+
+    def launcher_env(self) -> dict[str, str]:
+        """The job spec variables that tell the worker how to start the command.
+
+        The orchestrator adds them to the spec's ``env``; the worker reads them back
+        (``VASTKIT_LAUNCHER``, ``VASTKIT_NPROC_PER_NODE``). Empty without a launcher.
+        """
+        env: dict[str, str] = {}
+        if self.launcher is not None:
+            env[ENV_LAUNCHER] = self.launcher
+            if self.nproc_per_node is not None:
+                env[ENV_NPROC_PER_NODE] = str(self.nproc_per_node)
+        return env
 
     @classmethod
     def from_yaml(cls, source: str | os.PathLike[str]) -> Job:

@@ -20,7 +20,9 @@ In the training code::
             ctx.checkpoints.save_now(step, state)
             break
 
-The same script runs outside a worker against a local folder.
+The same script runs outside a worker against a local folder. Under a launcher
+(``Job(launcher="torchrun")``) every rank runs it: ``ctx.rank``, ``ctx.world_size`` and
+``ctx.is_main`` say which one this is (see the multi-GPU guide).
 """
 
 from __future__ import annotations
@@ -64,11 +66,13 @@ def should_stop() -> bool:
     return context().should_stop()
 
 
-def log_metrics(step: int, **values: float) -> None:
+def log_metrics(step: int, *, all_ranks: bool = False, **values: float) -> None:
     """Record metric values at a training step (see :meth:`WorkerContext.log_metrics`).
 
     Args:
         step: The training step.
+        all_ranks: Under a launcher, keep every rank's values (named ``<name>/rank<n>``), not
+            only the main rank's.
         **values: Metric names and numbers.
     """
-    context().log_metrics(step, **values)
+    context().log_metrics(step, all_ranks=all_ranks, **values)

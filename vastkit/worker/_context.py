@@ -43,12 +43,33 @@ LOCAL_RUN_DIR = "vastkit-local-run"
 _REPORT_EVERY = 1.0
 
 
+def _rank_var(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise JobError(
+            f"{name} must be a whole number of at least {minimum} (the launcher sets it), "
+            f"not {raw!r}"
+        )
+    return value
+
+
 class WorkerContext:
     """What the worker tells the training code, and the way back.
 
     Get it with :func:`vastkit.worker.context`; do not build it yourself except in tests.
 
     Inside a worker it is bound to the run directory and attempt the worker was started for.
+    Under a launcher (``Job(launcher="torchrun")``, ``accelerate launch``, ``deepspeed``) each
+    rank has its own context: :attr:`rank`, :attr:`local_rank` and :attr:`world_size` come
+    from the ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` the launcher sets (0, 0 and 1
+    without one), only the main rank (:attr:`is_main`) reports progress and logs metrics
+    (unless ``all_ranks=True``), and :meth:`should_stop` turns true on every rank.
     Outside one (no ``VASTKIT_RUN_URL``), it works against a local folder (``VASTKIT_LOCAL_RUN``
     or ``./vastkit-local-run``) as attempt 0, so the same script runs on a laptop: checkpoints
     go to ``<folder>/checkpoints`` and a second run resumes from them.
@@ -105,6 +126,17 @@ class WorkerContext:
         else:
             self._status_dir = Path(LOCAL_RUN_DIR).resolve() / "status"
         self._status_dir.mkdir(parents=True, exist_ok=True)
+        self.rank: int = _rank_var(env, "RANK", 0, minimum=0)
+        """This process's global rank (``RANK``; 0 without a launcher)."""
+        self.local_rank: int = _rank_var(env, "LOCAL_RANK", 0, minimum=0)
+        """This process's rank on its machine (``LOCAL_RANK``; 0 without a launcher)."""
+        self.world_size: int = _rank_var(env, "WORLD_SIZE", 1, minimum=1)
+        """How many ranks the job runs (``WORLD_SIZE``; 1 without a launcher)."""
+        if self.rank >= self.world_size:
+            raise JobError(
+                f"RANK={self.rank} is not below WORLD_SIZE={self.world_size}: the launcher's "
+                "environment is inconsistent"
+            )
         self.spec: JobSpec | None = self._load_spec()
         """The job spec, when one could be found (``None`` for a plain local run)."""
         default_ckpt = RunDir(self.run_url, self.storage_options).checkpoint_url(self.spec)
@@ -115,7 +147,13 @@ class WorkerContext:
 
     def __repr__(self) -> str:
         where = "local" if self.local else "worker"
-        return f"WorkerContext({where}, run_url={self.run_url!r}, attempt={self.attempt})"
+        ranks = f", rank={self.rank}/{self.world_size}" if self.world_size > 1 else ""
+        return f"WorkerContext({where}, run_url={self.run_url!r}, attempt={self.attempt}{ranks})"
+
+    @property
+    def is_main(self) -> bool:
+        """True on the rank that reports for the job (global rank 0; always true alone)."""
+        return self.rank == 0
 
     def _load_spec(self) -> JobSpec | None:
         copy = self._status_dir / JOB_FILE
@@ -177,7 +215,11 @@ class WorkerContext:
     def should_stop(self) -> bool:
         """True once the worker asked the command to stop (SIGTERM): save and exit soon.
 
-        The worker gives the command the job's grace period, then kills it.
+        The worker gives the command the job's grace period, then kills it. Under a launcher
+        it is true on every rank: each gets SIGTERM, and the worker's stop file (in the status
+        directory all ranks share) reaches a rank that missed the signal. Ranks see it at
+        slightly different moments; to stop every rank at the same step, agree on it (for
+        instance an all-reduce of the flag, as ``examples/distributed_training.py`` does).
         """
         if self._stop.is_set():
             return True
@@ -190,12 +232,15 @@ class WorkerContext:
         """Tell the worker how far training is; the next heartbeat carries it.
 
         Cheap enough to call every step: the local status file is rewritten at most once a
-        second, or at once when ``checkpoint_step`` changes.
+        second, or at once when ``checkpoint_step`` changes. Only the main rank reports: on
+        other ranks this does nothing.
 
         Args:
             step: The current training step.
             checkpoint_step: The step of the newest checkpoint known to be committed.
         """
+        if not self.is_main:
+            return
         with self._lock:
             if step is not None:
                 self._step = step
@@ -211,11 +256,15 @@ class WorkerContext:
                 {"step": self._step, "checkpoint_step": self._checkpoint_step, "time": now},
             )
 
-    def log_metrics(self, step: int, **values: float) -> None:
+    def log_metrics(self, step: int, *, all_ranks: bool = False, **values: float) -> None:
         """Record metric values at a step (they end up in the run directory and the result).
+
+        Under a launcher only the main rank's values are kept, once; with ``all_ranks=True``
+        every rank's are, each name suffixed with its rank (``loss/rank1``).
 
         Args:
             step: The training step.
+            all_ranks: Keep the values of every rank, not just the main rank's.
             **values: Metric names and numbers (``loss=0.31, lr=1e-4``).
 
         Raises:
@@ -231,6 +280,10 @@ class WorkerContext:
                         f"metric {name!r} must be a number, not {type(value).__name__}"
                     ) from None
             clean[name] = float(value)
+        if all_ranks and self.world_size > 1:
+            clean = {f"{name}/rank{self.rank}": value for name, value in clean.items()}
+        elif not self.is_main:
+            return
         record = {"step": int(step), "time": self._clock.now(), "values": clean}
         line = json.dumps(record) + "\n"
         with self._lock, open(self._status_dir / METRICS_FILE, "a", encoding="utf-8") as fh:

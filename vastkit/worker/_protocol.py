@@ -10,6 +10,13 @@ loop never waits on the store:
 - ``stop``: created by the worker just before it sends SIGTERM, so ``should_stop()`` turns true
   even where no signal handler could be installed.
 - ``job.json``: a copy of the job spec, so the training code need not read the store for it.
+- ``rank_failure.json``: under a launcher, how the first rank that failed ended (its rank, exit
+  code and last output lines), written by the launcher wrapper for the worker's result.
+- ``launcher-logs/``: under a launcher, each rank's output, one folder per local rank.
+
+Under a launcher (``VASTKIT_LAUNCHER=torchrun`` in the job spec's env) every rank shares the one
+status directory: only the main rank writes ``status.json`` and (unless asked) metrics, and the
+``stop`` file reaches every rank.
 """
 
 from __future__ import annotations
@@ -23,13 +30,18 @@ from typing import Any
 __all__ = [
     "ENV_ATTEMPT",
     "ENV_CHECKPOINT_URL",
+    "ENV_GPU_COUNT",
     "ENV_INPUTS_DIR",
     "ENV_INPUT_PREFIX",
+    "ENV_LAUNCHER",
+    "ENV_NPROC_PER_NODE",
     "ENV_RUN_URL",
     "ENV_STATUS_DIR",
     "ENV_STORAGE_OPTIONS",
     "JOB_FILE",
+    "LAUNCHER_LOG_DIR",
     "METRICS_FILE",
+    "RANK_FAILURE_FILE",
     "STATUS_FILE",
     "STOP_FILE",
     "read_status",
@@ -54,10 +66,20 @@ ENV_INPUT_PREFIX = "VASTKIT_INPUT_"
 """Each input's local path is in ``VASTKIT_INPUT_<NAME>`` (see
 :func:`vastkit.artifacts.input_env_name`)."""
 
+ENV_LAUNCHER = "VASTKIT_LAUNCHER"
+"""In the job spec's env: how to start the command (``torchrun``; absent: run it once). The
+orchestrator sets it from ``Job.launcher``."""
+ENV_NPROC_PER_NODE = "VASTKIT_NPROC_PER_NODE"
+"""In the job spec's env: how many processes the launcher starts (default: one per GPU)."""
+ENV_GPU_COUNT = "GPU_COUNT"
+"""The number of GPUs of the rental, which Vast (and the emulator) set in every container."""
+
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 STOP_FILE = "stop"
 JOB_FILE = "job.json"
+RANK_FAILURE_FILE = "rank_failure.json"
+LAUNCHER_LOG_DIR = "launcher-logs"
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

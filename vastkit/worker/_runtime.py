@@ -39,6 +39,7 @@ from vastkit.rundir import (
     RunDir,
     unpack_bundle,
 )
+from vastkit.worker._launch import LaunchPlan, child_pids, plan_launch, read_rank_failure
 from vastkit.worker._progress import ProgressReader
 from vastkit.worker._protocol import (
     ENV_ATTEMPT,
@@ -383,6 +384,7 @@ class Worker:
         self._input_env: dict[str, str] = {}
         self._stop_began: float | None = None
         self._limits: AttemptLimits | None = None
+        self._launch: LaunchPlan | None = None
         inputs = inputs_dir or self.environ.get(ENV_INPUTS_DIR)
         self.inputs_dir = Path(inputs) if inputs else Path(tempfile.gettempdir()) / "vastkit-inputs"
 
@@ -450,13 +452,15 @@ class Worker:
             return EXIT_OK
         try:
             self._proc = self._start(spec, cwd)
-        except OSError as exc:
+        except (OSError, JobError) as exc:
             reason = f"could not start the command: {exc}"
             self.note(reason, level=logging.ERROR)
             self._finish(127, ResultStatus.FAILED, reason)
             return EXIT_FAILED
         exit_code = self._supervise(self._proc, spec, liveness)
         status, reason = attempt_outcome(exit_code, self._stop_status, self._stop_reason)
+        if status is ResultStatus.FAILED and self._launch is not None:
+            exit_code, reason = self._rank_failure(exit_code, reason)
         self.note(f"attempt {self.attempt} ended: {status.value} ({reason})")
         backstop = status in SELF_DESTROY_STATUSES
         if backstop:
@@ -608,8 +612,25 @@ class Worker:
             note=self.note,
         )
 
+    def _rank_failure(self, exit_code: int, reason: str) -> tuple[int, str]:
+        """Under a launcher: the exit code and reason of the rank that ended the attempt."""
+        assert self._status_dir is not None
+        failure = read_rank_failure(self._status_dir)
+        if failure is None:
+            return exit_code, reason
+        if failure.log_tail:
+            lines = "".join(f"\n  {line}" for line in failure.log_tail)
+            self.note(f"{failure.describe()}; its last lines:{lines}", level=logging.ERROR)
+        if failure.message:
+            self.note(f"rank {failure.rank}'s error: {failure.message}", level=logging.ERROR)
+        tail = " | ".join(failure.log_tail[-5:])
+        return failure.exit_code, failure.describe() + (f"; its last lines: {tail}" if tail else "")
+
     def _start(self, spec: JobSpec, cwd: Path) -> subprocess.Popen[bytes]:
         assert self._status_dir is not None
+        self._launch = plan_launch(
+            spec.command, spec.env, self.environ, self._status_dir, python=sys.executable
+        )
         env = dict(self.environ)
         env.update(spec.env)
         env[ENV_RUN_URL] = self.rundir.url
@@ -622,6 +643,12 @@ class Worker:
         env.setdefault("PYTHONUNBUFFERED", "1")
         command: str | list[str]
         command = spec.command if isinstance(spec.command, str) else list(spec.command)
+        if self._launch is not None:
+            command = list(self._launch.argv)
+            self.note(
+                f"launcher {self._launch.launcher}: {self._launch.nproc} process(es) "
+                f"({self._launch.nproc_from})"
+            )
         return subprocess.Popen(
             command,
             shell=isinstance(command, str),
@@ -634,12 +661,21 @@ class Worker:
         )
 
     def _signal_group(self, sig: signal.Signals) -> None:
+        """Signal the command's process group; under a launcher, every rank's group too.
+
+        torchrun starts each rank in a session of its own, so a signal to the launcher's group
+        misses them. A SIGTERM goes to the ranks only (each saves and exits, and the launcher
+        then ends by itself; a signalled torchrun would SIGKILL its ranks after 30 s, whatever
+        the job's grace period), or to the launcher while it has no ranks yet. A SIGKILL goes to
+        all.
+        """
         if self._proc is None:
             return
-        try:
-            os.killpg(self._proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        ranks = child_pids(self._proc.pid) if self._launch is not None else []
+        for pid in ranks:
+            _killpg(pid, sig)
+        if not ranks or sig is not signal.SIGTERM:
+            _killpg(self._proc.pid, sig)
 
     def _begin_stop(self, status: ResultStatus, reason: str, grace: float) -> None:
         if self._stop_status is not None:
@@ -771,6 +807,17 @@ class Worker:
             )
         except Exception as exc:
             logger.error("could not write the result (try 3/3): %s", exc)
+
+
+def _killpg(pid: int, sig: signal.Signals) -> None:
+    """Signal ``pid``'s process group, or ``pid`` alone when it leads no group."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _describe_exit(code: int | None) -> str:

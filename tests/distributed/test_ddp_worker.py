@@ -1,0 +1,131 @@
+"""DDP jobs (gloo, CPU ranks) under ``launcher=torchrun``, through the real worker subprocess.
+
+The job is ``_ddp_train.py``: rank 0 saves the replicated state, every rank restores it. The
+losses the resumed run logs must equal those of a run that never stopped (computed in this
+process from the same seeds and batches).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from vastkit.rundir import JobSpec, ResultStatus, RunDir
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).with_name("_ddp_train.py")
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_ddp_train_reference", SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ddp_spec(tools: Any, nproc: int, **env: str) -> JobSpec:
+    return JobSpec(
+        run_id="run1",
+        command=(sys.executable, str(SCRIPT)),
+        env={"VASTKIT_LAUNCHER": "torchrun", "VASTKIT_NPROC_PER_NODE": str(nproc), **env},
+        attempt=tools.fast_settings(grace_period=30.0),
+    )
+
+
+def logged_losses(run_dir: RunDir, attempt: int) -> dict[int, float]:
+    return {
+        r.step: r.values["loss"]
+        for r in run_dir.read_metrics(attempt)
+        if r.source == "log" and "loss" in r.values
+    }
+
+
+@pytest.mark.parametrize("nproc", [2, 4])
+def test_ddp_preempted_and_resumed_matches_an_uninterrupted_run(
+    run_dir: RunDir, tools: Any, tmp_path: Path, nproc: int
+) -> None:
+    total = 12
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ready = tmp_path / "ready"
+    # rank 1 ignores SIGTERM: only the worker's stop file tells it to stop
+    env = {"TOTAL": str(total), "EVERY": "3", "MARKS": str(marks), "DEAF_RANK": "1"}
+    run_dir.write_job(
+        ddp_spec(tools, nproc, READY_FILE=str(ready), READY_STEP="1", STEP_SECONDS="0.3", **env)
+    )
+    proc = tools.start_worker(run_dir.url, 1)
+    tools.wait_for(ready.exists)
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = tools.finish(proc)
+    assert code == 0, err
+    first = run_dir.read_attempt_result(1)
+    assert first is not None
+    assert first.status is ResultStatus.PREEMPTED, run_dir.read_log(1).decode()[-3000:]
+    assert first.exit_code == 0  # every rank saved (rank 0) and exited
+    stopped = first.checkpoint_step
+    assert stopped is not None
+    assert 1 <= stopped < total - 1
+    log1 = run_dir.read_log(1).decode()
+    assert f"launcher torchrun: {nproc} process(es) (VASTKIT_NPROC_PER_NODE={nproc})" in log1
+    # should_stop() was true on every rank, also the one that ignored the signal
+    assert {p.name: p.read_text() for p in marks.glob("stop-rank*")} == {
+        f"stop-rank{r}": "True" for r in range(nproc)
+    }
+    # each rank's context knew its place
+    for rank in range(nproc):
+        fields = json.loads((marks / f"ctx-rank{rank}").read_text())
+        assert fields == {
+            "rank": rank,
+            "local_rank": rank,
+            "world_size": nproc,
+            "is_main": rank == 0,
+        }
+
+    # attempt 2, on "another machine": every rank resumes at the step after the save
+    run_dir.write_job(ddp_spec(tools, nproc, **env))
+    code, _, err = tools.finish(tools.start_worker(run_dir.url, 2))
+    assert code == 0, err
+    second = run_dir.read_attempt_result(2)
+    assert second is not None
+    assert second.status is ResultStatus.SUCCEEDED, run_dir.read_log(2).decode()[-3000:]
+    log2 = run_dir.read_log(2).decode()
+    everyone = [stopped + 1] * nproc
+    for rank in range(nproc):
+        assert f"rank {rank} resumed at step {stopped + 1} (all ranks: {everyone})" in log2
+
+    reference = _script().reference_losses(nproc, total)
+    before, after = logged_losses(run_dir, 1), logged_losses(run_dir, 2)
+    assert sorted(after) == list(range(stopped + 1, total))
+    assert set(before) >= set(range(stopped + 1))
+    for step, loss in {**before, **after}.items():
+        assert loss == pytest.approx(reference[step], rel=1e-9, abs=1e-12), step
+    # metrics are logged once (by rank 0), per-rank values only when asked for
+    names = set(second.metrics)
+    assert names == {"loss"} | {f"local_loss/rank{r}" for r in range(nproc)}
+
+
+def test_a_rank_that_dies_ends_the_attempt_with_its_exit_code_and_output(
+    run_dir: RunDir, tools: Any
+) -> None:
+    run_dir.write_job(ddp_spec(tools, 2, DIE_RANK="1", DIE_AT="1", DIE_CODE="7", TOTAL="30"))
+    code, _, err = tools.finish(tools.start_worker(run_dir.url, 1))
+    assert code == 1, err
+    result = run_dir.read_result()
+    assert result is not None
+    assert (result.status, result.exit_code) == (ResultStatus.FAILED, 7)
+    assert result.reason is not None
+    assert result.reason.startswith("rank 1 (local rank 1) exited with exit code 7")
+    assert "rank 1 about to fail at step 1" in result.reason  # the rank's last lines
+    log = run_dir.read_log(1).decode()
+    assert "its last lines:\n  rank 1 resumed at step 0" in log
+    assert "attempt 1 ended: failed (rank 1 (local rank 1) exited with exit code 7" in log
