@@ -2,7 +2,9 @@
 
 Each test marked ``faults`` is a cell: the plugin counts it passed, failed, skipped (an impossible
 cell, with its reason) or a known bug (xfail). A cell that measures the four invariants records
-them with ``matrix_of(request.config).record(...)``. At the end of the session the terminal
+them with ``record_cell(request.node, CellRecord(...))``: the record travels with the test's
+report (its ``user_properties``), so under pytest-xdist the controller sums the cells of every
+worker. At the end of the session the terminal
 summary lists the impossible cells and the known bugs, then the one line::
 
     fault matrix: 97 passed, 0 failed; leaked instances 0, torn checkpoints 0,
@@ -16,13 +18,16 @@ it ran. When no cell ran, the plugin prints nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
 
 MARKER = "faults"
 """Tests with this marker are the matrix's cells."""
+
+PROPERTY = "vastkit-fault-matrix"
+"""The ``user_properties`` name a cell's :class:`CellRecord` travels under."""
 
 
 @dataclass
@@ -75,8 +80,11 @@ class Matrix:
         return not (self.outcomes or self.skipped or self.known_bugs or self.records)
 
     def count(self, report: pytest.TestReport) -> None:
-        """Count one phase's report of a cell."""
+        """Count one phase's report of a cell (and keep the record it carries, if any)."""
         nodeid = report.nodeid
+        for name, value in report.user_properties:
+            if name == PROPERTY and isinstance(value, dict):
+                self.record(nodeid, CellRecord(**value))
         if report.skipped:
             if hasattr(report, "wasxfail"):
                 self.known_bugs[nodeid] = str(report.wasxfail)
@@ -95,6 +103,11 @@ class Matrix:
 
 
 MATRIX_KEY = pytest.StashKey[Matrix]()
+
+
+def record_cell(item: pytest.Item, record: CellRecord) -> None:
+    """Record the invariants one cell measured; they reach the session's matrix with its report."""
+    item.user_properties.append((PROPERTY, asdict(record)))
 
 
 def matrix_of(config: pytest.Config) -> Matrix:
@@ -149,4 +162,4 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(FaultMatrixPlugin(config), "vastkit-fault-matrix")
 
 
-__all__ = ["MARKER", "CellRecord", "FaultMatrixPlugin", "Matrix", "matrix_of"]
+__all__ = ["MARKER", "CellRecord", "FaultMatrixPlugin", "Matrix", "matrix_of", "record_cell"]

@@ -40,7 +40,7 @@ import fsspec
 import httpx
 import pytest
 
-from tests._support.fault_matrix import CellRecord, matrix_of
+from tests._support.fault_matrix import CellRecord, record_cell
 from tests._support.world import BID_PROFILE, FAST, ON_DEMAND, FakeWorkers, HookedClock
 from vastkit.api.client import Client
 from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager
@@ -409,7 +409,7 @@ class FaultWorld:
             overruns=overruns,
             duplicates=self.probe.duplicates,
         )
-        matrix_of(self.request.config).record(self.request.node.nodeid, record)
+        record_cell(self.request.node, record)
         return record
 
     def assert_invariants(self, **kwargs: Any) -> CellRecord:

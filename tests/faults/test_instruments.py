@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import fsspec
 import pytest
 import torch
@@ -57,17 +59,17 @@ def test_the_summary_line_has_the_agreed_form() -> None:
 MATRIX_CELLS = """
 import pytest
 
-from tests._support.fault_matrix import CellRecord, matrix_of
+from tests._support.fault_matrix import CellRecord, record_cell
 
 pytestmark = pytest.mark.faults
 
 
 def test_clean(request):
-    matrix_of(request.config).record(request.node.nodeid, CellRecord(cell="clean"))
+    record_cell(request.node, CellRecord(cell="clean"))
 
 
 def test_leaky(request):
-    matrix_of(request.config).record(request.node.nodeid, CellRecord(cell="leaky", leaked=1))
+    record_cell(request.node, CellRecord(cell="leaky", leaked=1))
 """
 
 
@@ -91,6 +93,23 @@ def test_a_total_that_is_not_zero_fails_the_run_in_any_order(
             "*FAILED: an invariant total is not zero; cells: test_cells.py::test_leaky",
             "fault matrix: 2 passed, 0 failed; leaked instances 1, torn checkpoints 0, "
             "budget overruns 0, duplicate rentals 0",
+        ]
+    )
+
+
+def test_a_leak_on_an_xdist_worker_fails_the_whole_run(
+    cells: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cells' records travel with their reports, so the controller sums every worker's."""
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    result = cells.runpytest_subprocess("-p", "tests._support.fault_matrix", "-n", "2")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*FAILED: an invariant total is not zero; cells: test_cells.py::test_leaky",
+            "fault matrix: 2 passed, 0 failed; leaked instances 1, *",
         ]
     )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._support.fault_matrix import CellRecord, matrix_of
+from tests._support.fault_matrix import CellRecord, record_cell
 from tests.faults.conftest import torn_checkpoints
 from vastkit.api.client import Client
 from vastkit.checkpoint import CheckpointManager
@@ -107,9 +107,7 @@ def test_outbid_container_killed_without_sigterm_resumes_from_the_periodic_check
         result = run_job(_job(store_url), client=client, ledger=ledger, on_event=on_event)
     leaked = len(killing_emu.instances)
     torn = torn_checkpoints(result.run_url)
-    matrix_of(request.config).record(
-        request.node.nodeid, CellRecord(cell=request.node.name, leaked=leaked, torn=torn)
-    )
+    record_cell(request.node, CellRecord(cell=request.node.name, leaked=leaked, torn=torn))
     assert seen, "the job never reached the preemption point"
     assert result.status == "succeeded", result.summary()
     assert len(result.attempts) == 2, result.summary()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._support.fault_matrix import CellRecord, matrix_of
+from tests._support.fault_matrix import CellRecord, record_cell
 from tests._support.processes import HANG_S, Lines, ProcessGroups
 from tests.faults._sleeping_orchestrator import ORCHESTRATOR_TIMEOUT, make_job
 from vastkit.api.client import Client
@@ -105,9 +105,7 @@ def test_orchestrator_stopped_past_its_timeout_then_resumed_succeeds_with_one_at
         result = lines.next()
     assert orch.wait(timeout=HANG_S) == 0
     leaked = len(proc_emu.instances)
-    matrix_of(request.config).record(
-        request.node.nodeid, CellRecord(cell=request.node.name, leaked=leaked)
-    )
+    record_cell(request.node, CellRecord(cell=request.node.name, leaked=leaked))
     assert result == "RESULT succeeded 1", lines.seen
     assert leaked == 0
     log = rundir.read_log(attempt).decode("utf-8", errors="replace")
@@ -139,9 +137,7 @@ def test_orchestrator_killed_then_restarted_past_its_timeout_adopts_the_attempt(
             progress=False,
         )
     leaked = len(proc_emu.instances)
-    matrix_of(request.config).record(
-        request.node.nodeid, CellRecord(cell=request.node.name, leaked=leaked)
-    )
+    record_cell(request.node, CellRecord(cell=request.node.name, leaked=leaked))
     assert result.status == "succeeded", result.summary()
     assert [a.attempt for a in result.attempts] == [attempt], result.summary()
     assert result.attempts[0].instance_id == instance.id

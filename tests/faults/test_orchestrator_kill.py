@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._support.fault_matrix import CellRecord, matrix_of
+from tests._support.fault_matrix import CellRecord, record_cell
 from tests._support.processes import Lines, ProcessGroups
 from tests._support.world import HookedClock
 from tests.faults.conftest import Fleet, Probe, SamplingTransport, torn_checkpoints
@@ -179,7 +179,7 @@ def test_sigkill_then_restart(  # noqa: PLR0917 - pytest passes fixtures by posi
         torn=torn_checkpoints(f"{store}/{run_id}"),
         duplicates=probe.duplicates,
     )
-    matrix_of(request.config).record(request.node.nodeid, record)
+    record_cell(request.node, record)
 
     assert result.status == "succeeded", result.summary()
     assert result.run_id == run_id

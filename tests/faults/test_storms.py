@@ -18,7 +18,7 @@ import pytest
 import torch
 from fsspec.implementations.memory import MemoryFileSystem
 
-from tests._support.fault_matrix import CellRecord, matrix_of
+from tests._support.fault_matrix import CellRecord, record_cell
 from tests.faults.conftest import FaultWorld, reasons, succeeded, torn_checkpoints
 from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager
 from vastkit.checkpoint.naming import MANIFEST_NAME
@@ -263,7 +263,5 @@ def test_store_failing_writes(  # noqa: PLR0917 - pytest passes parameters by po
         assert latest.step == 30
     mgr.close()
     torn = torn_checkpoints(faulty_url)
-    matrix_of(request.config).record(
-        request.node.nodeid, CellRecord(cell=request.node.name, torn=torn)
-    )
+    record_cell(request.node, CellRecord(cell=request.node.name, torn=torn))
     assert torn == 0

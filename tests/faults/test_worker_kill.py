@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests._support.fault_matrix import CellRecord, matrix_of
+from tests._support.fault_matrix import CellRecord, record_cell
 from tests._support.processes import Lines, ProcessGroups
 from tests.faults.conftest import torn_checkpoints
 from vastkit.checkpoint import CheckpointManager
@@ -91,5 +91,5 @@ def test_worker_killed_mid_save_resumes_from_the_last_commit(
         mgr.close()
         torn_total += torn_checkpoints(url)
     record = CellRecord(cell=request.node.name, torn=torn_total)
-    matrix_of(request.config).record(request.node.nodeid, record)
+    record_cell(request.node, record)
     assert torn_total == 0
