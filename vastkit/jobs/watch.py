@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
 import attrs
@@ -12,11 +13,14 @@ from vastkit.errors import (
     APIError,
     AuthenticationError,
     JobError,
+    NoOfferError,
     PermissionDeniedError,
 )
 from vastkit.jobs import reactions
 from vastkit.jobs.reactions import Act, Timers
 from vastkit.jobs.state import AttemptOver, LiveAttempt
+from vastkit.money import ContractPrice
+from vastkit.outbid import BidHistory, OutbidQuote
 from vastkit.rundir import (
     Heartbeat,
     Phase,
@@ -28,6 +32,32 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger("vastkit.jobs")
+
+DEFAULT_RECOVERY_S = 120.0
+"""Seconds from an outbid to training again, assumed before an attempt has shown its own."""
+
+
+@attrs.define
+class BidWatch:
+    """What one job keeps between outbids: its bid history and the price of a move."""
+
+    history: BidHistory = attrs.field(factory=BidHistory)
+    run_from: tuple[int, float] | None = None
+    """(attempt, time) the attempt's instance last ran again after an outbid."""
+    alternative: tuple[int, float, float | None] | None = None
+    """(attempt, outbid since, $/h of the best other offer) for the outbid going on."""
+
+
+_BIDS: weakref.WeakKeyDictionary[JobRunner, BidWatch] = weakref.WeakKeyDictionary()
+"""Each job's :class:`BidWatch` (kept here so the runner's constructor stays as it is)."""
+
+
+def bid_watch(runner: JobRunner) -> BidWatch:
+    """The job's bid history and move price (made on first use)."""
+    found = _BIDS.get(runner)
+    if found is None:
+        found = _BIDS[runner] = BidWatch()
+    return found
 
 
 def wait_running(runner: JobRunner, live: LiveAttempt) -> None:
@@ -166,6 +196,12 @@ def react(runner: JobRunner, live: LiveAttempt, view: InstanceInfo, now: float) 
     )
     for field in attrs.fields(Timers):
         setattr(live, field.name, getattr(reaction.timers, field.name))
+    if before.outbid_since is not None and live.outbid_since is None:  # runs again
+        bids = bid_watch(runner)
+        bids.history = bids.history.outbid_ended(
+            now - before.outbid_since, by_itself=not before.raised_for_outbid
+        )
+        bids.run_from = (live.number, now)
     for notice in reaction.notices:
         runner.emit(
             notice.kind,
@@ -201,8 +237,13 @@ def exited(runner: JobRunner, live: LiveAttempt, now: float) -> None:
 
 def on_outbid(runner: JobRunner, live: LiveAttempt, view: InstanceInfo, now: float) -> None:
     live.beat_changed = now
+    bids = bid_watch(runner)
     if live.outbid_since is None:
         live.outbid_since = now
+        ran_from = live.running_at if live.running_at is not None else now
+        if bids.run_from is not None and bids.run_from[0] == live.number:
+            ran_from = bids.run_from[1]
+        bids.history = bids.history.ran(now - ran_from).outbid_seen()
         runner.emit(
             "outbid",
             f"instance {live.instance_id} on machine {live.machine_id} was outbid "
@@ -218,6 +259,10 @@ def on_outbid(runner: JobRunner, live: LiveAttempt, view: InstanceInfo, now: flo
         min_bid=view.min_bid,
         cap=live.bid_cap,
         raised_at_current=live.raised_for_outbid,
+        quote=outbid_quote(runner, live, view, live.outbid_since)
+        if runner.job.outbid.action == "cheapest_expected"
+        else None,
+        history=bids.history,
     )
     if decision.action == "raise" and decision.bid is not None:
         try:
@@ -234,6 +279,7 @@ def on_outbid(runner: JobRunner, live: LiveAttempt, view: InstanceInfo, now: flo
         runner.sample(live)
         runner.emit("bid_raised", f"instance {live.instance_id}: {decision.reason}", live=live)
     elif decision.action == "give_up":
+        bids.history = bids.history.outbid_ended(now - live.outbid_since, by_itself=False)
         if live.machine_id is not None:
             runner.stay_off(live.machine_id)
         raise AttemptOver("outbid", decision.reason)
@@ -244,6 +290,57 @@ def on_outbid(runner: JobRunner, live: LiveAttempt, view: InstanceInfo, now: flo
             live=live,
             level=logging.DEBUG,
         )
+
+
+def outbid_quote(
+    runner: JobRunner, live: LiveAttempt, view: InstanceInfo, since: float
+) -> OutbidQuote:
+    """The prices of waiting, raising and moving for ``live``'s outbid (one offer search per
+    outbid prices the move)."""
+    assert live.bid is not None
+    assert live.bid_cap is not None
+    bids = bid_watch(runner)
+    if bids.alternative is None or bids.alternative[:2] != (live.number, since):
+        searched, alternative = best_other_offer(runner, live)
+        if searched:
+            bids.alternative = (live.number, since, alternative)
+    else:
+        alternative = bids.alternative[2]
+    recovery = DEFAULT_RECOVERY_S
+    if live.ready_at is not None:
+        recovery = max(live.ready_at - live.created_at, 0.0)
+    return OutbidQuote(
+        current_bid=live.bid,
+        storage_dph=live.price.storage_dph,
+        min_bid=view.min_bid,
+        cap=live.bid_cap,
+        alternative_dph=alternative,
+        recovery_s=recovery,
+        restart_s=recovery,
+    )
+
+
+def best_other_offer(runner: JobRunner, live: LiveAttempt) -> tuple[bool, float | None]:
+    """Whether the search answered, and the whole $/h of the offer a move would rent (None:
+    none qualifies, or the search failed and the next poll tries again)."""
+    avoid = dict(runner.avoid)
+    if live.machine_id is not None:
+        avoid[live.machine_id] = float("inf")
+    try:
+        blocked = runner.provisioner.blocked_machines(avoid)
+        candidates = runner.provisioner.candidates(runner.profile, blocked=blocked)
+    except NoOfferError:
+        return True, None
+    except (AuthenticationError, PermissionDeniedError):
+        raise
+    except APIError as exc:
+        logger.warning("pricing a move failed: %s", exc)
+        return False, None
+    if not candidates:
+        return True, None
+    best = candidates[0]
+    price = ContractPrice.from_offer(best.offer, disk_gb=runner.disk_gb, bid=best.bid)
+    return True, price.dph_total
 
 
 def status_line(runner: JobRunner, live: LiveAttempt) -> None:
