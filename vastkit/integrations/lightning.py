@@ -51,16 +51,17 @@ else:
         for name in names:
             if sys.modules.get(name) is not None:
                 return sys.modules[name]
+        missing: ImportError | None = None
         for name in names:
             try:
                 return importlib.import_module(name)
-            except ImportError:
-                continue
+            except ImportError as exc:
+                missing = exc
         raise MissingExtraError(
             "vastkit.integrations.lightning",
             needs="PyTorch Lightning (lightning or pytorch-lightning)",
             extra="lightning",
-        )
+        ) from missing
 
     pl = _import_lightning()
     _CheckpointIOBase = importlib.import_module(pl.__name__ + ".plugins").CheckpointIO
