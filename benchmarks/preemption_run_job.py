@@ -12,15 +12,21 @@ counts once its upload has committed), writes ``heartbeat.json`` into the run di
 ``client:outbid`` event, at the exact virtual time), the worker dies and its progress since the
 last committed checkpoint is lost. Costs are what the emulator billed the account.
 
-Strategies: ``ideal`` (no preemption), ``vastkit`` (``every_steps="auto"``, plus a save when the
+Strategies: ``ideal`` (no preemption); ``vastkit`` (``every_steps="auto"``, plus a save when the
 worker forwards SIGTERM if stall + upload fit in Vast's 10 s stop grace, as the demo training
-script does with ``worker.should_stop()``), ``vastkit`` without that save (full mode), and
-``reference`` (sync saves every 500 steps, nothing on SIGTERM), all with ``run_job``'s default
-outbid policy (move at once to another offer, the bid never raised); and ``vastkit`` with
-``OutbidPolicy.raise_bid(then_wait_s=120)`` (raise the bid up to the profile's cap, wait 120 s at
-the cap, then move), the default before 2026-11-28. Restarting from
-scratch is left to the discrete-event simulation (``preemption.py``): at MTBP 1 h it runs for
-days of virtual time.
+script does with ``worker.should_stop()``) under each outbid policy: the fixed ones (move at
+once, ``OutbidPolicy.give_up()``, the default; ``raise_bid(then_wait_s=120)``, raise up to the
+profile's cap, wait 120 s at the cap, then move; ``wait(600)``) and the price-aware
+``OutbidPolicy.cheapest_expected()``; ``vastkit`` without the SIGTERM save (full mode); and
+``reference`` (sync saves every 500 steps, nothing on SIGTERM) with the default policy.
+Restarting from scratch is left to the discrete-event simulation (``preemption.py``): at MTBP
+1 h it runs for days of virtual time.
+
+Where the money goes: every 5 virtual seconds, what the emulator billed each instance since the
+last tick is put in the bucket of what the instance was doing (training, worker start + restore,
+image pull, create, waiting while outbid); the training paid for steps lost at a stop is counted
+apart. Each bucket over the ideal's is one part of the cost over the ideal
+(:func:`breakdown`).
 """
 
 from __future__ import annotations
