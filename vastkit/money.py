@@ -8,8 +8,9 @@ contract, fixed when it was created, not from a catalog.
 This module is the one place that does that arithmetic: :class:`ContractPrice` (a contract's
 prices), :func:`hourly_rate` (the rate in a state), :class:`CostMeter` (the one cost meter, used
 by :class:`vastkit.Instance`, ``run_job``, the queue and the budget guard), :func:`accrued_cost`
-(the same with bandwidth, for a finished attempt), :func:`worst_case_usd` (what a run can cost at
-most, for budget preflights) and :func:`bid_cap` (the highest bid a profile allows). Pure: no I/O.
+(the same with bandwidth, for a finished attempt), :func:`date_stop` (when a container that stopped
+between two polls stopped billing its GPU), :func:`worst_case_usd` (what a run can cost at most, for
+budget preflights) and :func:`bid_cap` (the highest bid a profile allows). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ __all__ = [
     "ASSUMED_STORAGE_COST_PER_GB_MONTH",
     "ContractPrice",
     "CostMeter",
+    "StopDate",
     "accrued_cost",
     "bid_cap",
+    "date_stop",
     "hourly_rate",
     "storage_usd",
     "traffic_usd",
@@ -174,6 +177,65 @@ def accrued_cost(
     total += bytes_up / GB * price.inet_up_cost_per_gb
     total += bytes_down / GB * price.inet_down_cost_per_gb
     return total
+
+
+@attrs.frozen(kw_only=True)
+class StopDate:
+    """When a container stopped billing its GPU, as :func:`date_stop` dates it.
+
+    Attributes:
+        at: The time (the driver's clock, Unix seconds).
+        exact: Dated by the container's own record of its stop signal; False when only a bound
+            dated it (a later record may still date it earlier).
+    """
+
+    at: float
+    exact: bool
+
+
+def date_stop(
+    seen_running: float,
+    seen_stopped: float,
+    *,
+    signal_at: float | None = None,
+    bounds: Iterable[float | None] = (),
+) -> StopDate:
+    """When a container last seen running at ``seen_running``, and seen stopped at
+    ``seen_stopped``, stopped billing its GPU.
+
+    Vast bills the GPU up to the stop itself (an outbid, a stop, the end of the contract), and no
+    field of the instance dates that stop: the polls only bracket it. The worker inside the
+    container dates it: the time its stop signal (SIGTERM) arrived, read in the signal handler,
+    is the stop; what it wrote after the stop (a "stopping" heartbeat, its result) bounds it from
+    above. Without either the poll that saw the change dates it: counting a little more than
+    the bill, never less. Only times strictly inside the polls' window count, so a worker's
+    skewed clock cannot move spend outside what the polls prove.
+
+    Args:
+        seen_running: The last time the instance was seen (or dated) running.
+        seen_stopped: The first poll that saw it stopped.
+        signal_at: When the worker received its stop signal, if it says.
+        bounds: Times the worker wrote after the stop (None: not known).
+
+    Returns:
+        The stop's date and whether it is exact.
+
+    Raises:
+        ValueError: ``seen_stopped`` before ``seen_running``.
+    """
+    if seen_stopped < seen_running:
+        raise ValueError(
+            f"seen stopped at {seen_stopped} before last seen running at {seen_running}"
+        )
+
+    def inside(t: float | None) -> bool:
+        return t is not None and math.isfinite(t) and seen_running < t < seen_stopped
+
+    if inside(signal_at):
+        assert signal_at is not None
+        return StopDate(at=signal_at, exact=True)
+    known = [t for t in bounds if t is not None and inside(t)]
+    return StopDate(at=min(known, default=seen_stopped), exact=False)
 
 
 def worst_case_usd(

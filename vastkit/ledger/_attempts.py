@@ -106,6 +106,44 @@ def _accrue(
     return cost
 
 
+def _backdate(
+    tx: Transaction, attempt_id: int, *, state: str | None, rate_dph: float, at: float
+) -> float:
+    """Insert a change at ``at`` between two samples (see :meth:`AttemptsTable.backdate_change`)."""
+    if tx.one("SELECT 1 FROM attempts WHERE id = ?", (attempt_id,)) is None:
+        raise LedgerError(f"no attempt {attempt_id} in the ledger")
+    before = tx.one(
+        "SELECT at, rate_dph FROM cost_samples WHERE attempt_id = ? AND at <= ? "
+        "ORDER BY at DESC, id DESC LIMIT 1",
+        (attempt_id, at),
+    )
+    if before is None:
+        raise ValueError(
+            f"a change at {at} is before the first cost sample of attempt {attempt_id}"
+        )
+    after = tx.one(
+        "SELECT id, at, cost_usd FROM cost_samples WHERE attempt_id = ? AND at > ? "
+        "ORDER BY at, id LIMIT 1",
+        (attempt_id, at),
+    )
+    old_rate, since = float(before["rate_dph"]), float(before["at"])
+    cost = old_rate * (at - since) / 3600.0
+    tx.execute(
+        "INSERT INTO cost_samples (attempt_id, at, state, rate_dph, cost_usd) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (attempt_id, at, state, rate_dph, cost),
+    )
+    if after is None:
+        return cost
+    next_at = float(after["at"])
+    span = (next_at - at) / 3600.0
+    # The next sample charged the old rate from ``before`` on; from ``at`` the new rate applies.
+    recounted = float(after["cost_usd"]) - old_rate * (next_at - since) / 3600.0
+    recounted = max(recounted + rate_dph * span, 0.0)
+    tx.execute("UPDATE cost_samples SET cost_usd = ? WHERE id = ?", (recounted, after["id"]))
+    return (rate_dph - old_rate) * span
+
+
 def _set(tx: Transaction, table: str, row_id: int, fields: Mapping[str, Any]) -> None:
     assignments = ", ".join(f"{column} = ?" for column in fields)
     tx.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*fields.values(), row_id))
@@ -235,6 +273,45 @@ class AttemptsTable(Tables):
         with self._db.write() as tx:
             check_fence(tx, fence)
             return _accrue(tx, attempt_id, state=state, rate_dph=rate_dph, now=now, extra=extra_usd)
+
+    def backdate_change(
+        self,
+        attempt_id: int,
+        *,
+        state: str | None,
+        rate_dph: float,
+        at: float,
+        fence: Fence | None = None,
+    ) -> float:
+        """Record a change of rate at ``at``, earlier than samples already taken after it.
+
+        A poll sees a change only after it happened, and its sample charges the old rate up to
+        the poll. When better evidence arrives later (the worker's own record of the stop signal,
+        say), the change is put where it belongs: the sample before ``at`` accrues up to ``at``,
+        the new rate applies from ``at`` to the next sample, and that sample's cost is counted
+        again (samples after it saw the new state themselves and stay as they are).
+
+        Args:
+            attempt_id: The attempt.
+            state: The instance state from ``at`` on.
+            rate_dph: The rate from ``at`` on in $/h.
+            at: When the change happened; not before the attempt's first sample.
+            fence: A queue driver's fencing token: write only while it holds the job.
+
+        Returns:
+            What the change adds to the attempt's recorded cost, in dollars (negative when
+            the rate went down: the ledger had counted the old rate for too long).
+
+        Raises:
+            ValueError: A negative rate, or ``at`` before the attempt's first sample.
+            LedgerError: No such attempt, or the write failed.
+            LeaseLost: ``fence`` no longer holds its job (nothing was written).
+        """
+        if rate_dph < 0:
+            raise ValueError("rate_dph cannot be negative")
+        with self._db.write() as tx:
+            check_fence(tx, fence)
+            return _backdate(tx, attempt_id, state=state, rate_dph=rate_dph, at=float(at))
 
     # -- an attempt's create and end, fenced --------------------------------------------------
 
