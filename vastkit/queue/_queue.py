@@ -16,7 +16,7 @@ from vastkit.api.client import Client
 from vastkit.budget import Budgets, load_budgets
 from vastkit.clock import Clock, SystemClock
 from vastkit.jobs import Job, JobEvent, JobRunner
-from vastkit.jobs.polling import SharedInstances
+from vastkit.jobs.polling import SharedInstances, shared_instances
 from vastkit.labels import new_run_id
 from vastkit.ledger import Fence, Ledger
 from vastkit.profiles import GpuProfile
@@ -109,8 +109,8 @@ class JobQueue:
             make_runner=self._runner,
         )
         self._lock = threading.RLock()
-        self._launch_lock = threading.Lock()
         self._instances: SharedInstances | None = None
+        self._launch_lock = threading.Lock()
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -125,7 +125,11 @@ class JobQueue:
 
     @property
     def list_calls(self) -> int:
-        """Instance list calls made by this queue's drivers so far (all pages count as one)."""
+        """Instance list calls made so far for this queue's account (all pages count as one).
+
+        The list is the process's one list for the account, so separate ``run_job`` calls and
+        other queues on the same account in this process share (and count in) it.
+        """
         return self._instances.calls if self._instances is not None else 0
 
     @property
@@ -380,11 +384,7 @@ class JobQueue:
         )
 
     def _shared_instances(self, job: Job) -> SharedInstances:
-        with self._lock:
-            if self._instances is None:
-                self._instances = SharedInstances(
-                    self.client, self.clock, job.timeouts.poll_interval
-                )
-            else:
-                self._instances.max_age = min(self._instances.max_age, job.timeouts.poll_interval)
-            return self._instances
+        # the process's one list for this account: drivers of this queue, other queues and
+        # separate run_job calls all share it
+        self._instances = shared_instances(self.client, self.clock, job.timeouts.poll_interval)
+        return self._instances
