@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from vastkit.checkpoint.naming import (
     FORMAT_VERSION,
+    LAYOUT_DCP,
     Manifest,
     ManifestError,
     PayloadEntry,
@@ -150,8 +151,18 @@ def test_bad_manifests_are_refused(doc: str, match: str) -> None:
 
 
 def test_format_version_is_written() -> None:
-    m = Manifest(step=3, time=1.0, files=(PayloadEntry(name="a", size=1, sha256="0" * 64),))
-    assert b'"format_version": %d' % FORMAT_VERSION in m.to_json()
+    entry = PayloadEntry(name="a", size=1, sha256="0" * 64)
+    m = Manifest(step=3, time=1.0, files=(entry,))
+    assert b'"format_version": 1' in m.to_json()  # single-process checkpoints keep format 1
+    assert b'"layout"' not in m.to_json()
+    sharded = Manifest(step=3, time=1.0, files=(entry,), layout=LAYOUT_DCP)
+    assert b'"format_version": %d' % FORMAT_VERSION in sharded.to_json()
+    assert Manifest.from_json(sharded.to_json()) == sharded
+    older = sharded.to_json().replace(b'"format_version": 2', b'"format_version": 1')
+    with pytest.raises(ManifestError, match="layout 'dcp' needs format_version 2"):
+        Manifest.from_json(older)
+    with pytest.raises(ManifestError, match="unknown layout"):
+        Manifest.from_json(sharded.to_json().replace(b'"dcp"', b'"zip"'))
 
 
 step_sets = st.sets(st.integers(min_value=0, max_value=10**6), max_size=30)

@@ -15,6 +15,14 @@ in flight; a failed background save is raised as :class:`~vastkit.errors.Checkpo
 next call to :meth:`~CheckpointManager.save`, :meth:`~CheckpointManager.wait`,
 :meth:`~CheckpointManager.save_now` or :meth:`~CheckpointManager.close`.
 
+In a group of processes (``torch.distributed`` initialised, else ``RANK``/``WORLD_SIZE`` set):
+:meth:`~CheckpointManager.save` writes a replicated state (DDP) on rank 0 only (``save_rank``),
+and :meth:`~CheckpointManager.save_sharded` has every rank write its shards of a sharded state
+(FSDP, DTensor) with ``torch.distributed.checkpoint`` into one step folder, which rank 0 commits
+with one manifest once every rank's objects are in the store; a rank that dies or hangs means
+no commit, and the others raise within ``collective_timeout``.
+:meth:`~CheckpointManager.load_sharded` loads it on every rank, also onto another world size.
+
 torch is optional for ``import vastkit``; it is imported when a checkpoint is saved or loaded.
 
 The package's parts:
@@ -23,6 +31,8 @@ The package's parts:
 * ``_serialize``: staging, ``torch.save`` sinks (memory or spool file), RNG states;
 * ``_commits``: the step folders in the store (commit, verify, prune, read);
 * ``_background``: the one save in flight;
+* ``_group``: which rank this is, and the collectives of sharded saves (with a timeout);
+* ``_sharded``: sharded saves and loads through DCP, over the store;
 * ``_manager``: :class:`CheckpointManager`, which decides when to save.
 
 Every store call goes through :class:`vastkit._store.Store` (retries by

@@ -42,6 +42,7 @@ from vastkit.checkpoint._serialize import (
 from vastkit.checkpoint.naming import (
     CHECKPOINTS_DIR,
     LATEST_HINT,
+    LAYOUT_DCP,
     MANIFEST_NAME,
     PAYLOAD_NAME,
     STEP_WIDTH,
@@ -94,6 +95,9 @@ class CheckpointInfo:
     """The total size of its payload objects."""
     files: tuple[str, ...] = ()
     """The names of its payload objects."""
+    sharded: bool = False
+    """Whether every rank of a group wrote it (:meth:`CheckpointManager.save_sharded`); load
+    it with :meth:`CheckpointManager.load_sharded`."""
     state: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
     """The loaded state, on the value :meth:`CheckpointManager.restore` returns; else ``None``."""
 
@@ -172,12 +176,7 @@ class CheckpointFolders:
             # the SHA-256 is of the bytes written; the listing proves they all arrived
             listing = self.verify_payload(step, folder, (entry,), full=False)
             manifest = Manifest(step=step, time=store.clock.now(), files=(entry,), metrics=metrics)
-            data = manifest.to_json()
-            store.write(manifest_path, data)  # the commit (for a re-save, the swap): one write
-            if store.read(manifest_path) != data:
-                raise CheckpointCorruptError(
-                    f"checkpoint step {step}: {store.unstrip(manifest_path)} did not read back"
-                )
+            self._write_manifest(manifest_path, manifest)
         except CheckpointError:
             raise
         except Exception as exc:
@@ -185,11 +184,63 @@ class CheckpointFolders:
                 f"saving checkpoint step {step} to {store.unstrip(folder)} failed: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        with self.lock:
-            self.manifests[step] = manifest
-        logger.info("committed checkpoint step %d (%d bytes)", step, entry.size)
-        self.drop_unreferenced(step, folder, manifest, listing)
+        self._committed(manifest, folder, listing)
         return manifest
+
+    def commit_written(
+        self,
+        step: int,
+        files: tuple[PayloadEntry, ...],
+        metrics: Mapping[str, float],
+        *,
+        layout: str,
+    ) -> Manifest:
+        """Commit payload objects that others already wrote into the step's folder (the shards
+        of every rank): check that each is there with its recorded size, then write the manifest
+        (one write; :meth:`after_commit` comes next). The objects the manifest does not name
+        (a replaced commit's, a killed save's) are removed after the commit.
+
+        Raises:
+            CheckpointCorruptError: an object is missing or has another size (nothing committed).
+            CheckpointError: the commit failed (the step keeps its previous commit, if any).
+        """
+        store = self.store
+        folder = self.folder(step)
+        try:
+            listing = self.verify_payload(step, folder, files, full=False)
+            manifest = Manifest(
+                step=step, time=store.clock.now(), files=files, metrics=metrics, layout=layout
+            )
+            self._write_manifest(f"{folder}/{MANIFEST_NAME}", manifest)
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(
+                f"committing checkpoint step {step} in {store.unstrip(folder)} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self._committed(manifest, folder, listing)
+        return manifest
+
+    def _write_manifest(self, path: str, manifest: Manifest) -> None:
+        """The commit (for a re-save, the swap): one write of the manifest, read back."""
+        data = manifest.to_json()
+        self.store.write(path, data)
+        if self.store.read(path) != data:
+            raise CheckpointCorruptError(
+                f"checkpoint step {manifest.step}: {self.store.unstrip(path)} did not read back"
+            )
+
+    def _committed(self, manifest: Manifest, folder: str, listing: Mapping[str, int]) -> None:
+        with self.lock:
+            self.manifests[manifest.step] = manifest
+        logger.info(
+            "committed checkpoint step %d (%d bytes in %d objects)",
+            manifest.step,
+            manifest.total_size,
+            len(manifest.files),
+        )
+        self.drop_unreferenced(manifest.step, folder, manifest, listing)
 
     def drop_unreferenced(
         self, step: int, folder: str, manifest: Manifest, listing: Mapping[str, int] | None = None
@@ -352,6 +403,7 @@ class CheckpointFolders:
             metrics=dict(manifest.metrics),
             size_bytes=manifest.total_size,
             files=tuple(f.name for f in manifest.files),
+            sharded=manifest.layout == LAYOUT_DCP,
         )
 
     def candidates(self, *, verify: Literal["size", "full"]) -> Iterator[tuple[Manifest, str]]:
@@ -431,6 +483,11 @@ class CheckpointFolders:
     ) -> dict[str, Any]:
         """Read, check and ``torch.load`` a checkpoint's payload object."""
         torch = import_torch()
+        if manifest.layout == LAYOUT_DCP:
+            raise CheckpointError(
+                f"checkpoint step {manifest.step} under {self.store.url} is sharded (every rank "
+                "saved its part with save_sharded): load it on every rank with load_sharded"
+            )
         entry = manifest.files[0]
         for f in manifest.files:
             if f.name == PAYLOAD_NAME:

@@ -10,8 +10,10 @@ from typing import Any, Literal
 import attrs
 
 from vastkit._store import DEFAULT_CHUNK, DEFAULT_CONCURRENCY, STORE_RETRY, Store
+from vastkit.checkpoint import _sharded
 from vastkit.checkpoint._background import BackgroundSave
 from vastkit.checkpoint._commits import CheckpointFolders, CheckpointInfo, Retention
+from vastkit.checkpoint._group import Coordinator, Ranks, detect_ranks, initialized_dist
 from vastkit.checkpoint._serialize import (
     FORMAT_TAG,
     Stager,
@@ -55,8 +57,16 @@ def _check_settings(
     best_metric: str | None,
     best_mode: str,
     mtbf_seconds: float,
+    save_rank: int | None,
+    collective_timeout: float,
 ) -> None:
     """Refuse a manager's settings that are out of range (see :class:`CheckpointManager`)."""
+    if save_rank is not None and (
+        isinstance(save_rank, bool) or not isinstance(save_rank, int) or save_rank < 0
+    ):
+        raise ValueError(f"save_rank must be an int >= 0 or None, not {save_rank!r}")
+    if not collective_timeout > 0:
+        raise ValueError(f"collective_timeout must be > 0, not {collective_timeout}")
     if every_steps is not None and every_steps != "auto":
         if isinstance(every_steps, bool) or not isinstance(every_steps, int):
             raise TypeError(f"every_steps must be an int, 'auto' or None, not {every_steps!r}")
@@ -101,6 +111,15 @@ class CheckpointManager:
         transfer_chunk_bytes: The part size of concurrent multipart uploads and ranged reads
             (S3).
         transfer_concurrency: How many parts move at once (S3).
+        save_rank: In a group of processes (``torch.distributed`` initialised, else ``RANK`` and
+            ``WORLD_SIZE`` set, as by torchrun), the one rank whose :meth:`save` and
+            :meth:`save_now` write a replicated state (DDP); on the others they return ``False``
+            at once. ``None``: every rank writes (give each its own ``url``). Reading
+            (:meth:`latest`, :meth:`restore`, ...) works on every rank. :meth:`save_sharded` is
+            called by every rank regardless.
+        collective_timeout: Seconds a sharded save or load waits for the other ranks in any one
+            step before it raises :class:`~vastkit.errors.CheckpointError` (a rank killed,
+            crashed or hung). It bounds the slowest rank's upload too, so keep it generous.
 
     Raises:
         ValueError: an interval or a count is out of range, or ``keep_best`` lacks ``best_metric``.
@@ -124,6 +143,8 @@ class CheckpointManager:
         mtbf_seconds: float = 6 * 3600.0,
         transfer_chunk_bytes: int = DEFAULT_CHUNK,
         transfer_concurrency: int = DEFAULT_CONCURRENCY,
+        save_rank: int | None = 0,
+        collective_timeout: float = 1800.0,
     ) -> None:
         _check_settings(
             every_steps=every_steps,
@@ -133,6 +154,8 @@ class CheckpointManager:
             best_metric=best_metric,
             best_mode=best_mode,
             mtbf_seconds=mtbf_seconds,
+            save_rank=save_rank,
+            collective_timeout=collective_timeout,
         )
         if retries is None:
             retry = STORE_RETRY
@@ -178,6 +201,8 @@ class CheckpointManager:
         self._last_call: tuple[int, float] | None = None
         self._last_seen: tuple[int, Any, Mapping[str, float] | None] | None = None
         self._committed: int | None = None
+        self._save_rank = save_rank
+        self._coordinator = Coordinator(collective_timeout)
         self.stats = SaveStats()
         """Measured ``stall_seconds``, ``upload_seconds`` and ``step_seconds`` (moving averages)."""
 
@@ -238,6 +263,11 @@ class CheckpointManager:
         modules, optimizers, schedulers, GradScalers (saved through ``state_dict()``), tensors,
         NumPy arrays and plain Python values.
 
+        In a group of processes only ``save_rank`` (rank 0 by default) writes: the state is
+        replicated (DDP), so one copy is the checkpoint. On the other ranks this returns
+        ``False`` at once, without a store call or a collective. A state that each rank holds
+        a different part of (FSDP) is saved with :meth:`save_sharded` instead.
+
         Args:
             step: The training step (>= 0); checkpoints are ordered by it.
             state: What to save.
@@ -245,7 +275,8 @@ class CheckpointManager:
             force: Save even if no save is due.
 
         Returns:
-            Whether a save was started (async) or committed (sync).
+            Whether a save was started (async) or committed (sync); ``False`` on a rank that
+            does not write.
 
         Raises:
             CheckpointError: the previous background save failed, or (sync) this one failed.
@@ -253,12 +284,10 @@ class CheckpointManager:
         """
         self._check_open()
         step_dirname(step)  # validates
+        if not self._writes_here():
+            return False
         self._saves.raise_pending()
-        now = self._clock.now()
-        if self._last_call is not None and step > self._last_call[0]:
-            per_step = (now - self._last_call[1]) / (step - self._last_call[0])
-            self.stats.step_seconds = ema(self.stats.step_seconds, max(per_step, 0.0))
-        self._last_call = (step, now)
+        now = self._note_call(step)
         self._last_seen = (step, state, metrics)
         if not force and not self._due(step, now):
             return False
@@ -266,6 +295,30 @@ class CheckpointManager:
         if not self._async:
             self.wait()
         return True
+
+    def _note_call(self, step: int) -> float:
+        """Measure the time per step between calls; the time now."""
+        now = self._clock.now()
+        if self._last_call is not None and step > self._last_call[0]:
+            per_step = (now - self._last_call[1]) / (step - self._last_call[0])
+            self.stats.step_seconds = ema(self.stats.step_seconds, max(per_step, 0.0))
+        self._last_call = (step, now)
+        return now
+
+    def _ranks(self) -> Ranks:
+        ranks = detect_ranks()
+        if self._save_rank is not None and self._save_rank >= ranks.world_size:
+            raise ValueError(
+                f"save_rank={self._save_rank} is not a rank of this group "
+                f"(world size {ranks.world_size})"
+            )
+        return ranks
+
+    def _writes_here(self) -> bool:
+        """Whether this process writes replicated saves (see ``save_rank``)."""
+        if self._save_rank is None:
+            return True
+        return self._ranks().rank == self._save_rank
 
     def _start_save(
         self, step: int, state: Mapping[str, Any], metrics: Mapping[str, float] | None
@@ -326,12 +379,15 @@ class CheckpointManager:
 
         Returns:
             Whether a checkpoint of that step is committed when this returns. When the deadline
-            passes first the upload goes on in the background.
+            passes first the upload goes on in the background. ``False`` at once on a rank that
+            does not write (see ``save_rank``).
 
         Raises:
             CheckpointError: a background save failed.
         """
         self._check_open()
+        if not self._writes_here():
+            return False
         end = None if deadline is None else self._clock.now() + deadline
         if state is None or step is None:
             if self._last_seen is None:
@@ -351,6 +407,138 @@ class CheckpointManager:
             return False
         self.wait()
         return self._committed == step
+
+    # ------------------------------------------------------------ sharded states
+
+    def save_sharded(
+        self,
+        step: int,
+        state_dict: dict[str, Any],
+        *,
+        metrics: Mapping[str, float] | None = None,
+        force: bool = False,
+    ) -> bool:
+        """Save a state that every rank holds a part of (FSDP, DTensor): call it on every rank.
+
+        Each rank writes its shards into the step's folder with ``torch.distributed.checkpoint``
+        (through vastkit's store, hashing every object as it is written); rank 0 then checks
+        that every rank's objects are in the store with their sizes and commits them all with
+        one manifest, and every rank returns only after that commit. A rank that fails, dies or
+        hangs means the step is never committed: the others raise
+        :class:`~vastkit.errors.CheckpointError` within ``collective_timeout``. Retention, the
+        ``latest`` hint and :meth:`latest` work as for :meth:`save`; re-saving a committed step
+        writes aside and swaps the manifest, so the step is never uncommitted. The call is
+        synchronous; RNG states are not captured (put them in ``state_dict`` if needed).
+
+        Outside a process group (one process) it saves the state alone, as rank 0 of 1.
+
+        Args:
+            step: The training step (>= 0), the same on every rank.
+            state_dict: What DCP saves: tensors, ``DTensor``/``ShardedTensor`` shards, objects
+                with ``state_dict()``/``load_state_dict()`` (``Stateful``) and small Python
+                values; for FSDP use ``torch.distributed.checkpoint.state_dict.get_state_dict``.
+            metrics: Numbers for the manifest (keep-best retention); rank 0's are recorded.
+            force: Save even if the interval says no save is due. The interval is decided on
+                rank 0 and shared when it depends on time (``every_seconds``, ``"auto"``), so
+                every rank agrees.
+
+        Returns:
+            Whether the step was committed (``False``: no save was due).
+
+        Raises:
+            CheckpointError: a rank failed to write, a rank is gone or silent past
+                ``collective_timeout`` (end the process then: its process group is broken), or
+                torch.distributed is not initialised although ``WORLD_SIZE`` > 1.
+            ValueError: ``step`` is negative.
+        """
+        self._check_open()
+        step_dirname(step)  # validates
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, not {type(state_dict).__name__}")
+        ranks = self._sharded_ranks("save_sharded")
+        self.wait()
+        now = self._note_call(step)
+        due = force or self._due(step, now)
+        if ranks.world_size > 1 and not force and self._time_decides():
+            due = self._coordinator.broadcast(
+                due, what=f"sharded checkpoint step {step}: deciding whether to save"
+            )
+        if not due:
+            return False
+        started = self._clock.now()
+        clean_metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
+        _sharded.save(
+            self._folders,
+            self._coordinator,
+            ranks,
+            step=step,
+            state_dict=state_dict,
+            metrics=clean_metrics,
+        )
+        self._committed = step
+        self._last_step = step
+        self._last_time = self._clock.now()
+        self.stats.upload_seconds = ema(self.stats.upload_seconds, self._last_time - started)
+        return True
+
+    def load_sharded(
+        self, state_dict: dict[str, Any], *, step: int | None = None
+    ) -> CheckpointInfo | None:
+        """Load a checkpoint written by :meth:`save_sharded` into ``state_dict``, in place, on
+        every rank: each rank reads the parts its tensors need (DCP plans it), also when the
+        world size differs from the one that saved (as far as DCP can reshard the tensors).
+
+        Rank 0 picks the step (the newest committed one whose objects are all there with their
+        sizes) and every rank loads that one; each object read is checked against the SHA-256
+        in the manifest first. A damaged step is skipped on every rank, with a warning, for the
+        next older one.
+
+        Args:
+            state_dict: The state to load into (its tensors, sharded as they are now, receive
+                the values; ``Stateful`` objects get ``load_state_dict``); call it on every rank.
+            step: A specific step instead of the newest that loads.
+
+        Returns:
+            The checkpoint loaded; ``None`` only when nothing was ever committed: a fresh start.
+
+        Raises:
+            CheckpointError: no committed checkpoint of ``step``, the checkpoint was saved by
+                :meth:`save` (one process; use :meth:`restore`), the state does not match it, or
+                a rank is gone or silent past ``collective_timeout``.
+            CheckpointCorruptError: ``step`` fails verification, or (``step=None``) every
+                committed checkpoint does; never a silent fresh start.
+
+        Warns:
+            CheckpointWarning: for each newer checkpoint skipped as damaged.
+        """
+        self._check_open()
+        if step is not None:
+            step_dirname(step)  # validates
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, not {type(state_dict).__name__}")
+        ranks = self._sharded_ranks("load_sharded")
+        manifest = _sharded.load(
+            self._folders, self._coordinator, ranks, state_dict=state_dict, step=step
+        )
+        if manifest is None:
+            return None
+        if self._last_step is None or manifest.step > self._last_step:
+            self._last_step = manifest.step
+        return self._folders.info(manifest, self._folders.folder(manifest.step))
+
+    def _sharded_ranks(self, what: str) -> Ranks:
+        ranks = detect_ranks()
+        if ranks.world_size > 1 and initialized_dist() is None:
+            raise CheckpointError(
+                f"{what} with WORLD_SIZE={ranks.world_size} needs torch.distributed initialised "
+                "(torch.distributed.init_process_group) on every rank first"
+            )
+        return ranks
+
+    def _time_decides(self) -> bool:
+        """Whether a save's being due depends on the clock or on measurements (not the step
+        alone), so that ranks could disagree."""
+        return self._every_seconds is not None or self._every_steps == "auto"
 
     def latest(self, *, verify: Literal["size", "full"] = "size") -> CheckpointInfo | None:
         """The newest committed checkpoint whose payload verifies, or ``None``.

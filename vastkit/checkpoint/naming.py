@@ -34,6 +34,8 @@ __all__ = [
     "CHECKPOINTS_DIR",
     "FORMAT_VERSION",
     "LATEST_HINT",
+    "LAYOUT_DCP",
+    "LAYOUT_SINGLE",
     "MANIFEST_NAME",
     "PAYLOAD_NAME",
     "STEP_WIDTH",
@@ -50,8 +52,19 @@ __all__ = [
     "young_daly_seconds",
 ]
 
-FORMAT_VERSION = 1
-"""The manifest format this version writes and the newest it reads."""
+FORMAT_VERSION = 2
+"""The newest manifest format this version reads. Single-process checkpoints are written as
+format 1; sharded ones (``layout: "dcp"``) as format 2, so a reader that predates them refuses them
+instead of mistaking a shard for a payload."""
+
+LAYOUT_SINGLE = "single"
+"""A manifest's layout: one ``torch.save`` payload object (format 1)."""
+
+LAYOUT_DCP = "dcp"
+"""A manifest's layout: the shards and metadata of a ``torch.distributed.checkpoint`` save by
+every rank of a group (format 2)."""
+
+_LAYOUT_VERSIONS = {LAYOUT_SINGLE: 1, LAYOUT_DCP: 2}
 
 CHECKPOINTS_DIR = "checkpoints"
 """The folder under the manager's URL that holds one sub-folder per step."""
@@ -168,8 +181,14 @@ class Manifest:
     """Every payload object with its size and checksum."""
     metrics: Mapping[str, float] = attrs.field(factory=dict)
     """User metrics passed to ``save(metrics=...)`` (used by keep-best retention)."""
-    format_version: int = FORMAT_VERSION
-    """The manifest format version."""
+    layout: str = LAYOUT_SINGLE
+    """How the payload objects make a state: :data:`LAYOUT_SINGLE` or :data:`LAYOUT_DCP`."""
+    format_version: int = attrs.field()
+    """The manifest format version (by default the one ``layout`` needs)."""
+
+    @format_version.default
+    def _format_for_layout(self) -> int:
+        return _LAYOUT_VERSIONS.get(self.layout, FORMAT_VERSION)
 
     @property
     def total_size(self) -> int:
@@ -185,6 +204,8 @@ class Manifest:
             "metrics": {str(k): float(v) for k, v in self.metrics.items()},
             "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in self.files],
         }
+        if self.layout != LAYOUT_SINGLE:
+            doc["layout"] = self.layout
         return json.dumps(doc, sort_keys=True, indent=1, allow_nan=True).encode()
 
     @classmethod
@@ -218,6 +239,12 @@ class Manifest:
             isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
         ):
             raise ManifestError("metrics must map names to numbers")
+        layout = doc.get("layout", LAYOUT_SINGLE)
+        if layout not in _LAYOUT_VERSIONS:
+            raise ManifestError(f"unknown layout {layout!r}")
+        if _LAYOUT_VERSIONS[layout] > version:
+            needed = _LAYOUT_VERSIONS[layout]
+            raise ManifestError(f"layout {layout!r} needs format_version {needed}")
         files = doc.get("files")
         if not isinstance(files, list) or not files:
             raise ManifestError("files must be a non-empty list")
@@ -240,6 +267,7 @@ class Manifest:
             time=float(when),
             files=tuple(entries),
             metrics={str(k): float(v) for k, v in metrics.items()},
+            layout=layout,
             format_version=version,
         )
 
