@@ -13,6 +13,7 @@ import fractions
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -280,3 +281,14 @@ def test_other_paths_go_to_lightnings_own_checkpoint_io(
         vk.checkpoint_io.load_checkpoint("vastkit:newest")
     assert isinstance(vk.checkpoint_io, VastkitCheckpointIO)
     assert lightning_namespace() == "pytorch_lightning"
+
+
+def test_sharded_strategies_are_refused_and_ddp_is_accepted(worker_context: WorkerContext) -> None:
+    """The callback saves one full copy from the main rank: FSDP's shards would be lost."""
+    vk = VastkitCheckpoints(manager(worker_context), context=worker_context)
+    sharded = SimpleNamespace(strategy=pl.strategies.FSDPStrategy())
+    with pytest.raises(CheckpointError, match="FSDPStrategy shards it"):
+        vk.setup(sharded, Tiny(), "fit")
+    ddp = SimpleNamespace(strategy=pl.strategies.DDPStrategy(checkpoint_io=vk.checkpoint_io))
+    vk.setup(ddp, Tiny(), "fit")  # accepted (it has run on one CPU process only)
+    vk.manager.close()
