@@ -82,6 +82,7 @@ def main() -> None:
             "is_main": ctx.is_main,
         }
         (MARKS / f"ctx-rank{ctx.rank}").write_text(json.dumps(fields))
+        (MARKS / f"pid-rank{ctx.rank}").write_text(str(os.getpid()))
     dist.init_process_group("gloo")
     torch.use_deterministic_algorithms(True)
     model, opt = make_model()

@@ -7,8 +7,10 @@ process from the same seeds and batches).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -129,3 +131,41 @@ def test_a_rank_that_dies_ends_the_attempt_with_its_exit_code_and_output(
     log = run_dir.read_log(1).decode()
     assert "its last lines:\n  rank 1 resumed at step 0" in log
     assert "attempt 1 ended: failed (rank 1 (local rank 1) exited with exit code 7" in log
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :][:1] != b"Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_ranks_end_when_the_worker_is_killed(
+    run_dir: RunDir, tools: Any, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ready = tmp_path / "ready"
+    env = {"TOTAL": "1000", "STEP_SECONDS": "0.2", "MARKS": str(marks), "READY_STEP": "0"}
+    run_dir.write_job(ddp_spec(tools, 2, READY_FILE=str(ready), **env))
+    proc = tools.start_worker(run_dir.url, 1)
+    tools.wait_for(ready.exists)
+    ranks = [int((marks / f"pid-rank{r}").read_text()) for r in range(2)]
+    beat = run_dir.read_heartbeat(1)
+    assert beat is not None
+    assert beat.child_pid is not None
+    assert all(_alive(pid) for pid in [beat.child_pid, *ranks])
+    group = [beat.child_pid, *ranks]
+    try:
+        proc.kill()  # the worker alone, as a host that stops its container with no grace period
+        proc.wait()
+        tools.wait_for(lambda: not any(_alive(pid) for pid in group))
+    finally:  # a failure leaves no rank behind
+        for pid in group:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    # torchrun stopped the ranks with SIGTERM: rank 0 saved where they stopped
+    assert sorted(p.name for p in marks.glob("stop-rank*")) == ["stop-rank0", "stop-rank1"]

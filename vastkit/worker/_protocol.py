@@ -38,6 +38,7 @@ __all__ = [
     "ENV_RUN_URL",
     "ENV_STATUS_DIR",
     "ENV_STORAGE_OPTIONS",
+    "ENV_WORKER_PID",
     "JOB_FILE",
     "LAUNCHER_LOG_DIR",
     "METRICS_FILE",
@@ -71,6 +72,8 @@ ENV_LAUNCHER = "VASTKIT_LAUNCHER"
 orchestrator sets it from ``Job.launcher``."""
 ENV_NPROC_PER_NODE = "VASTKIT_NPROC_PER_NODE"
 """In the job spec's env: how many processes the launcher starts (default: one per GPU)."""
+ENV_WORKER_PID = "VASTKIT_WORKER_PID"
+"""Under a launcher: the worker's pid, so the launcher can end when the worker dies."""
 ENV_GPU_COUNT = "GPU_COUNT"
 """The number of GPUs of the rental, which Vast (and the emulator) set in every container."""
 

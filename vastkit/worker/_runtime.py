@@ -48,6 +48,7 @@ from vastkit.worker._protocol import (
     ENV_RUN_URL,
     ENV_STATUS_DIR,
     ENV_STORAGE_OPTIONS,
+    ENV_WORKER_PID,
     JOB_FILE,
     STOP_FILE,
     write_json_atomic,
@@ -645,6 +646,7 @@ class Worker:
         command = spec.command if isinstance(spec.command, str) else list(spec.command)
         if self._launch is not None:
             command = list(self._launch.argv)
+            env[ENV_WORKER_PID] = str(os.getpid())
             self.note(
                 f"launcher {self._launch.launcher}: {self._launch.nproc} process(es) "
                 f"({self._launch.nproc_from})"

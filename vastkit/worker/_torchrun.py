@@ -7,11 +7,16 @@ lines of its output) in ``rank_failure.json`` of the worker's status directory, 
 that rank's exit code, so the attempt's result names the rank that ended it. torchrun itself
 would exit 1 and print the failure as text.
 
+It also ends with the worker: a worker killed with SIGKILL (a host that stops its container
+without a grace period) sends it SIGTERM through ``PR_SET_PDEATHSIG`` (Linux), and torchrun
+then stops every rank, as it does on its own SIGTERM.
+
 Only the worker runs this module (see :mod:`vastkit.worker._launch`); it needs PyTorch.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -19,9 +24,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vastkit.worker._protocol import ENV_STATUS_DIR, RANK_FAILURE_FILE, write_json_atomic
+from vastkit.worker._protocol import (
+    ENV_STATUS_DIR,
+    ENV_WORKER_PID,
+    RANK_FAILURE_FILE,
+    write_json_atomic,
+)
 
-__all__ = ["exit_status", "main", "rank_log_folder", "tail_lines"]
+__all__ = ["die_with_parent", "exit_status", "main", "rank_log_folder", "tail_lines"]
 
 TAIL_LINES = 20
 """How many of a failed rank's last output lines its failure record keeps."""
@@ -88,8 +98,27 @@ def _failure_record(rank: int, failure: Any, log_dir: str | None) -> dict[str, A
     }
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to send this process SIGTERM when its parent (the worker) dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the worker died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run torchrun with ``argv``; return the exit status of the first failed rank (or 0)."""
+    worker = os.environ.get(ENV_WORKER_PID, "")
+    if worker.isdigit():
+        die_with_parent(int(worker))
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
