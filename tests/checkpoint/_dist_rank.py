@@ -15,6 +15,8 @@ Modes:
 * ``sharded-save URL STEP``: ``save_sharded`` a DTensor sharded over the ranks, a replicated
   tensor and a Python value, all made from STEP;
 * ``sharded-load URL``: ``load_sharded`` into zeros sharded over *this* world size;
+* ``sharded-corrupt URL``: save steps 1 and 2, flip a byte of rank 1's shard of step 2, then
+  load without and with ``step=2``;
 * ``sharded-kill URL STEP RANK WHEN``: like ``sharded-save``, but rank RANK SIGKILLs itself
   ``mid-write`` (half of its shard written) or ``after-write`` (shard written, not reported),
   or hangs (``hang``); the others report the error they got.
@@ -119,6 +121,39 @@ def sharded_load(url: str, world: int) -> dict[str, Any]:
     }
 
 
+def sharded_corrupt(url: str, world: int) -> dict[str, Any]:
+    import glob
+    import warnings
+
+    with manager(url) as mgr:
+        for step in (1, 2):
+            mgr.save_sharded(step, sharded_state(step, world))
+        if dist.get_rank() == 0:
+            folder = url.removeprefix("file://") + "/checkpoints/step-000000000002"
+            (shard,) = glob.glob(f"{folder}/*-1_0.distcp")  # only rank 1 reads it
+            with open(shard, "r+b") as fh:
+                fh.seek(-50, os.SEEK_END)
+                byte = fh.read(1)
+                fh.seek(-50, os.SEEK_END)
+                fh.write(bytes([byte[0] ^ 0xFF]))
+        dist.barrier()
+        state = sharded_state(0, world)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            info = mgr.load_sharded(state)
+        assert info is not None
+        out: dict[str, Any] = {
+            "fallback_step": info.step,
+            "weight_ok": torch.equal(state["weight"].full_tensor(), full(info.step)),
+            "warned": [str(w.message) for w in caught],
+        }
+        try:
+            mgr.load_sharded(sharded_state(0, world), step=2)
+        except CheckpointError as exc:
+            out.update(error=type(exc).__name__, message=str(exc))
+        return out
+
+
 def sharded_kill(url: str, step: int, victim: int, when: str, *, rank: int, world: int) -> Any:
     from vastkit.checkpoint import _sharded
 
@@ -180,6 +215,8 @@ def main(argv: list[str]) -> None:
         out = sharded_save(url, int(args[0]), world)
     elif mode == "sharded-load":
         out = sharded_load(url, world)
+    elif mode == "sharded-corrupt":
+        out = sharded_corrupt(url, world)
     elif mode == "sharded-kill":
         out = sharded_kill(url, int(args[0]), int(args[1]), args[2], rank=rank, world=world)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -222,17 +223,21 @@ def test_sharded_save_on_s3(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("when", ["mid-write", "after-write"])
+@pytest.mark.parametrize(
+    ("victim", "when"), [(1, "mid-write"), (1, "after-write"), (0, "after-write")]
+)
 def test_a_rank_killed_during_a_save_never_commits_the_step(
-    tmp_path: Path, processes: ProcessGroups, when: str
+    tmp_path: Path, processes: ProcessGroups, victim: int, when: str
 ) -> None:
     url = f"file://{tmp_path}/run"
     with CheckpointManager(url) as mgr:
         assert mgr.save_sharded(5, plain_state(5))
 
-    results, exits = ranks(processes, tmp_path, 2, "sharded-kill", url, "6", "1", when)
-    assert exits == [0, -9]  # rank 1 was SIGKILLed; rank 0 returned
-    assert [r["rank"] for r in results] == [0]
+    results, exits = ranks(processes, tmp_path, 2, "sharded-kill", url, "6", str(victim), when)
+    survivor = 1 - victim
+    assert exits[victim] == -9  # SIGKILLed
+    assert exits[survivor] == 0  # returned, with an error instead of hanging
+    assert [r["rank"] for r in results] == [survivor]
     assert results[0]["error"] == "CheckpointError"
     assert "sharded checkpoint step 6" in results[0]["message"]
     assert "end this process" in results[0]["message"]
@@ -254,6 +259,22 @@ def test_a_rank_killed_during_a_save_never_commits_the_step(
     manifest = json.loads((folder / "manifest.json").read_text())
     kept = {f["name"] for f in manifest["files"]} | {"manifest.json"}
     assert {p.name for p in folder.iterdir() if not p.name.startswith(".")} == kept
+
+
+@pytest.mark.slow
+def test_a_shard_damaged_on_one_rank_is_skipped_by_every_rank(
+    tmp_path: Path, processes: ProcessGroups
+) -> None:
+    url = f"file://{tmp_path}/run"
+    results, exits = ranks(processes, tmp_path, 2, "sharded-corrupt", url)
+    assert exits == [0, 0]
+    for r in results:  # rank 1 read the damaged shard; DCP told rank 0: both fell back alike
+        assert (r["fallback_step"], r["weight_ok"]) == (1, True)
+        assert r["error"] == "CheckpointCorruptError"
+        assert re.search(
+            r"checkpoint step 2: .*-1_0\.distcp fails its size or SHA-256", r["message"]
+        )
+    assert any("skipping damaged checkpoint: checkpoint step 2" in w for w in results[1]["warned"])
 
 
 @pytest.mark.slow

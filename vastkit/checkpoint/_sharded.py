@@ -258,8 +258,8 @@ def save(
 
     Raises:
         CheckpointError: any rank failed, or a rank is gone or silent past the timeout; the
-            step is not committed (except in the one case the message says so: every object was
-            written and committed but a rank left before hearing it).
+            step is not committed, except in the one case the message of rank 0's error says
+            so (every object was written and committed, but a rank left before hearing it).
     """
     dcp, _, checkpoint_exception = import_dcp()
     distributed = ranks.world_size > 1
@@ -279,12 +279,11 @@ def save(
     except checkpoint_exception as exc:  # every rank got here: the group still works
         raise CheckpointError(f"{where}: writing the shards failed: {_summary(exc)}") from exc
     except Exception as exc:
-        coordinator_error = CheckpointError(
+        raise CheckpointError(
             f"{where}: rank {ranks.rank} of {ranks.world_size} lost the other ranks while "
             f"writing (a rank was killed, crashed or hangs past {coordinator.timeout:g} s); "
             f"nothing was committed; end this process ({type(exc).__name__}: {exc})"
-        )
-        raise coordinator_error from exc
+        ) from exc
     written = tuple(sorted(fs.written.values(), key=lambda e: e.name))
     every: Sequence[tuple[PayloadEntry, ...]] = (
         coordinator.all_gather(written, what=f"{where}: reporting the shards written")
@@ -295,7 +294,16 @@ def save(
     if ranks.is_main:
         outcome = _commit(folders, step, every, metrics, where)
     if distributed:
-        outcome = coordinator.broadcast(outcome, what=f"{where}: hearing whether rank 0 committed")
+        try:
+            outcome = coordinator.broadcast(
+                outcome, what=f"{where}: telling every rank whether rank 0 committed"
+            )
+        except CheckpointError as exc:
+            if outcome[1] is None:  # not rank 0, or rank 0 did not commit
+                raise
+            raise CheckpointError(
+                f"{where} is committed (every shard was written and checked), but {exc}"
+            ) from exc
     error, data = outcome
     if error is not None or data is None:
         raise CheckpointError(error or f"{where}: rank 0 sent no manifest")
