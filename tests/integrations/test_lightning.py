@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fractions
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ import pytest
 pl = pytest.importorskip("pytorch_lightning")
 torch = pytest.importorskip("torch")
 
+import vastkit.worker  # noqa: E402
 from tests.integrations.conftest import fresh_context, reported, sigterm_self  # noqa: E402
 from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager, CheckpointWarning  # noqa: E402
 from vastkit.errors import CheckpointCorruptError, CheckpointError  # noqa: E402
@@ -292,3 +294,29 @@ def test_sharded_strategies_are_refused_and_ddp_is_accepted(worker_context: Work
     ddp = SimpleNamespace(strategy=pl.strategies.DDPStrategy(checkpoint_io=vk.checkpoint_io))
     vk.setup(ddp, Tiny(), "fit")  # accepted (it has run on one CPU process only)
     vk.manager.close()
+
+
+def test_the_default_context_keeps_its_sigterm_handler_after_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker_context: WorkerContext
+) -> None:
+    """The run's context, made on first use (at setup, also with a manager given), installs
+    its handler before Lightning's, which puts the earlier one back at teardown: a SIGTERM
+    after fit still reaches should_stop()."""
+    made: list[WorkerContext] = []
+
+    def context() -> WorkerContext:  # what vastkit.worker.context() does on its first call
+        if not made:
+            made.append(WorkerContext({"VASTKIT_LOCAL_RUN": str(tmp_path / "lazy")}))
+        return made[0]
+
+    monkeypatch.setattr(vastkit.worker, "context", context)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fixture puts the one before back
+    vk = VastkitCheckpoints(CheckpointManager(str(tmp_path / "given")))  # context: the default
+    trainer(vk, steps=2).fit(Tiny(), Batches())
+    vk.manager.close()
+    assert [c.step for c in vk.manager.list()] == [1, 2]
+    handler = signal.getsignal(signal.SIGTERM)
+    assert callable(handler)
+    handler(signal.SIGTERM, None)  # as a SIGTERM after fit would
+    assert made[0].should_stop()
+    made[0].close()

@@ -397,6 +397,7 @@ class VastkitCheckpoints(pl.Callback):
             )
         # The worker context's SIGTERM handler goes in before Lightning's (which chains it and
         # puts it back at teardown), and the manager exists before the first step.
+        _ = self.context
         self._get_manager()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
