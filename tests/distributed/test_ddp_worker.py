@@ -23,6 +23,8 @@ from vastkit.rundir import JobSpec, ResultStatus, RunDir
 
 pytestmark = pytest.mark.slow
 
+pytest.importorskip("torch")
+
 SCRIPT = Path(__file__).with_name("_ddp_train.py")
 
 
