@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from tests._support.processes import ProcessGroups  # noqa: E402
 from tests.integrations.conftest import fresh_context, reported, sigterm_self  # noqa: E402
 from vastkit.checkpoint import CheckpointManager  # noqa: E402
 from vastkit.errors import CheckpointError  # noqa: E402
@@ -176,3 +178,18 @@ def test_bad_folders_and_foreign_checkpoints_are_refused(
         vk = VastkitTrainerCallback(manager)
         with pytest.raises(CheckpointError, match=r"step 5 .* not saved by vastkit.integrations"):
             vk.resume_from_checkpoint(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_a_sigterm_on_one_rank_stops_every_rank_after_the_same_step(
+    tmp_path: Path, processes: ProcessGroups
+) -> None:
+    """Two gloo ranks; only rank 1 sees should_stop(): the vote makes both save and stop (a
+    rank that went on would wait forever in the next step's all-reduce)."""
+    script = Path(__file__).with_name("_two_ranks.py")
+    done = processes.run([sys.executable, str(script), str(tmp_path / "rendezvous")], text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == [
+        "rank 0: stop=True save=True",
+        "rank 1: stop=True save=True",
+    ]
