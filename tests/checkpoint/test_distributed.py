@@ -99,6 +99,22 @@ def test_malformed_rank_variables_are_config_errors(
     assert err.value.key == key
 
 
+def test_bad_rank_settings_are_refused_where_they_enter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"file://{tmp_path}/run"
+    with pytest.raises(ValueError, match="save_rank must be an int >= 0 or None, not -1"):
+        CheckpointManager(url, save_rank=-1)
+    with pytest.raises(ValueError, match="collective_timeout must be > 0, not 0"):
+        CheckpointManager(url, collective_timeout=0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "one")
+    with pytest.raises(ConfigError, match="RANK must be an integer >= 0") as err:
+        CheckpointManager(url).save(1, {"w": torch.ones(1)})
+    assert err.value.key == "RANK"
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------ replicated (DDP)
 
 

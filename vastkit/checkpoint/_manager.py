@@ -122,7 +122,8 @@ class CheckpointManager:
             crashed or hung). It bounds the slowest rank's upload too, so keep it generous.
 
     Raises:
-        ValueError: an interval or a count is out of range, or ``keep_best`` lacks ``best_metric``.
+        ValueError: an interval, a count, ``save_rank`` or ``collective_timeout`` is out of
+            range, or ``keep_best`` lacks ``best_metric``.
     """
 
     def __init__(
@@ -280,7 +281,8 @@ class CheckpointManager:
 
         Raises:
             CheckpointError: the previous background save failed, or (sync) this one failed.
-            ValueError: ``step`` is negative.
+            ValueError: ``step`` is negative, or ``save_rank`` is not a rank of the group.
+            ConfigValueError: ``RANK``/``WORLD_SIZE`` are malformed (no process group).
         """
         self._check_open()
         step_dirname(step)  # validates
