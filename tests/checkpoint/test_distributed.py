@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pytest
 import torch
 
@@ -275,6 +276,31 @@ def test_a_rank_killed_during_a_save_never_commits_the_step(
     manifest = json.loads((folder / "manifest.json").read_text())
     kept = {f["name"] for f in manifest["files"]} | {"manifest.json"}
     assert {p.name for p in folder.iterdir() if not p.name.startswith(".")} == kept
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_a_rank_killed_during_a_save_on_s3_never_commits_the_step(
+    tmp_path: Path, processes: ProcessGroups, s3_bucket: tuple[str, dict[str, Any]]
+) -> None:
+    bucket, options = s3_bucket
+    url = f"{bucket}/run"
+    with CheckpointManager(url, storage_options=options) as mgr:
+        assert mgr.save_sharded(5, plain_state(5))
+    results, exits = ranks(
+        processes, tmp_path, 2, "sharded-kill", url, "6", "1", "after-write", storage=options
+    )
+    assert exits == [0, -9]
+    assert results[0]["error"] == "CheckpointError"
+    fs = fsspec.filesystem("s3", **options)
+    step6 = f"{bucket.removeprefix('s3://')}/run/checkpoints/step-000000000006"
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(step6, refresh=True))
+    assert len(names) == 3  # both shards and the metadata arrived...
+    assert "manifest.json" not in names  # ...and still no commit
+    mgr = CheckpointManager(url, storage_options=options)
+    info = mgr.latest(verify="full")
+    assert info is not None
+    assert info.step == 5
 
 
 @pytest.mark.slow
