@@ -96,11 +96,9 @@ def train() -> int:
             ctx.checkpoints.wait()
             ctx.report(step, checkpoint_step=step)
             print(f"step {step}: checkpoint committed (loss {loss.item():.4f})", flush=True)
-        # The ranks see should_stop() at slightly different moments: agree on it, so every
-        # rank stops after the same step and the checkpoint holds what all of them trained.
-        stop = torch.tensor([int(worker.should_stop())], device=device)
-        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-        if stop.item():
+        # The ranks see should_stop() at slightly different moments: any_rank=True agrees on
+        # it (one all-reduce), so every rank stops after the same step.
+        if worker.should_stop(any_rank=True):
             if ctx.is_main:
                 ctx.checkpoints.save_now(step, {"model": model, "optimizer": opt})
                 ctx.report(step, checkpoint_step=step)

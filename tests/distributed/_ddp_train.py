@@ -123,9 +123,7 @@ def main() -> None:
         if READY and ctx.is_main and step == READY_STEP:
             Path(READY).touch()
         # stop on every rank at the same step: any rank that saw the stop tells the others
-        flag = torch.tensor([1 if worker.should_stop() else 0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item():
+        if worker.should_stop(any_rank=True):
             if MARKS is not None:  # by now the stop reached this rank too (signal or stop file)
                 (MARKS / f"stop-rank{ctx.rank}").write_text(str(worker.should_stop()))
             if ctx.is_main:

@@ -112,7 +112,7 @@ def test_ddp_preempted_and_resumed_matches_an_uninterrupted_run(
     assert sorted(after) == list(range(stopped + 1, total))
     assert set(before) >= set(range(stopped + 1))
     for step, loss in {**before, **after}.items():
-        assert loss == pytest.approx(reference[step], rel=1e-9, abs=1e-12), step
+        assert loss == pytest.approx(reference[step], rel=1e-12, abs=0), step
     # metrics are logged once (by rank 0), per-rank values only when asked for
     names = set(second.metrics)
     assert names == {"loss"} | {f"local_loss/rank{r}" for r in range(nproc)}

@@ -303,3 +303,11 @@ def test_every_rank_sees_the_stop_file(tmp_path: Path) -> None:
     assert [c.should_stop() for c in ranks] == [False, False, False]
     (status / "stop").touch()  # what the worker writes before it signals
     assert [c.should_stop() for c in ranks] == [True, True, True]
+
+
+def test_any_rank_without_a_process_group_is_this_ranks_own_answer(tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    ctx = _ctx(tmp_path, VASTKIT_STATUS_DIR=str(status))
+    assert ctx.should_stop(any_rank=True) is False
+    (status / "stop").touch()
+    assert ctx.should_stop(any_rank=True) is True

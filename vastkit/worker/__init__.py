@@ -57,13 +57,18 @@ def context() -> WorkerContext:
         return _context
 
 
-def should_stop() -> bool:
+def should_stop(*, any_rank: bool = False) -> bool:
     """True once the worker forwarded SIGTERM: save a checkpoint and exit within the grace period.
+
+    Args:
+        any_rank: Under a launcher, whether the stop reached any rank (one all-reduce; every
+            rank must call it at the same point), so that all stop after the same step (see
+            :meth:`WorkerContext.should_stop`).
 
     Returns:
         Whether the command should stop now.
     """
-    return context().should_stop()
+    return context().should_stop(any_rank=any_rank)
 
 
 def log_metrics(step: int, *, all_ranks: bool = False, **values: float) -> None:

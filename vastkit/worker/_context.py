@@ -43,6 +43,23 @@ LOCAL_RUN_DIR = "vastkit-local-run"
 _REPORT_EVERY = 1.0
 
 
+def _any_rank(flag: bool, device: Any) -> bool:
+    """``flag`` or'ed over the ranks of the default process group (``flag`` without one)."""
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:
+        return flag
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return flag
+    if device is None:
+        nccl = dist.get_backend() == "nccl"
+        device = torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu"
+    vote = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())
+
+
 def _rank_var(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
     raw = env.get(name)
     if raw is None or not raw.strip():
@@ -212,15 +229,29 @@ class WorkerContext:
                 )
             return self._manager
 
-    def should_stop(self) -> bool:
+    def should_stop(self, *, any_rank: bool = False, device: Any = None) -> bool:
         """True once the worker asked the command to stop (SIGTERM): save and exit soon.
 
         The worker gives the command the job's grace period, then kills it. Under a launcher
         it is true on every rank: each gets SIGTERM, and the worker's stop file (in the status
         directory all ranks share) reaches a rank that missed the signal. Ranks see it at
-        slightly different moments; to stop every rank at the same step, agree on it (for
-        instance an all-reduce of the flag, as ``examples/distributed_training.py`` does).
+        slightly different moments: with ``any_rank=True`` the ranks agree, so every rank stops
+        after the same step and none waits in a collective for one that already left.
+
+        Args:
+            any_rank: Whether the stop reached any rank of the default ``torch.distributed``
+                process group (one all-reduce of one number; every rank must call it at the
+                same point of its step). Without a process group of two or more ranks, the
+                same as ``False``.
+            device: Where the all-reduce's tensor lives (default: the current CUDA device with
+                the NCCL backend, else the CPU).
         """
+        local = self._stop_seen()
+        if not any_rank:
+            return local
+        return _any_rank(local, device)
+
+    def _stop_seen(self) -> bool:
         if self._stop.is_set():
             return True
         if (self._status_dir / STOP_FILE).exists():
