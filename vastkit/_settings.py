@@ -44,6 +44,7 @@ __all__ = [
     "explicit_key",
     "is_database_url",
     "official_key",
+    "poll_interval_setting",
     "read_settings",
     "redact_url",
     "resolve_api_key",
@@ -251,6 +252,33 @@ def read_settings(
         which = "api_key_env" if "api_key_env" in values else "api_key_file"
         sources["api_key"] = sources[which]
     return SettingValues(env=active, config_path=config_path, values=values, sources=sources)
+
+
+def poll_interval_setting() -> tuple[float, str] | None:
+    """The configured poll interval and where it came from, or None when nothing sets it.
+
+    ``$VASTKIT_POLL_INTERVAL`` beats the config file's ``poll_interval_s``; the file is read
+    only when the variable is unset. ``run_job`` uses it for a job whose ``JobTimeouts``
+    leaves ``poll_interval`` at its default, and ``Instance`` for its waits when no
+    ``timeouts`` are given.
+
+    Returns:
+        ``(seconds, source)``, the source being ``"$VASTKIT_POLL_INTERVAL"`` or
+        ``"vastkit.yaml:7"``; None when neither sets it.
+
+    Raises:
+        ConfigError: The variable is not a positive number, or the config file is wrong.
+    """
+    name = "poll_interval_s"
+    var = ENV_VARS[name]
+    raw = os.environ.get(var, "").strip()
+    if raw:
+        return float(_env_value(name, var, raw)), f"${var}"
+    values = read_settings()
+    value = values.from_file(name)
+    if value is None:
+        return None
+    return float(value), values.sources[name]
 
 
 # -- the API key and the server -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from vastkit._console import Progress
 from vastkit._keepalive import RentalBackstop
 from vastkit._provision import (
     DEFAULT_IMAGE,
@@ -32,6 +33,7 @@ from vastkit._rental import (
     Stage,
     live_instances,
 )
+from vastkit._settings import poll_interval_setting
 from vastkit.access import AccessPlan, RegistryLogin
 from vastkit.api.client import Client
 from vastkit.api.models import InstanceInfo, InstanceState, Offer, PortBinding
@@ -109,7 +111,9 @@ class Instance(RentalBase):
             ledger at its default path).
         budget: A :class:`~vastkit.budget.BudgetGuard` checked before renting.
         clock: The clock every wait goes through (default: the client's, else real time).
-        timeouts: Deadlines and pacing.
+        timeouts: Deadlines and pacing (default: :class:`InstanceTimeouts`, looking every
+            ``$VASTKIT_POLL_INTERVAL`` seconds, else the config file's ``poll_interval_s``, when
+            either is set).
         max_offers: The most offers to try before raising
             :class:`~vastkit.errors.ProvisioningError`.
         keep: Keep the instance when the block ends (for debugging): it goes on billing, and a
@@ -182,7 +186,7 @@ class Instance(RentalBase):
         self.env: dict[str, str] = dict(env or {})
         self.onstart = onstart
         self.runtype = runtype
-        self.timeouts = timeouts or InstanceTimeouts()
+        self.timeouts = timeouts if timeouts is not None else _default_timeouts()
         self.max_offers = max_offers
         self.keep = keep
         self.outbid_policy = outbid or OutbidPolicy.raise_bid()
@@ -484,8 +488,22 @@ class Instance(RentalBase):
         live_instances.discard(self)
         cost = self._meter.total if self._meter is not None else 0.0
         self._emit("destroyed", f"instance {instance_id} destroyed; cost ${cost:.4f}")
+        # Said where the rental was shown (a terminal, a notebook, the log), so that leaving
+        # a block visibly ends the billing.
+        Progress(self._progress_setting).close(self._destroyed_line(instance_id, reason, cost))
         if not self._entered:
             self._close_resources()  # launched without 'with': nothing else will close them
+
+    def _destroyed_line(self, instance_id: int, reason: str, cost: float) -> str:
+        """``instance 123 (1x RTX 4090, machine 45) destroyed when the with block ended;
+        billing stopped; it cost $0.0004 at 0.258 $/h``."""
+        what = f"instance {instance_id}"
+        if self._candidate is not None:
+            offer = self._candidate.offer
+            what += f" ({offer.num_gpus}x {offer.gpu_name}, machine {offer.machine_id})"
+        why = _REASONS.get(reason, f"({reason})")
+        rate = f" at {self._meter.price.dph_total:.3f} $/h" if self._meter is not None else ""
+        return f"{what} destroyed {why}; billing stopped; it cost ${cost:.4f}{rate}"
 
     def _create_onstart(self) -> str | None:
         """The onstart of the next create: the backstop's lines, then the user's onstart."""
@@ -521,6 +539,26 @@ class Instance(RentalBase):
             return f"<Instance {self.profile.name!r} run={self.run_id} not launched>"
         status = "destroyed" if self._stage is Stage.DESTROYED else view.state.value
         return f"<Instance {view.id} {self.profile.name!r} run={self.run_id} {status}>"
+
+
+_REASONS = {
+    "exit": "when the with block ended",
+    "exception": "when an exception left the with block",
+    "interrupted": "on Ctrl-C",
+    "sigterm": "on SIGTERM",
+    "system_exit": "on exit",
+    "destroy": "by destroy()",
+}
+"""Why an instance was destroyed, as the line printed then says it."""
+
+
+def _default_timeouts() -> InstanceTimeouts:
+    """:class:`InstanceTimeouts` with the configured poll interval (``$VASTKIT_POLL_INTERVAL``,
+    else the config file's ``poll_interval_s``), else the defaults."""
+    configured = poll_interval_setting()
+    if configured is None:
+        return InstanceTimeouts()
+    return InstanceTimeouts(poll_interval=configured[0])
 
 
 def _exit_reason(exc: BaseException | None) -> str:

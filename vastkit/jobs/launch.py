@@ -9,11 +9,14 @@ import math
 import time
 from typing import TYPE_CHECKING
 
+import attrs
+
 from vastkit._bootstrap import build_onstart
 from vastkit._provision import (
     CreateFailure,
     CreateFailureKind,
 )
+from vastkit._settings import poll_interval_setting
 from vastkit._shipping import worker_requirement
 from vastkit.access import AccessPlan
 from vastkit.api.models import CreateInstanceRequest, InstanceInfo
@@ -24,12 +27,13 @@ from vastkit.errors import (
     APIError,
     AuthenticationError,
     BudgetExceededError,
+    ConfigError,
     JobError,
     NoOfferError,
     PermissionDeniedError,
 )
 from vastkit.jobs.result import failed_create_summary
-from vastkit.jobs.spec import JobStatus
+from vastkit.jobs.spec import JobStatus, JobTimeouts
 from vastkit.jobs.state import JobEnded, LiveAttempt
 from vastkit.labels import make_label
 from vastkit.money import ContractPrice, CostMeter, hourly_rate
@@ -46,6 +50,31 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger("vastkit.jobs")
+
+
+def job_timeouts(timeouts: JobTimeouts) -> JobTimeouts:
+    """The timeouts a job runs with: its own, with the configured poll interval
+    (``$VASTKIT_POLL_INTERVAL``, else the config file's ``poll_interval_s``) when the job
+    leaves ``poll_interval`` at its default.
+
+    Raises:
+        ConfigError: The configured interval is not a positive number, or too long for the
+            job's other timeouts (``orchestrator_timeout`` must exceed two polls).
+    """
+    default = attrs.fields(JobTimeouts).poll_interval.default
+    if timeouts.poll_interval != default:
+        return timeouts  # the job chose its own
+    configured = poll_interval_setting()
+    if configured is None:
+        return timeouts
+    seconds, source = configured
+    try:
+        return attrs.evolve(timeouts, poll_interval=seconds)
+    except ValueError as exc:
+        raise ConfigError(
+            f"poll interval {seconds:g} s (from {source}) does not fit this job's timeouts: {exc}",
+            key="poll_interval_s",
+        ) from None
 
 
 def prepare_access(runner: JobRunner) -> None:

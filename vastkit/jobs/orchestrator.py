@@ -89,7 +89,7 @@ class JobRunner:
             # ranking, the preflight's worst case and the running rate all read the profile.
             profile = attrs.evolve(profile, disk_gb=job.disk_gb)
         self.profile = profile
-        self.t = job.timeouts
+        self.t = launch_steps.job_timeouts(job.timeouts)
         self._owns_client = client is None
         self.client = client if client is not None else Client()
         client_clock = getattr(self.client, "clock", None)
