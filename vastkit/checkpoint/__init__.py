@@ -33,7 +33,9 @@ The package's parts:
 * ``_background``: the one save in flight;
 * ``_group``: which rank this is, and the collectives of sharded saves (with a timeout);
 * ``_sharded``: sharded saves and loads through DCP, over the store;
-* ``_manager``: :class:`CheckpointManager`, which decides when to save.
+* ``_schedule``: when a save is due (the interval, measured step and save costs);
+* ``_reader``: :class:`CheckpointReader`, reading committed checkpoints (never writing);
+* ``_manager``: :class:`CheckpointManager`, a reader that also saves.
 
 Every store call goes through :class:`vastkit._store.Store` (retries by
 :class:`vastkit.retry.RetryPolicy`).
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 from vastkit.checkpoint._commits import CheckpointInfo, CheckpointWarning
 from vastkit.checkpoint._manager import CheckpointManager, SaveStats
+from vastkit.checkpoint._reader import CheckpointReader
 from vastkit.checkpoint.naming import PAYLOAD_NAME
 from vastkit.retry import RetryPolicy
 
@@ -50,6 +53,7 @@ __all__ = [
     "PAYLOAD_NAME",
     "CheckpointInfo",
     "CheckpointManager",
+    "CheckpointReader",
     "CheckpointWarning",
     "RetryPolicy",
     "SaveStats",

@@ -24,7 +24,7 @@ import attrs
 
 from vastkit.errors import CheckpointError, ConfigValueError
 
-__all__ = ["Coordinator", "Ranks", "detect_ranks", "ranks_from_env"]
+__all__ = ["Coordinator", "Ranks", "detect_ranks", "ranks_from_env", "writes_here"]
 
 _T = TypeVar("_T")
 
@@ -101,6 +101,23 @@ def detect_ranks(env: Mapping[str, str] | None = None) -> Ranks:
     if dist is not None:
         return Ranks(rank=int(dist.get_rank()), world_size=int(dist.get_world_size()))
     return ranks_from_env(os.environ if env is None else env)
+
+
+def writes_here(save_rank: int | None) -> bool:
+    """Whether this process writes replicated saves: it is rank ``save_rank`` (``None``: every
+    rank writes).
+
+    Raises:
+        ValueError: ``save_rank`` is not a rank of this group.
+    """
+    if save_rank is None:
+        return True
+    ranks = detect_ranks()
+    if save_rank >= ranks.world_size:
+        raise ValueError(
+            f"save_rank={save_rank} is not a rank of this group (world size {ranks.world_size})"
+        )
+    return ranks.rank == save_rank
 
 
 class Coordinator:

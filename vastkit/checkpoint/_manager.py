@@ -7,45 +7,26 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Literal
 
-import attrs
-
-from vastkit._store import DEFAULT_CHUNK, DEFAULT_CONCURRENCY, STORE_RETRY, Store
+from vastkit._store import DEFAULT_CHUNK, DEFAULT_CONCURRENCY
 from vastkit.checkpoint import _sharded
 from vastkit.checkpoint._background import BackgroundSave
-from vastkit.checkpoint._commits import CheckpointFolders, CheckpointInfo, Retention
-from vastkit.checkpoint._group import Coordinator, Ranks, detect_ranks, initialized_dist
+from vastkit.checkpoint._commits import Retention
+from vastkit.checkpoint._group import writes_here
+from vastkit.checkpoint._reader import CheckpointReader
+from vastkit.checkpoint._schedule import SaveSchedule, SaveStats, ema
 from vastkit.checkpoint._serialize import (
     FORMAT_TAG,
     Stager,
     capture_rng,
-    is_module,
 )
-from vastkit.checkpoint._serialize import restore_rng as restore_rng_states
-from vastkit.checkpoint.naming import auto_interval_steps, is_due, step_dirname
-from vastkit.clock import Clock, SystemClock
+from vastkit.checkpoint.naming import step_dirname
+from vastkit.clock import Clock
 from vastkit.errors import CheckpointError
 from vastkit.retry import RetryPolicy
 
 __all__ = ["CheckpointManager", "SaveStats"]
 
 logger = logging.getLogger("vastkit.checkpoint")
-
-
-@attrs.define
-class SaveStats:
-    """Measured costs of saving (moving averages, in seconds; ``None`` until measured)."""
-
-    stall_seconds: float | None = None
-    """How long a save held up the caller (staging the state)."""
-    upload_seconds: float | None = None
-    """How long serialising, uploading and committing took."""
-    step_seconds: float | None = None
-    """The time per training step between calls to :meth:`CheckpointManager.save`."""
-
-
-def ema(old: float | None, new: float, weight: float = 0.5) -> float:
-    """An exponential moving average step (``new`` when there is no ``old``)."""
-    return new if old is None else (1 - weight) * old + weight * new
 
 
 def _check_settings(
@@ -58,15 +39,12 @@ def _check_settings(
     best_mode: str,
     mtbf_seconds: float,
     save_rank: int | None,
-    collective_timeout: float,
 ) -> None:
     """Refuse a manager's settings that are out of range (see :class:`CheckpointManager`)."""
     if save_rank is not None and (
         isinstance(save_rank, bool) or not isinstance(save_rank, int) or save_rank < 0
     ):
         raise ValueError(f"save_rank must be an int >= 0 or None, not {save_rank!r}")
-    if not collective_timeout > 0:
-        raise ValueError(f"collective_timeout must be > 0, not {collective_timeout}")
     if every_steps is not None and every_steps != "auto":
         if isinstance(every_steps, bool) or not isinstance(every_steps, int):
             raise TypeError(f"every_steps must be an int, 'auto' or None, not {every_steps!r}")
@@ -84,7 +62,7 @@ def _check_settings(
         raise ValueError(f"mtbf_seconds must be > 0, not {mtbf_seconds}")
 
 
-class CheckpointManager:
+class CheckpointManager(CheckpointReader):
     """Committed, asynchronous, verified checkpoints under an fsspec URL.
 
     Args:
@@ -156,59 +134,34 @@ class CheckpointManager:
             best_mode=best_mode,
             mtbf_seconds=mtbf_seconds,
             save_rank=save_rank,
-            collective_timeout=collective_timeout,
         )
-        if retries is None:
-            retry = STORE_RETRY
-        elif isinstance(retries, RetryPolicy):
-            retry = retries
-        else:
-            retry = attrs.evolve(STORE_RETRY, attempts=int(retries))
-        self._clock: Clock = clock if clock is not None else SystemClock()
-        if transfer_chunk_bytes < 5 * 2**20 or transfer_concurrency < 1:
-            raise ValueError("transfer_chunk_bytes must be >= 5 MiB and transfer_concurrency >= 1")
-        self._store = Store(
+        super().__init__(
             url,
-            storage_options,
-            retry=retry,
-            clock=self._clock,
+            storage_options=storage_options,
+            retries=retries,
+            clock=clock,
             transfer_chunk_bytes=transfer_chunk_bytes,
             transfer_concurrency=transfer_concurrency,
+            collective_timeout=collective_timeout,
         )
-        self.url = self._store.url
-        self._folders = CheckpointFolders(
-            self._store,
-            retention=Retention(
-                keep_last=keep_last,
-                keep_best=keep_best,
-                best_metric=best_metric,
-                best_mode=best_mode,
-            ),
+        self._folders.retention = Retention(
+            keep_last=keep_last, keep_best=keep_best, best_metric=best_metric, best_mode=best_mode
         )
-        self._every_steps = every_steps
-        self._every_seconds = every_seconds
-        self._keep_last = keep_last
-        self._keep_best = keep_best
-        self._best_metric = best_metric
-        self._best_mode: Literal["min", "max"] = best_mode
+        self._schedule = SaveSchedule(
+            every_steps, every_seconds, float(mtbf_seconds), last_time=self._clock.now()
+        )
         self._async = async_save
         self._capture_rng = capture_rng
-        self._mtbf = float(mtbf_seconds)
         self._stager = Stager()
         self._saves = BackgroundSave()
-        self._closed = False
-        self._last_step: int | None = None
-        self._last_time = self._clock.now()
-        self._last_call: tuple[int, float] | None = None
         self._last_seen: tuple[int, Any, Mapping[str, float] | None] | None = None
         self._committed: int | None = None
         self._save_rank = save_rank
-        self._coordinator = Coordinator(collective_timeout)
-        self.stats = SaveStats()
+        self.stats: SaveStats = self._schedule.stats
         """Measured ``stall_seconds``, ``upload_seconds`` and ``step_seconds`` (moving averages)."""
 
-    def __repr__(self) -> str:
-        return f"CheckpointManager({self.url!r})"
+    def _restored(self, step: int) -> None:
+        self._schedule.restored(step)
 
     @property
     def committed_step(self) -> int | None:
@@ -221,34 +174,7 @@ class CheckpointManager:
     @property
     def interval_steps(self) -> int | None:
         """The current interval in steps (the measured one for ``every_steps="auto"``)."""
-        if self._every_steps != "auto":
-            return self._every_steps
-        s = self.stats
-        if s.step_seconds is None or s.stall_seconds is None:
-            return None
-        return auto_interval_steps(
-            step_seconds=s.step_seconds,
-            stall_seconds=s.stall_seconds,
-            upload_seconds=s.upload_seconds or 0.0,
-            mtbf_seconds=self._mtbf,
-        )
-
-    def _due(self, step: int, now: float) -> bool:
-        if self._every_steps == "auto":
-            if self._last_step is None:
-                return True
-            interval = self.interval_steps
-            if step <= self._last_step:
-                return False
-            return interval is None or step - self._last_step >= interval
-        return is_due(
-            step=step,
-            now=now,
-            last_step=self._last_step,
-            last_time=self._last_time,
-            every_steps=self._every_steps,
-            every_seconds=self._every_seconds,
-        )
+        return self._schedule.interval_steps
 
     def save(
         self,
@@ -289,38 +215,19 @@ class CheckpointManager:
         if not self._writes_here():
             return False
         self._saves.raise_pending()
-        now = self._note_call(step)
+        now = self._clock.now()
+        self._schedule.note_call(step, now)
         self._last_seen = (step, state, metrics)
-        if not force and not self._due(step, now):
+        if not force and not self._schedule.due(step, now):
             return False
         self._start_save(step, state, metrics)
         if not self._async:
             self.wait()
         return True
 
-    def _note_call(self, step: int) -> float:
-        """Measure the time per step between calls; the time now."""
-        now = self._clock.now()
-        if self._last_call is not None and step > self._last_call[0]:
-            per_step = (now - self._last_call[1]) / (step - self._last_call[0])
-            self.stats.step_seconds = ema(self.stats.step_seconds, max(per_step, 0.0))
-        self._last_call = (step, now)
-        return now
-
-    def _ranks(self) -> Ranks:
-        ranks = detect_ranks()
-        if self._save_rank is not None and self._save_rank >= ranks.world_size:
-            raise ValueError(
-                f"save_rank={self._save_rank} is not a rank of this group "
-                f"(world size {ranks.world_size})"
-            )
-        return ranks
-
     def _writes_here(self) -> bool:
         """Whether this process writes replicated saves (see ``save_rank``)."""
-        if self._save_rank is None:
-            return True
-        return self._ranks().rank == self._save_rank
+        return writes_here(self._save_rank)
 
     def _start_save(
         self, step: int, state: Mapping[str, Any], metrics: Mapping[str, float] | None
@@ -334,8 +241,7 @@ class CheckpointManager:
         rng = capture_rng() if self._capture_rng else None
         self.stats.stall_seconds = ema(self.stats.stall_seconds, self._clock.now() - started)
         payload = {"format": FORMAT_TAG, "state": tree, "rng": rng}
-        self._last_step = step
-        self._last_time = self._clock.now()
+        self._schedule.saved(step, self._clock.now())
         self._saves.start(
             step,
             lambda: self._commit(step, payload, nbytes, clean_metrics),
@@ -457,228 +363,22 @@ class CheckpointManager:
         step_dirname(step)  # validates
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, not {type(state_dict).__name__}")
-        ranks = self._sharded_ranks("save_sharded")
         self.wait()
-        now = self._note_call(step)
-        due = force or self._due(step, now)
-        if ranks.world_size > 1 and not force and self._time_decides():
-            due = self._coordinator.broadcast(
-                due, what=f"sharded checkpoint step {step}: deciding whether to save"
-            )
-        if not due:
-            return False
-        started = self._clock.now()
-        clean_metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
-        _sharded.save(
+        committed = _sharded.save_if_due(
             self._folders,
             self._coordinator,
-            ranks,
+            self._schedule,
+            self._clock,
             step=step,
             state_dict=state_dict,
-            metrics=clean_metrics,
+            metrics={str(k): float(v) for k, v in (metrics or {}).items()},
+            force=force,
         )
-        self._committed = step
-        self._last_step = step
-        self._last_time = self._clock.now()
-        self.stats.upload_seconds = ema(self.stats.upload_seconds, self._last_time - started)
-        return True
-
-    def load_sharded(
-        self, state_dict: dict[str, Any], *, step: int | None = None
-    ) -> CheckpointInfo | None:
-        """Load a checkpoint written by :meth:`save_sharded` into ``state_dict``, in place, on
-        every rank: each rank reads the parts its tensors need (DCP plans it), also when the
-        world size differs from the one that saved (as far as DCP can reshard the tensors).
-
-        Rank 0 picks the step (the newest committed one whose objects are all there with their
-        sizes) and every rank loads that one; each object read is checked against the SHA-256
-        in the manifest first. A damaged step is skipped on every rank, with a warning, for the
-        next older one.
-
-        Args:
-            state_dict: The state to load into (its tensors, sharded as they are now, receive
-                the values; ``Stateful`` objects get ``load_state_dict``); call it on every rank.
-            step: A specific step instead of the newest that loads.
-
-        Returns:
-            The checkpoint loaded; ``None`` only when nothing was ever committed: a fresh start.
-
-        Raises:
-            CheckpointError: no committed checkpoint of ``step``, the checkpoint was saved by
-                :meth:`save` (one process; use :meth:`restore`), the state does not match it, or
-                a rank is gone or silent past ``collective_timeout``.
-            CheckpointCorruptError: ``step`` fails verification, or (``step=None``) every
-                committed checkpoint does; never a silent fresh start.
-
-        Warns:
-            CheckpointWarning: for each newer checkpoint skipped as damaged.
-        """
-        self._check_open()
-        if step is not None:
-            step_dirname(step)  # validates
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"state_dict must be a dict, not {type(state_dict).__name__}")
-        ranks = self._sharded_ranks("load_sharded")
-        manifest = _sharded.load(
-            self._folders, self._coordinator, ranks, state_dict=state_dict, step=step
-        )
-        if manifest is None:
-            return None
-        if self._last_step is None or manifest.step > self._last_step:
-            self._last_step = manifest.step
-        return self._folders.info(manifest, self._folders.folder(manifest.step))
-
-    def _sharded_ranks(self, what: str) -> Ranks:
-        ranks = detect_ranks()
-        if ranks.world_size > 1 and initialized_dist() is None:
-            raise CheckpointError(
-                f"{what} with WORLD_SIZE={ranks.world_size} needs torch.distributed initialised "
-                "(torch.distributed.init_process_group) on every rank first"
-            )
-        return ranks
-
-    def _time_decides(self) -> bool:
-        """Whether a save's being due depends on the clock or on measurements (not the step
-        alone), so that ranks could disagree."""
-        return self._every_seconds is not None or self._every_steps == "auto"
-
-    def latest(self, *, verify: Literal["size", "full"] = "size") -> CheckpointInfo | None:
-        """The newest committed checkpoint whose payload verifies, or ``None``.
-
-        An inspection: damaged checkpoints are skipped with a warning, so ``None`` also when
-        every one is damaged; :meth:`restore` and :meth:`load` raise then.
-
-        Args:
-            verify: ``"size"`` checks every payload object's size (one listing per step tried);
-                ``"full"`` also re-reads it and checks its SHA-256.
-
-        Warns:
-            CheckpointWarning: for each newer checkpoint skipped as damaged.
-        """
-        for manifest, folder in self._folders.candidates(verify=verify):
-            return self._folders.info(manifest, folder)
-        return None
-
-    def list(self) -> list[CheckpointInfo]:
-        """Every committed checkpoint whose payload sizes verify, oldest step first.
-
-        Warns:
-            CheckpointWarning: for each checkpoint skipped as damaged.
-        """
-        found = [self._folders.info(m, f) for m, f in self._folders.candidates(verify="size")]
-        return sorted(found, key=lambda info: info.step)
-
-    def load(
-        self,
-        step: int | None = None,
-        *,
-        map_location: Any = "cpu",
-        weights_only: bool = True,
-    ) -> dict[str, Any]:
-        """Load a checkpoint's state (modules and optimizers come back as their state dicts).
-
-        Args:
-            step: The step to load; ``None`` loads the newest checkpoint that verifies, falling
-                back to older ones past damaged checkpoints.
-            map_location: Passed to :func:`torch.load`.
-            weights_only: Refuse pickled Python objects (the default). Pass ``False`` only for
-                files you trust: unpickling can run arbitrary code.
-
-        Raises:
-            CheckpointError: there is no committed checkpoint (of that step), or it holds objects
-                ``weights_only`` loading refuses.
-            CheckpointCorruptError: the given step fails verification, or (``step=None``) every
-                committed checkpoint does; the message lists what was found for each.
-
-        Warns:
-            CheckpointWarning: for each newer checkpoint skipped as damaged (``step=None``).
-        """
-        found = self._folders.load_payload(
-            step, map_location=map_location, weights_only=weights_only
-        )
-        if found is None:
-            raise CheckpointError(f"no committed checkpoint under {self.url}")
-        return dict(found[1]["state"])
-
-    def restore(
-        self,
-        model: Any = None,
-        optimizer: Any = None,
-        scheduler: Any = None,
-        scaler: Any = None,
-        *,
-        step: int | None = None,
-        strict: bool = True,
-        restore_rng: bool = True,
-        map_location: Any = "cpu",
-        weights_only: bool = True,
-        **objects: Any,
-    ) -> CheckpointInfo | None:
-        """Load the latest committed checkpoint into live objects and restore RNG states.
-
-        Each keyword names an entry of the saved state: ``restore(model=m, optimizer=o)`` calls
-        ``m.load_state_dict(state["model"])`` and ``o.load_state_dict(state["optimizer"])``.
-
-        Args:
-            model: Receives ``state["model"]`` (``strict`` applies).
-            optimizer: Receives ``state["optimizer"]``.
-            scheduler: Receives ``state["scheduler"]``.
-            scaler: Receives ``state["scaler"]``.
-            step: A specific step instead of the newest that verifies.
-            strict: Passed to ``model.load_state_dict``.
-            restore_rng: Restore the RNG states saved with the checkpoint.
-            map_location: Passed to :func:`torch.load`.
-            weights_only: See :meth:`load`.
-            **objects: More entries, by name, to load into objects with ``load_state_dict``.
-
-        Returns:
-            The checkpoint restored, with the whole loaded state in ``info.state``; ``None``
-            only when nothing was ever committed (no step folder holds a manifest): a fresh
-            start.
-
-        Raises:
-            CheckpointError: the checkpoint lacks an entry asked for, or cannot be loaded.
-            CheckpointCorruptError: every committed checkpoint is damaged, whatever the damage
-                (truncated or missing payload, flipped bits, an empty or garbled manifest); the
-                message lists what was found for each step. Never a silent fresh start.
-
-        Warns:
-            CheckpointWarning: for each newer checkpoint skipped as damaged, when an older one
-                is restored.
-        """
-        targets = {
-            name: obj
-            for name, obj in {
-                "model": model,
-                "optimizer": optimizer,
-                "scheduler": scheduler,
-                "scaler": scaler,
-                **objects,
-            }.items()
-            if obj is not None
-        }
-        found = self._folders.load_payload(
-            step, map_location=map_location, weights_only=weights_only
-        )
-        if found is None:
-            return None
-        manifest, payload = found
-        state = payload["state"]
-        folder = self._folders.folder(manifest.step)
-        load_into(targets, state, step=manifest.step, strict=strict)
-        if restore_rng and payload.get("rng"):
-            restore_rng_states(payload["rng"])
-        with self._folders.lock:
-            self._folders.manifests[manifest.step] = manifest
-        if self._last_step is None or manifest.step > self._last_step:
-            self._last_step = manifest.step
-        return attrs.evolve(self._folders.info(manifest, folder), state=state)
+        if committed:
+            self._committed = step
+        return committed
 
     # ---------------------------------------------------------------- lifecycle
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise CheckpointError(f"{self!r} is closed")
 
     def close(self) -> None:
         """Wait for the save in flight, then release the background thread. Idempotent.
@@ -710,18 +410,3 @@ class CheckpointManager:
             self.close()
         except CheckpointError as err:  # do not mask the exception already on its way
             logger.error("a background checkpoint save failed: %s", err)
-
-
-def load_into(
-    targets: Mapping[str, Any], state: Mapping[Any, Any], *, step: int, strict: bool
-) -> None:
-    """Call each target's ``load_state_dict`` with its entry of ``state``."""
-    for name, obj in targets.items():
-        if name not in state:
-            raise CheckpointError(
-                f"checkpoint step {step} has no entry {name!r} (it has {sorted(map(str, state))})"
-            )
-        if name == "model" and is_module(obj):
-            obj.load_state_dict(state[name], strict=strict)
-        else:
-            obj.load_state_dict(state[name])

@@ -34,11 +34,21 @@ import attrs
 
 from vastkit._store import ObjectWriter, Store
 from vastkit.checkpoint._commits import CheckpointFolders, Damaged
-from vastkit.checkpoint._group import Coordinator, Ranks
+from vastkit.checkpoint._group import Coordinator, Ranks, detect_ranks, initialized_dist
+from vastkit.checkpoint._schedule import SaveSchedule, ema
 from vastkit.checkpoint.naming import CHECKPOINTS_DIR, LAYOUT_DCP, Manifest, PayloadEntry
+from vastkit.clock import Clock
 from vastkit.errors import CheckpointCorruptError, CheckpointError
 
-__all__ = ["LoadPlan", "StoreFileSystem", "load", "object_name", "save"]
+__all__ = [
+    "LoadPlan",
+    "StoreFileSystem",
+    "group_ranks",
+    "load",
+    "object_name",
+    "save",
+    "save_if_due",
+]
 
 
 def import_dcp() -> tuple[Any, Any, Any]:
@@ -240,6 +250,55 @@ def _quiet_single_process() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         yield
+
+
+def group_ranks(what: str) -> Ranks:
+    """This process's rank and world size, for a sharded ``what`` that every rank calls.
+
+    Raises:
+        CheckpointError: ``WORLD_SIZE`` > 1 but torch.distributed is not initialised.
+    """
+    ranks = detect_ranks()
+    if ranks.world_size > 1 and initialized_dist() is None:
+        raise CheckpointError(
+            f"{what} with WORLD_SIZE={ranks.world_size} needs torch.distributed initialised "
+            "(torch.distributed.init_process_group) on every rank first"
+        )
+    return ranks
+
+
+def save_if_due(
+    folders: CheckpointFolders,
+    coordinator: Coordinator,
+    schedule: SaveSchedule,
+    clock: Clock,
+    *,
+    step: int,
+    state_dict: dict[str, Any],
+    metrics: Mapping[str, float],
+    force: bool,
+) -> bool:
+    """:meth:`CheckpointManager.save_sharded` after its argument checks: whether it committed.
+
+    When being due depends on time (``every_seconds``, ``"auto"``) rank 0 decides and tells the
+    others, so no rank waits in a save the others skipped.
+    """
+    ranks = group_ranks("save_sharded")
+    now = clock.now()
+    schedule.note_call(step, now)
+    due = force or schedule.due(step, now)
+    if ranks.world_size > 1 and not force and schedule.time_decides:
+        due = coordinator.broadcast(
+            due, what=f"sharded checkpoint step {step}: deciding whether to save"
+        )
+    if not due:
+        return False
+    started = clock.now()
+    save(folders, coordinator, ranks, step=step, state_dict=state_dict, metrics=metrics)
+    finished = clock.now()
+    schedule.stats.upload_seconds = ema(schedule.stats.upload_seconds, finished - started)
+    schedule.saved(step, finished)
+    return True
 
 
 def save(
