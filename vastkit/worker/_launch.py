@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -42,6 +43,7 @@ __all__ = [
     "count_gpus",
     "plan_launch",
     "read_rank_failure",
+    "signal_command",
 ]
 
 LAUNCHERS: tuple[str, ...] = ("torchrun",)
@@ -60,6 +62,10 @@ class LaunchPlan:
     """How many processes (ranks) it starts."""
     nproc_from: str
     """Where ``nproc`` came from, for the worker's note."""
+
+    def describe(self) -> str:
+        """``launcher torchrun: 4 process(es) (GPU_COUNT=4)``, for the worker's log."""
+        return f"launcher {self.launcher}: {self.nproc} process(es) ({self.nproc_from})"
 
 
 @attrs.frozen(kw_only=True)
@@ -83,6 +89,21 @@ class RankFailure:
         """``rank 1 (local rank 1) exited with exit code 3``, for the attempt's result."""
         how = f"signal {self.signal}" if self.signal else f"exit code {self.exit_code}"
         return f"rank {self.rank} (local rank {self.local_rank}) exited with {how}"
+
+    def reason(self) -> str:
+        """The attempt's reason: :meth:`describe` and the rank's last 5 lines."""
+        tail = " | ".join(self.log_tail[-5:])
+        return self.describe() + (f"; its last lines: {tail}" if tail else "")
+
+    def notes(self) -> list[str]:
+        """The worker's notes for the attempt's log: all the last lines, and the error file."""
+        notes = []
+        if self.log_tail:
+            lines = "".join(f"\n  {line}" for line in self.log_tail)
+            notes.append(f"{self.describe()}; its last lines:{lines}")
+        if self.message:
+            notes.append(f"rank {self.rank}'s error: {self.message}")
+        return notes
 
 
 def count_gpus(
@@ -190,8 +211,10 @@ def _torch_importable() -> bool:
         return False
 
 
-def read_rank_failure(status_dir: Path) -> RankFailure | None:
+def read_rank_failure(status_dir: Path | None) -> RankFailure | None:
     """The failure record the launcher wrapper left, or ``None`` (none, or unreadable)."""
+    if status_dir is None:
+        return None
     try:
         data: Any = json.loads((status_dir / RANK_FAILURE_FILE).read_text())
         return RankFailure(
@@ -204,6 +227,32 @@ def read_rank_failure(status_dir: Path) -> RankFailure | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def signal_command(pid: int, sig: signal.Signals, *, ranks: bool) -> None:
+    """Signal the command's process group (``pid`` leads it); with ``ranks``, every rank's.
+
+    torchrun starts each rank in a session of its own, so a signal to the launcher's group
+    misses them. A SIGTERM goes to the ranks only (each saves and exits, and the launcher then
+    ends by itself; a signalled torchrun would SIGKILL its ranks after 30 s, whatever the job's
+    grace period), or to the launcher while it has no ranks yet. A SIGKILL goes to all.
+    """
+    children = child_pids(pid) if ranks else []
+    for child in children:
+        _killpg(child, sig)
+    if not children or sig is not signal.SIGTERM:
+        _killpg(pid, sig)
+
+
+def _killpg(pid: int, sig: signal.Signals) -> None:
+    """Signal ``pid``'s process group, or ``pid`` alone when it leads no group."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def child_pids(pid: int) -> list[int]:

@@ -39,7 +39,7 @@ from vastkit.rundir import (
     RunDir,
     unpack_bundle,
 )
-from vastkit.worker._launch import LaunchPlan, child_pids, plan_launch, read_rank_failure
+from vastkit.worker._launch import LaunchPlan, plan_launch, read_rank_failure, signal_command
 from vastkit.worker._progress import ProgressReader
 from vastkit.worker._protocol import (
     ENV_ATTEMPT,
@@ -64,6 +64,7 @@ __all__ = [
     "destroy_self",
     "limits_summary",
     "main",
+    "read_job",
 ]
 
 logger = logging.getLogger("vastkit.worker")
@@ -433,7 +434,7 @@ class Worker:
         self._continue_attempt()
         self._heartbeat()
         try:
-            spec = self._read_job()
+            spec = read_job(self.rundir, self.clock)
             self._spec = spec
             self._limits = AttemptLimits.from_environ(self.environ)
             self._progress.checkpoint_url = self.rundir.checkpoint_url(spec)
@@ -460,8 +461,11 @@ class Worker:
             return EXIT_FAILED
         exit_code = self._supervise(self._proc, spec, liveness)
         status, reason = attempt_outcome(exit_code, self._stop_status, self._stop_reason)
-        if status is ResultStatus.FAILED and self._launch is not None:
-            exit_code, reason = self._rank_failure(exit_code, reason)
+        failure = read_rank_failure(self._status_dir) if self._launch else None
+        if status is ResultStatus.FAILED and failure is not None:
+            exit_code, reason = failure.exit_code, failure.reason()
+            for line in failure.notes():
+                self.note(line, level=logging.ERROR)
         self.note(f"attempt {self.attempt} ended: {status.value} ({reason})")
         backstop = status in SELF_DESTROY_STATUSES
         if backstop:
@@ -563,24 +567,6 @@ class Worker:
             f"log continues at chunk {self._log_index}{ended}"
         )
 
-    def _read_job(self, tries: int = 5) -> JobSpec:
-        """Read job.json, retrying store errors (a missing or garbled spec is final)."""
-
-        def log(exc: Exception, retry: int, wait: float) -> None:
-            logger.warning("could not read job.json (try %d/%d): %s", retry, tries, exc)
-
-        spec = retry_call(
-            self.rundir.read_job,
-            policy=RetryPolicy(attempts=tries, initial_delay=1.0, multiplier=2.0),
-            clock=self.clock,
-            retry_if=lambda exc: not isinstance(exc, JobError),
-            on_retry=log,
-            what="reading job.json",
-        )
-        if spec is None:
-            raise JobError(f"{self.rundir.url_of('job.json')} does not exist")
-        return spec
-
     def _prepare(self, spec: JobSpec) -> Path:
         assert self._status_dir is not None
         write_json_atomic(self._status_dir / JOB_FILE, document_converter.unstructure(spec))
@@ -613,20 +599,6 @@ class Worker:
             note=self.note,
         )
 
-    def _rank_failure(self, exit_code: int, reason: str) -> tuple[int, str]:
-        """Under a launcher: the exit code and reason of the rank that ended the attempt."""
-        assert self._status_dir is not None
-        failure = read_rank_failure(self._status_dir)
-        if failure is None:
-            return exit_code, reason
-        if failure.log_tail:
-            lines = "".join(f"\n  {line}" for line in failure.log_tail)
-            self.note(f"{failure.describe()}; its last lines:{lines}", level=logging.ERROR)
-        if failure.message:
-            self.note(f"rank {failure.rank}'s error: {failure.message}", level=logging.ERROR)
-        tail = " | ".join(failure.log_tail[-5:])
-        return failure.exit_code, failure.describe() + (f"; its last lines: {tail}" if tail else "")
-
     def _start(self, spec: JobSpec, cwd: Path) -> subprocess.Popen[bytes]:
         assert self._status_dir is not None
         self._launch = plan_launch(
@@ -647,10 +619,7 @@ class Worker:
         if self._launch is not None:
             command = list(self._launch.argv)
             env[ENV_WORKER_PID] = str(os.getpid())
-            self.note(
-                f"launcher {self._launch.launcher}: {self._launch.nproc} process(es) "
-                f"({self._launch.nproc_from})"
-            )
+            self.note(self._launch.describe())
         return subprocess.Popen(
             command,
             shell=isinstance(command, str),
@@ -663,21 +632,8 @@ class Worker:
         )
 
     def _signal_group(self, sig: signal.Signals) -> None:
-        """Signal the command's process group; under a launcher, every rank's group too.
-
-        torchrun starts each rank in a session of its own, so a signal to the launcher's group
-        misses them. A SIGTERM goes to the ranks only (each saves and exits, and the launcher
-        then ends by itself; a signalled torchrun would SIGKILL its ranks after 30 s, whatever
-        the job's grace period), or to the launcher while it has no ranks yet. A SIGKILL goes to
-        all.
-        """
-        if self._proc is None:
-            return
-        ranks = child_pids(self._proc.pid) if self._launch is not None else []
-        for pid in ranks:
-            _killpg(pid, sig)
-        if not ranks or sig is not signal.SIGTERM:
-            _killpg(self._proc.pid, sig)
+        if self._proc is not None:
+            signal_command(self._proc.pid, sig, ranks=self._launch is not None)
 
     def _begin_stop(self, status: ResultStatus, reason: str, grace: float) -> None:
         if self._stop_status is not None:
@@ -811,15 +767,23 @@ class Worker:
             logger.error("could not write the result (try 3/3): %s", exc)
 
 
-def _killpg(pid: int, sig: signal.Signals) -> None:
-    """Signal ``pid``'s process group, or ``pid`` alone when it leads no group."""
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+def read_job(rundir: RunDir, clock: Clock, tries: int = 5) -> JobSpec:
+    """Read job.json, retrying store errors (a missing or garbled spec is final)."""
+
+    def log(exc: Exception, retry: int, wait: float) -> None:
+        logger.warning("could not read job.json (try %d/%d): %s", retry, tries, exc)
+
+    spec = retry_call(
+        rundir.read_job,
+        policy=RetryPolicy(attempts=tries, initial_delay=1.0, multiplier=2.0),
+        clock=clock,
+        retry_if=lambda exc: not isinstance(exc, JobError),
+        on_retry=log,
+        what="reading job.json",
+    )
+    if spec is None:
+        raise JobError(f"{rundir.url_of('job.json')} does not exist")
+    return spec
 
 
 def _describe_exit(code: int | None) -> str:
