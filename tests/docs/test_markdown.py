@@ -1,7 +1,9 @@
 """Every code block of README.md and docs/ runs as pasted, against the emulator.
 
-Sybil parses each page; each block is one test, run in page order with one namespace per page
-(a later block sees what an earlier one defined, as a reader's session would).
+Sybil parses each page; each page is one test that runs its blocks in page order with one
+namespace (a later block sees what an earlier one defined, as a reader's session would), so
+pytest-xdist never runs a page's blocks apart. A failing block does not stop its page: the test
+reports every failing block under its ``<page>:<line>``.
 
 - ```python blocks run in-process. Before a page's first block, :class:`DocWorld` serves an
   emulator on loopback with :class:`~vastkit.emulator.ProcessRunner` containers, points
@@ -24,7 +26,8 @@ Sybil parses each page; each block is one test, run in page order with one names
   -->`` skips the next block with that reason (e.g. it needs a real Vast.ai account).
 
 :data:`KNOWN_FAILURES` lists blocks of pages being rewritten that fail today, each with its
-error; they run as strict xfails, so one that starts passing fails until it leaves the list.
+error; they run and must fail (strictly: one that starts passing fails its page until it leaves
+the list).
 :data:`WHOLE_JOBS` lists whole-job blocks that are skipped, each with why.
 """
 
@@ -39,9 +42,10 @@ import subprocess
 import sys
 import textwrap
 import tomllib
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from unittest import SkipTest
 
 import pytest
 from sybil import Document, Example, Region, Sybil
@@ -52,34 +56,16 @@ from tests._support.processes import REPO_ROOT, Lines, ProcessGroups
 DOCS: list[Path] = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]
 """Every page whose blocks are tested."""
 
-KNOWN_FAILURES: dict[str, str] = {
-    "docs/cli.md:7": "`vastkit launch job.yaml`: exit 2, job.yaml: job file not found "
-    "(the page never writes job.yaml: a <!-- save-as: job.yaml --> before its yaml block)",
-    "docs/cli.md:112": "`vastkit profiles validate gpu_profiles.yaml`: exit 2, gpu_profiles.yaml: "
-    "GPU profiles file not found (the page shows an unknown-key error of a file it never writes; "
-    "a failure it means to show needs `; echo $?`)",
-    "docs/cli.md:283": "`vastkit ssh r-20250101-abcd --print`: exit 2, "
-    "'r-20250101-abcd' is neither a run in the ledger nor an instance id",
-    "docs/cli.md:308": "`vastkit copy ./data 30421067:/workspace/data --print`: exit 9, "
-    "no instance 30421067 on this account",
-    "docs/cli.md:420": "`vastkit launch job.yaml`: exit 2, job.yaml: job file not found",
-    "docs/concepts/configuration.md:43": "ConfigError: env: environment 'prod' was asked for, "
-    "but there is no config file (the yaml above it is never written: <!-- save-as: "
-    "vastkit.yaml -->)",
-    "docs/guide/checkpoints.md:22": "NameError: name 'next_batch' is not defined",
-    "docs/guide/checkpoints.md:141": "NameError: name 'total' is not defined",
-    "docs/guide/instances.md:90": "ConfigError: ssh_key: no SSH public key to attach "
-    "(the page's HOME has no ~/.ssh/id_ed25519.pub; the block passes no ssh_key=)",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 """``"<page>:<line>"`` of a block that fails today -> why. The lead empties it."""
 
-_JOB = (
-    "the same whole job as README.md:46 (which runs): a job takes about 17 s, the orchestrator "
-    "polling every 15 s, and the docs suite stays under 90 s"
-)
+_JOB = "the same whole job as README.md:60, which runs (each whole job adds about 10 s)"
 WHOLE_JOBS: dict[str, str] = {
     "docs/index.md:19": _JOB,
-    "docs/getting-started.md:86": _JOB,
+    "docs/getting-started.md:90": (
+        _JOB + "; here it would run on the `vastkit emulator serve` the page started, whose "
+        "containers are not given moto's endpoint"
+    ),
     "docs/guide/fault-tolerant-training.md:49": (
         "the demo's job (outbid, recovered, resumed): `vastkit demo` runs it in "
         "tests/jobs/test_demo.py (about 36 s)"
@@ -88,12 +74,13 @@ WHOLE_JOBS: dict[str, str] = {
         "a whole job whose input s3://my-bucket/datasets/imagenet-mini is a real dataset, and "
         "plot_metrics needs matplotlib (the plot extra)"
     ),
-    "docs/guide/queue.md:8": "runs three whole jobs with the default timeouts (over 45 s)",
+    "docs/guide/queue.md:8": "runs three whole jobs, one after another",
 }
 """``"<page>:<line>"`` of a block that runs a whole job -> why it is skipped. Whole jobs run
 as pasted on ``s3://my-bucket`` (moto; the worker gets its endpoint as an account-level
-variable of the emulator's containers): README.md:46 and run-job.md:6 run; the others repeat
-them or are run elsewhere, and would take the suite past 90 s."""
+variable of the emulator's containers): README.md:60, cli.md's ``vastkit launch`` and
+run-job.md:6 run; the others repeat them or are run elsewhere. A stale entry (its block moved)
+fails :func:`test_listed_blocks_exist`."""
 
 SHELL_LANGUAGES = ("bash", "sh", "console")
 CI_SCRIPT = REPO_ROOT / ".ci" / "run"
@@ -163,8 +150,8 @@ def ci_lines() -> list[str]:
         line = line.strip()
         if line.startswith(("python3 -m venv", ".venv/bin/pip install")):
             out.append(line)
-        elif line == "python -m pytest":
-            out.append(".venv/bin/python -m pytest")
+        elif line.startswith("python -m pytest"):
+            out.append(f".venv/bin/{line}")
     return out
 
 
@@ -347,6 +334,9 @@ class DocWorld:
             "VASTKIT_LEDGER": str(root / "ledger.db"),
             **store_env,
             "COLUMNS": "120",
+            # The emulator starts instances in a second: jobs and Instance blocks look at it
+            # every second, as docs/concepts/configuration.md advises for the emulator.
+            "VASTKIT_POLL_INTERVAL": "1",
         }
         for drop in ("VASTKIT_CONFIG", "VASTKIT_ENV", "VASTKIT_STORE_URL", "VASTKIT_PROFILES"):
             self.mp.delenv(drop, raising=False)
@@ -358,19 +348,28 @@ class DocWorld:
 
     def export(self, assignments: list[str]) -> None:
         """``export A=B C=D``: a ``<...>`` placeholder gets what ``vastkit emulator serve``
-        printed; without one served on this page, the page's own emulator stands for the one
-        the reader started in another shell (its URL replaces a loopback ``VAST_URL`` too)."""
+        printed, and so does a loopback ``VAST_URL`` (the page's port was swapped for a free
+        one); without one served on this page, the page's own emulator stands for the one the
+        reader started in another shell."""
         served = self.printed or {"VAST_URL": self.emu.url, "VAST_API_KEY": self.emu.api_key}
         for item in assignments:
             key, _, value = item.partition("=")
-            if value == "<>" or (key == "VAST_URL" and not self.printed and "127.0.0.1" in value):
+            if value == "<>" or (key == "VAST_URL" and "127.0.0.1" in value):
                 assert key in served, f"{item}: nothing printed a value for {key}"
                 value = served[key]
             self.env[key] = value
             self.mp.setenv(key, value)
 
     def serve_cli_emulator(self, words: list[str]) -> None:
-        """Start ``vastkit emulator serve`` in the background; keep the URL and key it prints."""
+        """Start ``vastkit emulator serve`` in the background; keep the URL and key it prints.
+
+        The page's ``--port N`` becomes ``--port 0`` (a free port), so that pages served at
+        once (pytest-xdist) or an emulator the developer runs never collide.
+        """
+        words = list(words)
+        for i, word in enumerate(words[:-1]):
+            if word == "--port":
+                words[i + 1] = "0"
         args = [str(Path(sys.executable).parent / "vastkit"), *words[1:]]
         if words[0] == "python":
             args = [sys.executable, *words[1:]]
@@ -460,44 +459,13 @@ def _block_id(path: Path, example: Example) -> str:
     return f"{path.relative_to(REPO_ROOT)}:{example.line}"
 
 
-def _params() -> Iterator[Any]:
-    for path, (_, examples) in PARSED.items():
-        for index, example in enumerate(examples):
-            block = _block_id(path, example)
-            marks = []
-            if block in WHOLE_JOBS:
-                marks.append(pytest.mark.skip(reason=WHOLE_JOBS[block]))
-            if block in KNOWN_FAILURES:
-                marks.append(pytest.mark.xfail(reason=KNOWN_FAILURES[block], strict=True))
-            yield pytest.param(path, index, id=block, marks=marks)
-
-
-class _Worlds:
-    """One :class:`DocWorld` at a time: a page's world opens at its first block and closes
-    when the next page starts (or the module ends)."""
-
-    def __init__(self, tmp: pytest.TempPathFactory, s3_endpoint: str) -> None:
-        self.tmp = tmp
-        self.s3_endpoint = s3_endpoint
-        self.current: tuple[Path, DocWorld] | None = None
-
-    def for_page(self, path: Path) -> DocWorld:
-        if self.current is not None and self.current[0] == path:
-            return self.current[1]
-        self.close()
-        page = str(path.relative_to(REPO_ROOT))
-        world = DocWorld(page, self.tmp.mktemp("doc"), self.s3_endpoint)
-        self.current = (path, world)
-        return world
-
-    def close(self) -> None:
-        if self.current is not None:
-            self.current[1].close()
-            self.current = None
+def _page_id(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT))
 
 
 @pytest.fixture(scope="module")
-def worlds(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[_Worlds]:
+def buckets(s3_server: str) -> str:
+    """Moto's S3 server with the buckets the pages name; its endpoint."""
     import boto3
 
     client = boto3.client(
@@ -511,17 +479,58 @@ def worlds(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator
         with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=bucket)
     client.close()
-    keeper = _Worlds(tmp_path_factory, s3_server)
-    try:
-        yield keeper
-    finally:
-        keeper.close()
+    return s3_server
 
 
-@pytest.mark.parametrize(("path", "index"), list(_params()))
-def test_block(worlds: _Worlds, path: Path, index: int) -> None:
-    """The block runs as pasted (python in-process, shell commands in subprocesses)."""
+def _failure(block: str, exc: BaseException) -> str:
+    lines = traceback.format_exception(exc)
+    text = "".join(lines[-12:]) if len(lines) > 12 else "".join(lines)
+    return f"--- {block}\n{text}"
+
+
+@pytest.mark.parametrize("path", DOCS, ids=_page_id)
+def test_page(path: Path, buckets: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every block of the page runs as pasted, in page order, in one world (python blocks
+    in-process, shell commands in subprocesses).
+
+    One test per page, so that a page's blocks never run apart (pytest-xdist hands out tests
+    one by one; a page's later blocks need what its earlier ones defined). A failing block does
+    not stop the page: every failure is reported, each under its ``<page>:<line>``.
+    """
     document, examples = PARSED[path]
-    world = worlds.for_page(path)
+    world = DocWorld(_page_id(path), tmp_path_factory.mktemp("doc"), buckets)
     document.namespace["__docworld__"] = world
-    examples[index].evaluate()
+    failures: list[str] = []
+    try:
+        for example in examples:
+            block = _block_id(path, example)
+            if block in WHOLE_JOBS:
+                continue
+            try:
+                example.evaluate()
+            except SkipTest:
+                continue  # <!-- skip: next "reason" -->, a block that needs a real account
+            except Exception as exc:
+                if block not in KNOWN_FAILURES:
+                    failures.append(_failure(block, exc))
+                continue
+            if block in KNOWN_FAILURES:
+                failures.append(
+                    f"--- {block}\npasses now: remove it from KNOWN_FAILURES "
+                    f"(listed as: {KNOWN_FAILURES[block]})"
+                )
+    finally:
+        world.close()
+    assert not failures, f"{len(failures)} block(s) of {_page_id(path)} failed:\n" + "\n".join(
+        failures
+    )
+
+
+def test_listed_blocks_exist() -> None:
+    """Every block that KNOWN_FAILURES or WHOLE_JOBS names is one of the collected blocks: an
+    entry left behind by an edit that moved its block would otherwise mark nothing."""
+    blocks = {
+        _block_id(path, example) for path, (_, examples) in PARSED.items() for example in examples
+    }
+    stale = sorted((set(KNOWN_FAILURES) | set(WHOLE_JOBS)) - blocks)
+    assert not stale, f"no such block (moved? the line is where its fence starts): {stale}"
