@@ -122,8 +122,8 @@ def test_the_job_can_ask_for_the_young_daly_interval(tmp_path: Path) -> None:
         install_signal_handler=False,
     )
     manager = ctx.checkpoints
-    assert manager._every_steps == "auto"
-    assert manager._mtbf == 1800.0
+    assert manager._schedule.every_steps == "auto"
+    assert manager._schedule.mtbf_seconds == 1800.0
     assert manager.save(0, {"x": 1})  # "auto" saves the first step to measure the stall
     ctx.close()
 
