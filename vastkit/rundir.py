@@ -422,6 +422,10 @@ class Heartbeat:
     start: int = 0
     """Which start of the attempt this is: 0, then 1, 2... each time the container restarted
     with the same attempt (an outbid instance that won its machine back)."""
+    stop_signal_at: float | None = None
+    """When the stop signal (SIGTERM) that stops this start reached the worker, read in its
+    signal handler (the worker's clock); None before. Vast stops billing the GPU at that stop,
+    so the ledger dates an outbid or a stop by it (:func:`vastkit.money.date_stop`)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -129,11 +129,6 @@ def _billed_by_instance(world: World) -> dict[int, float]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="until the worker records its stop signal's time (Heartbeat.stop_signal_at) and the "
-    "watch loop dates stops by it (money.date_stop, Ledger.backdate_change); then remove this mark",
-)
 @pytest.mark.parametrize("late_polls", [0, 1], ids=["beat-at-first-sight", "beat-a-poll-late"])
 def test_an_outbid_between_polls_is_billed_up_to_the_stop_signal(
     world: World, late_polls: int

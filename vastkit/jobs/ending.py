@@ -21,6 +21,7 @@ from vastkit.errors import (
 from vastkit.jobs.result import AttemptSummary, CostBreakdown, JobResult
 from vastkit.jobs.spec import JobStatus
 from vastkit.jobs.state import AttemptOver, LiveAttempt
+from vastkit.jobs.watch import redate_stop
 from vastkit.money import storage_usd
 from vastkit.rundir import (
     AttemptResult,
@@ -179,6 +180,12 @@ def finish_attempt(
 
     if over.reason in ("outbid", "preempted"):
         runner.wait_for_save(live)
+    if live.stop_window is not None:  # the worker's stop signal time, written after the poll
+        try:
+            beat = runner.rundir.read_heartbeat(live.number)
+        except (JobError, OSError):
+            beat = None
+        redate_stop(runner, live, beat)
     runner.emit(
         "attempt_ended",
         f"attempt {live.number} on machine {live.machine_id} ended: {over.reason}"

@@ -125,7 +125,7 @@ def write_run_directory(runner: JobRunner) -> None:
     spec = JobSpec(
         run_id=runner.run_id,
         command=job.command,
-        env=dict(job.env),
+        env={**job.env, **job.launcher_env()},
         checkpoint=job.checkpoint,
         attempt=AttemptSettings(
             heartbeat_interval=runner.t.heartbeat_interval,

@@ -62,6 +62,10 @@ class LiveAttempt:
     resumed_from: int | None = None
     closed: bool = False
     view: InstanceInfo | None = None
+    stop_window: tuple[float, float, InstanceState] | None = None
+    """``(last seen running, date used, state)`` of a stop dated only by a bound (the poll that
+    saw it, a write of the worker's after it): the worker's stop signal time, when it arrives,
+    moves the change back (``watch.redate_stop``)."""
     billed_kb: tuple[float, float] = (0.0, 0.0)
     """Vast's cumulative billed traffic counters (sent, received) at the last look."""
 

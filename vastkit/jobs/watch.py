@@ -19,7 +19,7 @@ from vastkit.errors import (
 from vastkit.jobs import reactions
 from vastkit.jobs.reactions import Act, Timers
 from vastkit.jobs.state import AttemptOver, LiveAttempt
-from vastkit.money import ContractPrice
+from vastkit.money import ContractPrice, StopDate, date_stop, hourly_rate
 from vastkit.outbid import BidHistory, OutbidQuote
 from vastkit.rundir import (
     Heartbeat,
@@ -151,6 +151,7 @@ def read_worker(runner: JobRunner, live: LiveAttempt, now: float) -> None:
 
 
 def on_heartbeat(runner: JobRunner, live: LiveAttempt, beat: Heartbeat, now: float) -> None:
+    redate_stop(runner, live, beat)
     if live.ready_at is None:
         live.ready_at = now
         runner.ledger.mark_phase(live.ledger_id, "ready", at=now, fence=runner.fence)
@@ -366,12 +367,17 @@ def observe(runner: JobRunner, live: LiveAttempt, view: InstanceInfo) -> None:
         # it: the container's uptime dates the change.
         live.move_to(InstanceState.RUNNING, started)
         runner.sample(live, at=started)
+        live.stop_window = None
     stopped = _stopped_since(runner, live, view, now)
     if stopped is not None:
-        # The container exited between two polls; Vast stopped billing its GPU then, so the
-        # worker's own end time dates the change rather than the poll that saw it.
-        live.move_to(view.state, stopped)
-        runner.sample(live, at=stopped)
+        # The container stopped between two polls; Vast stopped billing its GPU then, so the
+        # worker's own record dates the change rather than the poll that saw it. A date that
+        # is only a bound may still be moved back when the worker's stop signal time arrives.
+        lower = live.recorded_at
+        if stopped.at < now:
+            live.move_to(view.state, stopped.at)
+            runner.sample(live, at=stopped.at)
+        live.stop_window = None if stopped.exact else (lower, stopped.at, view.state)
     # Every poll settles the spend in the ledger and records the rate from now on, so every
     # budget guard on this ledger (other jobs, other drivers) sees this instance's spend.
     live.move_to(view.state, now)
@@ -380,28 +386,47 @@ def observe(runner: JobRunner, live: LiveAttempt, view: InstanceInfo) -> None:
 
 def _stopped_since(
     runner: JobRunner, live: LiveAttempt, view: InstanceInfo, now: float
-) -> float | None:
-    """When a container last seen running stopped, if its worker says so; else None.
+) -> StopDate | None:
+    """When a container last seen running stopped (None: it did not stop).
 
-    Read only on the poll that first sees the change: the attempt's ``result.json`` (the worker
-    writes it as its last act before it exits), else a "stopping" heartbeat (written from the
-    SIGTERM of a stop on), dates the stop, clamped between the attempt's last sample and now.
-    Without either (a crash, a kill) the poll dates it: counting a little more, never less.
+    Read on the poll that first sees the change (:func:`vastkit.money.date_stop`): the worker's
+    stop signal time (in its heartbeat from the SIGTERM on) dates an outbid or a stop; its
+    ``result.json`` (its last act before it exits) or its first "stopping" heartbeat bound it;
+    without any the poll dates it: counting a little more, never less.
     """
     if live.state is not InstanceState.RUNNING or view.state is InstanceState.RUNNING:
         return None
+    signal_at = ended_at = stopping_at = None
     try:
         ended = runner.rundir.read_attempt_result(live.number)
-        if ended is not None and live.recorded_at < ended.ended_at < now:
-            return ended.ended_at
-        # Stopped under the worker (outbid): its heartbeat says "stopping" from the SIGTERM
-        # on, never before the stop, so its time is an upper bound on when billing ended.
         beat = runner.rundir.read_heartbeat(live.number)
     except (JobError, OSError):
-        return None
-    if beat is not None and beat.phase is Phase.STOPPING and live.recorded_at < beat.time < now:
-        return beat.time
-    return None
+        ended = beat = None
+    if ended is not None:
+        ended_at = ended.ended_at
+    if beat is not None:
+        signal_at = beat.stop_signal_at
+        stopping_at = beat.time if beat.phase is Phase.STOPPING else None
+    seen_running = min(live.recorded_at, now)  # a wall clock may step back
+    return date_stop(seen_running, now, signal_at=signal_at, bounds=(ended_at, stopping_at))
+
+
+def redate_stop(runner: JobRunner, live: LiveAttempt, beat: Heartbeat | None) -> None:
+    """A stop dated by a bound, now dated by the worker's stop signal: move it in the ledger."""
+    window = live.stop_window
+    if window is None or beat is None or beat.stop_signal_at is None:
+        return
+    lower, upper, state = window
+    live.stop_window = None
+    stop = date_stop(lower, upper, signal_at=beat.stop_signal_at)
+    if stop.exact:
+        runner.ledger.backdate_change(
+            live.ledger_id,
+            state=state.value,
+            rate_dph=hourly_rate(live.price, state),
+            at=stop.at,
+            fence=runner.fence,
+        )
 
 
 def _running_since(live: LiveAttempt, view: InstanceInfo, now: float) -> float | None:

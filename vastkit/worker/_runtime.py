@@ -370,6 +370,7 @@ class Worker:
         self._output = _Output(echo if echo is not None else sys.stdout.buffer)
         self._stop_requested = threading.Event()
         self._stop_signal: str | None = None
+        self._stop_signal_at: float | None = None
         self._phase = Phase.STARTING
         self._proc: subprocess.Popen[bytes] | None = None
         self._stop_status: ResultStatus | None = None
@@ -394,6 +395,8 @@ class Worker:
 
     def request_stop(self, signal_name: str = "SIGTERM") -> None:
         """Ask the attempt to stop as preempted (what the SIGTERM handler calls). Thread-safe."""
+        if self._stop_signal_at is None:  # the stop itself: Vast's GPU billing ends here
+            self._stop_signal_at = self.clock.now()
         self._stop_signal = signal_name
         self._stop_requested.set()
 
@@ -701,6 +704,7 @@ class Worker:
             host=self._host,
             message=message,
             start=self._start_no,
+            stop_signal_at=self._stop_signal_at,
         )
         try:
             self.rundir.write_heartbeat(beat)
