@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from tests._support.processes import HANG_S, Lines, ProcessGroups
+from vastkit._ranks import Ranks, ranks_from_env
 from vastkit.checkpoint import CheckpointManager, CheckpointWarning
-from vastkit.checkpoint._group import Ranks, ranks_from_env
 from vastkit.errors import CheckpointCorruptError, CheckpointError, ConfigError
 
 RANK_SCRIPT = Path(__file__).with_name("_dist_rank.py")

@@ -245,11 +245,11 @@ def test_the_context_reads_the_ranks_the_launcher_set(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "words"),
     [
-        ({"RANK": "-1"}, "RANK must be a whole number of at least 0"),
-        ({"WORLD_SIZE": "0"}, "WORLD_SIZE must be a whole number of at least 1"),
+        ({"RANK": "-1"}, "RANK must be an integer >= 0 (the launcher sets it), not '-1'"),
+        ({"WORLD_SIZE": "0"}, "WORLD_SIZE must be an integer >= 1"),
         (
             {"LOCAL_RANK": "x"},
-            "LOCAL_RANK must be a whole number of at least 0 (the launcher sets it), not 'x'",
+            "LOCAL_RANK must be an integer >= 0 (the launcher sets it), not 'x'",
         ),
         ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 is not below WORLD_SIZE=2"),
     ],

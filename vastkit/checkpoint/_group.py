@@ -1,9 +1,7 @@
-"""Which rank this process is, and the collectives of a sharded save (with a timeout).
+"""Which rank writes a replicated save, and the collectives of a sharded save (with a timeout).
 
-:func:`ranks_from_env` is pure (``RANK``/``WORLD_SIZE`` as torchrun, ``accelerate launch`` and
-``deepspeed`` set them); :func:`detect_ranks` asks ``torch.distributed`` first when a process
-group is initialised. torch is never imported here just to ask: when ``torch.distributed`` was
-not imported, no process group can exist.
+Which rank this process is comes from :mod:`vastkit._ranks` (the one reader of the launcher's
+variables).
 
 :class:`Coordinator` runs the few object collectives of :meth:`CheckpointManager.save_sharded`
 and :meth:`CheckpointManager.load_sharded` on a gloo group of its own, created at the first
@@ -15,92 +13,14 @@ others fail with :class:`~vastkit.errors.CheckpointError` within that time, neve
 from __future__ import annotations
 
 import datetime
-import os
-import sys
-from collections.abc import Mapping
 from typing import Any, TypeVar
 
-import attrs
+from vastkit._ranks import detect_ranks, initialized_dist
+from vastkit.errors import CheckpointError
 
-from vastkit.errors import CheckpointError, ConfigValueError
-
-__all__ = ["Coordinator", "Ranks", "detect_ranks", "ranks_from_env", "writes_here"]
+__all__ = ["Coordinator", "writes_here"]
 
 _T = TypeVar("_T")
-
-
-@attrs.frozen(kw_only=True)
-class Ranks:
-    """This process's place in a group of processes."""
-
-    rank: int
-    """Its rank, ``0 <= rank < world_size``."""
-    world_size: int
-    """How many processes the group has (1: not distributed)."""
-
-    @property
-    def is_main(self) -> bool:
-        """Whether this is rank 0."""
-        return self.rank == 0
-
-
-SINGLE = Ranks(rank=0, world_size=1)
-
-
-def _env_int(env: Mapping[str, str], key: str, default: int, *, least: int) -> int:
-    raw = env.get(key)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = least - 1
-    if value < least:
-        raise ConfigValueError(
-            key,
-            f"the environment variable {key} must be an integer >= {least} (the launcher "
-            f"sets it), not {raw!r}",
-            problem=f"must be an integer >= {least}",
-        )
-    return value
-
-
-def ranks_from_env(env: Mapping[str, str]) -> Ranks:
-    """This process's rank from ``RANK`` and ``WORLD_SIZE`` (absent: rank 0 of 1).
-
-    Raises:
-        ConfigValueError: a variable is not an integer, or ``RANK`` is not below ``WORLD_SIZE``.
-    """
-    world = _env_int(env, "WORLD_SIZE", 1, least=1)
-    rank = _env_int(env, "RANK", 0, least=0)
-    if rank >= world:
-        raise ConfigValueError(
-            "RANK",
-            f"the environment variable RANK={rank} is not below WORLD_SIZE={world}",
-            problem=f"must be below WORLD_SIZE={world}",
-        )
-    return Ranks(rank=rank, world_size=world)
-
-
-def initialized_dist() -> Any:
-    """``torch.distributed`` when a default process group is initialised, else ``None``."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is None or not dist.is_available() or not dist.is_initialized():
-        return None
-    return dist
-
-
-def detect_ranks(env: Mapping[str, str] | None = None) -> Ranks:
-    """This process's rank: from ``torch.distributed`` when a process group is initialised,
-    else from ``RANK``/``WORLD_SIZE`` (``env``, default ``os.environ``).
-
-    Raises:
-        ConfigValueError: the environment variables are malformed.
-    """
-    dist = initialized_dist()
-    if dist is not None:
-        return Ranks(rank=int(dist.get_rank()), world_size=int(dist.get_world_size()))
-    return ranks_from_env(os.environ if env is None else env)
 
 
 def writes_here(save_rank: int | None) -> bool:

@@ -32,9 +32,10 @@ from typing import IO, Any
 
 import attrs
 
+from vastkit._ranks import Ranks, detect_ranks, initialized_dist
 from vastkit._store import ObjectWriter, Store
 from vastkit.checkpoint._commits import CheckpointFolders, Damaged
-from vastkit.checkpoint._group import Coordinator, Ranks, detect_ranks, initialized_dist
+from vastkit.checkpoint._group import Coordinator
 from vastkit.checkpoint._schedule import SaveSchedule, ema
 from vastkit.checkpoint.naming import CHECKPOINTS_DIR, LAYOUT_DCP, Manifest, PayloadEntry
 from vastkit.clock import Clock

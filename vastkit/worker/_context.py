@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vastkit._documents import strict_converter
+from vastkit._ranks import ranks_from_env
 from vastkit.clock import Clock, SystemClock
-from vastkit.errors import JobError
+from vastkit.errors import ConfigValueError, JobError
 from vastkit.rundir import CheckpointSettings, JobSpec, RunDir
 from vastkit.worker._protocol import (
     ENV_ATTEMPT,
@@ -58,22 +59,6 @@ def _any_rank(flag: bool, device: Any) -> bool:
     vote = torch.tensor([int(flag)], device=device)
     dist.all_reduce(vote, op=dist.ReduceOp.MAX)
     return bool(vote.item())
-
-
-def _rank_var(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise JobError(
-            f"{name} must be a whole number of at least {minimum} (the launcher sets it), "
-            f"not {raw!r}"
-        )
-    return value
 
 
 class WorkerContext:
@@ -143,17 +128,16 @@ class WorkerContext:
         else:
             self._status_dir = Path(LOCAL_RUN_DIR).resolve() / "status"
         self._status_dir.mkdir(parents=True, exist_ok=True)
-        self.rank: int = _rank_var(env, "RANK", 0, minimum=0)
+        try:
+            ranks = ranks_from_env(env)
+        except ConfigValueError as err:
+            raise JobError(f"the launcher's environment is malformed: {err}") from err
+        self.rank: int = ranks.rank
         """This process's global rank (``RANK``; 0 without a launcher)."""
-        self.local_rank: int = _rank_var(env, "LOCAL_RANK", 0, minimum=0)
+        self.local_rank: int = ranks.local_rank
         """This process's rank on its machine (``LOCAL_RANK``; 0 without a launcher)."""
-        self.world_size: int = _rank_var(env, "WORLD_SIZE", 1, minimum=1)
+        self.world_size: int = ranks.world_size
         """How many ranks the job runs (``WORLD_SIZE``; 1 without a launcher)."""
-        if self.rank >= self.world_size:
-            raise JobError(
-                f"RANK={self.rank} is not below WORLD_SIZE={self.world_size}: the launcher's "
-                "environment is inconsistent"
-            )
         self.spec: JobSpec | None = self._load_spec()
         """The job spec, when one could be found (``None`` for a plain local run)."""
         default_ckpt = RunDir(self.run_url, self.storage_options).checkpoint_url(self.spec)
