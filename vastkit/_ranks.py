@@ -17,7 +17,7 @@ import attrs
 
 from vastkit.errors import ConfigValueError
 
-__all__ = ["SINGLE", "Ranks", "detect_ranks", "initialized_dist", "ranks_from_env"]
+__all__ = ["SINGLE", "Ranks", "any_rank", "detect_ranks", "initialized_dist", "ranks_from_env"]
 
 
 @attrs.frozen(kw_only=True)
@@ -98,3 +98,22 @@ def detect_ranks(env: Mapping[str, str] | None = None) -> Ranks:
             rank=int(dist.get_rank()), world_size=int(dist.get_world_size()), local_rank=local
         )
     return ranks_from_env(os.environ if env is None else env)
+
+
+def any_rank(flag: bool, device: Any = None) -> bool:
+    """Whether ``flag`` is true on any rank of the default process group (``flag`` itself
+    without a group of two or more): every rank then acts after the same step, so none waits in
+    a collective for a rank that already left. One all-reduce of one number, on ``device``
+    (default: the current CUDA device with the NCCL backend, which needs it there, else the
+    CPU); every rank must call it at the same point."""
+    dist = initialized_dist()
+    if dist is None or dist.get_world_size() < 2:
+        return flag
+    import torch
+
+    if device is None:
+        nccl = dist.get_backend() == "nccl"
+        device = torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu"
+    vote = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())

@@ -6,6 +6,7 @@ the callback's step-end hook directly (no Trainer): what is tested is the stop v
 
 from __future__ import annotations
 
+import os
 import sys
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from transformers import TrainerControl
 
+from vastkit import _ranks
 from vastkit.integrations.transformers import VastkitTrainerCallback
 
 
@@ -21,8 +23,9 @@ def rank_main(rank: int, init_file: str) -> None:
     try:
 
         class Context:  # rank 1 got the SIGTERM first
-            def should_stop(self) -> bool:
-                return rank == 1
+            def should_stop(self, *, any_rank: bool = False, device: object = None) -> bool:
+                # the real context's vote over the ranks, on a stop only rank 1 saw
+                return _ranks.any_rank(rank == 1, device) if any_rank else rank == 1
 
             def report(self, *args: object, **kwargs: object) -> None:
                 pass
@@ -31,7 +34,8 @@ def rank_main(rank: int, init_file: str) -> None:
         control = TrainerControl()
         state = SimpleNamespace(global_step=7, is_world_process_zero=rank == 0)
         vk.on_step_end(SimpleNamespace(device="cpu"), state, control)  # type: ignore[arg-type]
-        print(f"rank {rank}: stop={control.should_training_stop} save={control.should_save}")
+        line = f"rank {rank}: stop={control.should_training_stop} save={control.should_save}\n"
+        os.write(1, line.encode())  # one write per line: the two ranks' lines never interleave
     finally:
         dist.destroy_process_group()
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from vastkit.checkpoint import CheckpointManager
     from vastkit.worker import WorkerContext
 
-__all__ = ["STATE_KEY", "VastkitTrainerCallback", "any_rank", "folder_state", "write_folder"]
+__all__ = ["STATE_KEY", "VastkitTrainerCallback", "folder_state", "write_folder"]
 
 STATE_KEY = "transformers"
 """The entry of a vastkit checkpoint that holds a Trainer checkpoint folder."""
@@ -101,21 +101,6 @@ def write_folder(state: Mapping[str, Any], folder: str | os.PathLike[str]) -> Pa
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
-
-
-def any_rank(flag: bool, device: Any) -> bool:
-    """Whether ``flag`` is true on any rank of the default process group (``flag`` itself
-    without one): every rank then stops after the same step, so none waits in a collective
-    for a rank that already left. One all-reduce of one number (on ``device``: NCCL needs
-    the GPU)."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return flag
-    vote = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
-    return bool(vote.item())
 
 
 class VastkitTrainerCallback(TrainerCallback):
@@ -194,7 +179,7 @@ class VastkitTrainerCallback(TrainerCallback):
         """Report the step; on preemption, ask the Trainer to save it and stop."""
         if state.is_world_process_zero:
             self.context.report(state.global_step)
-        if any_rank(self.context.should_stop(), args.device):
+        if self.context.should_stop(any_rank=True, device=args.device):
             self._stopping = True
             self.stopped_step = state.global_step
             control.should_save = True

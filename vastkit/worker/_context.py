@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vastkit import _ranks
 from vastkit._documents import strict_converter
 from vastkit._ranks import ranks_from_env
 from vastkit.clock import Clock, SystemClock
@@ -42,23 +43,6 @@ LOCAL_RUN_DIR = "vastkit-local-run"
 ``VASTKIT_LOCAL_RUN`` names another."""
 
 _REPORT_EVERY = 1.0
-
-
-def _any_rank(flag: bool, device: Any) -> bool:
-    """``flag`` or'ed over the ranks of the default process group (``flag`` without one)."""
-    try:
-        import torch
-        import torch.distributed as dist
-    except ImportError:
-        return flag
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return flag
-    if device is None:
-        nccl = dist.get_backend() == "nccl"
-        device = torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu"
-    vote = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
-    return bool(vote.item())
 
 
 class WorkerContext:
@@ -233,7 +217,7 @@ class WorkerContext:
         local = self._stop_seen()
         if not any_rank:
             return local
-        return _any_rank(local, device)
+        return _ranks.any_rank(local, device)
 
     def _stop_seen(self) -> bool:
         if self._stop.is_set():
