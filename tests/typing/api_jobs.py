@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import vastkit
+import vastkit.checkpoint
 import vastkit.health
 from vastkit import worker
 from vastkit.rundir import CheckpointSettings
@@ -57,3 +58,26 @@ vastkit.health.check_store_writable("s3://bucket/runs", {"anon": False}, run_id=
 ctx = worker.context()
 should: bool = ctx.should_stop()
 worker.log_metrics(10, loss=0.25)
+
+# multi-GPU: a launcher, ranks, a stop every rank agrees on, checkpoints from many ranks
+ddp_job = vastkit.Job(
+    name="ddp",
+    command=["python", "train.py"],
+    profile="training-distributed",
+    store_url="s3://bucket/runs",
+    launcher="torchrun",
+    nproc_per_node=2,
+    outbid=vastkit.OutbidPolicy.cheapest_expected(max_bid=8.0),
+)
+rank: int = ctx.rank
+local_rank: int = ctx.local_rank
+world_size: int = ctx.world_size
+is_main: bool = ctx.is_main
+agreed: bool = ctx.should_stop(any_rank=True)
+ctx.log_metrics(10, all_ranks=True, loss=0.25)
+with vastkit.CheckpointManager("s3://bucket/ckpt", save_rank=0, collective_timeout=600.0) as mgr:
+    committed: bool = mgr.save_sharded(100, {"model": {}}, metrics={"loss": 0.5}, force=True)
+    sharded: vastkit.CheckpointInfo | None = mgr.load_sharded({"model": {}}, step=100)
+    is_sharded: bool = sharded.sharded if sharded is not None else False
+reader = vastkit.checkpoint.CheckpointReader("s3://bucket/ckpt")
+newest: vastkit.CheckpointInfo | None = reader.latest()
