@@ -213,14 +213,17 @@ class Instance(RentalBase):
         self.attempts: list[ProvisioningAttempt] = []
         """What happened on each create, in order (also when launch succeeded)."""
 
-    # -- entering and leaving -----------------------------------------------------------------
-
     def __enter__(self) -> Instance:
         if self._entered:
             raise RuntimeError("an Instance can be entered only once; create a new one")
         if self._stage is not Stage.NEW:
             raise RuntimeError("this Instance was already launched; use it without 'with'")
         self._entered = True
+        self._start(close_on_failure=False)
+        return self
+
+    def _start(self, *, close_on_failure: bool) -> None:
+        """Launch with SIGTERM handled; on a failure, clean up (and close what it opened)."""
         self._signals.install()
         try:
             self._launch()
@@ -229,8 +232,9 @@ class Instance(RentalBase):
                 self._cleanup_after_failed_launch()
             finally:
                 self._signals.uninstall()
+                if close_on_failure:
+                    self._close_resources()
             raise
-        return self
 
     def __exit__(
         self,
@@ -268,16 +272,7 @@ class Instance(RentalBase):
             BudgetExceededError: The budget cannot cover the profile's worst case.
         """
         inst = cls(profile, **kwargs)
-        inst._signals.install()
-        try:
-            inst._launch()
-        except BaseException:
-            try:
-                inst._cleanup_after_failed_launch()
-            finally:
-                inst._signals.uninstall()
-                inst._close_resources()
-            raise
+        inst._start(close_on_failure=True)
         inst._signals.uninstall()
         return inst
 
@@ -291,8 +286,6 @@ class Instance(RentalBase):
                 stacklevel=2,
                 source=self,
             )
-
-    # -- what a user reads ---------------------------------------------------------------------
 
     def _require(self) -> InstanceInfo:
         if self._view is None:
@@ -384,8 +377,6 @@ class Instance(RentalBase):
         self._require()
         assert self._meter is not None
         return self._meter.cost_at(self._clock.now())
-
-    # -- what a user does ----------------------------------------------------------------------
 
     def refresh(self) -> InstanceInfo:
         """Look at the instance again, apply the outbid policy, and return the new view.
@@ -488,22 +479,14 @@ class Instance(RentalBase):
         live_instances.discard(self)
         cost = self._meter.total if self._meter is not None else 0.0
         self._emit("destroyed", f"instance {instance_id} destroyed; cost ${cost:.4f}")
-        # Said where the rental was shown (a terminal, a notebook, the log), so that leaving
-        # a block visibly ends the billing.
-        Progress(self._progress_setting).close(self._destroyed_line(instance_id, reason, cost))
+        offer = self._candidate.offer if self._candidate is not None else None
+        dph = self._meter.price.dph_total if self._meter is not None else None
+        # said where the rental was shown (terminal, notebook, log): leaving visibly ends billing
+        Progress(self._progress_setting).close(
+            destroyed_line(instance_id, reason, cost, offer, dph)
+        )
         if not self._entered:
             self._close_resources()  # launched without 'with': nothing else will close them
-
-    def _destroyed_line(self, instance_id: int, reason: str, cost: float) -> str:
-        """``instance 123 (1x RTX 4090, machine 45) destroyed when the with block ended;
-        billing stopped; it cost $0.0004 at 0.258 $/h``."""
-        what = f"instance {instance_id}"
-        if self._candidate is not None:
-            offer = self._candidate.offer
-            what += f" ({offer.num_gpus}x {offer.gpu_name}, machine {offer.machine_id})"
-        why = _REASONS.get(reason, f"({reason})")
-        rate = f" at {self._meter.price.dph_total:.3f} $/h" if self._meter is not None else ""
-        return f"{what} destroyed {why}; billing stopped; it cost ${cost:.4f}{rate}"
 
     def _create_onstart(self) -> str | None:
         """The onstart of the next create: the backstop's lines, then the user's onstart."""
@@ -550,6 +533,19 @@ _REASONS = {
     "destroy": "by destroy()",
 }
 """Why an instance was destroyed, as the line printed then says it."""
+
+
+def destroyed_line(
+    instance_id: int, reason: str, cost: float, offer: Offer | None, dph: float | None
+) -> str:
+    """``instance 123 (1x RTX 4090, machine 45) destroyed when the with block ended;
+    billing stopped; it cost $0.0004 at 0.258 $/h``."""
+    what = f"instance {instance_id}"
+    if offer is not None:
+        what += f" ({offer.num_gpus}x {offer.gpu_name}, machine {offer.machine_id})"
+    why = _REASONS.get(reason, f"({reason})")
+    rate = f" at {dph:.3f} $/h" if dph is not None else ""
+    return f"{what} destroyed {why}; billing stopped; it cost ${cost:.4f}{rate}"
 
 
 def _default_timeouts() -> InstanceTimeouts:

@@ -4,7 +4,9 @@ or separate run_job calls of one process)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -134,3 +136,19 @@ def test_two_clients_of_one_account_share_a_list_and_never_show_the_key() -> Non
                 assert shared_instances(other, clock, POLL) is not shared_instances(
                     one, clock, POLL
                 )
+
+
+def test_a_queued_job_at_the_default_interval_polls_at_the_configured_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$VASTKIT_POLL_INTERVAL`` applies to queued jobs as to ``run_job``: the shared list is
+    served for the configured interval, not the default 15 s (drivers would look every second
+    at a list refreshed every 15 s)."""
+    from vastkit.jobs import Job
+    from vastkit.queue import JobQueue
+
+    monkeypatch.setenv("VASTKIT_POLL_INTERVAL", "1.5")
+    clock = ManualClock()
+    job = Job(name="q", command="true", profile="dev-test", store_url=tmp_path.as_uri())
+    with JobQueue(tmp_path / "ledger.db", client=CountingClient(clock), clock=clock) as queue:  # type: ignore[arg-type]
+        assert queue._shared_instances(job).max_age == 1.5

@@ -16,6 +16,7 @@ from vastkit.api.client import Client
 from vastkit.budget import Budgets, load_budgets
 from vastkit.clock import Clock, SystemClock
 from vastkit.jobs import Job, JobEvent, JobRunner
+from vastkit.jobs.launch import job_timeouts
 from vastkit.jobs.polling import SharedInstances, shared_instances
 from vastkit.labels import new_run_id
 from vastkit.ledger import Fence, Ledger
@@ -386,5 +387,6 @@ class JobQueue:
     def _shared_instances(self, job: Job) -> SharedInstances:
         # the process's one list for this account: drivers of this queue, other queues and
         # separate run_job calls all share it
-        self._instances = shared_instances(self.client, self.clock, job.timeouts.poll_interval)
+        poll = job_timeouts(job.timeouts).poll_interval  # the configured one, as run_job's
+        self._instances = shared_instances(self.client, self.clock, poll)
         return self._instances
