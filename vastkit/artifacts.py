@@ -51,7 +51,7 @@ from vastkit._documents import converter as document_converter
 from vastkit._store import STORE_RETRY, Store
 from vastkit._version import __version__
 from vastkit.clock import Clock, SystemClock
-from vastkit.errors import JobError
+from vastkit.errors import JobError, install_hint
 from vastkit.rundir import MetricRecord, RunDir
 
 if TYPE_CHECKING:
@@ -746,7 +746,7 @@ def plot_metrics(
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise ImportError('plot_metrics needs matplotlib: pip install "vastkit[plot]"') from exc
+        raise ImportError(f"plot_metrics needs matplotlib: {install_hint('plot')}") from exc
     series: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for record in records:
         source = getattr(record, "source", "log")

@@ -24,6 +24,7 @@ import attrs
 from rich.table import Table
 
 from vastkit.api.models import Charge
+from vastkit.errors import install_hint
 from vastkit.ledger import Ledger
 
 __all__ = ["GROUPINGS", "CostReport", "CostRow", "cost_report", "rounded_parts"]
@@ -239,9 +240,7 @@ class CostReport:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
         except ImportError as exc:
-            raise ImportError(
-                "the cost chart needs matplotlib: pip install 'vastkit[plot]'"
-            ) from exc
+            raise ImportError(f"the cost chart needs matplotlib: {install_hint('plot')}") from exc
         days = sorted({day for day, _, _ in self.daily})
         per_group: dict[str, dict[str, float]] = defaultdict(dict)
         for day, group, cost in self.daily:

@@ -76,6 +76,7 @@ __all__ = [
     "SearchQuotaExceededError",
     "ServerError",
     "VastkitError",
+    "install_hint",
 ]
 
 
@@ -472,3 +473,9 @@ class LedgerError(VastkitError):
 
 class JobError(VastkitError):
     """A job could not be run as asked (bad job spec, unreadable run directory...)."""
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of vastkit's extras, for an error message: the published package's
+    command, and the one for a clone (the only install there is before vastkit is published)."""
+    return f'pip install "vastkit[{extra}]" (from a clone: pip install -e ".[{extra}]")'

@@ -50,7 +50,10 @@ def test_an_adapter_without_its_library_names_the_extra_to_install(
     with pytest.raises(MissingExtraError) as caught:
         importlib.import_module(module)
     err = caught.value
-    assert str(err) == f'{module} needs {needs}: pip install "vastkit[{extra}]"'
+    assert str(err) == (
+        f'{module} needs {needs}: pip install "vastkit[{extra}]" '
+        f'(from a clone: pip install -e ".[{extra}]")'
+    )
     assert err.extra == extra
     assert isinstance(err, ImportError)
     assert isinstance(err, VastkitError)

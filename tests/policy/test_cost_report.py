@@ -135,7 +135,8 @@ def test_png_without_matplotlib_says_what_to_install(
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
-    with pytest.raises(ImportError, match=r"pip install 'vastkit\[plot\]'"):
+    hint = r'pip install "vastkit\[plot\]" \(from a clone: pip install -e "\.\[plot\]"\)'
+    with pytest.raises(ImportError, match=hint):
         cost_report(ledger).to_png(tmp_path / "x.png")
 
 

@@ -48,9 +48,7 @@ def start(
     """An orchestrator subprocess, killed with its process group when the test ends."""
     extra = [str(budgets)] if budgets is not None else []
     return processes.popen(
-        queue_process(
-            emu.url, emu.api_key, str(ledger_path), str(concurrency), str(ttl), *extra
-        ),
+        queue_process(emu.url, emu.api_key, str(ledger_path), str(concurrency), str(ttl), *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -110,9 +108,7 @@ def test_two_orchestrators_share_the_work_without_overlap(
     ledger_path = tmp_path / "ledger.db"
     with JobQueue(ledger_path) as queue:
         ids = [queue.submit(make_job(store_url, f"job-{n}")) for n in range(8)]
-    procs = [
-        start(processes, emu, ledger_path, 2, ttl=SHARED_LEASE_TTL) for _ in range(2)
-    ]
+    procs = [start(processes, emu, ledger_path, 2, ttl=SHARED_LEASE_TTL) for _ in range(2)]
     outputs = [p.communicate(timeout=HANG_S) for p in procs]
     for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err

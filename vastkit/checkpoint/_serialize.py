@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from vastkit.errors import CheckpointError
+from vastkit.errors import CheckpointError, install_hint
 
 if TYPE_CHECKING:
     import torch
@@ -41,9 +41,7 @@ def import_torch() -> Any:
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - torch is installed in the dev environment
-        raise CheckpointError(
-            "checkpoints need PyTorch: install it (pip install 'vastkit[torch]')"
-        ) from exc
+        raise CheckpointError(f"checkpoints need PyTorch: {install_hint('torch')}") from exc
     return torch
 
 

@@ -39,7 +39,7 @@ from vastkit.checkpoint._group import Coordinator
 from vastkit.checkpoint._schedule import SaveSchedule, ema
 from vastkit.checkpoint.naming import CHECKPOINTS_DIR, LAYOUT_DCP, Manifest, PayloadEntry
 from vastkit.clock import Clock
-from vastkit.errors import CheckpointCorruptError, CheckpointError
+from vastkit.errors import CheckpointCorruptError, CheckpointError, install_hint
 
 __all__ = [
     "LoadPlan",
@@ -60,8 +60,7 @@ def import_dcp() -> tuple[Any, Any, Any]:
         from torch.distributed.checkpoint.api import CheckpointException
     except ImportError as exc:  # pragma: no cover - torch is installed in the dev environment
         raise CheckpointError(
-            "sharded checkpoints need PyTorch with torch.distributed: "
-            "install it (pip install 'vastkit[torch]')"
+            f"sharded checkpoints need PyTorch with torch.distributed: {install_hint('torch')}"
         ) from exc
     return dcp, filesystem, CheckpointException
 

@@ -15,7 +15,7 @@ whose library is missing raises :class:`MissingExtraError`, which names the extr
 
 from __future__ import annotations
 
-from vastkit.errors import VastkitError
+from vastkit.errors import VastkitError, install_hint
 
 __all__ = ["MissingExtraError"]
 
@@ -28,5 +28,5 @@ class MissingExtraError(VastkitError, ImportError):
     """
 
     def __init__(self, module: str, *, needs: str, extra: str) -> None:
-        super().__init__(f'{module} needs {needs}: pip install "vastkit[{extra}]"', name=module)
+        super().__init__(f"{module} needs {needs}: {install_hint(extra)}", name=module)
         self.extra = extra

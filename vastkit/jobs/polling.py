@@ -79,9 +79,7 @@ class SharedInstances:
 
 _SYSTEM_CLOCK = SystemClock()
 _lock = threading.Lock()
-_shared: weakref.WeakKeyDictionary[Clock, dict[str, SharedInstances]] = (
-    weakref.WeakKeyDictionary()
-)
+_shared: weakref.WeakKeyDictionary[Clock, dict[str, SharedInstances]] = weakref.WeakKeyDictionary()
 
 
 def account_of(client: InstanceLister) -> str:
@@ -110,4 +108,3 @@ def shared_instances(client: InstanceLister, clock: Clock, max_age: float) -> Sh
         else:
             shared.max_age = min(shared.max_age, max_age)
         return shared
-

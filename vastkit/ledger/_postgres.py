@@ -28,7 +28,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from vastkit._settings import redact_url
-from vastkit.errors import ConfigError, LedgerError
+from vastkit.errors import ConfigError, LedgerError, install_hint
 from vastkit.ledger._db import Database, Row, RowConflict, Transaction
 
 try:
@@ -38,9 +38,7 @@ try:
     from psycopg.pq import TransactionStatus
     from psycopg.rows import dict_row
 except ImportError as exc:  # pragma: no cover - exercised where psycopg is not installed
-    raise ConfigError(
-        'a PostgreSQL ledger needs psycopg 3: pip install "vastkit[postgres]"'
-    ) from exc
+    raise ConfigError(f"a PostgreSQL ledger needs psycopg 3: {install_hint('postgres')}") from exc
 
 __all__ = ["PostgresDatabase", "translate"]
 
