@@ -9,7 +9,8 @@ step, default 0), ``READY_FILE`` (created by rank 0 once step ``READY_STEP`` is 
 ``MARKS`` (a folder: each rank writes ``stop-rank<r>`` when it sees should_stop() and
 ``ctx-rank<r>`` with its context's rank fields), ``DIE_RANK``/``DIE_AT``/``DIE_CODE`` (that rank
 exits with that code at that step), ``DEAF_RANK`` (that rank ignores SIGTERM: only the stop file
-tells it).
+tells it), ``SHARDED=1`` (every rank saves and loads the DDP model's and optimizer's DCP state
+dicts with ``save_sharded``/``load_sharded`` instead: one step folder, committed by rank 0).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ MARKS = Path(os.environ["MARKS"]) if os.environ.get("MARKS") else None
 DIE_RANK = int(os.environ.get("DIE_RANK", "-1"))
 DIE_AT = int(os.environ.get("DIE_AT", "1"))
 DIE_CODE = int(os.environ.get("DIE_CODE", "7"))
+SHARDED = os.environ.get("SHARDED") == "1"
 
 
 def make_model() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -88,7 +90,21 @@ def main() -> None:
     model, opt = make_model()
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     ckpt = ctx.checkpoints
-    info = ckpt.restore(model=model, optimizer=opt)
+    if SHARDED:
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        def dcp_state() -> dict[str, object]:
+            model_sd, optim_sd = get_state_dict(ddp, opt)  # also makes the optimizer's state
+            return {"model": model_sd, "optim": optim_sd}
+
+        loaded = dcp_state()
+        info = ckpt.load_sharded(loaded)
+        if info is not None:
+            set_state_dict(
+                ddp, opt, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"]
+            )
+    else:
+        info = ckpt.restore(model=model, optimizer=opt)
     start = info.step + 1 if info is not None else 0
     # every rank must resume at the same step: gather them all and compare
     starts = [0] * ctx.world_size
@@ -116,7 +132,10 @@ def main() -> None:
         worker.log_metrics(step, all_ranks=True, local_loss=float(loss.detach()))
         if ctx.is_main:
             print(f"step {step} loss {float(mean)!r}", flush=True)
-        if ctx.is_main and ckpt.save(step, state()):
+        if SHARDED:
+            if ckpt.save_sharded(step, dcp_state()):  # every rank; committed when it returns
+                ctx.report(step, checkpoint_step=step)
+        elif ctx.is_main and ckpt.save(step, state()):
             ckpt.wait()
             ctx.report(step, checkpoint_step=step)
         dist.barrier()
@@ -126,7 +145,13 @@ def main() -> None:
         if worker.should_stop(any_rank=True):
             if MARKS is not None:  # by now the stop reached this rank too (signal or stop file)
                 (MARKS / f"stop-rank{ctx.rank}").write_text(str(worker.should_stop()))
-            if ctx.is_main:
+            if SHARDED:
+                if ckpt.committed_step != step:
+                    ckpt.save_sharded(step, dcp_state(), force=True)
+                ctx.report(step, checkpoint_step=step)
+                if ctx.is_main:
+                    print(f"saved step {step} on SIGTERM", flush=True)
+            elif ctx.is_main:
                 ckpt.save_now(step, state())
                 ctx.report(step, checkpoint_step=step)
                 print(f"saved step {step} on SIGTERM", flush=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from vastkit.checkpoint import CheckpointReader
 from vastkit.rundir import JobSpec, ResultStatus, RunDir
 
 pytestmark = pytest.mark.slow
@@ -54,16 +55,24 @@ def logged_losses(run_dir: RunDir, attempt: int) -> dict[int, float]:
     }
 
 
-@pytest.mark.parametrize("nproc", [2, 4])
+@pytest.mark.parametrize(
+    ("nproc", "sharded"),
+    [(2, False), (4, False), (2, True)],
+    ids=["2-ranks-replicated", "4-ranks-replicated", "2-ranks-sharded-dcp"],
+)
 def test_ddp_preempted_and_resumed_matches_an_uninterrupted_run(
-    run_dir: RunDir, tools: Any, tmp_path: Path, nproc: int
+    run_dir: RunDir, tools: Any, tmp_path: Path, nproc: int, sharded: bool
 ) -> None:
+    """Replicated: rank 0 saves, every rank restores. Sharded: every rank saves its DCP state
+    dicts into one step folder that rank 0 commits, and every rank loads its part back."""
     total = 12
     marks = tmp_path / "marks"
     marks.mkdir()
     ready = tmp_path / "ready"
     # rank 1 ignores SIGTERM: only the worker's stop file tells it to stop
     env = {"TOTAL": str(total), "EVERY": "3", "MARKS": str(marks), "DEAF_RANK": "1"}
+    if sharded:
+        env["SHARDED"] = "1"
     run_dir.write_job(
         ddp_spec(tools, nproc, READY_FILE=str(ready), READY_STEP="1", STEP_SECONDS="0.3", **env)
     )
@@ -113,6 +122,10 @@ def test_ddp_preempted_and_resumed_matches_an_uninterrupted_run(
     assert set(before) >= set(range(stopped + 1))
     for step, loss in {**before, **after}.items():
         assert loss == pytest.approx(reference[step], rel=1e-12, abs=0), step
+    # the checkpoints are what the mode says: DCP step folders, or one rank-0 payload
+    latest = CheckpointReader(run_dir.checkpoint_url()).latest()
+    assert latest is not None
+    assert (latest.step, latest.sharded) == (total - 1, sharded)
     # metrics are logged once (by rank 0), per-rank values only when asked for
     names = set(second.metrics)
     assert names == {"loss"} | {f"local_loss/rank{r}" for r in range(nproc)}
