@@ -51,6 +51,12 @@ settings.register_profile(
 settings.load_profile("vastkit-ci" if os.environ.get("CI", "").lower() == "true" else "vastkit")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per core, at most 8. Most tests wait (on the emulator, on
+    subprocesses, on a rank's collective), so one worker per core leaves the cores half idle."""
+    return min(8, 2 * (os.cpu_count() or 1))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Wheels that jobs on S3 ship are cached in the session's temp folder, not ~/.cache."""

@@ -105,8 +105,9 @@ class SignalGuard:
 class Progress:
     """One live status line while something waits.
 
-    In a terminal or a Jupyter notebook it is a rich spinner updated in place; otherwise (a log
-    file, CI) it writes a plain line only when the text changes. ``enabled=False`` writes nothing.
+    In a terminal or a Jupyter notebook with ipywidgets it is a rich spinner updated in place;
+    otherwise (a log file, CI, a notebook without ipywidgets) it writes a plain line only when
+    the text changes. ``enabled=False`` writes nothing.
 
     Args:
         enabled: True, False, or None for "when stderr is a terminal or a notebook, else plain".
@@ -124,7 +125,10 @@ class Progress:
                 from rich.console import Console
 
                 console = Console(file=file or sys.stderr)
-                self._rich = bool(console.is_terminal or console.is_jupyter) and file is None
+                # rich draws in a notebook only through ipywidgets (and warns without it):
+                # without them a notebook gets the plain lines
+                live = console.is_terminal or (console.is_jupyter and _has_ipywidgets())
+                self._rich = bool(live) and file is None
                 if self._rich:
                     self._status = console.status("")
             except Exception:  # pragma: no cover - rich missing or broken terminal
@@ -161,3 +165,9 @@ class Progress:
             stream = self._file or sys.stderr
             stream.write(f"vastkit: {final}\n")
             stream.flush()
+
+
+def _has_ipywidgets() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ipywidgets") is not None
