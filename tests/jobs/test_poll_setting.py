@@ -91,3 +91,20 @@ def test_an_interval_too_long_for_the_job_names_its_source(
     assert "$VASTKIT_POLL_INTERVAL" in message, message
     assert "orchestrator_timeout" in message, message
     assert world.emu.requests == []
+
+
+def test_fifteen_seconds_set_by_hand_is_the_jobs_choice(
+    no_setting: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the default gives way to the configured interval, not the same number given."""
+    from vastkit.jobs.launch import job_timeouts
+    from vastkit.jobs.spec import JobTimeouts, poll_interval_is_default
+
+    monkeypatch.setenv("VASTKIT_POLL_INTERVAL", "2")
+    assert poll_interval_is_default(JobTimeouts())
+    assert job_timeouts(JobTimeouts()).poll_interval == 2.0
+    chosen = JobTimeouts(poll_interval=15)
+    assert not poll_interval_is_default(chosen)
+    assert job_timeouts(chosen).poll_interval == 15.0
+    evolved = attrs.evolve(JobTimeouts(), provisioning=60.0)  # other fields keep the default's
+    assert job_timeouts(evolved).poll_interval == 2.0

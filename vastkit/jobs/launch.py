@@ -33,7 +33,7 @@ from vastkit.errors import (
     PermissionDeniedError,
 )
 from vastkit.jobs.result import failed_create_summary
-from vastkit.jobs.spec import JobStatus, JobTimeouts
+from vastkit.jobs.spec import JobStatus, JobTimeouts, poll_interval_is_default
 from vastkit.jobs.state import JobEnded, LiveAttempt
 from vastkit.labels import make_label
 from vastkit.money import ContractPrice, CostMeter, hourly_rate
@@ -61,8 +61,7 @@ def job_timeouts(timeouts: JobTimeouts) -> JobTimeouts:
         ConfigError: The configured interval is not a positive number, or too long for the
             job's other timeouts (``orchestrator_timeout`` must exceed two polls).
     """
-    default = attrs.fields(JobTimeouts).poll_interval.default
-    if timeouts.poll_interval != default:
+    if not poll_interval_is_default(timeouts):
         return timeouts  # the job chose its own
     configured = poll_interval_setting()
     if configured is None:

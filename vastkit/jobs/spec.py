@@ -67,6 +67,18 @@ _STATUSES: tuple[str, ...] = ("succeeded", "failed", "budget_exceeded", "timed_o
 # Settings and the job
 
 
+class _DefaultSeconds(float):
+    """A default number of seconds: equal to its value, and known not to be the user's choice."""
+
+    __slots__ = ()
+
+
+def poll_interval_is_default(timeouts: JobTimeouts) -> bool:
+    """Whether ``timeouts`` left ``poll_interval`` at its default (not even set to 15 by hand),
+    so the configured interval (``$VASTKIT_POLL_INTERVAL``, ``poll_interval_s``) may apply."""
+    return isinstance(timeouts.poll_interval, _DefaultSeconds)
+
+
 @attrs.frozen(kw_only=True)
 class JobTimeouts:
     """Deadlines and pacing of a job, in seconds of the orchestrator's clock.
@@ -82,8 +94,10 @@ class JobTimeouts:
         ConfigTypeError: A value of the wrong type (also a ``TypeError``).
     """
 
-    poll_interval: float = attrs.field(default=15.0)
-    """Time between two looks at the job (one instance list, one heartbeat read)."""
+    poll_interval: float = attrs.field(default=_DefaultSeconds(15.0))
+    """Time between two looks at the job (one instance list, one heartbeat read). Left at its
+    default, the configured interval applies (``$VASTKIT_POLL_INTERVAL``, the config file's
+    ``poll_interval_s``); a value given here, 15 included, always wins."""
     provisioning: float = attrs.field(default=600.0)
     """Longest an instance may wait for its container, per offer tried."""
     loading: float = attrs.field(default=1200.0)
