@@ -220,3 +220,36 @@ def test_what_the_onstart_left_in_the_background_dies_with_the_container(
             return True
 
     wait_for(gone)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("how", ["kill", "destroy"])
+def test_a_process_in_a_session_of_its_own_dies_with_the_container(
+    papi: tuple[CLI, Emulator], runner: ProcessRunner, clock: ManualClock, how: str
+) -> None:
+    """The worker starts the command in a session of its own (so its signals reach the ranks),
+    out of the onstart's process group. A real container's processes all die with it (one PID
+    namespace): a SIGKILL of the container, or its destroy, must end that command too (it ran
+    on, writing checkpoints, after the no-SIGTERM preemption of the fault tests)."""
+    api, emu = papi
+    offer = api.search(limit=1).json()["offers"][0]
+    script = "setsid sh -c 'echo $$ > own.pid; while true; do sleep 0.05; done' &\nwait\n"
+    instance_id = api.create(offer["id"], onstart=script, label="own").json()["new_contract"]
+    folder = runner.folder(instance_id)
+    clock.advance(FAST.provision_s + FAST.loading_s)
+    emu.tick()
+    wait_for(lambda: (folder / "own.pid").exists() and (folder / "own.pid").read_text().strip())
+    pid = int((folder / "own.pid").read_text())
+    assert os.getsid(pid) != os.getsid(runner.pid(instance_id) or 0)  # not in the group
+    if how == "kill":
+        runner.kill(instance_id)
+    else:
+        api.destroy(instance_id)
+
+    def gone() -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        except OSError:
+            return True
+
+    wait_for(gone)

@@ -201,7 +201,9 @@ class ProcessRunner:
     ``VAST_TCP_PORT_<n>``, the request's env vars), plus ``PATH`` (with the directory of the
     running Python first), ``HOME`` (the instance folder) and ``extra_env``; never the emulator
     process's own environment, so no account key leaks into it. It runs in its own session so
-    that stop signals reach the whole process group.
+    that stop signals reach the whole process group; a kill, a pause and a destroy reach every
+    process of the container, also one that started a session of its own (as the worker's
+    command does), like a real container's PID namespace.
 
     Args:
         root: The folder holding ``instances/<id>/`` and ``logs/<id>.log``; a temporary folder
@@ -311,6 +313,18 @@ class ProcessRunner:
             os.killpg(proc.popen.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+        if sig != signal.SIGTERM:  # a kill, a pause or a resume reaches the whole container
+            self._signal_container(instance_id, sig)
+
+    def _signal_container(self, instance_id: int, sig: signal.Signals) -> None:
+        """Signal every process of the container, also those in sessions of their own (the
+        worker's command, torchrun's ranks), as a real container's PID namespace would: the
+        processes whose environment still has this container's ``HOME`` (Linux ``/proc``)."""
+        for pid in _pids_with_env(f"HOME={self.folder(instance_id)}"):
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _reap(self, instance_id: int, sig: signal.Signals) -> None:
         proc = self._procs.pop(instance_id, None)
@@ -320,6 +334,7 @@ class ProcessRunner:
             os.killpg(proc.popen.pid, sig)  # the group, also when the leader already exited
         except (ProcessLookupError, PermissionError):
             pass
+        self._signal_container(instance_id, sig)
         if proc.popen.poll() is None:
             try:
                 proc.popen.wait(5)
@@ -404,6 +419,27 @@ class ProcessRunner:
                 self._reap(instance_id, signal.SIGKILL)
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _pids_with_env(entry: str) -> list[int]:
+    """The pids (other than this process) whose environment has ``entry`` (``NAME=value``);
+    none where there is no ``/proc``."""
+    wanted = entry.encode()
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                if wanted in environ.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return found
 
 
 def _workspace_arg(arg: str, folder: Path) -> str:
