@@ -209,17 +209,7 @@ def test_what_the_onstart_left_in_the_background_dies_with_the_container(
     os.kill(pid, 0)
     api.destroy(instance_id)
 
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:  # a zombie until its parent (init) reaps it counts as gone
-            return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-        except OSError:
-            return True
-
-    wait_for(gone)
+    wait_for(lambda: _gone(pid))
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
@@ -246,10 +236,16 @@ def test_a_process_in_a_session_of_its_own_dies_with_the_container(
     else:
         api.destroy(instance_id)
 
-    def gone() -> bool:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-        except OSError:
-            return True
+    wait_for(lambda: _gone(pid))
 
-    wait_for(gone)
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` ended (a zombie until its parent, init, reaps it counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
