@@ -37,7 +37,7 @@ from vastkit.errors import APIError, ProvisioningError
 from vastkit.labels import make_label
 from vastkit.ledger import Ledger
 from vastkit.money import ContractPrice, CostMeter, bid_cap, hourly_rate
-from vastkit.outbid import OutbidPolicy
+from vastkit.outbid import OutbidPolicy, OutbidQuote
 from vastkit.profiles import GpuProfile
 from vastkit.selector import Candidate
 
@@ -546,6 +546,7 @@ class RentalBase:
             min_bid=view.min_bid,
             cap=self._bid_cap_value,
             raised_at_current=self._raised_for_outbid,
+            quote=self._outbid_quote(view),
         )
         if decision.action == "raise" and decision.bid is not None:
             self._client.change_bid(view.id, decision.bid)
@@ -558,7 +559,27 @@ class RentalBase:
             self._emit("outbid_gave_up", f"instance {view.id}: giving up: {decision.reason}")
             self.destroy(reason="outbid")
         else:
-            self._emit("outbid_waiting", f"instance {view.id}: {decision.reason}")
+            wait_s = self.outbid_policy.wait_s
+            self._emit(
+                "outbid_waiting",
+                f"instance {view.id}: waiting for machine {view.machine_id} to come back: "
+                f"{decision.reason}; gives the instance up {wait_s:.0f} s after the outbid",
+            )
+
+    def _outbid_quote(self, view: InstanceInfo) -> OutbidQuote | None:
+        """The prices a price-aware policy weighs for this rental: waiting or raising (an
+        instance does not move; giving it up destroys it)."""
+        if self.outbid_policy.action != "cheapest_expected" or self._bid is None:
+            return None
+        assert self._bid_cap_value is not None
+        storage = self._meter.price.storage_dph if self._meter is not None else 0.0
+        return OutbidQuote(
+            current_bid=self._bid,
+            storage_dph=storage,
+            min_bid=view.min_bid,
+            cap=self._bid_cap_value,
+            alternative_dph=None,
+        )
 
     def _mark_gone(self, when: float, *, reason: str) -> None:
         self._stage = Stage.DESTROYED

@@ -11,6 +11,9 @@ prices the three choices at every outbid and takes the cheapest (:func:`expected
 * **move** to the best other offer: its price difference until the next outbid is expected,
   plus the recovery (search, create, boot, restore) at its rate.
 
+The price-aware policy is a job's default (:attr:`vastkit.Job.outbid`), bounded by its
+``max_wait_s`` (an hour): after that long outbid it moves, whatever the figures say.
+
 Every option restarts the container (an outbid container is stopped), so the work since the
 last checkpoint is lost whichever is chosen and is left out of the comparison.
 """
@@ -26,6 +29,8 @@ from vastkit._validate import MAX_SECONDS, check_choice, check_int, check_number
 from vastkit.errors import ConfigTypeError, ConfigValueError
 
 __all__ = [
+    "MAX_WAIT_S",
+    "OUTBID_RULES",
     "BidHistory",
     "OptionCost",
     "OutbidAction",
@@ -43,8 +48,27 @@ OutbidAction = Literal["raise", "wait", "give_up"]
 OutbidRule = Literal["raise", "wait", "give_up", "cheapest_expected"]
 """How a policy decides: one fixed action, or the cheapest expected one at each outbid."""
 
+OUTBID_RULES: tuple[OutbidRule, ...] = ("cheapest_expected", "give_up", "raise", "wait")
+"""Every :data:`OutbidRule`, the default first (what a job file's ``outbid:`` may name)."""
+
 RAISE_MARGIN = 0.001
 """$/h above Vast's ``min_bid`` that a price-aware raise bids (the emulator's winning margin)."""
+
+MAX_WAIT_S = 3600.0
+"""The longest :meth:`OutbidPolicy.cheapest_expected` waits for one outbid by default (an hour:
+the wait it measured at under 1.01x the no-preemption cost, see ``benchmarks/README.md``)."""
+
+_SAID: dict[str, str] = {"wait": "wait", "raise": "raise", "give_up": "move"}
+"""How a reason names each action for people (``give_up`` moves to another offer)."""
+
+
+def _default_wait_s(policy: OutbidPolicy) -> float:
+    """The default :attr:`OutbidPolicy.wait_s` of a policy built by its fields (a job file):
+    the same as its factory's, so ``{action: cheapest_expected}`` equals
+    ``OutbidPolicy.cheapest_expected()`` and ``give_up`` equals ``OutbidPolicy.give_up()``."""
+    if policy.action == "cheapest_expected":
+        return MAX_WAIT_S
+    return 0.0 if policy.action == "give_up" else 600.0
 
 
 @attrs.frozen(kw_only=True)
@@ -288,9 +312,11 @@ class OutbidPolicy:
     ``min_bid`` (0.2 = 20 %)."""
     max_bid: float | None = None
     """An extra cap in $/h on top of the profile's caps."""
-    wait_s: float = attrs.field(default=600.0)
+    wait_s: float = attrs.field(default=attrs.Factory(_default_wait_s, takes_self=True))
     """How long to wait for the GPUs to come back before giving the instance up (for
-    ``cheapest_expected``: the longest it ever waits)."""
+    ``cheapest_expected``: the longest it ever waits for one outbid, a raise's restart
+    included). Default: 600 s; 3,600 s (:data:`MAX_WAIT_S`) for ``cheapest_expected``; 0 for
+    ``give_up``."""
     prior_hold_s: float = 600.0
     """``cheapest_expected``: how long an outbid is assumed to last before any is seen to end
     (the emulator's mean; the job's own outbids take over as they are seen)."""
@@ -303,9 +329,7 @@ class OutbidPolicy:
 
     def __attrs_post_init__(self) -> None:
         owner = "OutbidPolicy"
-        check_choice(
-            owner, "action", self.action, ("raise", "wait", "give_up", "cheapest_expected")
-        )
+        check_choice(owner, "action", self.action, OUTBID_RULES)
         for field in ("prior_hold_s", "prior_mtbp_s"):
             check_number(
                 owner, field, getattr(self, field), minimum=0.0, above=True, maximum=MAX_SECONDS
@@ -351,14 +375,16 @@ class OutbidPolicy:
         *,
         max_bid: float | None = None,
         time_value_dph: float = 0.0,
-        max_wait_s: float = 3600.0,
+        max_wait_s: float = MAX_WAIT_S,
         prior_hold_s: float = 600.0,
         prior_mtbp_s: float = 6 * 3600.0,
     ) -> OutbidPolicy:
         """At each outbid, wait, raise or move, whichever is expected to cost least.
 
         See :func:`expected_costs`. The job prices a move with one offer search at the outbid
-        and learns how long outbids last from its own.
+        and learns how long outbids last from its own. This is a job's default
+        (:attr:`vastkit.Job.outbid`); an :class:`~vastkit.Instance` has no move, so there it
+        weighs waiting against raising and gives the instance up after ``max_wait_s``.
 
         Args:
             max_bid: An extra cap in $/h on a raised bid.
@@ -454,14 +480,14 @@ class OutbidPolicy:
     ) -> OutbidDecision:
         if quote is None:
             return OutbidDecision(action="give_up", reason="no prices to compare: moving")
-        if raised_at_current and (quote.min_bid or 0.0) < quote.current_bid:
-            return OutbidDecision(
-                action="wait", reason=f"raised; waiting for the restart ({outbid_for:.0f} s)"
-            )
         if outbid_for >= self.wait_s:
             return OutbidDecision(
                 action="give_up",
                 reason=f"outbid for {outbid_for:.0f} s (waits up to {self.wait_s:.0f} s)",
+            )
+        if raised_at_current and (quote.min_bid or 0.0) < quote.current_bid:
+            return OutbidDecision(
+                action="wait", reason=f"raised; waiting for the restart ({outbid_for:.0f} s)"
             )
         capped = attrs.evolve(quote, cap=self.cap(quote.cap))
         options = expected_costs(
@@ -473,8 +499,8 @@ class OutbidPolicy:
             time_value_dph=self.time_value_dph,
         )
         best = options[0]
-        others = "; ".join(f"{o.action} ${o.cost_usd:.4f}" for o in options[1:])
-        reason = f"{best.action} expected ${best.cost_usd:.4f} ({best.detail})" + (
+        others = "; ".join(f"{_SAID[o.action]} ${o.cost_usd:.4f}" for o in options[1:])
+        reason = f"{_SAID[best.action]} expected ${best.cost_usd:.4f} ({best.detail})" + (
             f" against {others}" if others else ""
         )
         return OutbidDecision(action=best.action, bid=best.bid, reason=reason)

@@ -32,7 +32,7 @@ from vastkit.artifacts import (
     check_outputs,
 )
 from vastkit.errors import ConfigError, ConfigValueError
-from vastkit.outbid import OutbidPolicy
+from vastkit.outbid import OUTBID_RULES, OutbidPolicy
 from vastkit.profiles import MIN_DISK_GB, GpuProfile, load_profiles
 from vastkit.rundir import (
     CheckpointSettings,
@@ -263,12 +263,17 @@ class Job:
     """How many times a command that exits non-zero is started again (from its checkpoint)."""
     max_attempts: int = 20
     """The most instances the job may create in all (offers that failed to start included)."""
-    outbid: OutbidPolicy = attrs.field(factory=OutbidPolicy.give_up)
-    """What to do when an interruptible instance is outbid. The default moves at once to the
-    cheapest other offer: the worker resumes from its checkpoint either way (an outbid container
-    is stopped), and a raised bid would be paid for the rest of the attempt (measured in
-    ``benchmarks/``: 1.09x the no-preemption cost at one preemption per 2 h when moving, 1.29x
-    when raising to the cap). ``OutbidPolicy.raise_bid(...)`` keeps the machine and its disk."""
+    outbid: OutbidPolicy = attrs.field(factory=OutbidPolicy.cheapest_expected)
+    """What to do when an interruptible instance is outbid. The default,
+    ``OutbidPolicy.cheapest_expected()``, prices waiting for the machine, raising the bid and
+    moving to the next offer at each outbid and takes the cheapest, counting only the bill;
+    it waits at most an hour for one outbid, then moves (each wait is reported as an
+    ``outbid_waiting`` event saying when it will move). Measured in ``benchmarks/``: 1.005x
+    the no-preemption cost at one preemption per 2 h (moving at once 1.09x, raising 1.29x),
+    at 1.07x its wall time, as it mostly waits outbids out. The fixed policies remain:
+    ``OutbidPolicy.give_up()`` (move at once: least wall time), ``OutbidPolicy.wait(s)`` and
+    ``OutbidPolicy.raise_bid(...)``; ``cheapest_expected(time_value_dph=...)`` values idle
+    hours too."""
     timeouts: JobTimeouts = attrs.field(factory=JobTimeouts)
     """Deadlines and pacing."""
     max_cost_usd: float | None = None
@@ -402,8 +407,10 @@ class Job:
 
         The keys are the field names of :class:`Job`; ``checkpoint`` and ``timeouts`` are
         mappings of :class:`~vastkit.rundir.CheckpointSettings` and :class:`JobTimeouts` fields,
-        ``outbid`` is ``raise``, ``give_up`` or ``{action: wait, wait_s: 300}``, and ``profile``
-        may be a name or an inline profile mapping::
+        ``outbid`` is an action (``cheapest_expected``, ``give_up``, ``raise`` or ``wait``) or
+        a mapping of :class:`~vastkit.outbid.OutbidPolicy` fields such as
+        ``{action: wait, wait_s: 300}`` or ``{action: cheapest_expected, wait_s: 1800}``, and
+        ``profile`` may be a name or an inline profile mapping::
 
             name: mnist
             command: python train.py --epochs 3
@@ -456,7 +463,9 @@ def _outbid_from(doc: Document, value: Any) -> OutbidPolicy:
         value = {"action": value}
     if not isinstance(value, Mapping):
         raise doc.error(
-            f"must be raise, wait, give_up or a mapping (got {short_repr(value)})", "outbid"
+            f"must be one of {', '.join(OUTBID_RULES)} or a mapping of OutbidPolicy fields "
+            f"(got {short_repr(value)})",
+            "outbid",
         )
     return _sub(doc, "outbid", OutbidPolicy, value)  # type: ignore[no-any-return]
 

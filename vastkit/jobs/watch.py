@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,9 @@ logger = logging.getLogger("vastkit.jobs")
 DEFAULT_RECOVERY_S = 120.0
 """Seconds from an outbid to training again, assumed before an attempt has shown its own."""
 
+REMIND_EVERY_S = 600.0
+"""While a job waits out an outbid, how often it says again that it waits (an event)."""
+
 
 @attrs.define
 class BidWatch:
@@ -46,6 +50,8 @@ class BidWatch:
     """(attempt, time) the attempt's instance last ran again after an outbid."""
     alternative: tuple[int, float, float | None] | None = None
     """(attempt, outbid since, $/h of the best other offer) for the outbid going on."""
+    told: tuple[tuple[int, float, bool], float] | None = None
+    """((attempt, outbid since, raised), when) the job last said it waits out an outbid."""
 
 
 _BIDS: weakref.WeakKeyDictionary[JobRunner, BidWatch] = weakref.WeakKeyDictionary()
@@ -285,12 +291,46 @@ def on_outbid(runner: JobRunner, live: LiveAttempt, view: InstanceInfo, now: flo
             runner.stay_off(live.machine_id)
         raise AttemptOver("outbid", decision.reason)
     else:
-        runner.emit(
-            "outbid_waiting",
-            f"instance {live.instance_id}: {decision.reason}",
-            live=live,
-            level=logging.DEBUG,
+        tell_waiting(runner, live, decision.reason, now)
+
+
+def tell_waiting(runner: JobRunner, live: LiveAttempt, reason: str, now: float) -> None:
+    """Say that the job waits out an outbid, why, and when it will move: at once (a WARNING
+    event), after a raise, and again every :data:`REMIND_EVERY_S` while it waits; the status
+    line shows the move's time in between."""
+    assert live.outbid_since is not None
+    bids = bid_watch(runner)
+    key = (live.number, live.outbid_since, live.raised_for_outbid)
+    first = bids.told is None or bids.told[0] != key
+    if not first and bids.told is not None and now - bids.told[1] < REMIND_EVERY_S:
+        return
+    bids.told = (key, now)
+    plan = f"will move to another offer {move_plan(runner, live)} unless it runs again"
+    if first:
+        message = (
+            f"instance {live.instance_id} is outbid; waiting for machine {live.machine_id} "
+            f"to come back: {reason}; {plan}"
         )
+    else:
+        message = (
+            f"instance {live.instance_id} still outbid after {now - live.outbid_since:.0f} s; "
+            f"waiting for machine {live.machine_id}; {plan}"
+        )
+    runner.emit(
+        "outbid_waiting",
+        message,
+        live=live,
+        level=logging.WARNING if first else logging.INFO,
+    )
+
+
+def move_plan(runner: JobRunner, live: LiveAttempt) -> str:
+    """When the outbid policy gives the machine up if it is not back: ``"at 17:42:10 UTC
+    (3600 s after the outbid)"``."""
+    assert live.outbid_since is not None
+    wait_s = runner.job.outbid.wait_s
+    at = time.strftime("%H:%M:%S UTC", time.gmtime(live.outbid_since + wait_s))
+    return f"at {at} ({wait_s:.0f} s after the outbid)"
 
 
 def outbid_quote(
@@ -352,6 +392,8 @@ def status_line(runner: JobRunner, live: LiveAttempt) -> None:
         f"{runner.job.name}: attempt {live.number} {live.state.value} on machine "
         f"{live.machine_id}{step}{ckpt}; ${spent:.4f} so far"
     )
+    if live.outbid_since is not None:
+        line += f"; outbid: waiting for the machine, moving {move_plan(runner, live)}"
     if line != runner._last_line:
         runner._last_line = line
         runner.progress.update(line)
