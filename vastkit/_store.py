@@ -43,6 +43,7 @@ from typing import IO, Any, BinaryIO, TypeVar
 
 import fsspec
 
+from vastkit._digest import ALGORITHM, digest_file, hasher
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import VastkitError
 from vastkit.retry import RetryPolicy, retry_call
@@ -298,18 +299,21 @@ class Store:
 
         return self.call(f"reading {self.unstrip(path)}", cat)
 
-    def sha256(self, path: str) -> str:
-        """The SHA-256 of an object, read in chunks (never whole in memory).
+    def digest(self, path: str, algorithm: str = ALGORITHM) -> str:
+        """The hex digest of an object (``blake3`` or ``sha256``), never whole in memory: a
+        local file is memory-mapped, an object streamed in chunks.
 
         Raises:
             FileNotFoundError: the object does not exist.
         """
 
         def digest() -> str:
-            hashed = hashlib.sha256()
-            with self.fs.open(path, "rb") as fh:
-                while chunk := fh.read(DEFAULT_CHUNK):
-                    hashed.update(chunk)
+            if self.is_local:
+                with open(path, "rb") as fh:
+                    return digest_file(fh, algorithm)[1]
+            hashed = hasher(algorithm, all_cores=True)
+            for chunk in self._chunks(path):
+                hashed.update(chunk)
             return hashed.hexdigest()
 
         return self.call(f"reading {self.unstrip(path)}", digest)
@@ -387,14 +391,14 @@ class Store:
             if info.get("type", "file") == "file"
         }
 
-    def read_into(self, path: str, fh: IO[bytes]) -> tuple[int, str]:
+    def read_into(self, path: str, fh: IO[bytes], algorithm: str = ALGORITHM) -> tuple[int, str]:
         """Stream an object into the local file ``fh`` (from its start), hashing on the way.
 
         One GET on S3 (no ranged re-reads), read in chunks of ``transfer_chunk_bytes``; a failed
         attempt is retried from the start of the file.
 
         Returns:
-            The object's size in bytes and its SHA-256 (hex).
+            The object's size in bytes and its hex digest (``algorithm``).
 
         Raises:
             FileNotFoundError: the object does not exist.
@@ -403,7 +407,7 @@ class Store:
         def stream() -> tuple[int, str]:
             fh.seek(0)
             fh.truncate()
-            hashed = hashlib.sha256()
+            hashed = hasher(algorithm, all_cores=True)
             size = 0
             for chunk in self._chunks(path):
                 hashed.update(chunk)
@@ -552,15 +556,17 @@ class ObjectWriter:
     reference to the caller's memory). Full parts are hashed in order on one thread and sent on
     others (uploaded, or written to the file), so producing, hashing and sending overlap; at
     most ``transfer_concurrency`` parts (two for a file) are in flight besides the one filling.
-    ``size`` counts the bytes written; ``sha256`` is their hex digest once the block ended.
+    ``size`` counts the bytes written; ``digest`` is their hex digest (``algorithm``, BLAKE3)
+    once the block ended.
     """
 
     def __init__(self, store: Store, path: str, *, size_hint: int | None = None) -> None:
         self.store = store
         self.path = path
         self.size = 0
-        self.sha256 = ""
-        self._hash = hashlib.sha256()
+        self.algorithm = ALGORITHM
+        self.digest = ""
+        self._hash = hasher(self.algorithm)
         most = store.concurrency if store.is_s3 else 2
         self._part_size = store.chunk
         self._most_inflight = most
@@ -662,7 +668,7 @@ class ObjectWriter:
         if self._mode is None:
             with self._part.getbuffer() as whole:
                 self._hash.update(whole)
-                self.sha256 = self._hash.hexdigest()
+                self.digest = self._hash.hexdigest()
                 store.write(self.path, whole)
             self._close_pools()
             return
@@ -670,7 +676,7 @@ class ObjectWriter:
             self._ship(self._part)
         self._part = _Part()
         self._drain()
-        self.sha256 = self._hash.hexdigest()
+        self.digest = self._hash.hexdigest()
         self._close_pools()
         if self._s3 is not None:
             self._s3.complete()

@@ -230,7 +230,7 @@ def test_sharded_save_on_s3(
     assert exits == [0, 0]
     assert all(r["committed"] for r in saved)
     mgr = CheckpointManager(url, storage_options=options)
-    info = mgr.latest(verify="full")  # every object's SHA-256, re-read from S3
+    info = mgr.latest(verify="full")  # every object's digest, re-read from S3
     assert info is not None
     assert (info.step, info.sharded, len(info.files)) == (4, True, 3)
     state = empty_state()
@@ -314,7 +314,7 @@ def test_a_shard_damaged_on_one_rank_is_skipped_by_every_rank(
         assert (r["fallback_step"], r["weight_ok"]) == (1, True)
         assert r["error"] == "CheckpointCorruptError"
         assert re.search(
-            r"checkpoint step 2: .*-1_0\.distcp fails its size or SHA-256", r["message"]
+            r"checkpoint step 2: .*-1_0\.distcp fails its size or BLAKE3", r["message"]
         )
     assert any("skipping damaged checkpoint: checkpoint step 2" in w for w in results[1]["warned"])
 
@@ -350,10 +350,10 @@ def test_a_damaged_shard_is_found_on_load_and_skipped_for_the_older_step(tmp_pat
     folder = tmp_path / "run" / "checkpoints" / "step-000000000002"
     shard = next(folder.glob("*.distcp"))
     data = bytearray(shard.read_bytes())
-    data[-100] ^= 0xFF  # same size: only the SHA-256 tells
+    data[-100] ^= 0xFF  # same size: only the digest tells
     shard.write_bytes(bytes(data))
 
-    with pytest.raises(CheckpointCorruptError, match=r"step 2: .*distcp fails its size or SHA-256"):
+    with pytest.raises(CheckpointCorruptError, match=r"step 2: .*distcp fails its size or BLAKE3"):
         mgr.load_sharded(empty_state(), step=2)
     state = empty_state()
     with pytest.warns(CheckpointWarning, match="skipping damaged checkpoint: checkpoint step 2"):

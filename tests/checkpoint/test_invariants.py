@@ -204,7 +204,7 @@ def _manifest(content: bytes) -> Callable[[Any, str], None]:
 
 DAMAGE: dict[str, tuple[Callable[[Any, str], None], str]] = {
     "truncated_payload": (_truncate, r"has \d+ bytes, the manifest says"),
-    "bit_flips": (_flip_bits, "SHA-256"),
+    "bit_flips": (_flip_bits, "BLAKE3"),
     "missing_payload": (_missing_payload, "is missing"),
     "empty_manifest": (_manifest(b""), r"empty \S+/manifest\.json"),
     "garbled_manifest": (_manifest(b"{not json"), r"bad \S+/manifest\.json: not valid JSON"),
@@ -256,7 +256,7 @@ def test_mixed_damage_lists_each_step_with_what_was_found(store: Store) -> None:
         mgr.restore()
     message = str(excinfo.value)
     assert message.index("step 3: ") < message.index("step 2: ") < message.index("step 1: ")
-    assert "SHA-256" in message
+    assert "BLAKE3" in message
     assert "not valid JSON" in message
     assert "the manifest says" in message
 

@@ -128,7 +128,7 @@ def test_flipped_byte_is_detected_and_previous_checkpoint_used(store: Store) -> 
         info = mgr.latest()
         assert info is not None
         _flip_byte(f"{info.url}/state.pt", options, offset=-2000)
-        with pytest.warns(CheckpointWarning, match=r"step 2.*SHA-256"):
+        with pytest.warns(CheckpointWarning, match=r"step 2.*BLAKE3"):
             state = mgr.load()
         assert torch.equal(state["w"], torch.full((1000,), 1.0))
         with pytest.warns(CheckpointWarning, match="step 2"):

@@ -99,7 +99,8 @@ entries = st.builds(
     PayloadEntry,
     name=names,
     size=st.integers(min_value=0, max_value=2**50),
-    sha256=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    digest=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    algorithm=st.sampled_from(["blake3", "sha256"]),
 )
 manifests = st.builds(
     Manifest,
@@ -141,7 +142,27 @@ def test_truncated_manifests_are_refused(manifest: Manifest, data: st.DataObject
         (
             '{"format_version": 1, "step": 1, "time": 0, "files": '
             '[{"name": "x", "size": 1, "sha256": "nothex"}]}',
-            "sha256",
+            "bad sha256 for x",
+        ),
+        (
+            '{"format_version": 3, "step": 1, "time": 0, "files": '
+            '[{"name": "x", "size": 1, "blake3": "' + "A" * 64 + '"}]}',
+            "bad blake3 for x",
+        ),
+        (
+            '{"format_version": 3, "step": 1, "time": 0, "files": '
+            '[{"name": "x", "size": 1, "md5": "' + "a" * 32 + '"}]}',
+            "x must have exactly one digest",
+        ),
+        (
+            '{"format_version": 3, "step": 1, "time": 0, "files": [{"name": "x", "size": 1, '
+            '"blake3": "' + "a" * 64 + '", "sha256": "' + "a" * 64 + '"}]}',
+            "x must have exactly one digest",
+        ),
+        (
+            '{"format_version": 2, "step": 1, "time": 0, "files": '
+            '[{"name": "x", "size": 1, "blake3": "' + "a" * 64 + '"}]}',
+            "blake3 digests need format_version 3",
         ),
     ],
 )
@@ -151,12 +172,19 @@ def test_bad_manifests_are_refused(doc: str, match: str) -> None:
 
 
 def test_format_version_is_written() -> None:
-    entry = PayloadEntry(name="a", size=1, sha256="0" * 64)
-    m = Manifest(step=3, time=1.0, files=(entry,))
-    assert b'"format_version": 1' in m.to_json()  # single-process checkpoints keep format 1
+    old_entry = PayloadEntry(name="a", size=1, digest="0" * 64, algorithm="sha256")
+    m = Manifest(step=3, time=1.0, files=(old_entry,))
+    assert b'"format_version": 1' in m.to_json()  # SHA-256 single-process checkpoints: format 1
+    assert b'"sha256": "' in m.to_json()
     assert b'"layout"' not in m.to_json()
-    sharded = Manifest(step=3, time=1.0, files=(entry,), layout=LAYOUT_DCP)
-    assert b'"format_version": %d' % FORMAT_VERSION in sharded.to_json()
+    entry = PayloadEntry(name="a", size=1, digest="0" * 64)  # what vastkit writes: BLAKE3
+    assert entry.algorithm == "blake3"
+    new = Manifest(step=3, time=1.0, files=(entry,))
+    assert b'"format_version": %d' % FORMAT_VERSION in new.to_json()
+    assert b'"blake3": "' in new.to_json()
+    assert Manifest.from_json(new.to_json()) == new
+    sharded = Manifest(step=3, time=1.0, files=(old_entry,), layout=LAYOUT_DCP)
+    assert b'"format_version": 2' in sharded.to_json()
     assert Manifest.from_json(sharded.to_json()) == sharded
     older = sharded.to_json().replace(b'"format_version": 2', b'"format_version": 1')
     with pytest.raises(ManifestError, match="layout 'dcp' needs format_version 2"):

@@ -25,7 +25,6 @@ run (the plugin in :mod:`tests._support.fault_matrix`, whatever order the tests 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import uuid
 import warnings
@@ -42,6 +41,7 @@ import pytest
 
 from tests._support.fault_matrix import CellRecord, record_cell
 from tests._support.world import BID_PROFILE, FAST, ON_DEMAND, FakeWorkers, HookedClock
+from vastkit._digest import hasher
 from vastkit.api.client import Client
 from vastkit.checkpoint import PAYLOAD_NAME, CheckpointManager
 from vastkit.checkpoint.naming import CHECKPOINTS_DIR, step_dirname
@@ -142,7 +142,10 @@ def torn_checkpoints(run_url: str, storage_options: dict[str, Any] | None = None
             except FileNotFoundError:
                 ok = False
                 continue
-            if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            algorithm = "blake3" if "blake3" in entry else "sha256"
+            digest = hasher(algorithm)
+            digest.update(data)
+            if len(data) != entry["size"] or digest.hexdigest() != entry[algorithm]:
                 ok = False
         if not ok:
             torn += 1

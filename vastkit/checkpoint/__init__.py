@@ -2,11 +2,11 @@
 
 :class:`CheckpointManager` writes each checkpoint under
 ``<url>/checkpoints/step-<zero-padded step>/``: the payload object first, then ``manifest.json``
-(sizes and SHA-256 of every payload object, step, time, metrics, format version). A checkpoint
-exists once its manifest exists; the latest one is the highest step whose manifest exists and whose
-payload verifies. Timestamps never order checkpoints. Re-saving a committed step writes the new
-payload aside and swaps the manifest in one write, so the step is never uncommitted; when every
-committed checkpoint is damaged, :meth:`~CheckpointManager.restore` raises
+(sizes and BLAKE3 digests of every payload object, step, time, metrics, format version). A
+checkpoint exists once its manifest exists; the latest one is the highest step whose manifest
+exists and whose payload verifies. Timestamps never order checkpoints. Re-saving a committed step
+writes the new payload aside and swaps the manifest in one write, so the step is never
+uncommitted; when every committed checkpoint is damaged, :meth:`~CheckpointManager.restore` raises
 :class:`~vastkit.errors.CheckpointCorruptError` instead of starting afresh.
 
 An asynchronous save copies the state into reused CPU buffers on the caller's thread (the only

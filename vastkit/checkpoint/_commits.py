@@ -20,7 +20,6 @@ The invariants it keeps:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any, Literal
 
 import attrs
 
+from vastkit._digest import digest_file, shown
 from vastkit._store import Store
 from vastkit.checkpoint._serialize import (
     FORMAT_TAG,
@@ -173,7 +173,7 @@ class CheckpointFolders:
                 () if replacing is None else (f.name for f in replacing.files), uuid.uuid4().hex
             )
             entry = self._upload_payload(f"{folder}/{name}", payload, nbytes)
-            # the SHA-256 is of the bytes written; the listing proves they all arrived
+            # the digest is of the bytes written; the listing proves they all arrived
             listing = self.verify_payload(step, folder, (entry,), full=False)
             manifest = Manifest(step=step, time=store.clock.now(), files=(entry,), metrics=metrics)
             self._write_manifest(manifest_path, manifest)
@@ -284,12 +284,17 @@ class CheckpointFolders:
         torch = import_torch()
         with self.store.writer(target, size_hint=nbytes) as sink:
             torch.save(payload, sink)
-        return PayloadEntry(name=target.rsplit("/", 1)[-1], size=sink.size, sha256=sink.sha256)
+        return PayloadEntry(
+            name=target.rsplit("/", 1)[-1],
+            size=sink.size,
+            digest=sink.digest,
+            algorithm=sink.algorithm,
+        )
 
     def verify_payload(
         self, step: int, folder: str, files: tuple[PayloadEntry, ...], *, full: bool
     ) -> dict[str, int]:
-        """Check every payload object's size (and SHA-256 with ``full``); the folder's listing
+        """Check every payload object's size (and digest with ``full``); the folder's listing
         (object name -> size).
 
         Raises:
@@ -306,10 +311,10 @@ class CheckpointFolders:
                     f"the manifest says {entry.size}"
                 )
             if full:
-                digest = self.store.sha256(f"{folder}/{entry.name}")
-                if digest != entry.sha256:
+                digest = self.store.digest(f"{folder}/{entry.name}", entry.algorithm)
+                if digest != entry.digest:
                     raise CheckpointCorruptError(
-                        f"checkpoint step {step}: {path} fails its SHA-256 check"
+                        f"checkpoint step {step}: {path} fails its {shown(entry.algorithm)} check"
                     )
         return sizes
 
@@ -535,12 +540,7 @@ class CheckpointFolders:
         store = self.store
         if store.is_local:
             fh = stack.enter_context(open(path, "rb"))  # noqa: SIM115
-            hashed = hashlib.sha256()
-            size = 0
-            while chunk := fh.read(store.chunk):
-                hashed.update(chunk)
-                size += len(chunk)
-            digest = hashed.hexdigest()
+            size, digest = digest_file(fh, entry.algorithm)
             local = path
             hashed_file = os.fstat(fh.fileno())
             stack.callback(_check_unchanged, path, hashed_file, step, store.unstrip(path))
@@ -548,11 +548,12 @@ class CheckpointFolders:
             tmp = stack.enter_context(
                 tempfile.NamedTemporaryFile(prefix="vastkit-restore-", suffix=".pt")  # noqa: SIM115
             )
-            size, digest = store.read_into(path, tmp)
+            size, digest = store.read_into(path, tmp, entry.algorithm)
             local = tmp.name
-        if size != entry.size or digest != entry.sha256:
+        if size != entry.size or digest != entry.digest:
             raise CheckpointCorruptError(
-                f"checkpoint step {step}: {store.unstrip(path)} fails its size or SHA-256 check"
+                f"checkpoint step {step}: {store.unstrip(path)} fails its size or "
+                f"{shown(entry.algorithm)} check"
             )
         return local
 

@@ -96,7 +96,7 @@ class CheckpointReader:
 
         Args:
             verify: ``"size"`` checks every payload object's size (one listing per step tried);
-                ``"full"`` also re-reads it and checks its SHA-256.
+                ``"full"`` also re-reads it and checks its digest.
 
         Warns:
             CheckpointWarning: for each newer checkpoint skipped as damaged.
@@ -227,7 +227,7 @@ class CheckpointReader:
         world size differs from the one that saved (as far as DCP can reshard the tensors).
 
         Rank 0 picks the step (the newest committed one whose objects are all there with their
-        sizes) and every rank loads that one; each object read is checked against the SHA-256
+        sizes) and every rank loads that one; each object read is checked against the digest
         in the manifest first. A damaged step is skipped on every rank, with a warning, for the
         next older one.
 

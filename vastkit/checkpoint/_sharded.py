@@ -5,7 +5,7 @@ another world size); vastkit supplies the storage and the commit:
 
 * :class:`StoreFileSystem` is DCP's file-system interface over :class:`vastkit._store.Store`, so
   shards go through the one store layer (whole writes, retries, concurrent multipart uploads on
-  S3) and every object's size and SHA-256 are taken from the bytes as they are written. Object
+  S3) and every object's size and digest are taken from the bytes as they are written. Object
   names get a per-save token (``<token>-0_0.distcp``, ``<token>-metadata``), so a re-save of a
   committed step writes aside and a killed save's leftovers never mix with a commit;
 * :func:`save` runs DCP on every rank, gathers what each rank wrote, and has rank 0 check every
@@ -13,7 +13,7 @@ another world size); vastkit supplies the storage and the commit:
   same :meth:`CheckpointFolders.commit_written` the single-process path uses; rank 0 then tells
   every rank the outcome;
 * :func:`load` has rank 0 pick the committed step (newest whose objects are all there with their
-  sizes) and tell every rank; each rank's reads are checked against the manifest's SHA-256 before
+  sizes) and tell every rank; each rank's reads are checked against the manifest's digest before
   DCP sees a byte, and a damaged step is skipped on every rank alike (DCP shares each rank's
   failure with all).
 """
@@ -21,7 +21,6 @@ another world size); vastkit supplies the storage and the commit:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 import threading
@@ -32,6 +31,8 @@ from typing import IO, Any
 
 import attrs
 
+from vastkit._digest import ALGORITHM, digest_file, hasher
+from vastkit._digest import shown as algorithm_name
 from vastkit._ranks import Ranks, detect_ranks, initialized_dist
 from vastkit._store import ObjectWriter, Store
 from vastkit.checkpoint._commits import CheckpointFolders, Damaged
@@ -109,9 +110,9 @@ class StoreFileSystem:
     """DCP's ``FileSystemBase`` over a :class:`~vastkit._store.Store`, for one save or load.
 
     Paths are ``<step folder>/<object name>`` (see :func:`object_name`). Writing records each
-    object's :class:`~vastkit.checkpoint.naming.PayloadEntry` (size and SHA-256 of the bytes
+    object's :class:`~vastkit.checkpoint.naming.PayloadEntry` (size and digest of the bytes
     written); with ``expected`` (a committed manifest's entries) every read is checked first:
-    an object the manifest does not name, or whose size or SHA-256 differs, raises
+    an object the manifest does not name, or whose size or digest differs, raises
     :class:`~vastkit.errors.CheckpointCorruptError`.
     """
 
@@ -139,7 +140,9 @@ class StoreFileSystem:
             with self.store.writer(where) as sink:
                 yield _Tell(sink)
             with self.lock:
-                self.written[name] = PayloadEntry(name=name, size=sink.size, sha256=sink.sha256)
+                self.written[name] = PayloadEntry(
+                    name=name, size=sink.size, digest=sink.digest, algorithm=sink.algorithm
+                )
             return
         with contextlib.ExitStack() as stack:
             yield self._verified(where, name, stack)
@@ -151,24 +154,20 @@ class StoreFileSystem:
         entry = None if self.expected is None else self.expected.get(name)
         if self.expected is not None and entry is None:
             self._corrupt(f"{shown} is not named in its manifest")
+        algorithm = ALGORITHM if entry is None else entry.algorithm
         try:
             if store.is_local:
                 fh: IO[bytes] = stack.enter_context(open(path, "rb"))  # noqa: SIM115
-                hashed = hashlib.sha256()
-                size = 0
-                while chunk := fh.read(store.chunk):
-                    hashed.update(chunk)
-                    size += len(chunk)
-                digest = hashed.hexdigest()
+                size, digest = digest_file(fh, algorithm)
             else:
                 fh = stack.enter_context(
                     tempfile.NamedTemporaryFile(prefix="vastkit-shard-")  # noqa: SIM115
                 )
-                size, digest = store.read_into(path, fh)
+                size, digest = store.read_into(path, fh, algorithm)
         except FileNotFoundError:
             self._corrupt(f"{shown} is missing")
-        if entry is not None and (size != entry.size or digest != entry.sha256):
-            self._corrupt(f"{shown} fails its size or SHA-256 check")
+        if entry is not None and (size != entry.size or digest != entry.digest):
+            self._corrupt(f"{shown} fails its size or {algorithm_name(algorithm)} check")
         fh.seek(0)
         return fh
 
@@ -193,8 +192,11 @@ class StoreFileSystem:
         with self.lock:
             old = self.written.pop(src.rsplit("/", 1)[-1], None)
             name = dst.rsplit("/", 1)[-1]
-            digest = hashlib.sha256(data).hexdigest() if old is None else old.sha256
-            self.written[name] = PayloadEntry(name=name, size=len(data), sha256=digest)
+            if old is None:
+                hashed = hasher()
+                hashed.update(data)
+                old = PayloadEntry(name=name, size=len(data), digest=hashed.hexdigest())
+            self.written[name] = attrs.evolve(old, name=name, size=len(data))
 
     def mkdir(self, path: str | os.PathLike[str]) -> None:
         pass  # whole writes create their folders; object stores have none

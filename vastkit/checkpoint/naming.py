@@ -11,7 +11,7 @@ reused by any tool that reads a checkpoint folder:
 * payload names: :func:`payload_name` picks the name of a new payload object, aside from the
   objects of the commit it replaces;
 * :class:`Manifest`: the commit object (``manifest.json``) with the format version, step, time,
-  user metrics and the size and SHA-256 of every payload object;
+  user metrics and the size and BLAKE3 digest of every payload object;
 * retention: :func:`select_retained` keeps the newest ``keep_last`` and the ``keep_best`` by a
   metric;
 * intervals: :func:`young_daly_seconds` and :func:`auto_interval_steps` (Young/Daly, bounded
@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeGuard
 
 import attrs
+
+from vastkit._digest import ALGORITHM, ALGORITHMS
 
 __all__ = [
     "CHECKPOINTS_DIR",
@@ -52,10 +54,11 @@ __all__ = [
     "young_daly_seconds",
 ]
 
-FORMAT_VERSION = 2
-"""The newest manifest format this version reads. Single-process checkpoints are written as
-format 1; sharded ones (``layout: "dcp"``) as format 2, so a reader that predates them refuses them
-instead of mistaking a shard for a payload."""
+FORMAT_VERSION = 3
+"""The newest manifest format this version reads. Format 3 names BLAKE3 digests (what vastkit
+writes; formats 1 and 2 named SHA-256 digests, still read); format 2 added sharded
+checkpoints (``layout: "dcp"``). A manifest is written with the lowest format its layout and
+digests need, so a reader that predates them refuses it instead of misreading it."""
 
 LAYOUT_SINGLE = "single"
 """A manifest's layout: one ``torch.save`` payload object (format 1)."""
@@ -65,6 +68,7 @@ LAYOUT_DCP = "dcp"
 every rank of a group (format 2)."""
 
 _LAYOUT_VERSIONS = {LAYOUT_SINGLE: 1, LAYOUT_DCP: 2}
+_DIGEST_VERSIONS = {"sha256": 1, "blake3": 3}
 
 CHECKPOINTS_DIR = "checkpoints"
 """The folder under the manager's URL that holds one sub-folder per step."""
@@ -83,7 +87,7 @@ STEP_WIDTH = 12
 
 _STEP_RE = re.compile(r"^step-(\d+)$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ManifestError(ValueError):
@@ -165,8 +169,10 @@ class PayloadEntry:
     """The object's name inside the step folder (``state.pt``)."""
     size: int
     """Its size in bytes."""
-    sha256: str
-    """The lowercase hex SHA-256 of its bytes."""
+    digest: str
+    """The lowercase hex digest of its bytes (64 digits)."""
+    algorithm: str = attrs.field(default=ALGORITHM, validator=attrs.validators.in_(ALGORITHMS))
+    """The digest's algorithm: ``blake3`` (what vastkit writes) or ``sha256`` (formats 1-2)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -188,7 +194,10 @@ class Manifest:
 
     @format_version.default
     def _format_for_layout(self) -> int:
-        return _LAYOUT_VERSIONS.get(self.layout, FORMAT_VERSION)
+        return max(
+            _LAYOUT_VERSIONS.get(self.layout, FORMAT_VERSION),
+            *(_DIGEST_VERSIONS.get(f.algorithm, FORMAT_VERSION) for f in self.files),
+        )
 
     @property
     def total_size(self) -> int:
@@ -202,7 +211,7 @@ class Manifest:
             "step": self.step,
             "time": self.time,
             "metrics": {str(k): float(v) for k, v in self.metrics.items()},
-            "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in self.files],
+            "files": [{"name": f.name, "size": f.size, f.algorithm: f.digest} for f in self.files],
         }
         if self.layout != LAYOUT_SINGLE:
             doc["layout"] = self.layout
@@ -252,14 +261,24 @@ class Manifest:
         for item in files:
             if not isinstance(item, dict):
                 raise ManifestError("each file must be an object")
-            name, size, digest = item.get("name"), item.get("size"), item.get("sha256")
+            name, size = item.get("name"), item.get("size")
             if not isinstance(name, str) or not _NAME_RE.match(name) or name == MANIFEST_NAME:
                 raise ManifestError(f"bad file name {name!r}")
             if not _is_int(size) or size < 0:
                 raise ManifestError(f"bad size {size!r} for {name}")
-            if not isinstance(digest, str) or not _SHA256_RE.match(digest):
-                raise ManifestError(f"bad sha256 for {name}")
-            entries.append(PayloadEntry(name=name, size=size, sha256=digest))
+            named = [a for a in ALGORITHMS if a in item]
+            if len(named) != 1:
+                raise ManifestError(
+                    f"{name} must have exactly one digest ({' or '.join(ALGORITHMS)})"
+                )
+            algorithm = named[0]
+            digest = item[algorithm]
+            if not isinstance(digest, str) or not _HEX64_RE.match(digest):
+                raise ManifestError(f"bad {algorithm} for {name}")
+            if _DIGEST_VERSIONS[algorithm] > version:
+                needed = _DIGEST_VERSIONS[algorithm]
+                raise ManifestError(f"{algorithm} digests need format_version {needed}")
+            entries.append(PayloadEntry(name=name, size=size, digest=digest, algorithm=algorithm))
         if len({e.name for e in entries}) != len(entries):
             raise ManifestError("duplicate file names")
         return cls(
