@@ -38,10 +38,36 @@ def test_from_yaml_reads_every_section(tmp_path: Path) -> None:
     assert job.env == {"SEED": "1"}
     assert job.checkpoint == CheckpointSettings(every_steps=200, keep_last=2)
     assert job.timeouts == JobTimeouts(poll_interval=20, heartbeat_stale=600)
-    assert job.outbid == OutbidPolicy(action="give_up")
+    assert job.outbid == OutbidPolicy(action="give_up") == OutbidPolicy.give_up()
     assert job.restarts_on_error == 1
     assert job.max_cost_usd == 5
     assert job.project == "vision"
+
+
+@pytest.mark.parametrize(
+    ("line", "policy"),
+    [
+        ("", OutbidPolicy.cheapest_expected()),
+        ("outbid: cheapest_expected\n", OutbidPolicy.cheapest_expected()),
+        (
+            "outbid: {action: cheapest_expected, wait_s: 1800, time_value_dph: 0.5}\n",
+            OutbidPolicy.cheapest_expected(max_wait_s=1800, time_value_dph=0.5),
+        ),
+        (
+            "outbid:\n  action: cheapest_expected\n  max_bid: 0.4\n  prior_hold_s: 120\n",
+            OutbidPolicy.cheapest_expected(max_bid=0.4, prior_hold_s=120),
+        ),
+        ("outbid: give_up\n", OutbidPolicy.give_up()),
+        ("outbid: {action: wait, wait_s: 300}\n", OutbidPolicy.wait(300)),
+        ("outbid: raise\n", OutbidPolicy.raise_bid()),
+    ],
+    ids=["default", "named", "mapping", "block", "give_up", "wait", "raise"],
+)
+def test_a_job_file_names_the_price_aware_policy_or_a_fixed_one(
+    line: str, policy: OutbidPolicy
+) -> None:
+    head = "name: x\ncommand: python a.py\nprofile: test-4090\nstore_url: /tmp/runs\n"
+    assert Job.from_yaml(head + line).outbid == policy
 
 
 def test_from_yaml_accepts_an_inline_profile() -> None:

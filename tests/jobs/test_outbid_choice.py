@@ -4,17 +4,25 @@ against the emulator."""
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
+import re
+import time
 
 import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests._support.world import FAST
 from vastkit.clock import ManualClock
 from vastkit.errors import ConfigTypeError, ConfigValueError
+from vastkit.jobs import Job
+from vastkit.jobs.watch import REMIND_EVERY_S
 from vastkit.labels import parse_label
 from vastkit.outbid import (
+    MAX_WAIT_S,
     RAISE_MARGIN,
     BidHistory,
     OutbidPolicy,
@@ -309,7 +317,7 @@ def test_a_short_outbid_is_waited_out_on_the_same_machine(world: World) -> None:
     assert result.attempts[0].machine_id == done[0][0]
     waiting = next(e for e in world.events if e.kind == "outbid_waiting")
     assert "wait expected $" in waiting.message
-    assert "against give_up $" in waiting.message
+    assert "against move $" in waiting.message
 
 
 def test_a_cheap_raise_is_taken_when_time_is_worth_more_than_the_raise(world: World) -> None:
@@ -337,4 +345,79 @@ def test_an_outbid_that_outlasts_the_longest_wait_moves(world: World) -> None:
     assert first.machine_id == done[0][0]
     assert later
     assert all(a.machine_id != done[0][0] for a in later)
+    assert world.emu.instances == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the default: a job that names no outbid policy
+
+
+def _default_outbid_job(world: World) -> Job:
+    """The world's job with no ``outbid`` given (the world's own names a fixed policy)."""
+    base = world.make_job()
+    fields = {f.name: getattr(base, f.name) for f in attrs.fields(Job) if f.name != "outbid"}
+    return Job(**fields)
+
+
+def _clock_time(at: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(at))
+
+
+def test_a_job_naming_no_policy_prices_its_outbids() -> None:
+    job = Job(name="j", command="python train.py", profile="test-4090", store_url="/tmp/runs")
+    assert job.outbid == OutbidPolicy.cheapest_expected()
+    assert job.outbid.action == "cheapest_expected"
+    assert (job.outbid.wait_s, job.outbid.time_value_dph) == (MAX_WAIT_S, 0.0)
+
+
+def test_by_default_a_short_outbid_is_waited_out_and_the_wait_says_when_it_would_move(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    done = _outbid_first_running(world, price=5.0, duration=300.0)
+    with caplog.at_level(logging.WARNING, logger="vastkit.jobs"):
+        result = world.run(_default_outbid_job(world))
+    assert result.status == "succeeded", result.summary()
+    assert done, "the test never outbid the instance"
+    machine = done[0][0]
+    assert [(a.end_reason, a.machine_id) for a in result.attempts] == [("succeeded", machine)]
+    outbid = next(e for e in world.events if e.kind == "outbid")
+    waits = [e for e in world.events if e.kind == "outbid_waiting"]
+    # said once (the outbid lasted less than REMIND_EVERY_S), with the figures and the plan
+    assert len(waits) == 1, [e.message for e in waits]
+    message = waits[0].message
+    assert f"waiting for machine {machine} to come back: wait expected $" in message
+    assert "against move $" in message
+    move_at = _clock_time(outbid.time + MAX_WAIT_S)
+    assert f"will move to another offer at {move_at} (3600 s after the outbid)" in message
+    # a user with Python's default logging (WARNING) sees it too
+    assert any(message in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert "outbid_recovered" in world.kinds()
+
+
+def test_by_default_an_outbid_that_outlasts_an_hour_moves_and_reminds_meanwhile(
+    world: World,
+) -> None:
+    done = _outbid_first_running(world, price=5.0, duration=None)
+    result = world.run(_default_outbid_job(world))
+    assert result.status == "succeeded", result.summary()
+    machine = done[0][0]
+    first, *later = result.attempts
+    assert (first.end_reason, first.machine_id) == ("outbid", machine)
+    assert later
+    assert all(a.machine_id != machine for a in later)
+    outbid = next(e for e in world.events if e.kind == "outbid")
+    waits = [e for e in world.events if e.kind == "outbid_waiting"]
+    # waited the hour (one 10 s poll late at most), and said so when it moved
+    ended = next(e for e in world.events if e.kind == "attempt_ended")
+    waited = re.search(
+        r"ended: outbid \(outbid for (\d+) s \(waits up to 3600 s\)\)", ended.message
+    )
+    assert waited is not None, ended.message
+    assert MAX_WAIT_S <= float(waited[1]) < MAX_WAIT_S + FAST.poll_interval
+    assert all(e.time < outbid.time + MAX_WAIT_S for e in waits)
+    # said at the outbid, then every REMIND_EVERY_S while waiting
+    assert len(waits) == int(MAX_WAIT_S // REMIND_EVERY_S), [e.message for e in waits]
+    assert all("still outbid after" in e.message for e in waits[1:])
+    gaps = [b.time - a.time for a, b in itertools.pairwise(waits)]
+    assert all(REMIND_EVERY_S <= g < REMIND_EVERY_S + FAST.poll_interval for g in gaps)
     assert world.emu.instances == []
