@@ -5,6 +5,7 @@ from __future__ import annotations
 import vastkit
 import vastkit.checkpoint
 import vastkit.health
+import vastkit.outbid
 from vastkit import worker
 from vastkit.rundir import CheckpointSettings
 
@@ -21,6 +22,12 @@ job = vastkit.Job(
     outbid=vastkit.OutbidPolicy.raise_bid(then_wait_s=60.0),
 )
 from_file: vastkit.Job = vastkit.Job.from_yaml("job.yaml")
+# the default outbid policy is the price-aware one; the fixed ones stay named options
+default_outbid: vastkit.OutbidPolicy = from_file.outbid
+rules: tuple[vastkit.outbid.OutbidRule, ...] = vastkit.outbid.OUTBID_RULES
+longest_wait: float = vastkit.outbid.MAX_WAIT_S
+patient = vastkit.OutbidPolicy.cheapest_expected(max_wait_s=1800.0, time_value_dph=0.5)
+hasty = vastkit.OutbidPolicy.give_up()
 
 
 def on_event(event: vastkit.JobEvent) -> None:
