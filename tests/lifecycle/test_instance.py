@@ -451,6 +451,43 @@ def test_outbid_with_wait_policy_waits_for_the_gpus(
     assert live_ids(emu) == []
 
 
+def test_the_price_aware_policy_waits_for_a_short_outbid_and_gives_up_after_its_longest_wait(
+    make: Make, emu: Emulator, interruptible: GpuProfile, events: list[InstanceEvent]
+) -> None:
+    """An instance has no move: ``cheapest_expected`` weighs waiting (storage) against a raise
+    (a competitor at $5/h is above any cap, so none), waits, and gives up at ``max_wait_s``."""
+    policy = OutbidPolicy.cheapest_expected(max_wait_s=300)
+    with make(interruptible, outbid=policy) as inst:
+        assert inst.outbid_policy == policy
+        bid = inst.bid
+        emu.preempt(inst.id, price=5.0, duration=100)
+        assert inst.refresh().state is InstanceState.OUTBID
+        assert not inst.destroyed  # before, it gave up at once: no move to price
+        inst.wait_until("running", timeout=400)
+        assert inst.bid == bid
+        waiting = next(e for e in events if e.kind == "outbid_waiting")
+        assert f"waiting for machine {inst.machine_id} to come back: wait expected $" in (
+            waiting.message
+        )
+        assert "gives the instance up 300 s after the outbid" in waiting.message
+        assert "outbid_recovered" in kinds(events)
+
+        emu.preempt(inst.id, price=5.0)  # this competitor stays
+        with pytest.raises(ProvisioningError):
+            inst.wait_until("running", timeout=900)
+        assert inst.end_reason == "outbid"
+    gave_up = next(e for e in events if e.kind == "outbid_gave_up")
+    assert "(waits up to 300 s)" in gave_up.message
+    assert live_ids(emu) == []
+
+
+def test_an_instance_keeps_raising_the_bid_by_default(
+    make: Make, interruptible: GpuProfile
+) -> None:
+    with make(interruptible) as inst:
+        assert inst.outbid_policy == OutbidPolicy.raise_bid()
+
+
 def test_outbid_wait_policy_gives_up_after_its_time(
     make: Make, emu: Emulator, interruptible: GpuProfile
 ) -> None:
