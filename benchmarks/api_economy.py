@@ -31,7 +31,15 @@ virtual time (:class:`ThreadsClock`: a thread's ``sleep`` returns when every job
 asleep and the time has reached its wake-up). A simulated worker writes each attempt's heartbeat
 every 10 s. Once every job has seen its worker ready, the window opens; ``GET
 /api/v1/instances/`` requests are counted over it from the emulator's request log and timed on
-the wire. Then every job is given its result and ends.
+the wire (target: consecutive lists at least one poll interval apart, i.e. at most one list in
+any poll interval). Then every job is given its result and ends. The whole run's requests
+(start-up and ending included) are reported beside, and the same run with one ``Client`` shared
+by all 20 jobs. The only thing changed in vastkit's objects is the shared list's lock, swapped
+for one whose waiters wait in virtual time (:class:`_ClockLock`; the list logic is untouched).
+All jobs start at the same virtual instant, so their start-up requests collide at once.
+
+Part C (full mode only, real time): the SDK's ``show_instances()`` and vastkit's list with 30
+instances (two pages) over loopback HTTP against the emulator's 1 s list limit.
 """
 
 from __future__ import annotations
@@ -49,8 +57,8 @@ import httpx
 
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest
-from vastkit.clock import ManualClock
-from vastkit.emulator import Emulator
+from vastkit.clock import ManualClock, SystemClock
+from vastkit.emulator import Emulator, Timings
 from vastkit.errors import RateLimitError
 from vastkit.jobs import Job, JobEvent, JobResult, JobTimeouts, run_job
 from vastkit.jobs.polling import shared_instances
@@ -441,6 +449,55 @@ class _Workers:
                 )
 
 
+def pages_real_time(seed: int, instances: int, polls: int) -> dict[str, Any]:
+    """The SDK's ``show_instances()`` and vastkit's list with more than one page (25 rows),
+    in real time over loopback HTTP against the emulator's 1 s list limit.
+
+    The instances are made with the create and search limits off (setup only); every poll of
+    either starts with the list limit's window clear.
+    """
+    import requests
+    from vastai import VastAI
+
+    emu = Emulator(
+        seed=seed,
+        clock=SystemClock(),
+        offers=600,
+        timings=Timings(provision_s=0.0, loading_s=0.0),
+        rate_limits={"create": 0.0, "search": 0.0},
+    )
+    with (
+        emu.client() as http,
+        Client(emu.api_key, base_url=emu.url, http_client=http, min_intervals={}) as setup,
+    ):
+        offers = setup.search_offers("rentable=true num_gpus=1", order="dph+", limit=instances * 2)
+        for i, offer in enumerate(offers[:instances]):
+            request = CreateInstanceRequest(
+                image="pytorch/pytorch", label=f"vastkit/page{i:03d}/1", disk_gb=16
+            )
+            setup.create_instance(offer.id, request)
+    emu.serve()
+    out: dict[str, Any] = {"instances": instances, "polls": polls}
+    sdk = VastAI(api_key=emu.api_key, server_url=emu.url, quiet=True)
+    with Client(emu.api_key, base_url=emu.url) as vast:
+        for name, poll_once, errors in (
+            ("sdk", sdk.show_instances, requests.HTTPError),
+            ("vastkit", vast.list_instances, RateLimitError),
+        ):
+            start, failed, seen = len(emu.requests), 0, 0
+            for _ in range(polls):
+                time.sleep(1.2)  # the list limit's window is clear
+                try:
+                    seen = len(poll_once())
+                except errors:
+                    failed += 1
+            made, limited = _wire(emu, start)
+            out[name] = {"requests": made, "rate_limited": limited, "failed_polls": failed}
+            out[name]["instances_seen"] = seen
+    emu.close()
+    return out
+
+
 def _count(log: list[tuple[str, str, int]], status: int | None = None) -> dict[str, int]:
     """Requests of the emulator's log by endpoint (only those answered ``status``, if given)."""
     out: dict[str, int] = {}
@@ -615,8 +672,8 @@ def run(*, quick: bool, seed: int = 0, jobs: int = 20, poll: float = 15.0) -> di
     """Run the watchers and the shared-poll measurement, and compare them.
 
     Args:
-        quick: Watch 15 virtual minutes instead of one hour, and the ``run_job`` calls over a
-            10-minute window instead of 30 minutes.
+        quick: Watch 15 virtual minutes instead of one hour, the ``run_job`` calls over a
+            10-minute window instead of 30 minutes, and skip the real-time paging check.
         seed: The emulator's seed.
         jobs: Concurrent jobs (instances) to watch.
         poll: Seconds between polls (``JobTimeouts.poll_interval``'s default).
@@ -630,6 +687,7 @@ def run(*, quick: bool, seed: int = 0, jobs: int = 20, poll: float = 15.0) -> di
         paced_loop=watch_paced_loop(seed, jobs, hours, poll),
         shared=shared_run_jobs(seed, jobs, window, poll),
         one_client=shared_run_jobs(seed, jobs, window, poll, one_client=True),
+        pages=None if quick else pages_real_time(seed, 30, 3),  # real time: not in CI
         jobs=jobs,
         poll=poll,
         hours=hours,
@@ -654,6 +712,7 @@ def summarize(
     paced_loop: dict[str, Any],
     shared: dict[str, Any],
     one_client: dict[str, Any],
+    pages: dict[str, Any] | None = None,
     jobs: int,
     poll: float,
     hours: float,
@@ -671,6 +730,7 @@ def summarize(
         "paced_loop": paced_loop,
         "shared_run_job": shared,
         "shared_run_job_one_client": one_client,
+        "pages_real_time": pages,
         "ratio_vs_sdk": ratio,
         "ratio_vs_sdk_loop": vastkit["requests"] / sdk_loop["requests"],
         "ratio_vs_paced_loop": vastkit["requests"] / paced_loop["requests"],
@@ -759,6 +819,21 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 ("one Client", result["shared_run_job_one_client"]),
             )
         ],
+        *_page_rows(result.get("pages_real_time")),
+    ]
+
+
+def _page_rows(pages: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    if pages is None:
+        return []
+    s, v = pages["sdk"], pages["vastkit"]
+    return [
+        (
+            f"{pages['instances']} instances (2 pages), real time: failed polls SDK / vastkit",
+            f"{s['failed_polls']} / {v['failed_polls']} of {pages['polls']}",
+            f"requests {s['requests']} / {v['requests']}, "
+            f"429s {s['rate_limited']} / {v['rate_limited']}",
+        )
     ]
 
 
