@@ -293,7 +293,9 @@ class Store:
 
         def cat() -> bytes | None:
             try:
-                return bytes(self.fs.cat_file(path))  # on S3 one GET (no HEAD first)
+                if self.is_s3:  # one GET: s3fs would HEAD first (and list on a 404) to split it
+                    return bytes(self.fs.cat_file(path, max_concurrency=1))
+                return bytes(self.fs.cat_file(path))
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,40 @@ def test_a_streamed_write_survives_a_lost_complete_answer_and_fails_a_real_failu
         assert completes == ["complete_multipart_upload"] * 2
         monkeypatch.undo()
         assert st.read(path) is None
+
+
+@pytest.mark.s3
+def test_a_commit_and_a_load_on_s3_make_only_the_requests_they_need(
+    s3_bucket: tuple[str, dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each request costs a round trip (and, on a shared machine, the server's CPU): reading a
+    small object is one GET (s3fs would HEAD first, and list on a 404), and a load reads the
+    manifest and the payload, whose size and digest it checks, without listing the folder.
+    Counted on the server: the moto server's request log."""
+    torch = pytest.importorskip("torch")
+    from vastkit.checkpoint import CheckpointManager
+
+    def requests() -> list[str]:
+        seen = [
+            r.getMessage().split('"')[1].split(" ")[:2]
+            for r in caplog.records
+            if r.name == "werkzeug" and '"' in r.getMessage()
+        ]
+        caplog.clear()
+        return [f"{verb} {target.split('?')[0].rsplit('/', 1)[-1]}" for verb, target in seen]
+
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    bucket, options = s3_bucket
+    state = {"w": torch.arange(1000.0)}
+    with CheckpointManager(f"{bucket}/run", storage_options=options, async_save=False) as mgr:
+        mgr.save(1, state)
+        requests()
+        mgr.save(2, state)
+        commit = requests()
+    assert not [r for r in commit if r.startswith("HEAD")], commit
+    # is step 2 committed (one GET: 404), payload, listing, manifest, read back, hint, prune
+    assert len(commit) == 7, commit
+    with CheckpointManager(f"{bucket}/run", storage_options=options) as reader:
+        assert torch.equal(reader.load()["w"], state["w"])
+    bucket_name = bucket.removeprefix("s3://")
+    assert requests() == [f"GET {bucket_name}", "GET manifest.json", "GET state.pt"]

@@ -434,9 +434,10 @@ class CheckpointFolders:
             CheckpointCorruptError: the given step fails verification; or, with ``step=None``,
                 every committed checkpoint does (the message lists what was found for each).
         """
+        # the manifest alone: reading the payload checks its size and digest (no listing first)
         if step is not None:
             folder = self.folder(step)
-            found = self.check(step, folder, verify="size")
+            found = self.read_commit(step, folder)
             if found is None:
                 raise CheckpointError(
                     f"no committed checkpoint step {step} under {self.store.url} (no manifest)"
@@ -446,7 +447,7 @@ class CheckpointFolders:
             return self.load_committed(found, folder, map_location, weights_only)
         damaged: list[Damaged] = []
         for at, folder in sorted(self.list_steps().items(), reverse=True):
-            found = self.check(at, folder, verify="size")
+            found = self.read_commit(at, folder)
             if isinstance(found, Manifest):
                 try:
                     return self.load_committed(found, folder, map_location, weights_only)
@@ -501,7 +502,7 @@ class CheckpointFolders:
         shown = self.store.unstrip(path)
         with contextlib.ExitStack() as stack:
             try:
-                local = self._fetch(path, entry, manifest.step, stack)
+                local = fetch_verified(self.store, path, entry, manifest.step, stack)
             except CheckpointError:
                 raise
             except FileNotFoundError as exc:
@@ -532,30 +533,43 @@ class CheckpointFolders:
         payload["state"] = decode(payload["state"])
         return dict(payload)
 
-    def _fetch(self, path: str, entry: PayloadEntry, step: int, stack: contextlib.ExitStack) -> str:
-        """A local file holding the verified payload: the object itself on a local disk (hashed
-        in place; ``stack`` checks on closing that the file loaded is the one hashed), else a
-        temporary file streamed with one GET and hashed on the way (removed when ``stack``
-        closes; the loaded tensors keep its pages mapped)."""
-        store = self.store
-        if store.is_local:
-            fh = stack.enter_context(open(path, "rb"))  # noqa: SIM115
-            size, digest = digest_file(fh, entry.algorithm)
-            local = path
-            hashed_file = os.fstat(fh.fileno())
-            stack.callback(_check_unchanged, path, hashed_file, step, store.unstrip(path))
-        else:
-            tmp = stack.enter_context(
-                tempfile.NamedTemporaryFile(prefix="vastkit-restore-", suffix=".pt")  # noqa: SIM115
-            )
-            size, digest = store.read_into(path, tmp, entry.algorithm)
-            local = tmp.name
-        if size != entry.size or digest != entry.digest:
+
+def fetch_verified(
+    store: Store, path: str, entry: PayloadEntry, step: int, stack: contextlib.ExitStack
+) -> str:
+    """A local file holding the verified payload: the object itself on a local disk (hashed
+    in place; ``stack`` checks on closing that the file loaded is the one hashed), else a
+    temporary file streamed with one GET and hashed on the way (removed when ``stack``
+    closes; the loaded tensors keep its pages mapped)."""
+    if store.is_local:
+        fh = stack.enter_context(open(path, "rb"))  # noqa: SIM115
+        size = os.fstat(fh.fileno()).st_size
+        if size != entry.size:  # not worth hashing
             raise CheckpointCorruptError(
-                f"checkpoint step {step}: {store.unstrip(path)} fails its size or "
-                f"{shown(entry.algorithm)} check"
+                f"checkpoint step {step}: {store.unstrip(path)} has {size} bytes, the "
+                f"manifest says {entry.size}"
             )
-        return local
+        size, digest = digest_file(fh, entry.algorithm)
+        local = path
+        hashed_file = os.fstat(fh.fileno())
+        stack.callback(_check_unchanged, path, hashed_file, step, store.unstrip(path))
+    else:
+        tmp = stack.enter_context(
+            tempfile.NamedTemporaryFile(prefix="vastkit-restore-", suffix=".pt")  # noqa: SIM115
+        )
+        size, digest = store.read_into(path, tmp, entry.algorithm)
+        local = tmp.name
+        if size != entry.size:
+            raise CheckpointCorruptError(
+                f"checkpoint step {step}: {store.unstrip(path)} has {size} bytes, the "
+                f"manifest says {entry.size}"
+            )
+    if size != entry.size or digest != entry.digest:
+        raise CheckpointCorruptError(
+            f"checkpoint step {step}: {store.unstrip(path)} fails its size or "
+            f"{shown(entry.algorithm)} check"
+        )
+    return local
 
 
 def _check_unchanged(path: str, hashed: os.stat_result, step: int, shown: str) -> None:
