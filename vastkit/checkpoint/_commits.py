@@ -43,6 +43,7 @@ from vastkit.checkpoint.naming import (
     CHECKPOINTS_DIR,
     LATEST_HINT,
     LAYOUT_DCP,
+    LAYOUT_SINGLE,
     MANIFEST_NAME,
     PAYLOAD_NAME,
     STEP_WIDTH,
@@ -164,28 +165,16 @@ class CheckpointFolders:
         Raises:
             CheckpointError: the save failed (the step keeps its previous commit, if any).
         """
-        store = self.store
         folder = self.folder(step)
-        manifest_path = f"{folder}/{MANIFEST_NAME}"
-        try:
+        doing = f"saving checkpoint step {step} to {self.store.unstrip(folder)}"
+        with _failing_as(doing):
             replacing = self.read_manifest(step, folder, warn=False)
             name = payload_name(
                 () if replacing is None else (f.name for f in replacing.files), uuid.uuid4().hex
             )
             entry = self._upload_payload(f"{folder}/{name}", payload, nbytes)
-            # the digest is of the bytes written; the listing proves they all arrived
-            listing = self.verify_payload(step, folder, (entry,), full=False)
-            manifest = Manifest(step=step, time=store.clock.now(), files=(entry,), metrics=metrics)
-            self._write_manifest(manifest_path, manifest)
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(
-                f"saving checkpoint step {step} to {store.unstrip(folder)} failed: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        self._committed(manifest, folder, listing)
-        return manifest
+        # the digest is of the bytes written; the listing proves they all arrived
+        return self.commit_written(step, (entry,), metrics, layout=LAYOUT_SINGLE, doing=doing)
 
     def commit_written(
         self,
@@ -194,31 +183,26 @@ class CheckpointFolders:
         metrics: Mapping[str, float],
         *,
         layout: str,
+        doing: str | None = None,
     ) -> Manifest:
-        """Commit payload objects that others already wrote into the step's folder (the shards
-        of every rank): check that each is there with its recorded size, then write the manifest
-        (one write; :meth:`after_commit` comes next). The objects the manifest does not name
-        (a replaced commit's, a killed save's) are removed after the commit.
+        """Commit payload objects already written into the step's folder (by :meth:`write`, or
+        the shards of every rank): check that each is there with its recorded size, then write
+        the manifest (one write; :meth:`after_commit` comes next). The objects the manifest does
+        not name (a replaced commit's, a killed save's) are removed after the commit.
 
         Raises:
             CheckpointCorruptError: an object is missing or has another size (nothing committed).
-            CheckpointError: the commit failed (the step keeps its previous commit, if any).
+            CheckpointError: the commit failed (the step keeps its previous commit, if any);
+                ``doing`` says what failed (by default: committing the step).
         """
         store = self.store
         folder = self.folder(step)
-        try:
+        with _failing_as(doing or f"committing checkpoint step {step} in {store.unstrip(folder)}"):
             listing = self.verify_payload(step, folder, files, full=False)
             manifest = Manifest(
                 step=step, time=store.clock.now(), files=files, metrics=metrics, layout=layout
             )
             self._write_manifest(f"{folder}/{MANIFEST_NAME}", manifest)
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(
-                f"committing checkpoint step {step} in {store.unstrip(folder)} failed: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
         self._committed(manifest, folder, listing)
         return manifest
 
@@ -532,6 +516,17 @@ class CheckpointFolders:
             )
         payload["state"] = decode(payload["state"])
         return dict(payload)
+
+
+@contextlib.contextmanager
+def _failing_as(doing: str) -> Iterator[None]:
+    """Raise what fails inside as a :class:`CheckpointError` saying what was being done."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{doing} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def fetch_verified(
