@@ -546,7 +546,9 @@ class RentalBase:
             min_bid=view.min_bid,
             cap=self._bid_cap_value,
             raised_at_current=self._raised_for_outbid,
-            quote=self._outbid_quote(view),
+            quote=_outbid_quote(
+                self.outbid_policy, self._bid, self._bid_cap_value, self._meter, view
+            ),
         )
         if decision.action == "raise" and decision.bid is not None:
             self._client.change_bid(view.id, decision.bid)
@@ -565,21 +567,6 @@ class RentalBase:
                 f"instance {view.id}: waiting for machine {view.machine_id} to come back: "
                 f"{decision.reason}; gives the instance up {wait_s:.0f} s after the outbid",
             )
-
-    def _outbid_quote(self, view: InstanceInfo) -> OutbidQuote | None:
-        """The prices a price-aware policy weighs for this rental: waiting or raising (an
-        instance does not move; giving it up destroys it)."""
-        if self.outbid_policy.action != "cheapest_expected" or self._bid is None:
-            return None
-        assert self._bid_cap_value is not None
-        storage = self._meter.price.storage_dph if self._meter is not None else 0.0
-        return OutbidQuote(
-            current_bid=self._bid,
-            storage_dph=storage,
-            min_bid=view.min_bid,
-            cap=self._bid_cap_value,
-            alternative_dph=None,
-        )
 
     def _mark_gone(self, when: float, *, reason: str) -> None:
         self._stage = Stage.DESTROYED
@@ -673,4 +660,20 @@ def _event(
         offer_id=candidate.offer.id if candidate is not None else None,
         machine_id=candidate.offer.machine_id if candidate is not None else None,
         state=state if state is not None else (view.state if view is not None else None),
+    )
+
+
+def _outbid_quote(
+    policy: OutbidPolicy, bid: float, cap: float, meter: CostMeter | None, view: InstanceInfo
+) -> OutbidQuote | None:
+    """The prices a price-aware policy weighs for a rental: waiting or raising (an instance
+    does not move; giving it up destroys it)."""
+    if policy.action != "cheapest_expected":
+        return None
+    return OutbidQuote(
+        current_bid=bid,
+        storage_dph=meter.price.storage_dph if meter is not None else 0.0,
+        min_bid=view.min_bid,
+        cap=cap,
+        alternative_dph=None,
     )

@@ -119,13 +119,10 @@ class Instance(RentalBase):
         keep: Keep the instance when the block ends (for debugging): it goes on billing, and a
             warning and a ledger record say so.
         on_event: Called with an :class:`InstanceEvent` for everything that happens.
-        outbid: What to do when an interruptible instance is outbid (default:
-            ``OutbidPolicy.raise_bid()``: raise the bid by 20 % at a time, up to the profile's
-            cap, to win the machine back, and give the instance up if it has not run again 10
-            minutes after the outbid). Unlike a job's default (``cheapest_expected()``, which
-            may wait an hour for the machine), an interactive instance is wanted back soon.
-            ``cheapest_expected()`` works here too: an instance does not move, so it weighs
-            waiting against raising, and gives up after its ``max_wait_s``.
+        outbid: What to do when an interruptible instance is outbid (default
+            ``OutbidPolicy.raise_bid()``: raise 20 % at a time up to the profile's cap, give the
+            instance up if it has not run again 10 minutes after the outbid: an interactive
+            instance is wanted back soon; ``cheapest_expected()`` weighs waiting and raising).
         run_id: The run id in the label (default: a fresh one).
         project: The project recorded in the ledger (for budgets and the cost report).
         team: The team recorded in the ledger.
