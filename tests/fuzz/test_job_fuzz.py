@@ -124,7 +124,15 @@ def valid_documents(draw: st.DrawFn) -> dict[str, Any]:
         ),
         "timeouts": timeouts(),
         "checkpoint": checkpoints(),
-        "outbid": st.sampled_from(["give_up", "raise", {"action": "wait", "wait_s": 60}]),
+        "outbid": st.sampled_from(
+            [
+                "give_up",
+                "raise",
+                "cheapest_expected",
+                {"action": "wait", "wait_s": 60},
+                {"action": "cheapest_expected", "wait_s": 1800, "time_value_dph": 0.5},
+            ]
+        ),
         "max_cost_usd": st.none() | st.floats(0.0, 1e6),
         "disk_gb": st.none() | st.floats(8.0, 500.0),
         "max_attempts": st.integers(1, 50),
@@ -178,7 +186,15 @@ _SECTION_KEYS = {
         "mtbf_seconds",
         "url_suffix",
     ],
-    "outbid": ["action", "step", "max_bid", "wait_s"],
+    "outbid": [
+        "action",
+        "step",
+        "max_bid",
+        "wait_s",
+        "time_value_dph",
+        "prior_hold_s",
+        "prior_mtbp_s",
+    ],
     "profile": ["gpu_name", "max_dph", "disk_gb", "rental", "max_duration_hours", "num_gpus"],
     "env": ["SEED", "TOKEN"],
     "storage_options": ["anon", "key"],
