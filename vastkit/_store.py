@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import logging
 import os
 import random
@@ -44,6 +43,7 @@ from typing import IO, Any, BinaryIO, TypeVar
 import fsspec
 
 from vastkit._digest import ALGORITHM, digest_file, hasher
+from vastkit._parts import Lender, Part, register_payload
 from vastkit.clock import Clock, SystemClock
 from vastkit.errors import VastkitError
 from vastkit.retry import RetryPolicy, retry_call
@@ -478,7 +478,9 @@ class Store:
         self.invalidate(path)
 
     @contextlib.contextmanager
-    def writer(self, path: str, *, size_hint: int | None = None) -> Iterator[ObjectWriter]:
+    def writer(
+        self, path: str, *, size_hint: int | None = None, lender: Lender | None = None
+    ) -> Iterator[ObjectWriter]:
         """A file-like sink that writes one object whole when the block ends without error.
 
         The first ``transfer_chunk_bytes`` are held in memory; an object no larger is written with
@@ -490,8 +492,10 @@ class Store:
 
         ``size_hint`` (the expected size) bounds the memory in flight to about a tenth of it:
         smaller parts (down to S3's 5 MiB minimum) and fewer of them at once for small objects.
+        ``lender``: memory that stays valid and unchanged until the block ends; views of it are
+        sent without a copy (and cost no memory in flight).
         """
-        out = ObjectWriter(self, path, size_hint=size_hint)
+        out = ObjectWriter(self, path, size_hint=size_hint, lender=lender)
         try:
             yield out
             out.finish()
@@ -553,30 +557,39 @@ class Store:
 class ObjectWriter:
     """The sink of :meth:`Store.writer`: ``write`` bytes; the object appears when the block ends.
 
-    Bytes are copied into part buffers (``io.BytesIO``, which the HTTP stack streams without
-    another copy or a thread hop per chunk) of ``transfer_chunk_bytes`` (``write`` never keeps a
-    reference to the caller's memory). Full parts are hashed in order on one thread and sent on
-    others (uploaded, or written to the file), so producing, hashing and sending overlap; at
-    most ``transfer_concurrency`` parts (two for a file) are in flight besides the one filling.
+    Parts of ``transfer_chunk_bytes`` are filled with copies of the bytes written, except views
+    of memory a :class:`~vastkit._parts.Lender` lends (a checkpoint's staged tensors), which are
+    kept and sent as they are. Full parts are hashed in order on one thread and sent on others
+    (uploaded, or written to the file), so producing, hashing and sending overlap; at most
+    ``transfer_concurrency`` parts (two for a file) are in flight besides the one filling, and
+    at most a tenth of ``size_hint`` of copied bytes.
     ``size`` counts the bytes written; ``digest`` is their hex digest (``algorithm``, BLAKE3)
     once the block ended.
     """
 
-    def __init__(self, store: Store, path: str, *, size_hint: int | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        path: str,
+        *,
+        size_hint: int | None = None,
+        lender: Lender | None = None,
+    ) -> None:
         self.store = store
         self.path = path
         self.size = 0
         self.algorithm = ALGORITHM
         self.digest = ""
         self._hash = hasher(self.algorithm)
-        most = store.concurrency if store.is_s3 else 2
+        self._lender = lender
+        self._most_inflight = store.concurrency if store.is_s3 else 2
         self._part_size = store.chunk
-        self._most_inflight = most
+        self._budget = self._most_inflight * self._part_size  # copied bytes in flight
         if size_hint is not None and size_hint > 0:
             smallest = _S3_MIN_PART if store.is_s3 else 2**20
             self._part_size = min(store.chunk, max(smallest, size_hint // 12))
-            self._most_inflight = max(1, min(most, size_hint // 10 // self._part_size))
-        self._part = _Part()
+            self._budget = max(self._part_size, size_hint // 10)
+        self._part = Part()
         self._fill = 0
         self._mode: str | None = None  # None: first part in memory; "s3", "local", "spool"
         self._stack = contextlib.ExitStack()
@@ -584,20 +597,27 @@ class ObjectWriter:
         self._s3: _Multipart | None = None
         self._hasher: ThreadPoolExecutor | None = None
         self._sender: ThreadPoolExecutor | None = None
-        self._slots: threading.BoundedSemaphore | None = None
+        self._room = threading.Condition()
+        self._parts_out = 0
+        self._copied_out = 0
         self._inflight: list[Future[Any]] = []
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         n = view.nbytes
+        lent = self._lender is not None and self._lender.lends(view)
         pos = 0
         while pos < n:
             if self._fill == self._part_size:  # a full part and more to come: send it on
                 self._ship(self._part)
-                self._part = _Part()
+                self._part = Part()
                 self._fill = 0
             take = min(n - pos, self._part_size - self._fill)
-            self._part.write(view[pos : pos + take])
+            piece = view[pos : pos + take]
+            if lent:
+                self._part.lend(piece)
+            else:
+                self._part.copy(piece)
             self._fill += take
             pos += take
         self.size += n
@@ -613,6 +633,7 @@ class ObjectWriter:
         if store.is_s3:
             self._mode = "s3"
             self._s3 = _Multipart(store, self.path)
+            register_payload()
         elif store.is_local:
             self._mode = "local"
             self._fh = self._stack.enter_context(atomic_local_file(self.path))
@@ -621,20 +642,27 @@ class ObjectWriter:
             self._fh = self._stack.enter_context(
                 tempfile.NamedTemporaryFile(prefix="vastkit-spool-")  # noqa: SIM115
             )
-        self._slots = threading.BoundedSemaphore(inflight)
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="vastkit-hash")
         self._sender = ThreadPoolExecutor(
             inflight if self._s3 is not None else 1, thread_name_prefix="vastkit-send"
         )
 
-    def _ship(self, part: io.BytesIO) -> None:
+    def _ship(self, part: Part) -> None:
         if self._mode is None:
             self._start()
-        assert self._slots is not None
         assert self._hasher is not None
         assert self._sender is not None
         self._raise_failed()
-        self._slots.acquire()
+        cost = part.copied
+        with self._room:  # at most so many parts, and so many copied bytes, in flight
+            self._room.wait_for(
+                lambda: (
+                    self._parts_out < self._most_inflight
+                    and (self._parts_out == 0 or self._copied_out + cost <= self._budget)
+                )
+            )
+            self._parts_out += 1
+            self._copied_out += cost
         hashed = self._hasher.submit(_update, self._hash, part)
         if self._s3 is not None:
             sent: Future[Any] = self._sender.submit(self._s3.part, self._s3.next_number(), part)
@@ -643,12 +671,14 @@ class ObjectWriter:
             fh = self._fh
             sent = self._sender.submit(_write, fh, part)
         pending = [hashed, sent]
-        slots = self._slots
 
         def done(fut: Future[Any]) -> None:
             pending.remove(fut)
             if not pending:
-                slots.release()
+                with self._room:
+                    self._parts_out -= 1
+                    self._copied_out -= cost
+                    self._room.notify_all()
 
         for fut in (hashed, sent):
             self._inflight.append(fut)
@@ -668,15 +698,15 @@ class ObjectWriter:
     def finish(self) -> None:
         store = self.store
         if self._mode is None:
-            with self._part.getbuffer() as whole:
-                self._hash.update(whole)
-                self.digest = self._hash.hexdigest()
-                store.write(self.path, whole)
+            whole = self._part.whole()
+            self._hash.update(whole)
+            self.digest = self._hash.hexdigest()
+            store.write(self.path, whole)
             self._close_pools()
             return
         if self._fill:
             self._ship(self._part)
-        self._part = _Part()
+        self._part = Part()
         self._drain()
         self.digest = self._hash.hexdigest()
         self._close_pools()
@@ -699,7 +729,7 @@ class ObjectWriter:
                 pool.shutdown(wait=True, cancel_futures=True)
 
     def abort(self) -> None:
-        self._part = _Part()
+        self._part = Part()
         self._close_pools()
         self._fh = None
         if self._s3 is not None:
@@ -727,7 +757,7 @@ class _Multipart:
         self.numbers += 1
         return self.numbers
 
-    def part(self, number: int, data: io.BytesIO) -> None:
+    def part(self, number: int, data: Part) -> None:
         store = self.store
 
         def send() -> Any:
@@ -786,19 +816,11 @@ class _Multipart:
         self.upload_id = ""
 
 
-class _Part(io.BytesIO):
-    """A part buffer the HTTP stack cannot close (it closes a ``BytesIO`` body once sent, but
-    the hash may still read it and a retry sends it again); freed when dropped."""
-
-    def close(self) -> None:
-        pass
-
-
-def _update(hashed: Any, part: io.BytesIO) -> None:
-    with part.getbuffer() as view:
+def _update(hashed: Any, part: Part) -> None:
+    for view in part.views():
         hashed.update(view)
 
 
-def _write(fh: IO[bytes], part: io.BytesIO) -> None:
-    with part.getbuffer() as view:
+def _write(fh: IO[bytes], part: Part) -> None:
+    for view in part.views():
         fh.write(view)

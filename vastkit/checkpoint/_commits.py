@@ -32,6 +32,7 @@ from typing import Any, Literal
 import attrs
 
 from vastkit._digest import digest_file, shown
+from vastkit._parts import Lender
 from vastkit._store import Store
 from vastkit.checkpoint._serialize import (
     FORMAT_TAG,
@@ -266,7 +267,10 @@ class CheckpointFolders:
         payload, no re-read to hash; on S3 the parts go up while the rest is serialised.
         """
         torch = import_torch()
-        with self.store.writer(target, size_hint=nbytes) as sink:
+        # the payload's tensors (staged copies, or a blocking save's own) stay unchanged until
+        # the upload ends: their bytes are sent without a copy
+        lender = Lender(_cpu_storages(torch, payload))
+        with self.store.writer(target, size_hint=nbytes, lender=lender) as sink:
             torch.save(payload, sink)
         return PayloadEntry(
             name=target.rsplit("/", 1)[-1],
@@ -516,6 +520,20 @@ class CheckpointFolders:
             )
         payload["state"] = decode(payload["state"])
         return dict(payload)
+
+
+def _cpu_storages(torch: Any, tree: Any) -> Iterator[tuple[int, int]]:
+    """(address, size) of the storage of every CPU tensor in a state tree."""
+    if isinstance(tree, torch.Tensor):
+        if tree.device.type == "cpu" and tree.layout == torch.strided:
+            storage = tree.untyped_storage()
+            yield storage.data_ptr(), storage.nbytes()
+    elif isinstance(tree, Mapping):
+        for value in tree.values():
+            yield from _cpu_storages(torch, value)
+    elif isinstance(tree, list | tuple):
+        for value in tree:
+            yield from _cpu_storages(torch, value)
 
 
 @contextlib.contextmanager
