@@ -8,10 +8,9 @@ Both :class:`vastkit.Instance` and ``run_job`` rent through one :class:`Provisio
    anything is rented, so a crash between the create and the next write is found again;
 3. :meth:`Provisioner.create` sends the one ``create_instance`` call in the library outside the API
    client. A create that may have reached the server (timeout, 5xx, 429, a garbled answer) is
-   retried only after listing by label proved it rented nothing; an instance found is adopted,
-   never a second one rented for the attempt. The creates of one account in the process that
-   wait for that proof share the lists (:class:`LabelSweeps`): a burst of 429s costs one or two
-   lists, not one per create. Each create carries the registry login, and each
+   retried only after listing by label proved it rented nothing (lists the account's creates in
+   the process share: :mod:`vastkit._label_sweeps`); an instance found is adopted, never a
+   second one rented for the attempt. Each create carries the registry login, and each
    instance rented gets the user's SSH key (:mod:`vastkit.access`, resolved before searching);
 4. :class:`PhaseWaiter` waits through provisioning, loading and running with a deadline per phase;
    the decisions are :class:`PhaseTracker`'s, a state machine over observations with no I/O;
@@ -27,14 +26,13 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import random
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
 
+from vastkit._label_sweeps import LabelSweeps, label_sweeps_for
 from vastkit.access import AccessPlan, RentalAccess, attach_quietly, direct_only_where_open
 from vastkit.api.client import Client
 from vastkit.api.models import CreateInstanceRequest, InstanceInfo, InstanceState, Offer
@@ -67,13 +65,11 @@ __all__ = [
     "CreateFailureKind",
     "Destroyer",
     "InstanceTimeouts",
-    "LabelSweeps",
     "PhaseOutcome",
     "PhaseTracker",
     "PhaseWaiter",
     "Provisioner",
     "destroy_confirmed",
-    "label_sweeps_for",
     "phase_of",
 ]
 
@@ -484,113 +480,6 @@ class AttemptTicket:
     attempt_id: int
 
 
-class _Sweep:
-    """One list of the account's instances by label, and the labels it answers for."""
-
-    def __init__(self) -> None:
-        self.labels: set[str] = set()
-        self.done = False
-        self.found: dict[str, list[int]] | None = None
-        """Ids per label, oldest first; None when the list failed."""
-
-
-class LabelSweeps:
-    """Lists by label, shared by the creates of one account in this process.
-
-    A create that may have rented (answered 429, 5xx or garbled, or not answered) may be sent
-    again only after a list of the account's instances sent *after* its answer came shows
-    nothing with its label. Each such create asks here: its label joins the next sweep, the one
-    not yet sent; the first caller to find no sweep in flight sends it for every label gathered
-    so far (``label in [...]``) and the others wait for its answer. A sweep already in flight
-    when a caller arrives was sent before that caller's answer came, so it never answers for
-    it. So creates answered 429 together cost one or two lists, not one each.
-
-    When the sender's list fails (it raised), every caller it was to answer asks again, so each
-    becomes a sender in turn, with its own retries and deadline.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._next = _Sweep()
-        self._sending: _Sweep | None = None
-        self.sent = 0
-        """Sweeps sent (lists made, each with its own retries)."""
-
-    def waiting(self) -> int:
-        """How many labels wait for the next sweep (the one not yet sent)."""
-        with self._cond:
-            return len(self._next.labels)
-
-    def find(
-        self, label: str, lister: Callable[[frozenset[str]], Mapping[str, list[int]]]
-    ) -> list[int]:
-        """The ids carrying ``label``, oldest first, in a list sent after this call began.
-
-        Args:
-            label: The label of the create that may have rented.
-            lister: Lists the instances of the labels it is given (ids per label), retrying as
-                it sees fit; called in this thread when this caller sends the sweep.
-
-        Raises:
-            Exception: What ``lister`` raised, when this caller sent the sweep.
-        """
-        while True:
-            with self._cond:
-                sweep = self._next
-                sweep.labels.add(label)
-                while not sweep.done and not (self._sending is None and self._next is sweep):
-                    self._cond.wait()
-                sending = not sweep.done
-                if sending:
-                    self._sending, self._next = sweep, _Sweep()
-                    self.sent += 1
-            if sending:
-                return self._send(sweep, label, lister)
-            if sweep.found is not None:
-                return list(sweep.found.get(label, ()))
-            # the sender's list failed: ask again (and maybe send the next sweep)
-
-    def _send(
-        self,
-        sweep: _Sweep,
-        label: str,
-        lister: Callable[[frozenset[str]], Mapping[str, list[int]]],
-    ) -> list[int]:
-        found: dict[str, list[int]] | None = None
-        try:
-            found = {name: sorted(ids) for name, ids in lister(frozenset(sweep.labels)).items()}
-            return list(found.get(label, ()))
-        finally:
-            with self._cond:
-                sweep.found, sweep.done, self._sending = found, True, None
-                self._cond.notify_all()
-
-
-_SWEEPS_LOCK = threading.Lock()
-_SWEEPS: dict[str, LabelSweeps] = {}
-
-
-def label_sweeps_for(account: str) -> LabelSweeps:
-    """The :class:`LabelSweeps` every :class:`Provisioner` of this process on ``account``
-    (:attr:`vastkit.api.Client.account_id`: the server and a digest of the key) shares."""
-    with _SWEEPS_LOCK:
-        sweeps = _SWEEPS.get(account)
-        if sweeps is None:
-            sweeps = _SWEEPS[account] = LabelSweeps()
-        return sweeps
-
-
-def _forget_sweeps() -> None:
-    """A forked child shares no sweep (nor a lock) with its parent."""
-    global _SWEEPS_LOCK
-    _SWEEPS_LOCK = threading.Lock()
-    _SWEEPS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_sweeps)
-
-
 class Provisioner:
     """Rents, finds and destroys instances for one caller, recording each step in the ledger.
 
@@ -931,35 +820,26 @@ class Provisioner:
 
         A create whose answer was lost may have rented: no other create is sent until a list
         sent after that answer proves otherwise. The creates of the account in this process
-        share those lists (:class:`LabelSweeps`). Each list is retried for ``destroy_deadline``
-        seconds, then the last error is raised (the create intent left open in the ledger makes
-        the next reconcile clean up).
+        share those lists (:class:`~vastkit._label_sweeps.LabelSweeps`; an API client stand-in
+        without an account has its own). Each list is retried for ``destroy_deadline`` seconds,
+        then the last error is raised (the create intent left open in the ledger makes the next
+        reconcile clean up).
         """
-        return self.label_sweeps().find(label, self._list_labels)
-
-    def label_sweeps(self) -> LabelSweeps:
-        """The lists by label this engine shares: its account's in this process (an API
-        client stand-in without an account has its own)."""
         if self._sweeps is None:
             account = self.client.account_id if isinstance(self.client, Client) else None
             self._sweeps = label_sweeps_for(account) if account else LabelSweeps()
-        return self._sweeps
+        return self._sweeps.find(label, self._list_labels)
 
-    def _list_labels(self, labels: frozenset[str]) -> dict[str, list[int]]:
-        """Ids per label of the account's instances carrying one of ``labels``, listed until
-        the API answers (one label: ``label eq``; several: ``label in``)."""
+    def _list_labels(self, labels: frozenset[str]) -> list[tuple[int, str | None]]:
+        """``(id, label)`` of the instances carrying one of ``labels``, listed until the API
+        answers (one label: ``label eq``; several: ``label in``)."""
 
-        def listed() -> dict[str, list[int]]:
+        def listed() -> list[tuple[int, str | None]]:
             if len(labels) == 1:
                 found = self.client.list_instances(label=next(iter(labels)))
             else:
                 found = self.client.list_instances(filters={"label": {"in": sorted(labels)}})
-            by_label: dict[str, list[int]] = {}
-            for instance in found:
-                name = (instance.label or "").strip()
-                if name in labels:
-                    by_label.setdefault(name, []).append(instance.id)
-            return by_label
+            return [(instance.id, instance.label) for instance in found]
 
         def log(exc: Exception, retry: int, wait: float) -> None:
             logger.warning("listing instances by label failed (%s); trying again", exc)

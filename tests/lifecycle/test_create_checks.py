@@ -23,7 +23,8 @@ import respx
 
 from tests._support.api_factories import offer_json
 from tests._support.waiting import wait_until
-from vastkit._provision import LabelSweeps, Provisioner, label_sweeps_for
+from vastkit._label_sweeps import LabelSweeps, label_sweeps_for
+from vastkit._provision import Provisioner
 from vastkit.access import RentalAccess
 from vastkit.api import CreateInstanceRequest
 from vastkit.api._converter import structure
@@ -228,15 +229,15 @@ def test_a_list_sent_before_a_caller_asked_never_answers_for_it() -> None:
     release = threading.Event()
     sent: list[frozenset[str]] = []
 
-    def slow_lister(labels: frozenset[str]) -> dict[str, list[int]]:
+    def slow_lister(labels: frozenset[str]) -> list[tuple[int, str | None]]:
         sent.append(labels)
         out.set()
         release.wait(30)
-        return {"a": [5], "b": [7]}  # an answer that would wrongly serve b
+        return [(5, "a"), (7, " b ")]  # an answer that would wrongly serve b
 
-    def quick_lister(labels: frozenset[str]) -> dict[str, list[int]]:
+    def quick_lister(labels: frozenset[str]) -> list[tuple[int, str | None]]:
         sent.append(labels)
-        return {}
+        return [(3, None), (4, "c")]  # unlabelled and other labels are not b's
 
     found: dict[str, list[int]] = {}
     first = threading.Thread(target=lambda: found.update(a=sweeps.find("a", slow_lister)))
@@ -263,14 +264,14 @@ def test_when_a_shared_list_fails_its_sender_raises_and_the_others_send_their_ow
     release = threading.Event()
     sent: list[frozenset[str]] = []
 
-    def lister(labels: frozenset[str]) -> dict[str, list[int]]:
+    def lister(labels: frozenset[str]) -> list[tuple[int, str | None]]:
         sent.append(labels)
         if len(sent) == 1:  # a's list, out while b and c ask
             out.set()
             release.wait(30)
         if len(sent) == 2:  # the list for b and c together fails for good
             raise ListFailed("the list kept failing")
-        return {"b": [8], "c": [9]}
+        return [(9, "c"), (8, "b")]
 
     results: dict[str, list[int] | BaseException] = {}
 

@@ -14,9 +14,9 @@
 * Each endpoint is paced to its documented minimum interval between requests (reference
   section 9.2), so a busy caller stays under Vast's limits even though Vast sends no
   ``Retry-After``. Vast counts per key, so pacing is per account and process
-  (:class:`AccountPacing`): every Transport of the process on the same server and key, in any
-  thread, shares when each endpoint was last sent to and how long a 429 keeps it quiet; each
-  request reserves the next free slot.
+  (:mod:`vastkit.api._pacing`): every Transport of the process on the same server and key, in
+  any thread, shares when each endpoint was last sent to and how long a 429 keeps it quiet;
+  each request reserves the next free slot.
 * Idempotent calls are retried on 429, 502, 503, 504 and on connection errors through the one
   retry loop, :func:`vastkit.retry.retry_call`, with its :class:`~vastkit.retry.RetryPolicy`
   (jittered exponential backoff); ``Retry-After`` (seconds or an HTTP date) is honoured up to
@@ -34,20 +34,19 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import httpx
 
 from vastkit._version import __version__
+from vastkit.api._pacing import AccountPacing, pacing_for, quiet_after_429
 from vastkit.api._redaction import Redactor, request_without_key
-from vastkit.clock import Clock, SystemClock
+from vastkit.clock import Clock
 from vastkit.errors import (
     APIConnectionError,
     APIStatusError,
@@ -73,14 +72,12 @@ __all__ = [
     "MIN_INTERVALS",
     "PACING_MARGIN",
     "RETRY_STATUSES",
-    "AccountPacing",
     "Transport",
     "TransportStats",
     "account_id",
     "decode_json",
     "json_depth_exceeds",
     "may_have_arrived",
-    "pacing_for",
     "parse_retry_after",
 ]
 
@@ -221,102 +218,6 @@ class TransportStats:
             f"TransportStats(requests={self.total_requests}, "
             f"rate_limited={self.total_rate_limited})"
         )
-
-
-class AccountPacing:
-    """The pacing of one account on one time line: per endpoint, when the last request was
-    sent (or is reserved to be) and until when a 429 keeps every caller away. Thread-safe.
-
-    Vast enforces its minimum intervals per key (reference section 9.2), so every
-    :class:`Transport` of this process on the same server and key shares one
-    (:func:`pacing_for`); each keeps its own ``min_intervals`` table, and a request waits for
-    the interval of the table of the transport sending it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
-        self._quiet: dict[str, float] = {}
-
-    def reserve(self, endpoint: str, interval: float, clock: Clock) -> tuple[float, float]:
-        """Take the next free slot for ``endpoint``: ``interval`` seconds after the last request
-        reserved (by any transport of the account), and not before a 429's quiet time ends.
-
-        Returns:
-            ``(now, slot)``: the time read and the time the request may be sent.
-        """
-        with self._lock:
-            now = clock.now()
-            slot = max(now, self._quiet.get(endpoint, now))
-            last = self._last.get(endpoint)
-            if last is not None:
-                slot = max(slot, last + interval)
-            self._last[endpoint] = slot
-        return now, slot
-
-    def keep_quiet(self, endpoint: str, until: float) -> None:
-        """After a 429, keep every caller of ``endpoint`` away until ``until``."""
-        with self._lock:
-            self._quiet[endpoint] = max(self._quiet.get(endpoint, until), until)
-
-    def __repr__(self) -> str:
-        with self._lock:
-            return f"AccountPacing(endpoints={sorted(self._last.keys() | self._quiet.keys())})"
-
-
-class _PacingRegistry:
-    """The :class:`AccountPacing` of every account, per time line, for this process.
-
-    A time line is what the clocks read: every clock that reads real time through
-    :meth:`SystemClock.now` (each ``Client()`` makes its own ``SystemClock``) is one time line;
-    any other clock (a :class:`~vastkit.clock.ManualClock`, the emulator's virtual time) is its
-    own, so two tests with their own virtual clocks on the same account never wait for each
-    other's requests, while the clients of one test, on one clock, pace together. Virtual time
-    lines are held weakly: a clock that is gone takes its pacing with it (a clock that cannot
-    be weakly referenced is kept with its pacing for the life of the process).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._real: dict[str, AccountPacing] = {}
-        self._virtual: weakref.WeakKeyDictionary[Any, dict[str, AccountPacing]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._pinned: dict[int, tuple[Clock, dict[str, AccountPacing]]] = {}
-
-    def get(self, account: str, clock: Clock) -> AccountPacing:
-        with self._lock:
-            table = self._table(clock)
-            pacing = table.get(account)
-            if pacing is None:
-                pacing = table[account] = AccountPacing()
-            return pacing
-
-    def _table(self, clock: Clock) -> dict[str, AccountPacing]:
-        if getattr(type(clock), "now", None) is SystemClock.now:
-            return self._real
-        try:
-            return self._virtual.setdefault(clock, {})
-        except TypeError:  # no weak references to this clock: keep it (its id stays unique)
-            return self._pinned.setdefault(id(clock), (clock, {}))[1]
-
-    def clear(self) -> None:
-        """Forget every account's pacing (a forked child starts its own process's pacing)."""
-        self._lock = threading.Lock()
-        self._real = {}
-        self._virtual = weakref.WeakKeyDictionary()
-        self._pinned = {}
-
-
-_PACING = _PacingRegistry()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_PACING.clear)
-
-
-def pacing_for(account: str, clock: Clock) -> AccountPacing:
-    """The pacing every transport of this process on ``account`` (:func:`account_id`) shares
-    with the others on the same time line as ``clock``."""
-    return _PACING.get(account, clock)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -485,8 +386,7 @@ class Transport:
         self.max_retry_after = max_retry_after
         self.min_intervals = dict(MIN_INTERVALS if min_intervals is None else min_intervals)
         self._rng = rng or random.Random()
-        self.pacing = pacing_for(account_id(self), clock)
-        """Shared with every transport of this process on the same account and time line."""
+        self.pacing: AccountPacing = pacing_for(account_id(self), clock)  # the account's
         self.stats = TransportStats()
         self.user_agent = f"vastkit/{__version__}"
 
@@ -519,8 +419,7 @@ class Transport:
             self.clock.sleep(wait)
 
     def _push_back(self, endpoint: str, delay: float) -> None:
-        """After a 429, keep every caller of ``endpoint`` on the account away for ``delay``
-        seconds."""
+        """After a 429, keep every caller of ``endpoint`` on the account away ``delay`` s."""
         self.pacing.keep_quiet(endpoint, self.clock.now() + delay)
 
     # -- requests -----------------------------------------------------------------------------
@@ -682,21 +581,11 @@ class Transport:
         error = self.status_error(response, method, path)
         if response.status_code == 429:
             self.stats._add(self.stats.rate_limited, endpoint)
-            self._learn_from_429(error, endpoint)
+            if not isinstance(error, SearchQuotaExceededError):  # a daily quota, not a spacing
+                interval = self.min_intervals.get(endpoint, 0.0) * PACING_MARGIN
+                asked = self._retry_after(error)
+                self._push_back(endpoint, quiet_after_429(asked, interval, self.max_retry_after))
         raise error
-
-    def _learn_from_429(self, error: APIStatusError, endpoint: str) -> None:
-        """Keep every caller of ``endpoint`` on the account away after a 429, also when this
-        call is not retried (a create): for the ``Retry-After`` asked (at most
-        :attr:`max_retry_after`), else for the endpoint's paced interval."""
-        if isinstance(error, SearchQuotaExceededError):
-            return  # a daily quota, not a spacing: searching again fails the same way
-        asked = self._retry_after(error)
-        if asked is None:
-            asked = self.min_intervals.get(endpoint, 0.0) * PACING_MARGIN
-        quiet = min(asked, self.max_retry_after)
-        if quiet > 0:
-            self._push_back(endpoint, quiet)
 
     def _retry_after(self, error: Exception) -> float | None:
         if not isinstance(error, APIStatusError):
