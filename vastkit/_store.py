@@ -587,7 +587,8 @@ class ObjectWriter:
         self._budget = self._most_inflight * self._part_size  # copied bytes in flight
         if size_hint is not None and size_hint > 0:
             smallest = _S3_MIN_PART if store.is_s3 else 2**20
-            self._part_size = min(store.chunk, max(smallest, size_hint // 12))
+            if lender is None:  # parts are copies: smaller ones for a small object
+                self._part_size = min(store.chunk, max(smallest, size_hint // 12))
             self._budget = max(self._part_size, size_hint // 10)
         self._part = Part()
         self._fill = 0
