@@ -785,7 +785,7 @@ def account_id(transport: Transport) -> str:
     """The server and a digest of the key: names the account without revealing the key.
 
     Vast's rate limits count per key, so this also names the pacing a transport shares
-    (:func:`pacing_for`).
+    (:func:`~vastkit.api._pacing.pacing_for`).
     """
     digest = hashlib.sha256(f"{transport.base_url}\0{transport._api_key}".encode()).hexdigest()
     return f"{transport.base_url}#{digest[:16]}"
