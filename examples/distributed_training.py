@@ -37,6 +37,7 @@ import attrs
 from vastkit.api.client import Client
 from vastkit.jobs import Job, JobEvent, JobTimeouts, run_job
 from vastkit.ledger import Ledger
+from vastkit.outbid import OutbidPolicy
 from vastkit.profiles import builtin_profiles
 from vastkit.rundir import CheckpointSettings, RunDir
 
@@ -135,6 +136,10 @@ def make_job(store_url: str, options: dict[str, Any], python: str, **fields: Any
         "storage_options": options,
         "checkpoint": CheckpointSettings(every_steps=10, keep_last=2),
         "max_cost_usd": 20.0,
+        # move to another machine at once when outbid: four idle H100s cost more per hour than
+        # the next offer's higher price (a job's default, cheapest_expected(), counts only the
+        # bill and may wait up to an hour for the machine to come back)
+        "outbid": OutbidPolicy.give_up(),
     }
     values.update(fields)
     return Job(**values)
